@@ -1,0 +1,308 @@
+"""Simulated PFS detector physics with known truth.
+
+Everything is a deterministic function of (seed, epoch, camera), so the truth that tests compare against
+is regenerated from the same code instead of being stored twice. Geometry: rows (y) are the spectral
+direction, columns (x) the spatial one; fibres run along y, as on the PFS detectors (scaled down).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from functools import cached_property
+
+import numpy as np
+
+NY = 256  # rows (spectral)
+NX = 256  # data columns (spatial)
+NOVERSCAN = 16  # overscan columns appended on the right of every raw
+NFIBER = 16  # fibres per spectrograph in the demo (651 on the real instrument)
+FIBER_PITCH = 14.0  # pixels between fibres
+FIBER_X0 = 22.0  # x of the first fibre at the central row
+PIXEL_MM = 0.015  # 15 micron pixels: dither values are slit offsets in 1e-4 mm units
+ARM_RANGE = {"b": (380.0, 650.0), "r": (630.0, 970.0), "n": (940.0, 1260.0), "m": (710.0, 885.0)}
+ARM_NUM = {"b": 1, "r": 2, "n": 3, "m": 4}
+LSF_SIGMA = 1.1  # spectral line width (pixels)
+READ_NOISE = 4.0  # ADU, gain 1
+NLINES = 18  # arc lines per arm
+# Per-camera spectral offsets (pixels) of the true wavelength solution w.r.t. the base optical model;
+# bootstrap must be told these (bootstrap:spectralOffset) to match arc lines.
+DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0}
+
+
+def _rng(*key: object) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def split_camera(camera: str) -> tuple[str, int]:
+    return camera[0], int(camera[1:])
+
+
+def dither_shift_px(dither: int) -> float:
+    """Slit offset of a dither value (1e-4 mm) in pixels."""
+    return dither * 1e-4 / PIXEL_MM
+
+
+@dataclasses.dataclass(frozen=True)
+class Epoch:
+    """One observing run: its own truth differs a little from the other runs'."""
+
+    name: str
+    index: int  # 0, 1, ...
+
+    @property
+    def bias_offset(self) -> float:
+        return 2.0 + 3.0 * self.index  # ADU between data region and overscan
+
+    @property
+    def dark_scale(self) -> float:
+        return 1.0 + 0.2 * self.index
+
+    @property
+    def spectral_shift(self) -> float:
+        return 1.0 * self.index  # pixels: the spectrograph moved a little between runs
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraTruth:
+    """Truth of one camera in one epoch."""
+
+    seed: int
+    epoch: Epoch
+    camera: str
+
+    @property
+    def arm(self) -> str:
+        return split_camera(self.camera)[0]
+
+    @property
+    def spectrograph(self) -> int:
+        return split_camera(self.camera)[1]
+
+    @property
+    def cam_index(self) -> int:
+        return 4 * (self.spectrograph - 1) + ARM_NUM[self.arm]
+
+    # --- detector ---
+    @property
+    def bias_level(self) -> float:
+        return 1000.0 + 50.0 * self.cam_index
+
+    @cached_property
+    def bias_pattern(self) -> np.ndarray:
+        """Bias structure left after overscan subtraction (the certified bias should equal this)."""
+        rng = _rng(self.seed, "bias", self.camera)
+        x = np.arange(NX)
+        columns = 3.0 * np.sin(2 * np.pi * x / 97.0) + rng.normal(0.0, 1.0, NX)
+        pattern = columns[np.newaxis, :] + rng.normal(0.0, 0.5, (NY, NX)) + self.epoch.bias_offset
+        if self.epoch.index > 0:
+            pattern[:, 40 + 7 * self.cam_index % 150] += 25.0  # a hot column that appeared in later runs
+        return pattern.astype(np.float32)
+
+    @cached_property
+    def dark_current(self) -> np.ndarray:
+        """Dark current (ADU/s) per pixel."""
+        rng = _rng(self.seed, "dark", self.camera)
+        dark = np.full((NY, NX), 0.01 * (1 + 0.1 * self.cam_index) * self.epoch.dark_scale)
+        hot = rng.integers(0, NY * NX, 12)
+        dark.flat[hot] *= 30.0
+        return dark.astype(np.float32)
+
+    @cached_property
+    def pixel_response(self) -> np.ndarray:
+        """Pixel-to-pixel response: the truth of fiberFlat."""
+        return (1.0 + 0.01 * _rng(self.seed, "flat", self.camera).normal(0.0, 1.0, (NY, NX))).astype(np.float32)
+
+    # --- fibres ---
+    @cached_property
+    def fiber_ids(self) -> np.ndarray:
+        return (self.spectrograph - 1) * NFIBER + np.arange(NFIBER) + 1
+
+    @cached_property
+    def fiber_sigma(self) -> np.ndarray:
+        """Gaussian profile width (pixels) of each fibre: the truth of fiberProfiles."""
+        return 1.2 + 0.6 * _rng(self.seed, "sigma", self.camera).random(NFIBER)
+
+    @cached_property
+    def throughput(self) -> np.ndarray:
+        """Per-fibre throughput (same fibre, both arms differ a little)."""
+        return 0.7 + 0.6 * _rng(self.seed, "throughput", self.camera).random(NFIBER)
+
+    @cached_property
+    def slit_offsets(self) -> np.ndarray:
+        """Per-fibre spectral slit offsets (pixels)."""
+        return 0.3 * _rng(self.seed, "slit", self.camera).normal(0.0, 1.0, NFIBER)
+
+    @cached_property
+    def trace_coeffs(self) -> tuple[float, float]:
+        rng = _rng(self.seed, "trace", self.camera)
+        return float(rng.uniform(-2.5, 2.5)), float(rng.uniform(0.5, 2.0))
+
+    def fiber_x(self, y: np.ndarray, dither: int = 0) -> np.ndarray:
+        """x centre of every fibre at rows y: shape (NFIBER, len(y))."""
+        u = (np.asarray(y, dtype=float) - NY / 2) / (NY / 2)
+        tilt, curve = self.trace_coeffs
+        x0 = FIBER_X0 + FIBER_PITCH * np.arange(NFIBER) + dither_shift_px(dither)
+        return x0[:, np.newaxis] + tilt * u[np.newaxis, :] + curve * u[np.newaxis, :] ** 2
+
+    # --- wavelengths ---
+    @cached_property
+    def spectral_offset(self) -> float:
+        return DEFAULT_SPECTRAL_OFFSET.get(self.camera, float(_rng(self.seed, "off", self.camera).uniform(-8, 8)))
+
+    def line_y(self, wavelength: np.ndarray) -> np.ndarray:
+        """True row of wavelength(s) for every fibre: shape (NFIBER, len(wavelength))."""
+        t = (np.asarray(wavelength, dtype=float) - ARM_RANGE[self.arm][0]) / np.ptp(ARM_RANGE[self.arm])
+        xn = (FIBER_X0 + FIBER_PITCH * np.arange(NFIBER) - NX / 2) / (NX / 2)
+        base = base_line_y(self.arm, np.asarray(wavelength, dtype=float))
+        distortion = 1.5 * xn[:, np.newaxis] * (t[np.newaxis, :] - 0.5) + 0.8 * xn[:, np.newaxis] ** 2
+        return (base[np.newaxis, :] + self.spectral_offset + self.epoch.spectral_shift + distortion
+                + self.slit_offsets[:, np.newaxis])
+
+    def row_wavelength(self, fiber_index: int) -> np.ndarray:
+        """True wavelength at each row for one fibre (inverse of line_y)."""
+        grid = np.linspace(*ARM_RANGE[self.arm], 4000)
+        return np.interp(np.arange(NY), self.line_y(grid)[fiber_index], grid)
+
+    # --- rendering ---
+    def fiber_image(self, flux: np.ndarray, lit: np.ndarray, dither: int = 0) -> np.ndarray:
+        """Sum of Gaussian fibre profiles; flux has shape (NFIBER, NY): counts per row per fibre."""
+        y = np.arange(NY)
+        x = np.arange(NX)
+        centres = self.fiber_x(y, dither)
+        image = np.zeros((NY, NX))
+        for i in np.flatnonzero(lit):
+            d = x[np.newaxis, :] - centres[i][:, np.newaxis]
+            profile = np.exp(-0.5 * (d / self.fiber_sigma[i]) ** 2) / (np.sqrt(2 * np.pi) * self.fiber_sigma[i])
+            image += flux[i][:, np.newaxis] * profile
+        return image
+
+    def quartz_flux(self) -> np.ndarray:
+        """Counts per row per fibre under the quartz lamp (before pixel response)."""
+        wl = np.array([self.row_wavelength(i) for i in range(NFIBER)])
+        return 12000.0 * quartz_spectrum(self.arm, wl) * self.throughput[:, np.newaxis]
+
+    def arc_flux(self) -> np.ndarray:
+        wavelengths, strengths = arc_lines(self.arm)
+        rows = self.line_y(wavelengths)
+        y = np.arange(NY)
+        flux = np.zeros((NFIBER, NY))
+        for i in range(NFIBER):
+            g = np.exp(-0.5 * ((y[np.newaxis, :] - rows[i][:, np.newaxis]) / LSF_SIGMA) ** 2)
+            flux[i] = self.throughput[i] * (strengths[:, np.newaxis] * g).sum(axis=0)
+        return flux
+
+    def scattered_light(self) -> np.ndarray:
+        yy, xx = np.mgrid[0:NY, 0:NX]
+        return 20.0 + 15.0 * (xx / NX) + 10.0 * (yy / NY)
+
+    def raw(self, visit: "VisitSpec") -> np.ndarray:
+        """A simulated raw (data region + overscan), float32 ADU."""
+        rng = _rng(self.seed, "raw", visit.visit, self.camera)
+        signal = np.zeros((NY, NX))
+        lit = np.ones(NFIBER, dtype=bool)
+        if visit.kind in ("flat", "bright", "dark_profile"):
+            if visit.kind == "bright":
+                lit = (np.arange(NFIBER) % 4) == visit.group
+            elif visit.kind == "dark_profile":
+                lit = np.zeros(NFIBER, dtype=bool)
+            signal = self.fiber_image(self.quartz_flux(), lit, visit.dither) + self.scattered_light()
+        elif visit.kind == "arc":
+            signal = self.fiber_image(self.arc_flux(), lit, visit.dither)
+        signal = signal * self.pixel_response + self.dark_current * visit.dark_time
+        data = rng.poisson(np.clip(signal, 0, None)).astype(float)
+        data += self.bias_level + self.bias_pattern + rng.normal(0.0, READ_NOISE, (NY, NX))
+        overscan = self.bias_level + rng.normal(0.0, READ_NOISE, (NY, NOVERSCAN))
+        return np.hstack([data, overscan]).astype(np.float32)
+
+
+def base_line_y(arm: str, wavelength: np.ndarray) -> np.ndarray:
+    """The base optical model (what drp_pfs_data's base detectorMap provides): row of a wavelength."""
+    lo, hi = ARM_RANGE[arm]
+    t = (wavelength - lo) / (hi - lo)
+    return 8.0 + (NY - 16.0) * t + 6.0 * t * (1.0 - t)
+
+
+def base_fiber_x(y: np.ndarray) -> np.ndarray:
+    """Base optical model of the traces: straight, at the nominal slit positions."""
+    x0 = FIBER_X0 + FIBER_PITCH * np.arange(NFIBER)
+    return np.repeat(x0[:, np.newaxis], len(np.atleast_1d(y)), axis=1)
+
+
+def quartz_spectrum(arm: str, wavelength: np.ndarray) -> np.ndarray:
+    """Smooth lamp spectrum, normalised to order unity."""
+    lo, hi = ARM_RANGE[arm]
+    t = (wavelength - lo) / (hi - lo)
+    return 0.6 + 0.4 * np.sin(np.pi * np.clip(t, 0, 1)) + 0.1 * t
+
+
+def arc_lines(arm: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reference arc line list of an arm: irregularly spaced wavelengths (nm) and peak strengths."""
+    rng = _rng("lines", arm)
+    lo, hi = ARM_RANGE[arm]
+    span = hi - lo
+    lines: list[float] = []
+    while len(lines) < NLINES:
+        wl = float(rng.uniform(lo + 0.06 * span, hi - 0.06 * span))
+        if all(abs(wl - other) > 0.035 * span for other in lines):
+            lines.append(wl)
+    wavelengths = np.sort(np.array(lines))
+    return np.round(wavelengths, 3), 2000.0 + 6000.0 * _rng("strength", arm).random(NLINES)
+
+
+@dataclasses.dataclass(frozen=True)
+class VisitSpec:
+    visit: int
+    kind: str  # bias, dark, flat, arc, bright, dark_profile
+    epoch: str
+    exposure_time: float
+    dark_time: float
+    dither: int = 0
+    group: int = -1  # fibre-profile group
+    design: int = 1
+
+    @property
+    def observation_type(self) -> str:
+        return {"bright": "flat", "dark_profile": "flat"}.get(self.kind, self.kind)
+
+    @property
+    def target_name(self) -> str:
+        return self.observation_type.upper()
+
+    @property
+    def lamps(self) -> str:
+        return {"flat": "Quartz", "bright": "Quartz", "dark_profile": "Quartz", "arc": "Ar,Kr,Ne"}.get(self.kind, "")
+
+    @property
+    def science_program(self) -> str:
+        return "fiberProfiles" if self.kind in ("bright", "dark_profile") else "calibration"
+
+
+DITHERS = (0, 675, -675)  # dither values: 0 and +-4.5 pixels
+
+
+def epoch_visits(epoch: str, first_visit: int) -> list[VisitSpec]:
+    """The visits of one observing run, in observing order."""
+    specs: list[VisitSpec] = []
+    v = first_visit
+
+    def add(kind: str, exptime: float, **kw: int) -> None:
+        nonlocal v
+        specs.append(VisitSpec(v, kind, epoch, exptime, exptime, **kw))
+        v += 1
+
+    for _ in range(5):
+        add("bias", 0.0)
+    for _ in range(3):
+        add("dark", 900.0)
+    for dither in DITHERS:
+        for _ in range(2):
+            add("flat", 30.0, dither=dither)
+    for _ in range(2):
+        add("arc", 15.0)
+    for group in range(4):
+        for _ in range(2):
+            add("bright", 30.0, group=group, design=10 + group)
+        add("dark_profile", 30.0, group=group, design=20)
+    return specs
