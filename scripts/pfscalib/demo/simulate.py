@@ -132,7 +132,7 @@ class CameraTruth:
     @cached_property
     def slit_offsets(self) -> np.ndarray:
         """Per-fibre spectral slit offsets (pixels)."""
-        return 0.3 * _rng(self.seed, "slit", self.camera).normal(0.0, 1.0, NFIBER)
+        return 0.15 * _rng(self.seed, "slit", self.camera).normal(0.0, 1.0, NFIBER)
 
     @cached_property
     def trace_coeffs(self) -> tuple[float, float]:
@@ -156,7 +156,7 @@ class CameraTruth:
         t = (np.asarray(wavelength, dtype=float) - ARM_RANGE[self.arm][0]) / np.ptp(ARM_RANGE[self.arm])
         xn = (FIBER_X0 + FIBER_PITCH * np.arange(NFIBER) - NX / 2) / (NX / 2)
         base = base_line_y(self.arm, np.asarray(wavelength, dtype=float))
-        distortion = 1.5 * xn[:, np.newaxis] * (t[np.newaxis, :] - 0.5) + 0.8 * xn[:, np.newaxis] ** 2
+        distortion = 0.6 * xn[:, np.newaxis] * (t[np.newaxis, :] - 0.5) + 0.3 * xn[:, np.newaxis] ** 2
         return (base[np.newaxis, :] + self.spectral_offset + self.epoch.spectral_shift + distortion
                 + self.slit_offsets[:, np.newaxis])
 
@@ -181,7 +181,7 @@ class CameraTruth:
     def quartz_flux(self) -> np.ndarray:
         """Counts per row per fibre under the quartz lamp (before pixel response)."""
         wl = np.array([self.row_wavelength(i) for i in range(NFIBER)])
-        return 12000.0 * quartz_spectrum(self.arm, wl) * self.throughput[:, np.newaxis]
+        return 60000.0 * quartz_spectrum(self.arm, wl) * self.throughput[:, np.newaxis]
 
     def arc_flux(self) -> np.ndarray:
         wavelengths, strengths = arc_lines(self.arm)

@@ -1,0 +1,148 @@
+"""Registry operations on a Gen3 Butler (daf_butler API): certify, decertify, replace, copy, clean.
+
+Shared by the workflow's certify step and by the stand-ins for drp_stella's butler scripts.
+Dates are TAI ISO-8601, ranges half-open [begin, end); None means unbounded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from astropy.time import Time
+from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, Timespan
+
+LIST_RE = re.compile(r"^(\d+)(?:\.\.(\d+)(?::(\d+))?)?$")
+
+
+def parse_date(text: str | None) -> Time | None:
+    return None if text in (None, "") else Time(text, scale="tai", format="isot")
+
+
+def make_timespan(begin: str | None, end: str | None) -> Timespan:
+    return Timespan(parse_date(begin), parse_date(end))
+
+
+def parse_visit_list(text: str) -> list[int]:
+    """PFS list syntax: 'a..b[:stride]' items joined by '^' (inclusive ranges)."""
+    visits: list[int] = []
+    for item in str(text).split("^"):
+        m = LIST_RE.match(item.strip())
+        if not m:
+            raise ValueError(f"bad visit list item {item.strip()!r} (expected N, A..B or A..B:STRIDE)")
+        start, stop, stride = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
+        if stop < start or stride < 1:
+            raise ValueError(f"bad visit range {item.strip()!r} (end before start or stride < 1)")
+        visits += list(range(start, stop + 1, stride))
+    return visits
+
+
+def parse_ids(ids: Iterable[Sequence[str]] | None) -> list[dict[str, Any]]:
+    """--id KEY=VALUE ... occurrences (each one data ID); ints converted where they look like ints."""
+    out = []
+    for tokens in ids or []:
+        data_id: dict[str, Any] = {}
+        for token in tokens:
+            key, sep, value = token.partition("=")
+            if not sep:
+                raise ValueError(f"bad --id token {token!r} (expected KEY=VALUE)")
+            data_id[key] = int(value) if value.lstrip("-").isdigit() else value
+        out.append(data_id)
+    return out
+
+
+def first_run(butler: Butler, collection: str) -> str:
+    """The RUN a CHAINED output points at first (the newest pipetask run), or the collection itself."""
+    if butler.registry.getCollectionType(collection) is CollectionType.CHAINED:
+        for child in butler.registry.getCollectionChain(collection):
+            if butler.registry.getCollectionType(child) is CollectionType.RUN:
+                return child
+        raise LookupError(f"chain {collection} holds no RUN collection")
+    return collection
+
+
+def query_refs(butler: Butler, dataset_type: str, collections: str | list[str], data_id: dict | None = None,
+               find_first: bool = True) -> list[DatasetRef]:
+    return list(butler.query_datasets(dataset_type, collections=collections, data_id=data_id or {},
+                                      find_first=find_first, explain=False))
+
+
+def ensure_calibration_collection(butler: Butler, collection: str) -> None:
+    butler.registry.registerCollection(collection, CollectionType.CALIBRATION)
+    if butler.registry.getCollectionType(collection) is not CollectionType.CALIBRATION:
+        raise ValueError(f"collection {collection} exists and is not a CALIBRATION collection")
+
+
+def certify(butler: Butler, collection: str, refs: list[DatasetRef], timespan: Timespan) -> None:
+    ensure_calibration_collection(butler, collection)
+    butler.registry.certify(collection, refs, timespan)
+
+
+def decertify(butler: Butler, collection: str, dataset_type: str, timespan: Timespan,
+              data_ids: list[dict] | None = None) -> None:
+    butler.registry.decertify(collection, dataset_type, timespan, dataIds=data_ids or None)
+
+
+def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef], timespan: Timespan) -> None:
+    """Decertify whatever covers these data IDs over the range and certify refs, in one transaction:
+    a failure in between leaves the previous certification in place."""
+    ensure_calibration_collection(butler, collection)
+    with butler.registry.transaction():
+        for ref in refs:
+            required = {k: ref.dataId[k] for k in ref.datasetType.dimensions.required}
+            butler.registry.decertify(collection, ref.datasetType.name, timespan, dataIds=[required])
+        butler.registry.certify(collection, refs, timespan)
+
+
+def certified(butler: Butler, collection: str, dataset_type: str, data_id: dict | None = None) -> list[dict]:
+    """Certifications (ref + validity range) of a dataset type in a CALIBRATION collection."""
+    out = []
+    for assoc in butler.registry.queryDatasetAssociations(dataset_type, collections=collection, flattenChains=True):
+        if data_id and any(assoc.ref.dataId.get(k) != v for k, v in data_id.items()):
+            continue
+        out.append({"ref": assoc.ref, "begin": assoc.timespan.begin, "end": assoc.timespan.end})
+    return out
+
+
+def copy_datasets(butler: Butler, refs: list[DatasetRef], dataset_type: str, run: str) -> list[DatasetRef]:
+    """Copy datasets under another dataset type into run (what certifyDetectorMaps.py does), reusing
+    copies already there so that a rerun after a crash is idempotent."""
+    source = refs[0].datasetType
+    target = DatasetType(dataset_type, source.dimensions, source.storageClass_name, isCalibration=True)
+    butler.registry.registerDatasetType(target)
+    butler.registry.registerRun(run)
+    out = []
+    for ref in refs:
+        existing = query_refs(butler, dataset_type, run, dict(ref.dataId.required))
+        out.append(existing[0] if existing else butler.put(butler.get(ref), target, ref.dataId, run=run))
+    return out
+
+
+def runs_matching(butler: Butler, pattern: str) -> list[str]:
+    """RUN collections matching a butler glob (chains are not flattened)."""
+    return sorted(name for name in butler.registry.queryCollections(collectionTypes=CollectionType.RUN)
+                  if fnmatch.fnmatchcase(name, pattern))
+
+
+def clean_runs(butler: Butler, pattern: str, dataset_types: list[str], data_ids: list[dict] | None = None,
+               where: str = "", dry_run: bool = False, log=print) -> int:
+    """Purge datasets of the given types from RUN collections matching pattern; returns how many."""
+    known = {dt.name for dt in butler.registry.queryDatasetTypes()}
+    total = 0
+    for run in runs_matching(butler, pattern):
+        for dataset_type in dataset_types:
+            if dataset_type not in known:
+                continue
+            refs: list[DatasetRef] = []
+            for data_id in data_ids or [{}]:
+                refs += list(butler.query_datasets(dataset_type, collections=run, data_id=data_id, where=where,
+                                                   find_first=False, explain=False))
+            if not refs:
+                continue
+            log(f"{'would remove' if dry_run else 'removing'} {len(refs)} {dataset_type} from {run}")
+            if not dry_run:
+                butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
+            total += len(refs)
+    return total

@@ -1,0 +1,256 @@
+"""Stand-ins for PfsIsrTask, PfsCalibCombineTask, PfsDarkTask, FlatDitherCombineTask and FlatCombineTask.
+
+Labels, connection names, default dataset types, dimensions and isCalibration flags follow obs_pfs and
+drp_stella; storage classes are the demo's (numpy images in FITS, dicts in JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lsst.pex.config as pexConfig
+import lsst.pipe.base as pipeBase
+import lsst.pipe.base.connectionTypes as cT
+import numpy as np
+
+from .. import simulate
+
+IVAS = ("instrument", "visit", "arm", "spectrograph")
+IAS = ("instrument", "arm", "spectrograph")
+log = logging.getLogger(__name__)
+
+
+def camera_of(data_id) -> str:
+    return f"{data_id['arm']}{data_id['spectrograph']}"
+
+
+def visit_record(data_id):
+    return data_id.records["visit"]
+
+
+# ----------------------------------------------------------------------------------------------- isr
+class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
+    ccdExposure = cT.Input(name="raw", storageClass="PfsRaw", dimensions=IVAS, doc="raw camera image")
+    bias = cT.PrerequisiteInput(name="bias", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
+                                minimum=0, doc="bias, looked up in the calibration collections by visit time")
+    dark = cT.PrerequisiteInput(name="dark", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
+                                minimum=0, doc="dark current per second")
+    flat = cT.PrerequisiteInput(name="fiberFlat", storageClass="StandinExposure", dimensions=IAS,
+                                isCalibration=True, doc="pixel response (fiberFlat)")
+    outputExposure = cT.Output(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS,
+                               doc="instrument-signature-removed image")
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if not config.doBias:
+            del self.bias
+        if not config.doDark:
+            del self.dark
+        if not config.doFlat:
+            del self.flat
+        if not config.doWrite:
+            del self.outputExposure
+
+
+class PfsIsrConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsIsrConnections):
+    doWrite = pexConfig.Field(dtype=bool, default=True, doc="write outputExposure")
+    doOverscan = pexConfig.Field(dtype=bool, default=True, doc="subtract the per-row overscan median")
+    doBias = pexConfig.Field(dtype=bool, default=True, doc="subtract the bias")
+    doDark = pexConfig.Field(dtype=bool, default=True, doc="subtract dark x dark_time")
+    doFlat = pexConfig.Field(dtype=bool, default=True, doc="divide by the fiberFlat")
+    doDefect = pexConfig.Field(dtype=bool, default=False, doc="mask defects (the demo simulates none)")
+    doCrosstalk = pexConfig.Field(dtype=bool, default=False, doc="crosstalk correction; PFS asserts False")
+    doLinearize = pexConfig.Field(dtype=bool, default=False, doc="linearity correction; PFS asserts False")
+    doBrighterFatter = pexConfig.Field(dtype=bool, default=False, doc="brighter-fatter; PFS asserts False")
+    doFringe = pexConfig.Field(dtype=bool, default=False, doc="fringe correction; PFS asserts False")
+    overscanColumns = pexConfig.Field(dtype=int, default=simulate.NOVERSCAN, doc="overscan width (pixels)")
+
+
+class PfsIsrTask(pipeBase.PipelineTask):
+    ConfigClass = PfsIsrConfig
+    _DefaultName = "isr"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        for name in ("doCrosstalk", "doLinearize", "doBrighterFatter", "doFringe"):
+            assert not getattr(self.config, name), f"isr:{name} must be False for PFS"
+        data_id = butlerQC.quantum.dataId
+        inputs = butlerQC.get(inputRefs)
+        record = visit_record(data_id)
+        where = (f"camera {camera_of(data_id)} visit {data_id['visit']} "
+                 f"({record.timespan.begin.utc.isot[:19]} UTC)")
+        for name, flag in (("bias", "doBias"), ("dark", "doDark")):
+            if getattr(self.config, flag) and inputs.get(name) is None:
+                raise RuntimeError(f"isr: {flag}=True but no {name} is certified for {where} in the input "
+                                   f"calibration collections; build and certify the {name} first")
+        image = self.run(inputs["ccdExposure"], bias=inputs.get("bias"), dark=inputs.get("dark"),
+                         flat=inputs.get("flat"), dark_time=float(record.dark_time or 0.0))
+        if self.config.doWrite:
+            butlerQC.put(image, outputRefs.outputExposure)
+
+    def run(self, raw, bias=None, dark=None, flat=None, dark_time=0.0):
+        n = self.config.overscanColumns
+        image = np.asarray(raw, dtype=np.float64)
+        data = image[:, :-n].copy()
+        if self.config.doOverscan:
+            data -= np.median(image[:, -n:], axis=1)[:, np.newaxis]
+        if bias is not None:
+            data -= bias
+        if dark is not None:
+            data -= dark * dark_time
+        if flat is not None:
+            data /= np.where(np.isfinite(flat) & (flat > 0), flat, 1.0)
+        return data.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- combine
+class PfsCalibCombineConnections(pipeBase.PipelineTaskConnections, dimensions=("instrument", "detector")):
+    inputExpHandles = cT.Input(name="cpInputs", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
+                               deferLoad=True, doc="processed input frames")
+    outputData = cT.Output(name="cpProposal", storageClass="StandinExposure", dimensions=IAS,
+                           isCalibration=True, doc="combined calibration")
+
+
+class PfsCalibCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsCalibCombineConnections):
+    calibrationType = pexConfig.Field(dtype=str, default="calibration", doc="bias, dark, ...")
+    exposureScaling = pexConfig.ChoiceField(dtype=str, default="Unity", doc="scaling of each input", allowed={
+        "Unity": "no scaling", "DarkTime": "divide by the visit's dark_time",
+        "MeanStats": "divide by the image mean"})
+    combine = pexConfig.ChoiceField(dtype=str, default="median", doc="combination statistic",
+                                    allowed={"median": "per-pixel median", "mean": "per-pixel mean"})
+    mask = pexConfig.ListField(dtype=str, default=["SAT", "DETECTED", "INTRP"], doc="mask planes to reject")
+
+
+class PfsCalibCombineTask(pipeBase.PipelineTask):
+    ConfigClass = PfsCalibCombineConfig
+    _DefaultName = "cpCombine"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        handles = butlerQC.get(inputRefs.inputExpHandles)
+        scales = []
+        for ref in inputRefs.inputExpHandles:
+            record = visit_record(ref.dataId)
+            if self.config.exposureScaling == "DarkTime":
+                if not record.dark_time:
+                    raise RuntimeError(f"{self.config.calibrationType}: visit {ref.dataId['visit']} has no dark_time")
+                scales.append(float(record.dark_time))
+            else:
+                scales.append(None)
+        butlerQC.put(self.run([h.get() for h in handles], scales), outputRefs.outputData)
+
+    def run(self, images, scales):
+        stack = []
+        for image, scale in zip(images, scales):
+            image = np.asarray(image, dtype=np.float64)
+            if self.config.exposureScaling == "DarkTime":
+                image = image / scale
+            elif self.config.exposureScaling == "MeanStats":
+                image = image / np.nanmean(image)
+            stack.append(image)
+        combine = np.nanmedian if self.config.combine == "median" else np.nanmean
+        self.log.info("Combined %d %s frames", len(stack), self.config.calibrationType)
+        return combine(np.array(stack), axis=0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- dark
+class PfsDarkConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
+    inputExp = cT.Input(name="cpDarkISR", storageClass="StandinExposure", dimensions=IVAS, doc="bias-subtracted dark")
+    outputExp = cT.Output(name="cpDarkProc", storageClass="StandinExposure", dimensions=IVAS,
+                          doc="dark with cosmic rays masked (NaN)")
+
+
+class PfsDarkConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsDarkConnections):
+    crGrow = pexConfig.Field(dtype=int, default=2, doc="grow cosmic-ray masks by this many pixels")
+    psfFwhm = pexConfig.Field(dtype=float, default=3.0, doc="PSF FWHM (pixels) for cosmic-ray detection")
+    crThreshold = pexConfig.Field(dtype=float, default=8.0, doc="sigma above the local median flagged as CR")
+
+
+class PfsDarkTask(pipeBase.PipelineTask):
+    """Mask cosmic rays: pixels far above both the local 3x3 median and their own Poisson+read noise.
+
+    Hot pixels are isolated too, so only positive outliers brighter than any plausible dark pixel in
+    this frame (crThreshold sigma above a 3x3 median *and* 3x the frame's 99.99th percentile) count.
+    """
+
+    ConfigClass = PfsDarkConfig
+    _DefaultName = "dark"
+
+    def run(self, inputExp):
+        image = np.asarray(inputExp, dtype=np.float64)
+        padded = np.pad(image, 1, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+        local = np.median(windows, axis=(2, 3))
+        noise = np.sqrt(np.clip(local, 0, None) + simulate.READ_NOISE**2)
+        cr = (image - local > self.config.crThreshold * noise) & (image > 3 * np.percentile(image, 99.99))
+        for _ in range(self.config.crGrow):
+            cr = cr | np.roll(cr, 1, 0) | np.roll(cr, -1, 0) | np.roll(cr, 1, 1) | np.roll(cr, -1, 1)
+        out = image.copy()
+        out[cr] = np.nan
+        self.log.info("Masked %d cosmic-ray pixels", int(cr.sum()))
+        return pipeBase.Struct(outputExp=out.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------- flat
+class FlatDitherCombineConnections(pipeBase.PipelineTaskConnections, dimensions=IAS + ("dither",)):
+    inputExpHandles = cT.Input(name="cpInputs", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
+                               deferLoad=True, doc="quartz frames of one dither")
+    outputData = cT.Output(name="ditherFlat", storageClass="StandinExposure", dimensions=IAS + ("dither",),
+                           doc="pixel response measured at one dither (NaN where S/N < minSNR)")
+
+
+class FlatDitherCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatDitherCombineConnections):
+    minSNR = pexConfig.Field(dtype=float, default=50.0, doc="minimum S/N of the model for a valid pixel")
+    smoothWidth = pexConfig.Field(dtype=int, default=9,
+                                  doc="rows of the running median along the traces that models the lamp "
+                                      "(stand-in for drp_stella's spectral smoothing)")
+    mask = pexConfig.ListField(dtype=str, default=["BAD", "SAT", "CR", "INTRP"], doc="mask planes to ignore")
+
+
+class FlatDitherCombineTask(pipeBase.PipelineTask):
+    """Mean of one dither's quartz frames divided by a smooth model: ~1 in lit pixels."""
+
+    ConfigClass = FlatDitherCombineConfig
+    _DefaultName = "ditherCombine"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        handles = butlerQC.get(inputRefs.inputExpHandles)
+        butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
+
+    def run(self, images):
+        mean = np.nanmean(np.array(images, dtype=np.float64), axis=0)
+        half = self.config.smoothWidth // 2
+        padded = np.pad(mean, ((half, half), (0, 0)), mode="reflect")
+        model = np.median(np.lib.stride_tricks.sliding_window_view(padded, self.config.smoothWidth, axis=0), axis=-1)
+        snr = model * np.sqrt(len(images)) / np.sqrt(np.clip(model, 1, None) + simulate.READ_NOISE**2)
+        flat = np.where(snr >= self.config.minSNR, mean / np.where(model > 0, model, 1), np.nan)
+        return flat.astype(np.float32)
+
+
+class FlatCombineConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
+    inputExpHandles = cT.Input(name="ditherFlat", storageClass="StandinExposure", dimensions=IAS + ("dither",),
+                               multiple=True, deferLoad=True, doc="per-dither flats")
+    outputData = cT.Output(name="fiberFlat", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
+                           doc="pixel response")
+
+
+class FlatCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatCombineConnections):
+    pass
+
+
+class FlatCombineTask(pipeBase.PipelineTask):
+    """Mean of the dither flats where measured (the dithers fill the gaps between fibres); NaN = no data."""
+
+    ConfigClass = FlatCombineConfig
+    _DefaultName = "flatCombine"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        handles = butlerQC.get(inputRefs.inputExpHandles)
+        butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
+
+    def run(self, flats):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN (NO_DATA)
+            flat = np.nanmean(np.array(flats, dtype=np.float64), axis=0)
+        self.log.info("fiberFlat covers %.1f%% of the pixels", 100 * np.isfinite(flat).mean())
+        return flat.astype(np.float32)

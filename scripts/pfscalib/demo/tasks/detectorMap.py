@@ -1,0 +1,349 @@
+"""Stand-ins for BootstrapTask, CosmicRayTask, MeasureCentroidsTask, GatherSlitOffsetsTask, FitDetectorMapTask."""
+
+from __future__ import annotations
+
+import lsst.pex.config as pexConfig
+import lsst.pipe.base as pipeBase
+import lsst.pipe.base.connectionTypes as cT
+import numpy as np
+
+from .. import detmap, simulate
+from . import measure
+from .calib import IAS, IVAS, camera_of, visit_record
+
+
+class BuildFiberProfilesConfig(pexConfig.Config):
+    """Same fields as drp_stella's BuildFiberProfilesConfig; the demo uses profileRadius as the
+    extraction half-width (swath and oversampling only matter for the profile fit in fitFiberProfiles)."""
+
+    profileRadius = pexConfig.Field(dtype=int, default=5, doc="half-width (pixels) around the trace")
+    profileSwath = pexConfig.Field(dtype=float, default=300, doc="rows per swath along the trace")
+    profileOversample = pexConfig.Field(dtype=int, default=10, doc="oversampling factor of the profile")
+    doBlindFind = pexConfig.Field(dtype=bool, default=True, doc="find traces without a detectorMap")
+
+
+def fibers_of(pfs_config: dict, spectrograph: int) -> list[int]:
+    pairs = sorted((hole, fid) for fid, spec, hole in
+                   zip(pfs_config["fiberId"], pfs_config["spectrograph"], pfs_config["fiberHole"])
+                   if spec == spectrograph)
+    return [fid for _, fid in pairs]
+
+
+# --------------------------------------------------------------------------------------------- bootstrap
+class BootstrapConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
+    exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
+                        doc="one quartz and one arc")
+    pfsConfig = cT.Input(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
+                         multiple=True, doc="fibre configuration of each exposure")
+    detectorMap = cT.Output(name="detectorMap_bootstrap", storageClass="DetectorMap", dimensions=IAS,
+                            isCalibration=True, doc="rough detectorMap")
+
+
+class BootstrapConfig(pipeBase.PipelineTaskConfig, pipelineConnections=BootstrapConnections):
+    profiles = pexConfig.ConfigField(dtype=BuildFiberProfilesConfig, doc="trace finding and profiles")
+    spectralOffset = pexConfig.Field(dtype=float, default=0.0,
+                                     doc="shift (pixels, y) of the base detectorMap before line matching")
+    spatialOffset = pexConfig.Field(dtype=float, default=0.0, doc="shift (pixels, x) of the base detectorMap")
+    matchRadius = pexConfig.Field(dtype=float, default=2.5, doc="line matching radius (nm)")
+    minMatchFraction = pexConfig.Field(dtype=float, default=0.6, doc="fraction of lines that must match")
+    maxResidual = pexConfig.Field(dtype=float, default=0.5, doc="max RMS (pixels) of the matched lines' fit")
+    order = pexConfig.Field(dtype=int, default=2, doc="order of the wavelength correction")
+
+
+class BootstrapTask(pipeBase.PipelineTask):
+    ConfigClass = BootstrapConfig
+    _DefaultName = "bootstrap"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        data_id = butlerQC.quantum.dataId
+        if len(inputRefs.exposure) != 2 or len(inputRefs.pfsConfig) != 2:
+            raise RuntimeError(f"bootstrap {camera_of(data_id)}: need exactly one quartz and one arc, got "
+                               f"visits {[r.dataId['visit'] for r in inputRefs.exposure]}")
+        quartz = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps == "Quartz"]
+        arc = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps != "Quartz"]
+        if len(quartz) != 1:
+            raise RuntimeError(f"bootstrap {camera_of(data_id)}: need exactly one quartz (lamps='Quartz'), got "
+                               f"{len(quartz)}")
+        configs = [butlerQC.get(r) for r in inputRefs.pfsConfig]
+        if configs[0]["fiberId"] != configs[1]["fiberId"]:
+            raise RuntimeError("bootstrap: the two pfsConfigs have different fiberId")
+        dm = self.run(butlerQC.get(quartz[0]), butlerQC.get(arc[0]), fibers_of(configs[0], data_id["spectrograph"]),
+                      data_id["arm"], data_id["spectrograph"])
+        butlerQC.put(dm, outputRefs.detectorMap)
+
+    def run(self, quartz, arc, fiber_ids, arm, spectrograph):
+        camera = f"{arm}{spectrograph}"
+        dm = detmap.new(arm, spectrograph, fiber_ids)
+        dm["trace"] = [[t[0] + self.config.spatialOffset] + t[1:] for t in dm["trace"]]
+        traces = measure.find_traces(np.asarray(quartz), len(fiber_ids))
+        if sum(len(y) > 5 for y, _ in traces.values()) < len(fiber_ids):
+            raise RuntimeError(f"bootstrap {camera}: could not trace {len(fiber_ids)} fibres on the quartz")
+        detmap.fit_traces(dm, traces, order=2)
+        wavelengths, _ = simulate.arc_lines(arm)
+        rows = np.arange(simulate.NY)
+        dispersion = np.gradient(wavelengths) / np.gradient(simulate.base_line_y(arm, wavelengths))
+        radius_px = self.config.matchRadius / np.abs(dispersion)
+        matched, total = [], 0
+        for index in range(len(fiber_ids)):
+            spectrum = measure.extract_boxcar(np.asarray(arc), detmap.trace_x(dm, index, rows),
+                                              self.config.profiles.profileRadius)
+            peaks = np.array(measure.local_peaks(spectrum, 10 * measure.noise_level(spectrum)))
+            predicted = simulate.base_line_y(arm, wavelengths) + self.config.spectralOffset
+            total += len(wavelengths)
+            if len(peaks) == 0:
+                continue
+            for wl, yp, rad in zip(wavelengths, predicted, radius_px):
+                nearest = peaks[np.argmin(np.abs(peaks - yp))]
+                if abs(nearest - yp) <= rad:
+                    matched.append((index, wl, nearest))
+        fraction = len(matched) / max(total, 1)
+        hint = (f"with bootstrap:spectralOffset={self.config.spectralOffset:g} pixels; the arc lines are "
+                "probably offset: check bootstrap:spectralOffset for this camera")
+        if fraction < self.config.minMatchFraction:
+            raise RuntimeError(f"bootstrap {camera}: only {100 * fraction:.0f}% of arc lines matched within "
+                               f"matchRadius={self.config.matchRadius:g} nm {hint}")
+        index, wl, y = (np.array(v) for v in zip(*matched))
+        terms = detmap.poly_terms(self.config.order)
+        a = detmap.design(terms, detmap.norm_t(arm, wl), detmap.slit_x(index))
+        resid = y - simulate.base_line_y(arm, wl)
+        coeffs = np.linalg.lstsq(a, resid, rcond=None)[0]
+        rms = float(np.sqrt(np.mean((resid - a @ coeffs) ** 2)))
+        if rms > self.config.maxResidual:
+            raise RuntimeError(f"bootstrap {camera}: matched lines do not fit a smooth solution (RMS {rms:.2f} px "
+                               f"> {self.config.maxResidual:g}) {hint}")
+        dm["terms"], dm["coeffs"] = [list(t) for t in terms], coeffs.tolist()
+        self.log.info("bootstrap %s: matched %d lines (%.0f%%), RMS %.3f px", camera, len(wl), 100 * fraction, rms)
+        return dm
+
+
+# --------------------------------------------------------------------------------------------- cosmicray
+class CosmicRayConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
+    inputExposures = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
+                              doc="exposures of the group")
+    masks = cT.Output(name="crMask", storageClass="StandinMask", dimensions=IVAS, multiple=True,
+                      doc="cosmic-ray mask per visit")
+    outputExposures = cT.Output(name="calexp", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
+                                doc="exposure with cosmic rays interpolated")
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if not config.doWriteExposure:
+            del self.outputExposures
+
+
+class CosmicRayConfig(pipeBase.PipelineTaskConfig, pipelineConnections=CosmicRayConnections):
+    grouping = pexConfig.ChoiceField(dtype=str, default="auto", doc="how visits are grouped (the demo runs one "
+                                     "quantum per visit whatever the grouping)",
+                                     allowed={"auto": "by design+lamps", "separate": "one per visit",
+                                              "all": "all together", "manual": "from groups"})
+    doWriteExposure = pexConfig.Field(dtype=bool, default=False, doc="write calexp")
+    crThreshold = pexConfig.Field(dtype=float, default=10.0, doc="sigma above the local median")
+
+
+class CosmicRayTask(pipeBase.PipelineTask):
+    """Single-pixel outliers whose 4 neighbours are all below half their value (lines and traces are wider)."""
+
+    ConfigClass = CosmicRayConfig
+    _DefaultName = "cosmicray"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        for index, ref in enumerate(inputRefs.inputExposures):
+            image = np.asarray(butlerQC.get(ref), dtype=np.float64)
+            mask, cleaned = self.run(image)
+            butlerQC.put(mask, outputRefs.masks[index])
+            if self.config.doWriteExposure:
+                butlerQC.put(cleaned, outputRefs.outputExposures[index])
+
+    def run(self, image):
+        padded = np.pad(image, 1, mode="edge")
+        neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])
+        local = np.median(neighbours, axis=0)
+        noise = np.sqrt(np.clip(local, 0, None) + simulate.READ_NOISE**2)
+        cr = (image - local > self.config.crThreshold * noise) & np.all(neighbours < 0.5 * image, axis=0)
+        cleaned = np.where(cr, local, image)
+        return cr.astype(np.float32), cleaned.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- centroids
+class MeasureCentroidsConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
+    exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, doc="exposure")
+    crMask = cT.Input(name="crMask", storageClass="StandinMask", dimensions=IVAS, doc="cosmic-ray mask")
+    pfsConfig = cT.PrerequisiteInput(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
+                                     doc="fibre configuration")
+    calibDetectorMap = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
+                                            isCalibration=True, doc="detectorMap predicting line positions")
+    centroids = cT.Output(name="centroids", storageClass="ArcLineSet", dimensions=IVAS, doc="measured lines")
+
+
+class ReadLineListConfig(pexConfig.Config):
+    exclusionRadius = pexConfig.Field(dtype=float, default=0.0, doc="drop lines closer than this (nm)")
+
+
+class MeasureCentroidsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=MeasureCentroidsConnections):
+    readLineList = pexConfig.ConfigField(dtype=ReadLineListConfig, doc="line list selection")
+    doForceTraces = pexConfig.Field(dtype=bool, default=True, doc="measure trace centres on quartz exposures")
+    traceSpacing = pexConfig.Field(dtype=int, default=8, doc="rows between trace measurements")
+
+
+class MeasureCentroidsTask(pipeBase.PipelineTask):
+    ConfigClass = MeasureCentroidsConfig
+    _DefaultName = "measureCentroids"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        inputs = butlerQC.get(inputRefs)
+        record = visit_record(butlerQC.quantum.dataId)
+        lines = self.run(np.asarray(inputs["exposure"]), np.asarray(inputs["crMask"]), inputs["calibDetectorMap"],
+                         record.lamps, butlerQC.quantum.dataId["visit"])
+        butlerQC.put(lines, outputRefs.centroids)
+
+    def run(self, image, cr_mask, dm, lamps, visit):
+        image = np.where(cr_mask > 0, np.nan, image)
+        rows: list[dict] = []
+        if lamps == "Quartz":
+            if self.config.doForceTraces:
+                sample = np.arange(4, simulate.NY - 4, self.config.traceSpacing)
+                for index, y, x in measure.trace_centroids(image, dm, sample):
+                    rows.append({"fiberId": dm["fiberId"][index], "wavelength": float("nan"), "x": x, "y": y,
+                                 "xErr": 0.05, "yErr": float("nan"), "flux": 0.0, "description": "Trace"})
+        else:
+            wavelengths, _ = simulate.arc_lines(dm["arm"])
+            gaps = np.diff(wavelengths)
+            isolated = np.ones(len(wavelengths), dtype=bool)
+            isolated[:-1] &= gaps > self.config.readLineList.exclusionRadius
+            isolated[1:] &= gaps > self.config.readLineList.exclusionRadius
+            rows = measure.arc_centroids(image, dm, wavelengths[isolated])
+        self.log.info("visit %d: measured %d centroids", visit, len(rows))
+        keys = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "description"]
+        return {"visit": int(visit), **{k: [r[k] for r in rows] for k in keys}}
+
+
+# --------------------------------------------------------------------------------------------- slit offsets
+class GatherSlitOffsetsConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
+    dummy = cT.Input(name="centroids", storageClass="ArcLineSet", dimensions=IVAS,
+                     doc="only forces the quantum to exist where centroids do")
+    slitOffsets = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
+                                       isCalibration=True, minimum=0,
+                                       doc="detectorMap whose slit offsets are copied (drp_stella reads the "
+                                           "slitOffsets component; the demo reads the whole map)")
+    output = cT.Output(name="slitOffsets", storageClass="StructuredDataDict", dimensions=IVAS,
+                       doc="per-fibre slit offsets")
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if config.doSlitOffsets:
+            del self.slitOffsets
+            del self.output
+
+
+class GatherSlitOffsetsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=GatherSlitOffsetsConnections):
+    doSlitOffsets = pexConfig.Field(dtype=bool, default=False, doc="offsets are being fitted: write nothing")
+
+
+class GatherSlitOffsetsTask(pipeBase.PipelineTask):
+    ConfigClass = GatherSlitOffsetsConfig
+    _DefaultName = "gatherSlitOffsets"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        if self.config.doSlitOffsets:
+            return
+        dm = butlerQC.get(inputRefs.slitOffsets) if inputRefs.slitOffsets else None
+        fiber_ids = butlerQC.get(inputRefs.dummy)["fiberId"]
+        ids = sorted(set(fiber_ids))
+        offsets = ([dm["slitOffsets"][detmap.fiber_index(dm, f)] if f in dm["fiberId"] else 0.0 for f in ids]
+                   if dm else [0.0] * len(ids))
+        butlerQC.put({"fiberId": ids, "spectral": offsets}, outputRefs.output)
+
+
+# --------------------------------------------------------------------------------------------- fit
+class FitDetectorMapConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
+    arcLines = cT.Input(name="centroids", storageClass="ArcLineSet", dimensions=IVAS, multiple=True,
+                        doc="centroids of every visit")
+    slitOffsets = cT.Input(name="slitOffsets", storageClass="StructuredDataDict", dimensions=IVAS, multiple=True,
+                           doc="slit offsets when they are not fitted")
+    detectorMap = cT.Output(name="detectorMap_candidate", storageClass="DetectorMap", dimensions=IAS,
+                            isCalibration=True, doc="fitted detectorMap")
+    lines = cT.Output(name="detectorMapLines", storageClass="ArcLineSet", dimensions=IAS,
+                      doc="lines used in the fit with residuals and flags")
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if config.fitDetectorMap.doSlitOffsets:
+            del self.slitOffsets
+
+
+class FitDetectorMapSubConfig(pexConfig.Config):
+    order = pexConfig.Field(dtype=int, default=7, doc="polynomial order of the distortion")
+    soften = pexConfig.Field(dtype=float, default=0.003, doc="systematic error (pixels) added in quadrature")
+    doSlitOffsets = pexConfig.Field(dtype=bool, default=False, doc="fit per-fibre spectral slit offsets")
+    reserveFraction = pexConfig.Field(dtype=float, default=0.1, doc="fraction of lines reserved for QA")
+    rejection = pexConfig.Field(dtype=float, default=4.0, doc="rejection threshold (sigma)")
+    iterations = pexConfig.Field(dtype=int, default=3, doc="rejection iterations")
+    traceOrder = pexConfig.Field(dtype=int, default=3, doc="order of the trace polynomials")
+
+
+class FitDetectorMapConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FitDetectorMapConnections):
+    fitDetectorMap = pexConfig.ConfigField(dtype=FitDetectorMapSubConfig, doc="fit parameters")
+
+
+class FitDetectorMapTask(pipeBase.PipelineTask):
+    ConfigClass = FitDetectorMapConfig
+    _DefaultName = "fitDetectorMap"
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        data_id = butlerQC.quantum.dataId
+        line_sets = butlerQC.get(inputRefs.arcLines)
+        offsets = butlerQC.get(inputRefs.slitOffsets) if not self.config.fitDetectorMap.doSlitOffsets else []
+        result = self.run(line_sets, offsets, data_id["arm"], data_id["spectrograph"])
+        butlerQC.put(result.detectorMap, outputRefs.detectorMap)
+        butlerQC.put(result.lines, outputRefs.lines)
+
+    def run(self, line_sets, offsets, arm, spectrograph):
+        cfg = self.config.fitDetectorMap
+        fiber_ids = sorted({f for s in line_sets for f in s["fiberId"]})
+        dm = detmap.new(arm, spectrograph, fiber_ids)
+        cols = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "description"]
+        table = {k: np.array([v for s in line_sets for v in s[k]]) for k in cols}
+        visits = np.array([s["visit"] for s in line_sets for _ in s["fiberId"]])
+        index = np.array([fiber_ids.index(f) for f in table["fiberId"]])
+        is_trace = table["description"] == "Trace"
+        trace_src = is_trace if is_trace.any() else ~is_trace
+        detmap.fit_traces(dm, {i: (table["y"][trace_src & (index == i)], table["x"][trace_src & (index == i)])
+                               for i in range(len(fiber_ids))}, order=cfg.traceOrder)
+        arcs = np.flatnonzero(~is_trace)
+        wl, y, yerr, fi = table["wavelength"][arcs], table["y"][arcs], table["yErr"][arcs], index[arcs]
+        fixed_offsets = np.zeros(len(fiber_ids))
+        if not cfg.doSlitOffsets and offsets:
+            for entry in offsets:
+                for f, v in zip(entry["fiberId"], entry["spectral"]):
+                    if f in fiber_ids:
+                        fixed_offsets[fiber_ids.index(f)] = v
+        terms = detmap.poly_terms(cfg.order, with_pure_x=not cfg.doSlitOffsets)
+        a = detmap.design(terms, detmap.norm_t(arm, wl), detmap.slit_x(fi))
+        if cfg.doSlitOffsets:
+            a = np.hstack([a, (fi[:, np.newaxis] == np.arange(len(fiber_ids))[np.newaxis, :]).astype(float)])
+        target = y - simulate.base_line_y(arm, wl) - fixed_offsets[fi]
+        weight = 1.0 / np.sqrt(yerr**2 + cfg.soften**2)
+        reserved = (np.arange(len(wl)) % max(int(round(1 / cfg.reserveFraction)), 1)) == 0 if cfg.reserveFraction > 0 \
+            else np.zeros(len(wl), dtype=bool)
+        used = ~reserved
+        for _ in range(cfg.iterations + 1):
+            solution = np.linalg.lstsq(a[used] * weight[used, np.newaxis], target[used] * weight[used], rcond=None)[0]
+            resid = target - a @ solution
+            sigma = 1.4826 * np.median(np.abs(resid[used])) + 1e-6
+            keep = ~reserved & (np.abs(resid) < cfg.rejection * sigma)
+            if np.array_equal(keep, used):
+                break
+            used = keep
+        dm["terms"] = [list(t) for t in terms]
+        dm["coeffs"] = solution[: len(terms)].tolist()
+        dm["slitOffsets"] = (solution[len(terms):] if cfg.doSlitOffsets else fixed_offsets).tolist()
+        rms_used = float(np.sqrt(np.mean(resid[used] ** 2)))
+        rms_reserved = float(np.sqrt(np.mean(resid[reserved] ** 2))) if reserved.any() else float("nan")
+        dm["qa"] = {"rmsUsed": rms_used, "rmsReserved": rms_reserved, "nUsed": int(used.sum()),
+                    "nReserved": int(reserved.sum()), "nRejected": int((~used & ~reserved).sum())}
+        self.log.info("fitDetectorMap %s%d: %d lines, RMS %.4f px (reserved %.4f px)", arm, spectrograph,
+                      int(used.sum()), rms_used, rms_reserved)
+        lines = {"fiberId": table["fiberId"][arcs].tolist(), "wavelength": wl.tolist(), "x": table["x"][arcs].tolist(),
+                 "y": y.tolist(), "yFit": (y - resid).tolist(), "residual": resid.tolist(), "visit": visits[arcs].tolist(),
+                 "status": np.where(reserved, "RESERVED", np.where(used, "USED", "REJECTED")).tolist()}
+        return pipeBase.Struct(detectorMap=dm, lines=lines)
