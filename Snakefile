@@ -1,0 +1,26 @@
+# PFS calibration workflow: bias -> dark -> flat -> bootstrap -> detectorMap -> fiberProfiles -> fiberNorms.
+# This file only wires; logic lives in scripts/pfscalib (see README.md).
+from snakemake.utils import min_version
+
+min_version("9.25.2")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/checks.smk"
+include: "rules/bias.smk"
+include: "rules/dark.smk"
+include: "rules/flat.smk"
+include: "rules/bootstrap.smk"
+include: "rules/detectorMap.smk"
+include: "rules/fiberProfiles.smk"
+include: "rules/fiberNorms.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_sentinels(),

@@ -1,0 +1,19 @@
+# bias: overscan-subtracted median of BIAS visits, per camera; certified into PFS/calib.
+
+
+rule bias:
+    input:
+        unpack(step_inputs("bias")),
+    output:
+        "results/certified/{epoch}/bias/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/bias/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("bias"),
+        cmd=step_command("bias"),
+    threads: step_threads("bias")
+    resources:
+        mem_mb=step_mem_mb("bias"),
+        runtime=step_runtime("bias"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,20 @@
+# bootstrap: rough detectorMap from one quartz + one arc with the camera's spectralOffset;
+# certified into PFS/bootstrap, separate from the final detectorMaps.
+
+
+rule bootstrap:
+    input:
+        unpack(step_inputs("bootstrap")),
+    output:
+        "results/certified/{epoch}/bootstrap/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/bootstrap/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("bootstrap"),
+        cmd=step_command("bootstrap"),
+    threads: step_threads("bootstrap")
+    resources:
+        mem_mb=step_mem_mb("bootstrap"),
+        runtime=step_runtime("bootstrap"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# Before any pipetask job: each step's visits exist, have the right observation type and raws.
+
+
+rule check_visits:
+    input:
+        repo_marker(),
+    output:
+        "results/checks/{epoch}/{step}.json",
+    log:
+        "logs/{epoch}/checks/{step}.log",
+    params:
+        cmd=check_command,
+    priority: 100
+    localrule: True
+    shell:
+        "{params.cmd} 2> {log}"
+
+
+rule fiberProfilesInputs:
+    input:
+        ancient("results/checks/{epoch}/fiberProfiles.json"),
+    output:
+        "results/fiberProfilesInputs/{epoch}.json",
+    log:
+        "logs/{epoch}/fiberProfilesInputs.log",
+    params:
+        cmd=define_profiles_command,
+    localrule: True
+    shell:
+        "{params.cmd} > {log} 2>&1"

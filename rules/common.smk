@@ -1,0 +1,93 @@
+# Shared input functions. The validated configuration lives in one pfscalib.workflow.Workflow object.
+import re
+
+from snakemake.exceptions import WorkflowError
+
+from pfscalib.steps import STEP_NAMES
+from pfscalib.workflow import ConfigError, load as load_workflow
+
+try:
+    WF = load_workflow(config, source="config")
+except ConfigError as error:
+    # One line naming file, row/key and problem, before any job is scheduled.
+    raise WorkflowError(f"pfscalib: {error}") from None
+
+
+wildcard_constraints:
+    epoch="|".join(map(re.escape, WF.epochs)),
+    arm="|".join(WF.arms),
+    spectrograph="|".join(sorted({c[1:] for c in WF.cameras})),
+    step="|".join(STEP_NAMES),
+
+
+def all_sentinels():
+    return WF.all_sentinels()
+
+
+def unit_of(wildcards):
+    """Camera (b1) or, for per-arm steps, arm (b)."""
+    return wildcards.arm + wildcards.get("spectrograph", "")
+
+
+def check_marker(step):
+    return f"results/checks/{{epoch}}/{step}.json"
+
+
+def repo_marker():
+    """Checks need the repository; with demo: on a rule of this workflow builds it."""
+    return [WF.demo_marker()] if WF.demo_enabled else []
+
+
+def step_inputs(step):
+    def inputs(wildcards):
+        unit = unit_of(wildcards)
+        out = {
+            "needs": WF.needs(step, wildcards.epoch, unit),
+            # ancient: a re-checked table must not rerun jobs whose own visits did not change
+            "checked": ancient(check_marker(step).format(epoch=wildcards.epoch)),
+        }
+        if step == "fiberProfiles":
+            out["profiles"] = f"results/fiberProfilesInputs/{wildcards.epoch}.json"
+        return out
+
+    return inputs
+
+
+def step_command(step):
+    def command(wildcards, output, threads):
+        return WF.job_command(step, wildcards.epoch, unit_of(wildcards), threads, output[0])
+
+    return command
+
+
+def step_visits(step):
+    def visits(wildcards):
+        return WF.selection_fingerprint(step, wildcards.epoch, unit_of(wildcards))
+
+    return visits
+
+
+def step_threads(step):
+    return WF.setting(step, "threads", 1)
+
+
+def step_mem_mb(step):
+    def mem_mb(wildcards, attempt):
+        return WF.setting(step, "mem_mb", 2000) * attempt
+
+    return mem_mb
+
+
+def step_runtime(step):
+    def runtime(wildcards, attempt):
+        return WF.setting(step, "runtime", 60) * attempt
+
+    return runtime
+
+
+def check_command(wildcards, output):
+    return WF.check_command(wildcards.step, wildcards.epoch, output[0])
+
+
+def define_profiles_command(wildcards, output):
+    return WF.define_profiles_command(wildcards.epoch, output[0])

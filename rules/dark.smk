@@ -1,0 +1,19 @@
+# dark: per-second dark from DARK visits (needs the camera's bias), per camera.
+
+
+rule dark:
+    input:
+        unpack(step_inputs("dark")),
+    output:
+        "results/certified/{epoch}/dark/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/dark/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("dark"),
+        cmd=step_command("dark"),
+    threads: step_threads("dark")
+    resources:
+        mem_mb=step_mem_mb("dark"),
+        runtime=step_runtime("dark"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

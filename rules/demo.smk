@@ -1,0 +1,13 @@
+# The demo repository (demo: enabled): simulated PFS raws in a real Butler repo.
+if WF.demo_enabled:
+
+    rule demo_repo:
+        output:
+            WF.demo_marker(),
+        log:
+            "logs/demo_repo.log",
+        params:
+            cmd=WF.demo_command(),
+        localrule: True
+        shell:
+            "{params.cmd} > {log} 2>&1"

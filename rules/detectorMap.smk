@@ -1,0 +1,20 @@
+# detectorMap: fitted from arcs (+quartz) starting from the bootstrap; the candidate is copied
+# as detectorMap_calib and certified (certifyDetectorMaps.py behaviour).
+
+
+rule detectorMap:
+    input:
+        unpack(step_inputs("detectorMap")),
+    output:
+        "results/certified/{epoch}/detectorMap/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/detectorMap/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("detectorMap"),
+        cmd=step_command("detectorMap"),
+    threads: step_threads("detectorMap")
+    resources:
+        mem_mb=step_mem_mb("detectorMap"),
+        runtime=step_runtime("detectorMap"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

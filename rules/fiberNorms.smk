@@ -1,0 +1,19 @@
+# fiberNorms: one normalisation per arm across all spectrographs (dims instrument, arm).
+
+
+rule fiberNorms:
+    input:
+        unpack(step_inputs("fiberNorms")),
+    output:
+        "results/certified/{epoch}/fiberNorms/{arm}.json",
+    log:
+        "logs/{epoch}/fiberNorms/{arm}.log",
+    params:
+        visits=step_visits("fiberNorms"),
+        cmd=step_command("fiberNorms"),
+    threads: step_threads("fiberNorms")
+    resources:
+        mem_mb=step_mem_mb("fiberNorms"),
+        runtime=step_runtime("fiberNorms"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,19 @@
+# fiberProfiles: fitFiberProfiles over the epoch's profiles_run (bright/dark groups), per camera.
+
+
+rule fiberProfiles:
+    input:
+        unpack(step_inputs("fiberProfiles")),
+    output:
+        "results/certified/{epoch}/fiberProfiles/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/fiberProfiles/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("fiberProfiles"),
+        cmd=step_command("fiberProfiles"),
+    threads: step_threads("fiberProfiles")
+    resources:
+        mem_mb=step_mem_mb("fiberProfiles"),
+        runtime=step_runtime("fiberProfiles"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,19 @@
+# flat: fiberFlat pixel response from dithered quartz (needs bias+dark), per camera.
+
+
+rule flat:
+    input:
+        unpack(step_inputs("flat")),
+    output:
+        "results/certified/{epoch}/flat/{arm}{spectrograph}.json",
+    log:
+        "logs/{epoch}/flat/{arm}{spectrograph}.log",
+    params:
+        visits=step_visits("flat"),
+        cmd=step_command("flat"),
+    threads: step_threads("flat")
+    resources:
+        mem_mb=step_mem_mb("flat"),
+        runtime=step_runtime("flat"),
+    shell:
+        "{params.cmd} > {log} 2>&1"

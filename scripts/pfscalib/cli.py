@@ -1,0 +1,243 @@
+"""`pfscalib` command: the job-side steps the rules call, plus user helpers.
+
+    pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
+    pfscalib certify ...                                 replace-certify, clean, write the sentinel
+    pfscalib check-visits ...                            visits exist, right type, have raws
+    pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
+    pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EMPTY_GRAPH = "QuantumGraph was empty"
+RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
+
+
+def _write_json(path: str, payload: dict) -> None:
+    """Atomic write: a crash never leaves a half-written sentinel or state."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    Path(tmp).write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _arg_after(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def fingerprint(argv: list[str]) -> list[str]:
+    """The pipetask command without -j (changing cores must not restart a run)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token == "-j":
+            skip = True
+            continue
+        out.append(token)
+    return out
+
+
+def cmd_pipetask(args: argparse.Namespace) -> int:
+    argv = args.command
+    state = _read_json(args.state) or {}
+    resume = False
+    if state.get("fingerprint") == fingerprint(argv) and state.get("status") in ("started", "pipetask-done"):
+        from lsst.daf.butler import Butler
+
+        butler = Butler.from_config(_arg_after(argv, "-b"))
+        run = state.get("run")
+        resume = bool(run) and bool(list(butler.registry.queryCollections(run)))
+    if resume:
+        argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS
+        print(f"pfscalib: resuming {state['run']} after an interrupted job", flush=True)
+    else:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        state = {"fingerprint": fingerprint(argv), "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
+        _write_json(args.state, state)
+        argv = argv + ["--output-run", state["run"]]
+    print("pfscalib: " + " ".join(argv), flush=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    empty = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        empty = empty or EMPTY_GRAPH in line
+    rc = proc.wait()
+    if rc != 0 and not (resume and empty):
+        return rc
+    if rc != 0:
+        print("pfscalib: nothing left to do in the resumed run (empty QuantumGraph): OK", flush=True)
+    _write_json(args.state, {**state, "status": "pipetask-done", "argv": argv})
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    from . import butlerops
+
+    state = _read_json(args.state)
+    if not state or state.get("status") != "pipetask-done":
+        print(f"pfscalib certify: {args.state}: pipetask has not finished for this job", file=sys.stderr)
+        return 1
+    butler = Butler.from_config(args.repo, writeable=True)
+    data_id = {"instrument": args.instrument, "arm": args.arm}
+    if args.spectrograph is not None:
+        data_id["spectrograph"] = args.spectrograph
+    refs = butlerops.query_refs(butler, args.dataset_type, state["run"], data_id)
+    if len(refs) != 1:
+        print(f"pfscalib certify: expected one {args.dataset_type} for {data_id} in {state['run']}, found {len(refs)}",
+              file=sys.stderr)
+        return 1
+    timespan = butlerops.make_timespan(args.begin_date, args.end_date)
+    with butler.transaction():
+        if args.copy_as:  # certifyDetectorMaps.py behaviour: copy candidate -> detectorMap_calib
+            refs = butlerops.copy_datasets(butler, refs, args.copy_as, f"{state['run']}/certify")
+        butlerops.replace_certification(butler, args.calib, refs, timespan)
+    cleaned = butlerops.clean_runs(butler, f"{args.chain}/*", args.clean, [data_id]) if args.clean else 0
+    import lsst.daf.butler
+    import lsst.pipe.base
+
+    ref = refs[0]
+    _write_json(args.sentinel, {
+        "step": args.step, "epoch": args.epoch, "datasetType": ref.datasetType.name,
+        "dataId": {k: ref.dataId[k] for k in ref.datasetType.dimensions.required},
+        "datasetId": str(ref.id), "run": ref.run, "chain": args.chain, "calibCollection": args.calib,
+        "validity": {"begin": args.begin_date, "end": args.end_date, "scale": "TAI"},
+        "visits": [int(v) for v in args.visits.split(",") if v], "commands": [state["argv"], sys.argv],
+        "cleaned": {"datasetTypes": args.clean, "count": cleaned},
+        "versions": {"lsst-daf-butler": lsst.daf.butler.__version__, "lsst-pipe-base": lsst.pipe.base.__version__},
+        "certified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    })
+    Path(args.state).unlink(missing_ok=True)  # done: a later rerun of this job starts a fresh run
+    print(f"pfscalib: certified {ref.datasetType.name} {data_id} from {ref.run} into {args.calib} "
+          f"[{args.begin_date}, {args.end_date or 'unbounded'}); cleaned {cleaned} intermediates")
+    return 0
+
+
+def cmd_check_visits(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    from .steps import STEPS
+
+    butler = Butler.from_config(args.repo)
+    selection = json.loads(args.selection)
+    wanted = sorted({v for units in selection.values() for visits in units.values() for v in visits})
+    records = {r.id: r for r in butler.query_dimension_records("visit", where="instrument = inst AND visit IN (v)",
+                                                               bind={"inst": args.instrument, "v": wanted},
+                                                               explain=False)}
+    raws = {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
+            for ref in butler.query_datasets("raw", collections="*", where="instrument = inst AND visit IN (v)",
+                                             bind={"inst": args.instrument, "v": wanted}, find_first=False,
+                                             explain=False)}
+    problems = []
+    for step, units in selection.items():
+        allowed = STEPS[step].observation_types
+        for unit, visits in units.items():
+            for visit in visits:
+                record = records.get(visit)
+                if record is None:
+                    problems.append(f"{step} epoch {args.epoch}: visit {visit} is not in the registry")
+                elif (record.observation_type or "").lower() not in allowed:
+                    problems.append(f"{step} epoch {args.epoch}: visit {visit} is a {record.observation_type!r}, "
+                                    f"not {' or '.join(allowed)}")
+                elif not any(v == visit and c.startswith(unit) for v, c in raws):
+                    problems.append(f"{step} epoch {args.epoch}: visit {visit} has no raw for {unit}")
+    if problems:
+        print(f"pfscalib check-visits: {problems[0]}" + (f" (and {len(problems) - 1} more problems)"
+                                                         if len(problems) > 1 else ""), file=sys.stderr)
+        return 1
+    _write_json(args.output, {"epoch": args.epoch, "visits": len(wanted), "checked": "ok"})
+    return 0
+
+
+def cmd_define_profiles(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    butler = Butler.from_config(args.repo)
+    exists = bool(list(butler.query_dimension_records("profiles_run", where="instrument = i AND profiles_run = n",
+                                                      bind={"i": args.instrument, "n": args.name}, explain=False)))
+    if exists:
+        print(f"pfscalib: profiles_run {args.name} already defined (same content): skipping")
+    else:
+        rc = subprocess.call(args.command)
+        if rc:
+            return rc
+    _write_json(args.output, {"profiles_run": args.name, "command": args.command})
+    return 0
+
+
+def cmd_select_visits(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    butler = Butler.from_config(args.repo)
+    records = butler.query_dimension_records("visit", where=f"instrument = inst AND ({args.where})",
+                                             bind={"inst": args.instrument}, order_by=["visit"], explain=False)
+    out = sys.stdout if args.output == "-" else open(args.output, "w")
+    print("epoch\tvisits\tcomment", file=out)
+    for r in records:
+        print(f"{args.epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}", file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pfscalib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
+    p.add_argument("--state", required=True)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_pipetask)
+    p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
+    for name in ("--repo", "--chain", "--dataset-type", "--calib", "--begin-date", "--state", "--sentinel",
+                 "--step", "--epoch", "--arm"):
+        p.add_argument(name, required=True)
+    p.add_argument("--end-date", default=None)
+    p.add_argument("--instrument", default="PFS")
+    p.add_argument("--spectrograph", type=int, default=None)
+    p.add_argument("--copy-as", default=None)
+    p.add_argument("--clean", action="append", default=[])
+    p.add_argument("--visits", default="")
+    p.set_defaults(func=cmd_certify)
+    p = sub.add_parser("check-visits", help="check a selection against the registry")
+    for name in ("--repo", "--epoch", "--selection", "--output"):
+        p.add_argument(name, required=True)
+    p.add_argument("--instrument", default="PFS")
+    p.set_defaults(func=cmd_check_visits)
+    p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
+    for name in ("--repo", "--name", "--output"):
+        p.add_argument(name, required=True)
+    p.add_argument("--instrument", default="PFS")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_define_profiles)
+    p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--where", required=True, help="e.g. \"visit.target_name = 'BIAS'\"")
+    p.add_argument("--epoch", required=True)
+    p.add_argument("--instrument", default="PFS")
+    p.add_argument("--output", default="-")
+    p.set_defaults(func=cmd_select_visits)
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

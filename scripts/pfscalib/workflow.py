@@ -1,0 +1,359 @@
+"""Config + visit tables -> validated selections -> per-job commands. No Snakemake and no Butler needed,
+so `snakemake -n -p` works without a datastore and all of it is unit-tested."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shlex
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from astropy.time import Time
+
+from .butlerops import parse_visit_list
+from .steps import STEP_NAMES, STEPS, Step
+
+CAMERA_STEPS = tuple(s for s in STEP_NAMES if not STEPS[s].per_arm)
+
+
+class ConfigError(ValueError):
+    """Bad input; str() is one line naming the file, the row or key, and the problem."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}")
+
+
+def schema_path(name: str) -> str:
+    return str(resources.files("pfscalib").joinpath(f"schemas/{name}.schema.yaml"))
+
+
+def _schema_error_line(instance: Any, schema_file: str) -> str:
+    """The most relevant JSON-schema violation as 'key.path: message'."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
+    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"{path}: {error.message}"
+
+
+def validate_config(config: dict, source: str = "config") -> None:
+    """snakemake.utils.validate (fills defaults) with a one-line error."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, schema_path("config"), set_default=True)
+    except WorkflowError:
+        raise ConfigError(source, _schema_error_line(config, schema_path("config"))) from None
+
+
+def parse_time(value: str, where: str) -> Time:
+    try:
+        return Time(value, format="isot", scale="tai")
+    except ValueError:
+        raise ConfigError(where, f"{value!r} is not an ISO-8601 date (e.g. 2025-03-01T00:00:00)") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Visits of one step and epoch for one camera (or arm), plus fiber-profile groups."""
+
+    visits: tuple[int, ...]
+    groups: tuple[tuple[str, str], ...] = ()  # (bright LIST, dark LIST) per group, PFS list syntax
+    specs: tuple[str, ...] = ()  # the table's visit specs, for compact -d queries
+
+
+def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> pd.DataFrame:
+    """Read and validate one visit-selection table."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    if not Path(path).is_file():
+        raise ConfigError(f"config visits.{step}", f"table {path} does not exist")
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, comment="#", keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"not a readable TSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    for column in ("epoch", "visits"):
+        if column not in df.columns:
+            raise ConfigError(path, f"missing column {column!r} (columns: {', '.join(df.columns)})")
+    allowed = {"epoch", "visits", "cameras", "comment"} | ({"group", "role"} if step == "fiberProfiles" else set())
+    extra = [c for c in df.columns if c not in allowed]
+    if extra:
+        raise ConfigError(path, f"unexpected column(s) {', '.join(map(repr, extra))} (allowed: {', '.join(sorted(allowed))})")
+    if df.empty:
+        raise ConfigError(path, "table has no rows")
+    df = df.apply(lambda col: col.str.strip())
+    for index, row in df.iterrows():
+        where = f"{path}: row {index + 2}"  # +1 header, +1 one-based, as an editor shows it
+        try:
+            validate(pd.DataFrame([row]), schema_path("visits"), set_default=False)
+        except WorkflowError:
+            raise ConfigError(where, _schema_error_line({k: v for k, v in row.items() if v != "" or k in
+                                                         ("epoch", "visits")}, schema_path("visits"))) from None
+        if row["epoch"] not in epochs:
+            raise ConfigError(where, f"epoch {row['epoch']!r} is not in config epochs ({', '.join(epochs)})")
+        try:
+            parse_visit_list(row["visits"])
+        except ValueError as exc:
+            raise ConfigError(f"{where} (column visits)", str(exc)) from None
+        unknown = [c for c in (row.get("cameras") or "").split(",") if c and c not in cameras]
+        if unknown:
+            raise ConfigError(f"{where} (column cameras)",
+                              f"camera(s) {', '.join(unknown)} not in config cameras ({', '.join(cameras)})")
+        if step == "fiberProfiles" and (not row.get("group") or not row.get("role")):
+            raise ConfigError(where, "fiberProfiles rows need a group number and a role (bright or dark)")
+    if "cameras" not in df.columns:
+        df["cameras"] = ""
+    return df
+
+
+class Workflow:
+    """Validated configuration: the one object the rules ask for targets, inputs and commands."""
+
+    def __init__(self, config: dict, source: str = "config"):
+        validate_config(config, source)
+        self.config = config
+        self.source = source
+        self.cameras: list[str] = list(config["cameras"])
+        self.arms = sorted({c[0] for c in self.cameras}, key="brnm".index)
+        self.epochs: dict[str, dict] = config["epochs"]
+        self.steps: dict[str, dict] = {name: dict(config.get("steps", {}).get(name, {})) for name in STEP_NAMES}
+        self.executables = {"pipetask": "pipetask", "defineFiberProfilesInputs": "defineFiberProfilesInputs.py",
+                            **config.get("executables", {})}
+        missing = [s for s in STEP_NAMES if s not in config["visits"]]
+        if missing:
+            raise ConfigError(f"{source}: visits", f"no visit table for step(s) {', '.join(missing)}")
+        self._check_validity()
+        self._check_steps()
+        self.tables = {step: read_table(config["visits"][step], step, self.epochs, self.cameras) for step in STEP_NAMES}
+        self.selections = self._select()
+
+    # ------------------------------------------------------------------ validation
+    def validity(self, step: str, epoch: str) -> tuple[str, str | None]:
+        span = self.steps[step].get("validity", {}).get(epoch, self.epochs[epoch])
+        return span["begin"], span.get("end")
+
+    def _check_validity(self) -> None:
+        for step in STEP_NAMES:
+            for epoch in self.steps[step].get("validity", {}):
+                if epoch not in self.epochs:
+                    raise ConfigError(f"{self.source}: steps.{step}.validity.{epoch}", "unknown epoch")
+            spans = []
+            for epoch in self.epochs:
+                begin, end = self.validity(step, epoch)
+                where = f"{self.source}: " + (f"steps.{step}.validity.{epoch}" if epoch in self.steps[step].get(
+                    "validity", {}) else f"epochs.{epoch}")
+                b = parse_time(begin, f"{where}.begin")
+                e = parse_time(end, f"{where}.end") if end else None
+                if e is not None and e <= b:
+                    raise ConfigError(where, f"end {end} is not after begin {begin}")
+                spans.append((b, e, epoch, where))
+            spans.sort(key=lambda s: s[0])
+            for (b1, e1, name1, _), (b2, _e2, name2, where2) in zip(spans, spans[1:]):
+                if e1 is None or e1 > b2:
+                    raise ConfigError(where2, f"{step} validity of epoch {name2} overlaps epoch {name1} "
+                                              f"(ranges are [begin, end) and may not overlap)")
+
+    def _check_steps(self) -> None:
+        for step, settings in self.steps.items():
+            protected = {STEPS[step].product, STEPS[step].certified_as}
+            bad = protected & set(settings.get("clean", []))
+            if bad:
+                raise ConfigError(f"{self.source}: steps.{step}.clean", f"would remove the certified {', '.join(bad)}")
+            for key in settings.get("camera_config", {}):
+                if key not in self.cameras and key not in self.arms:
+                    raise ConfigError(f"{self.source}: steps.{step}.camera_config.{key}", "not a configured camera or arm")
+        offsets = self.config.get("spectralOffset", {})
+        for camera in self.cameras:
+            if camera not in offsets:
+                raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {camera}")
+        for camera in offsets:
+            if camera not in self.cameras:
+                raise ConfigError(f"{self.source}: spectralOffset.{camera}", "not a configured camera")
+
+    def _select(self) -> dict[tuple[str, str, str], Selection]:
+        out: dict[tuple[str, str, str], Selection] = {}
+        for step, df in self.tables.items():
+            path = self.config["visits"][step]
+            seen: dict[tuple[str, int], int] = {}
+            for epoch in self.epochs:
+                rows = df[df["epoch"] == epoch]
+                units = self.arms if STEPS[step].per_arm else self.cameras
+                for unit in units:
+                    mine = rows[rows["cameras"].map(lambda c, u=unit: not c or any(x.startswith(u) for x in c.split(",")))]
+                    visits: list[int] = []
+                    for index, row in mine.iterrows():
+                        for visit in parse_visit_list(row["visits"]):
+                            key = (unit, visit)
+                            if key in seen and seen[key] != index:
+                                raise ConfigError(f"{path}: row {index + 2}", f"visit {visit} is already selected in "
+                                                  f"row {seen[key] + 2}")
+                            seen[key] = index
+                            visits.append(visit)
+                    if not visits:
+                        raise ConfigError(path, f"no visits for epoch {epoch} and {'arm' if STEPS[step].per_arm else 'camera'} {unit}")
+                    groups: tuple[tuple[str, str], ...] = ()
+                    if step == "fiberProfiles":
+                        groups = self._groups(path, mine)
+                    if step == "bootstrap" and len(visits) != 2:
+                        raise ConfigError(path, f"bootstrap needs exactly two visits (a quartz and an arc) for epoch "
+                                                f"{epoch} camera {unit}, got {len(visits)}")
+                    out[(step, epoch, unit)] = Selection(tuple(visits), groups, tuple(mine["visits"]))
+        return out
+
+    @staticmethod
+    def _groups(path: str, rows: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+        groups: dict[int, dict[str, list[str]]] = {}
+        for _, row in rows.iterrows():
+            groups.setdefault(int(row["group"]), {"bright": [], "dark": []})[row["role"]].append(row["visits"])
+        numbers = sorted(groups)
+        if numbers != list(range(len(numbers))):
+            raise ConfigError(path, f"fiberProfiles groups must be numbered 0..N-1, got {numbers}")
+        for n in numbers:
+            if not groups[n]["bright"]:
+                raise ConfigError(path, f"fiberProfiles group {n} has no bright visits")
+        with_dark = [n for n in numbers if groups[n]["dark"]]
+        if with_dark and len(with_dark) != len(numbers):
+            raise ConfigError(path, "either every fiberProfiles group has dark visits or none has")
+        return tuple(("^".join(groups[n]["bright"]), "^".join(groups[n]["dark"])) for n in numbers)
+
+    # ------------------------------------------------------------------ names
+    def units(self, step: str) -> list[str]:
+        return self.arms if STEPS[step].per_arm else self.cameras
+
+    def sentinel(self, step: str, epoch: str, unit: str) -> str:
+        return f"results/certified/{epoch}/{step}/{unit}.json"
+
+    def all_sentinels(self) -> list[str]:
+        return [self.sentinel(s, e, u) for s in STEP_NAMES for e in self.epochs for u in self.units(s)]
+
+    def chain(self, step: str, epoch: str, unit: str) -> str:
+        return f"{self.config['rerun']}/{epoch}/{step}/{unit}"
+
+    def profiles_run(self, epoch: str) -> str:
+        groups = self.selections[("fiberProfiles", epoch, self.cameras[0])].groups
+        digest = hashlib.sha1(json.dumps(groups).encode()).hexdigest()[:8]
+        return f"{epoch}_{digest}"  # content-addressed: an edited table defines a new profiles_run
+
+    def needs(self, step: str, epoch: str, unit: str) -> list[str]:
+        """Sentinels this job's inputs come from."""
+        out = []
+        for need in STEPS[step].needs:
+            if STEPS[step].per_arm:
+                out += [self.sentinel(need, epoch, c) for c in self.cameras if c[0] == unit]
+            else:
+                out.append(self.sentinel(need, epoch, unit))
+        return out
+
+    def setting(self, step: str, key: str, default: Any = None) -> Any:
+        return self.steps[step].get(key, default)
+
+    # ------------------------------------------------------------------ commands
+    def where(self, step: str, epoch: str, unit: str) -> str:
+        """The -d data query: constrained instrument + visits (+ profiles_run) + camera."""
+        name = self.config["instrument_name"]
+        if step == "fiberProfiles":
+            query = f"profiles_run = '{self.profiles_run(epoch)}'"
+        else:
+            # PFS list syntax maps onto the query grammar: A..B:S is a range, ^ separates items
+            visits = ", ".join(spec.replace("^", ", ") for spec in self.selections[(step, epoch, unit)].specs)
+            query = f"instrument='{name}' AND visit IN ({visits})"
+        if STEPS[step].per_arm:
+            spectrographs = ", ".join(sorted({c[1:] for c in self.cameras if c[0] == unit}))
+            return f"{query} AND arm='{unit}' AND spectrograph IN ({spectrographs})"
+        return f"{query} AND arm='{unit[0]}' AND spectrograph={int(unit[1:])}"
+
+    def config_overrides(self, step: str, unit: str) -> list[str]:
+        overrides = list(self.setting(step, "config", STEPS[step].config))
+        if step == "bootstrap":
+            overrides.append(f"bootstrap:spectralOffset={self.config['spectralOffset'][unit]:g}")
+        camera_config = self.setting(step, "camera_config", {})
+        overrides += camera_config.get(unit[0], []) if unit[0] != unit else []
+        overrides += camera_config.get(unit, [])
+        return overrides
+
+    def pipetask_argv(self, step: str, epoch: str, unit: str, threads: int) -> list[str]:
+        s = STEPS[step]
+        argv = [self.executables["pipetask"], "run", "--register-dataset-types", "-j", str(threads),
+                "-b", self.config["datastore"], "--instrument", self.config["instrument"],
+                "-i", ",".join(self.setting(step, "inputs", s.inputs)),
+                "-o", self.chain(step, epoch, unit),
+                "-p", f"{self.config['pipelines_dir']}/{self.setting(step, 'pipeline', s.pipeline)}",
+                "-d", self.where(step, epoch, unit), "--fail-fast"]
+        for override in self.config_overrides(step, unit):
+            argv += ["-c", override]
+        return argv + list(self.setting(step, "extra_args", []))
+
+    def certify_argv(self, step: str, epoch: str, unit: str, sentinel: str, state: str) -> list[str]:
+        s = STEPS[step]
+        begin, end = self.validity(step, epoch)
+        argv = ["pfscalib", "certify", "--repo", self.config["datastore"], "--chain", self.chain(step, epoch, unit),
+                "--dataset-type", s.product, "--calib", self.setting(step, "calib_collection", s.calib_collection),
+                "--instrument", self.config["instrument_name"], "--begin-date", begin]
+        if end:
+            argv += ["--end-date", end]
+        argv += ["--arm", unit[0]] + ([] if s.per_arm else ["--spectrograph", unit[1:]])
+        if s.copies_product:
+            argv += ["--copy-as", s.certified_as]
+        clean = self.setting(step, "clean", list(s.clean)) if self.config.get("cleanup", True) else []
+        for dataset_type in clean:
+            argv += ["--clean", dataset_type]
+        visits = self.selections[(step, epoch, unit)].visits
+        argv += ["--step", step, "--epoch", epoch, "--visits", ",".join(map(str, visits)),
+                 "--state", state, "--sentinel", sentinel]
+        return argv
+
+    def state_file(self, step: str, epoch: str, unit: str) -> str:
+        return f"results/state/{epoch}/{step}/{unit}.json"
+
+    def job_command(self, step: str, epoch: str, unit: str, threads: int, sentinel: str) -> str:
+        """The shell command of one job: pipetask (resumable) then certify+clean+sentinel."""
+        state = self.state_file(step, epoch, unit)
+        run = ["pfscalib", "pipetask", "--state", state, "--"] + self.pipetask_argv(step, epoch, unit, threads)
+        return f"{shlex.join(run)} && {shlex.join(self.certify_argv(step, epoch, unit, sentinel, state))}"
+
+    def define_profiles_command(self, epoch: str, output: str) -> str:
+        argv = [self.executables["defineFiberProfilesInputs"], self.config["datastore"],
+                self.config["instrument_name"], self.profiles_run(epoch)]
+        for bright, dark in self.selections[("fiberProfiles", epoch, self.cameras[0])].groups:
+            argv += ["--bright", bright] + (["--dark", dark] if dark else [])
+        wrapper = ["pfscalib", "define-profiles", "--repo", self.config["datastore"], "--instrument",
+                   self.config["instrument_name"], "--name", self.profiles_run(epoch), "--output", output, "--"]
+        return shlex.join(wrapper + argv)
+
+    def check_command(self, step: str, epoch: str, output: str) -> str:
+        payload = {step: {unit: list(self.selections[(step, epoch, unit)].visits) for unit in self.units(step)}}
+        argv = ["pfscalib", "check-visits", "--repo", self.config["datastore"], "--instrument",
+                self.config["instrument_name"], "--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True),
+                "--output", output]
+        return shlex.join(argv)
+
+    def selection_fingerprint(self, step: str, epoch: str, unit: str) -> str:
+        """Changes when the job's visits change (a Snakemake params rerun trigger)."""
+        return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
+
+    @property
+    def demo_enabled(self) -> bool:
+        return bool(self.config.get("demo", {}).get("enabled"))
+
+    def demo_marker(self) -> str:
+        return f"{self.config['datastore']}/demo.json"
+
+    def demo_command(self) -> str:
+        demo_epochs = self.config.get("demo", {}).get("epochs") or {}
+        argv = ["python", "-m", "pfscalib.demo.make_repo", self.config["datastore"], "--cameras", ",".join(self.cameras)]
+        if demo_epochs:
+            argv += ["--epochs", ",".join(f"{k}={v}" for k, v in demo_epochs.items())]
+        return shlex.join(argv)
+
+
+def load(config: dict, source: str = "config") -> Workflow:
+    return Workflow(config, source)
