@@ -92,13 +92,22 @@ def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef
     with butler.registry.transaction():
         for ref in refs:
             required = {k: ref.dataId[k] for k in ref.datasetType.dimensions.required}
-            butler.registry.decertify(collection, ref.datasetType.name, timespan, dataIds=[required])
+            # Only decertify what overlaps: daf_butler's decertify asserts on a collection that has
+            # never held this dataset type (its collection summary prunes the search to nothing).
+            if any(_overlaps(c, timespan) for c in certified(butler, collection, ref.datasetType.name, required)):
+                butler.registry.decertify(collection, ref.datasetType.name, timespan, dataIds=[required])
         butler.registry.certify(collection, refs, timespan)
+
+
+def _overlaps(certification: dict, timespan: Timespan) -> bool:
+    return Timespan(certification["begin"], certification["end"]).overlaps(timespan)
 
 
 def certified(butler: Butler, collection: str, dataset_type: str, data_id: dict | None = None) -> list[dict]:
     """Certifications (ref + validity range) of a dataset type in a CALIBRATION collection."""
-    out = []
+    out: list[dict] = []
+    if dataset_type not in {dt.name for dt in butler.registry.queryDatasetTypes(dataset_type)}:
+        return out
     for assoc in butler.registry.queryDatasetAssociations(dataset_type, collections=collection, flattenChains=True):
         if data_id and any(assoc.ref.dataId.get(k) != v for k, v in data_id.items()):
             continue

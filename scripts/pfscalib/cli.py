@@ -143,8 +143,14 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
     records = {r.id: r for r in butler.query_dimension_records("visit", where="instrument = inst AND visit IN (v)",
                                                                bind={"inst": args.instrument, "v": wanted},
                                                                explain=False)}
+    from lsst.daf.butler import CollectionType
+
+    # the step's input collections, without CALIBRATION ones (raws live in RUNs or chains of RUNs)
+    collections = [c for c in args.collections.split(",")
+                   if list(butler.registry.queryCollections(c)) and
+                   butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION]
     raws = {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
-            for ref in butler.query_datasets("raw", collections="*", where="instrument = inst AND visit IN (v)",
+            for ref in butler.query_datasets("raw", collections=collections, where="instrument = inst AND visit IN (v)",
                                              bind={"inst": args.instrument, "v": wanted}, find_first=False,
                                              explain=False)}
     problems = []
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--visits", default="")
     p.set_defaults(func=cmd_certify)
     p = sub.add_parser("check-visits", help="check a selection against the registry")
-    for name in ("--repo", "--epoch", "--selection", "--output"):
+    for name in ("--repo", "--epoch", "--selection", "--output", "--collections"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.set_defaults(func=cmd_check_visits)

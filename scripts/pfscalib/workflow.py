@@ -333,6 +333,7 @@ class Workflow:
         payload = {step: {unit: list(self.selections[(step, epoch, unit)].visits) for unit in self.units(step)}}
         argv = ["pfscalib", "check-visits", "--repo", self.config["datastore"], "--instrument",
                 self.config["instrument_name"], "--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True),
+                "--collections", ",".join(self.setting(step, "inputs", STEPS[step].inputs)),
                 "--output", output]
         return shlex.join(argv)
 
