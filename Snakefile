@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.25.2")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default; a --configfile replaces it whole (no deep merge of the demo's epochs).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 include: "rules/common.smk"

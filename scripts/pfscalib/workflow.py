@@ -28,6 +28,17 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+def shell_quote(arg: str) -> str:
+    """shlex.quote, but "..." where that is equally safe, so queries read like the guide's."""
+    if arg and "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shell_quote(a) for a in argv)
+
+
 def schema_path(name: str) -> str:
     return str(resources.files("pfscalib").joinpath(f"schemas/{name}.schema.yaml"))
 
@@ -318,7 +329,7 @@ class Workflow:
         """The shell command of one job: pipetask (resumable) then certify+clean+sentinel."""
         state = self.state_file(step, epoch, unit)
         run = ["pfscalib", "pipetask", "--state", state, "--"] + self.pipetask_argv(step, epoch, unit, threads)
-        return f"{shlex.join(run)} && {shlex.join(self.certify_argv(step, epoch, unit, sentinel, state))}"
+        return f"{shell_join(run)} && {shell_join(self.certify_argv(step, epoch, unit, sentinel, state))}"
 
     def define_profiles_command(self, epoch: str, output: str) -> str:
         argv = [self.executables["defineFiberProfilesInputs"], self.config["datastore"],
@@ -327,7 +338,7 @@ class Workflow:
             argv += ["--bright", bright] + (["--dark", dark] if dark else [])
         wrapper = ["pfscalib", "define-profiles", "--repo", self.config["datastore"], "--instrument",
                    self.config["instrument_name"], "--name", self.profiles_run(epoch), "--output", output, "--"]
-        return shlex.join(wrapper + argv)
+        return shell_join(wrapper + argv)
 
     def check_command(self, step: str, epoch: str, output: str) -> str:
         payload = {step: {unit: list(self.selections[(step, epoch, unit)].visits) for unit in self.units(step)}}

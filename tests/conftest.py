@@ -1,0 +1,42 @@
+"""Shared fixtures: the demo repository is built once per session and copied per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# Jobs call pfscalib/pipetask/butler: the venv's bin must come first on PATH.
+os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+TEST_CAMERAS = ("b1", "r1", "b2")
+
+
+def run(cmd: list[str] | str, cwd: Path | str = PROJECT, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, shell=isinstance(cmd, str),
+                          executable="/bin/bash" if isinstance(cmd, str) else None, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> Path:
+    from pfscalib.demo.make_repo import make_repo
+
+    root = tmp_path_factory.mktemp("template") / "repo"
+    make_repo(root, TEST_CAMERAS)
+    return root
+
+
+@pytest.fixture
+def demo_repo(tmp_path, demo_template) -> Path:
+    """A private copy (a SQLite repo is a directory)."""
+    root = tmp_path / "repo"
+    shutil.copytree(demo_template, root)
+    return root

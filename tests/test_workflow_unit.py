@@ -1,0 +1,189 @@
+"""Command building, table parsing and validation, without Snakemake or a Butler."""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pfscalib.butlerops import parse_visit_list
+from pfscalib.steps import STEP_NAMES
+from pfscalib.workflow import ConfigError, Workflow, shell_quote
+
+from conftest import PROJECT
+
+
+@pytest.fixture
+def pfs_config(monkeypatch) -> dict:
+    monkeypatch.chdir(PROJECT)
+    return yaml.safe_load((PROJECT / "config/pfs.example.yaml").read_text())
+
+
+def argv_of(command: str) -> list[str]:
+    return shlex.split(command)
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset type
+    "bias": ("bias.yaml", "PFS/raw/sps,PFS/calib", [], "PFS/calib", "bias"),
+    "dark": ("dark.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "dark"),
+    "flat": ("flat.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "fiberFlat"),
+    "bootstrap": ("bootstrap.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
+                  ["isr:doCrosstalk=False", "bootstrap:profiles.profileRadius=2", "bootstrap:profiles.profileSwath=2500",
+                   "bootstrap:profiles.profileOversample=3", "bootstrap:spectralOffset=-10"],
+                  "PFS/bootstrap", "detectorMap_bootstrap"),
+    "detectorMap": ("detectorMap.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib",
+                    ["measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
+                     "fitDetectorMap:fitDetectorMap.doSlitOffsets=True", "fitDetectorMap:fitDetectorMap.order=4",
+                     "fitDetectorMap:fitDetectorMap.soften=0.03"], "PFS/calib", "detectorMap_candidate"),
+    "fiberProfiles": ("fitFiberProfiles.yaml", "PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib",
+                      ["fitProfiles:profiles.profileRadius=10", "fitProfiles:profiles.profileOversample=3",
+                       "fitProfiles:profiles.profileSwath=500"], "PFS/calib", "fiberProfiles"),
+    "fiberNorms": ("fiberNorms.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib", [], "PFS/calib", "fiberNorms_calib"),
+}
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+def test_commands_reproduce_the_seed(pfs_config, step):
+    wf = Workflow(pfs_config)
+    unit = "r" if step == "fiberNorms" else "r1"
+    command = wf.job_command(step, "run18", unit, 16, f"results/certified/run18/{step}/{unit}.json")
+    pipetask, certify = command.split(" && ")
+    p, c = argv_of(pipetask), argv_of(certify)
+    pipeline, inputs, overrides, collection, dataset_type = SEED[step]
+    assert p[p.index("--") + 1:p.index("--") + 3] == ["pipetask", "run"]
+    assert option(p, "-p") == [f"$DRP_STELLA_DIR/pipelines/{pipeline}"]
+    assert option(p, "-i") == [inputs]
+    assert option(p, "-c") == overrides
+    assert option(p, "-j") == ["16"] and option(p, "-b") == ["/work/pfs/data/datastore"]
+    assert option(p, "--instrument") == ["lsst.obs.pfs.PrimeFocusSpectrograph"]
+    assert option(p, "-o") == [f"u/pfsuser/run18/{step}/{unit}"]
+    assert "--register-dataset-types" in p and "--fail-fast" in p
+    where = option(p, "-d")[0]
+    assert where.endswith("AND arm='r' AND spectrograph IN (1, 2, 3, 4)" if step == "fiberNorms"
+                          else "AND arm='r' AND spectrograph=1")
+    assert option(c, "--calib") == [collection] and option(c, "--dataset-type") == [dataset_type]
+    assert option(c, "--begin-date") == ["2000-01-01T00:00:00"] and option(c, "--end-date") == ["2050-12-31T23:59:59"]
+    if step == "detectorMap":
+        assert option(c, "--copy-as") == ["detectorMap_calib"]
+
+
+def test_bootstrap_query_and_offset_per_camera(pfs_config):
+    pfs_config["spectralOffset"]["b2"] = 4.5
+    wf = Workflow(pfs_config)
+    p = argv_of(wf.job_command("bootstrap", "run18", "b2", 1, "x.json").split(" && ")[0])
+    assert option(p, "-d") == ["instrument='PFS' AND visit IN (11, 22) AND arm='b' AND spectrograph=2"]
+    assert "bootstrap:spectralOffset=4.5" in option(p, "-c")
+
+
+def test_fiber_profiles_inputs_reproduce_the_seed_groups(pfs_config):
+    wf = Workflow(pfs_config)
+    argv = argv_of(wf.define_profiles_command("run18", "out.json"))
+    seed = argv[argv.index("--") + 1:]
+    assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", wf.profiles_run("run18")]
+    assert option(seed, "--bright") == ["113855..113863", "113903..113911", "114190..114198", "114238..114246"]
+    assert option(seed, "--dark") == ["113845..113853", "113893..113901", "114180..114188", "114228..114236"]
+    p = argv_of(wf.job_command("fiberProfiles", "run18", "n3", 1, "x.json").split(" && ")[0])
+    assert option(p, "-d") == [f"profiles_run = '{wf.profiles_run('run18')}' AND arm='n' AND spectrograph=3"]
+
+
+def test_per_camera_config_overrides(pfs_config):
+    pfs_config["steps"]["flat"]["camera_config"] = {"b": ["isr:doDefect=False"], "b3": ["flatCombine:x=1"]}
+    wf = Workflow(pfs_config)
+    assert wf.config_overrides("flat", "b3") == ["isr:doDefect=False", "flatCombine:x=1"]
+    assert wf.config_overrides("flat", "r3") == []
+
+
+def test_demo_config_targets(monkeypatch):
+    monkeypatch.chdir(PROJECT)
+    wf = Workflow(yaml.safe_load((PROJECT / "config/config.yaml").read_text()))
+    assert len(wf.all_sentinels()) == 2 * (6 * 4 + 2)
+    assert wf.needs("fiberNorms", "run1", "b") == ["results/certified/run1/fiberProfiles/b1.json",
+                                                   "results/certified/run1/fiberProfiles/b2.json"]
+    assert wf.needs("dark", "run2", "r2") == ["results/certified/run2/bias/r2.json"]
+
+
+@pytest.mark.parametrize("text,expected", [("5", [5]), ("3..6", [3, 4, 5, 6]), ("1..9:4", [1, 5, 9]),
+                                           ("1^4..5", [1, 4, 5])])
+def test_visit_lists(text, expected):
+    assert parse_visit_list(text) == expected
+
+
+def test_shell_quote_never_splices():
+    for hostile in ["a'; rm -rf / #", "$(touch /tmp/x)", "`id`", "x\"y", "with space", "it's $HOME"]:
+        assert shlex.split(shell_quote(hostile)) == [hostile]
+
+
+# ---------------------------------------------------------------- bad input: one clear line each
+def _tsv(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+BAD_CONFIGS = [
+    ("overlap", lambda c: c["epochs"].update(run2={"begin": "2025-03-15T00:00:00", "end": "2025-05-01T00:00:00"}),
+     "overlaps epoch run1"),
+    ("end before begin", lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": "2025-02-01T00:00:00"}),
+     "epochs.run1: end 2025-02-01T00:00:00 is not after begin"),
+    ("bad date", lambda c: c["epochs"].update(run1={"begin": "yesterday"}), "epochs.run1.begin: 'yesterday' is not"),
+    ("unknown camera", lambda c: c.update(cameras=["b1", "x9"]), "cameras.1: 'x9' does not match"),
+    ("non-numeric threads", lambda c: c["steps"].update(bias={"threads": "many"}), "steps.bias.threads: 'many' is not"),
+    ("unknown step", lambda c: c["steps"].update(biass={"threads": 1}), "steps: Additional properties"),
+    ("missing offset", lambda c: c["spectralOffset"].pop("r2"), "no bootstrap spectralOffset for camera r2"),
+    ("offset of unknown camera", lambda c: c["spectralOffset"].update(n4=1.0), "spectralOffset.n4: not a configured"),
+    ("missing key", lambda c: c.pop("rerun"), "'rerun' is a required property"),
+    ("clean a product", lambda c: c["steps"].update(bias={"clean": ["bias"]}), "would remove the certified bias"),
+    ("missing table", lambda c: c["visits"].update(dark="nope.tsv"), "table nope.tsv does not exist"),
+    ("wrong type", lambda c: c.update(cleanup="yes"), "cleanup: 'yes' is not of type 'boolean'"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,message", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_is_one_clear_line(monkeypatch, name, mutate, message):
+    monkeypatch.chdir(PROJECT)
+    config = copy.deepcopy(yaml.safe_load((PROJECT / "config/config.yaml").read_text()))
+    mutate(config)
+    with pytest.raises(ConfigError) as err:
+        Workflow(config)
+    text = str(err.value)
+    assert "\n" not in text and message in text
+
+
+BAD_TABLES = [
+    ("missing column", "epoch\tcomment\nrun1\tx\n", "missing column 'visits'"),
+    ("extra column", "epoch\tvisits\tcolour\nrun1\t100\tred\n", "unexpected column(s) 'colour'"),
+    ("reversed range", "epoch\tvisits\nrun1\t12..5\nrun2\t200..204\n", "row 2 (column visits): bad visit range '12..5'"),
+    ("garbage visits", "epoch\tvisits\nrun1\t10-12\nrun2\t200\n", "row 2: visits: '10-12' does not match"),
+    ("unknown epoch", "epoch\tvisits\nrun9\t100\n", "row 2: epoch 'run9' is not in config epochs"),
+    ("unknown camera", "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n", "row 2: cameras: 'z1' does not match"),
+    ("camera not configured", "epoch\tvisits\tcameras\nrun1\t100\tn1\nrun2\t200\t\n", "camera(s) n1 not in config"),
+    ("duplicate visit", "epoch\tvisits\nrun1\t100..104\nrun1\t104\nrun2\t200\n", "row 3: visit 104 is already selected in row 2"),
+    ("epoch without visits", "epoch\tvisits\nrun1\t100\n", "no visits for epoch run2"),
+    ("empty table", "epoch\tvisits\n", "table has no rows"),
+]
+
+
+@pytest.mark.parametrize("name,text,message", BAD_TABLES, ids=[b[0] for b in BAD_TABLES])
+def test_bad_table_is_one_clear_line(monkeypatch, tmp_path, name, text, message):
+    monkeypatch.chdir(PROJECT)
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["visits"]["bias"] = _tsv(tmp_path, "bias.tsv", text)
+    with pytest.raises(ConfigError) as err:
+        Workflow(config)
+    text = str(err.value)
+    assert "\n" not in text and message in text and "bias.tsv" in text
+
+
+def test_bootstrap_needs_two_visits(monkeypatch, tmp_path):
+    monkeypatch.chdir(PROJECT)
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["visits"]["bootstrap"] = _tsv(tmp_path, "b.tsv", "epoch\tvisits\nrun1\t108\nrun2\t208^214\n")
+    with pytest.raises(ConfigError, match="bootstrap needs exactly two visits"):
+        Workflow(config)
