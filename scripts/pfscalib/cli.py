@@ -146,9 +146,9 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
     from lsst.daf.butler import CollectionType
 
     # the step's input collections, without CALIBRATION ones (raws live in RUNs or chains of RUNs)
+    existing = set(butler.registry.queryCollections())  # PFS/bootstrap etc. appear only later in the chain
     collections = [c for c in args.collections.split(",")
-                   if list(butler.registry.queryCollections(c)) and
-                   butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION]
+                   if c in existing and butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION]
     raws = {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
             for ref in butler.query_datasets("raw", collections=collections, where="instrument = inst AND visit IN (v)",
                                              bind={"inst": args.instrument, "v": wanted}, find_first=False,

@@ -1,0 +1,117 @@
+"""Issue #3: the workflow on the demo, driven by the real snakemake CLI.
+
+One module-scoped run (demo: enabled, so the workflow builds its own repo as `make demo` does) on two
+cameras and both epochs; the tests after it inspect, rerun and rebuild it in order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from lsst.daf.butler import Butler
+
+from pfscalib import butlerops
+from pfscalib.steps import STEP_NAMES, STEPS
+
+from conftest import PROJECT, run
+
+CAMERAS = ["b1", "r1"]
+
+
+def workdir_config(tmp: Path, cameras=CAMERAS, **changes) -> Path:
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["cameras"] = cameras
+    config["spectralOffset"] = {c: config["spectralOffset"][c] for c in cameras}
+    config["pipelines_dir"] = str(PROJECT / "scripts/pfscalib/demo/pipelines")
+    config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
+    config.update(changes)
+    (tmp / "config").mkdir(parents=True, exist_ok=True)
+    (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
+    return tmp
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True):
+    return run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
+               cwd=workdir, check=check)
+
+
+def certifications(repo: Path) -> dict:
+    butler = Butler.from_config(str(repo))
+    out = {}
+    for step in STEP_NAMES:
+        s = STEPS[step]
+        for c in butlerops.certified(butler, s.calib_collection, s.certified_as):
+            key = (s.certified_as, tuple(sorted(c["ref"].dataId.required.items())), c["begin"].isot[:19])
+            out[key] = (str(c["ref"].id), c["end"].isot[:19] if c["end"] is not None else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = workdir_config(tmp_path_factory.mktemp("workflow"))
+    snakemake(workdir)
+    return workdir
+
+
+def test_demo_certifies_every_calibration(demo_run):
+    repo = demo_run / "results/demo/repo"
+    certs = certifications(repo)
+    for step in STEP_NAMES:
+        units = ["b", "r"] if STEPS[step].per_arm else CAMERAS
+        for epoch, (begin, end) in {"run1": ("2025-03-01", "2025-04-01"), "run2": ("2025-04-01", "2025-05-01")}.items():
+            for unit in units:
+                sentinel = json.loads((demo_run / f"results/certified/{epoch}/{step}/{unit}.json").read_text())
+                data_id = tuple(sorted(sentinel["dataId"].items()))
+                key = (STEPS[step].certified_as, data_id, sentinel["validity"]["begin"])
+                assert certs[key] == (sentinel["datasetId"], end + "T00:00:00"), (step, epoch, unit)
+                assert sentinel["validity"]["begin"].startswith(begin)
+                assert sentinel["commands"][0][:2] == ["pipetask", "run"]
+    assert len(certs) == 2 * (6 * len(CAMERAS) + 2)
+    # intermediates are gone, certified products are not
+    butler = Butler.from_config(str(repo))
+    assert not list(butler.query_datasets("biasProc", collections="u/demo/run1/bias/b1", find_first=False,
+                                          explain=False))
+
+
+def test_second_run_schedules_nothing(demo_run):
+    proc = snakemake(demo_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_target_for_one_camera_schedules_only_that_camera(tmp_path):
+    workdir = workdir_config(tmp_path)
+    proc = snakemake(workdir, "-n", "results/certified/run1/bootstrap/r1.json")
+    jobs = re.findall(r"^rule (\w+):", proc.stdout, re.M)
+    assert sorted(set(jobs)) == ["bias", "bootstrap", "check_visits", "dark", "demo_repo", "flat"]
+    wildcards = re.findall(r"wildcards: (.*)", proc.stdout)
+    camera_jobs = [w for w in wildcards if "arm=" in w]
+    assert len(camera_jobs) == 4 and all("arm=r, spectrograph=1" in w and "epoch=run1" in w for w in camera_jobs)
+
+
+def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
+    proc = run(["snakemake", "-n", "-p", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT, check=True)
+    assert not Path("/work/pfs/data/datastore").exists()
+    output = proc.stdout + proc.stderr
+    commands = [line for line in output.splitlines() if "pfscalib pipetask" in line]
+    assert len(commands) == 7 * 16 - 12  # 16 cameras x 6 per-camera steps + 4 arms of fiberNorms
+    assert any("-c bootstrap:spectralOffset=-10" in c and "visit IN (11, 22)" in c for c in commands)
+
+
+def test_rebuild_one_camera_leaves_others_identical(demo_run):
+    repo = demo_run / "results/demo/repo"
+    before = certifications(repo)
+    old = json.loads((demo_run / "results/certified/run1/bootstrap/b1.json").read_text())
+    proc = snakemake(demo_run, "--forcerun", "results/certified/run1/bootstrap/b1.json")
+    rebuilt = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)", proc.stdout, re.M)
+    assert {w for _, w in rebuilt} <= {"epoch=run1, arm=b, spectrograph=1", "epoch=run1, arm=b"}
+    after = certifications(repo)
+    new = json.loads((demo_run / "results/certified/run1/bootstrap/b1.json").read_text())
+    assert new["datasetId"] != old["datasetId"] and new["run"] != old["run"]
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed and all(dict(k[1]).get("arm") == "b" and dict(k[1]).get("spectrograph", 1) == 1 for k in changed)
+    assert all(k[2].startswith("2025-03-01") for k in changed)  # run2 untouched
+    assert set(after) == set(before)  # replaced, never duplicated
