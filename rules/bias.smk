@@ -2,6 +2,8 @@
 
 
 rule bias:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("bias")),
     output:

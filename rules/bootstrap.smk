@@ -3,6 +3,8 @@
 
 
 rule bootstrap:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("bootstrap")),
     output:

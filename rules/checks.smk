@@ -2,6 +2,8 @@
 
 
 rule check_visits:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         repo_marker(),
     output:
@@ -17,6 +19,8 @@ rule check_visits:
 
 
 rule fiberProfilesInputs:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         ancient("results/checks/{epoch}/fiberProfiles.json"),
     output:

@@ -2,6 +2,8 @@
 
 
 rule dark:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("dark")),
     output:

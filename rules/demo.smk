@@ -2,6 +2,8 @@
 if WF.demo_enabled:
 
     rule demo_repo:
+        conda:
+            "../envs/pfscalib.yaml"
         output:
             WF.demo_marker(),
         log:

@@ -3,6 +3,8 @@
 
 
 rule detectorMap:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("detectorMap")),
     output:

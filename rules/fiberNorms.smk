@@ -2,6 +2,8 @@
 
 
 rule fiberNorms:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("fiberNorms")),
     output:

@@ -2,6 +2,8 @@
 
 
 rule fiberProfiles:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("fiberProfiles")),
     output:

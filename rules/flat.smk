@@ -2,6 +2,8 @@
 
 
 rule flat:
+    conda:
+        "../envs/pfscalib.yaml"
     input:
         unpack(step_inputs("flat")),
     output:

@@ -115,3 +115,8 @@ def test_rebuild_one_camera_leaves_others_identical(demo_run):
     assert changed and all(dict(k[1]).get("arm") == "b" and dict(k[1]).get("spectrograph", 1) == 1 for k in changed)
     assert all(k[2].startswith("2025-03-01") for k in changed)  # run2 untouched
     assert set(after) == set(before)  # replaced, never duplicated
+
+
+def test_lint_is_clean():
+    proc = run(["snakemake", "--lint"], cwd=PROJECT)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr
