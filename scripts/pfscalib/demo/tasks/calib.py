@@ -205,15 +205,20 @@ class FlatDitherCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=F
     mask = pexConfig.ListField(dtype=str, default=["BAD", "SAT", "CR", "INTRP"], doc="mask planes to ignore")
 
 
-class FlatDitherCombineTask(pipeBase.PipelineTask):
+class CombineHandlesTask(pipeBase.PipelineTask):
+    """Shared runQuantum: load every deferred inputExpHandles, run(images) -> outputData."""
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        handles = butlerQC.get(inputRefs.inputExpHandles)
+        butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
+
+
+class FlatDitherCombineTask(CombineHandlesTask):
     """Mean of one dither's quartz frames divided by a smooth model: ~1 in lit pixels."""
 
     ConfigClass = FlatDitherCombineConfig
     _DefaultName = "ditherCombine"
 
-    def runQuantum(self, butlerQC, inputRefs, outputRefs):
-        handles = butlerQC.get(inputRefs.inputExpHandles)
-        butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
 
     def run(self, images):
         mean = np.nanmean(np.array(images, dtype=np.float64), axis=0)
@@ -236,15 +241,12 @@ class FlatCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatCom
     pass
 
 
-class FlatCombineTask(pipeBase.PipelineTask):
+class FlatCombineTask(CombineHandlesTask):
     """Mean of the dither flats where measured (the dithers fill the gaps between fibres); NaN = no data."""
 
     ConfigClass = FlatCombineConfig
     _DefaultName = "flatCombine"
 
-    def runQuantum(self, butlerQC, inputRefs, outputRefs):
-        handles = butlerQC.get(inputRefs.inputExpHandles)
-        butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
 
     def run(self, flats):
         import warnings
