@@ -22,12 +22,18 @@ from conftest import PROJECT, run
 CAMERAS = ["b1", "r1"]
 
 
-def workdir_config(tmp: Path, cameras=CAMERAS, **changes) -> Path:
+def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **changes) -> Path:
+    """A work directory with its own config and copies of the demo tables (tests edit them)."""
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config["cameras"] = cameras
     config["spectralOffset"] = {c: config["spectralOffset"][c] for c in cameras}
     config["pipelines_dir"] = str(PROJECT / "scripts/pfscalib/demo/pipelines")
-    config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
+    config["epochs"] = {e: config["epochs"][e] for e in epochs}
+    (tmp / "visits").mkdir(parents=True, exist_ok=True)
+    for step, path in config["visits"].items():
+        lines = (PROJECT / path).read_text().splitlines(keepends=True)
+        (tmp / "visits" / f"{step}.tsv").write_text("".join(lines[:1] + [ln for ln in lines[1:] if ln.split("\t")[0] in epochs]))
+        config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
     config.update(changes)
     (tmp / "config").mkdir(parents=True, exist_ok=True)
     (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
@@ -99,6 +105,27 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     commands = [line for line in output.splitlines() if "pfscalib pipetask" in line]
     assert len(commands) == 7 * 16 - 12  # 16 cameras x 6 per-camera steps + 4 arms of fiberNorms
     assert any("-c bootstrap:spectralOffset=-10" in c and "visit IN (11, 22)" in c for c in commands)
+
+
+def test_select_visits_writes_a_valid_table(demo_run):
+    proc = run(["pfscalib", "select-visits", "--repo", "results/demo/repo", "--epoch", "run1",
+                "--where", "visit.target_name = 'BIAS' AND visit.day_obs = 20250310"], cwd=demo_run, check=True)
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert rows[0] == ["epoch", "visits", "comment"] and [r[1] for r in rows[1:]] == [str(v) for v in range(100, 105)]
+
+
+def test_editing_dark_table_reruns_dark_chain_never_bias(demo_run):
+    table = demo_run / "visits/dark.tsv"
+    original = table.read_text()
+    table.write_text(original.replace("105..107", "105..106"))
+    try:
+        proc = snakemake(demo_run, "-n")
+    finally:
+        table.write_text(original)
+    jobs = set(re.findall(r"^rule (\w+):", proc.stdout, re.M))
+    assert {"dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"} <= jobs
+    assert "bias" not in jobs
+    assert all("epoch=run1" in w for w in re.findall(r"wildcards: (.*)", proc.stdout) if "arm=" in w)
 
 
 def test_rebuild_one_camera_leaves_others_identical(demo_run):
