@@ -18,4 +18,4 @@ rule bias:
         mem_mb=step_mem_mb("bias"),
         runtime=step_runtime("bias"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

@@ -19,4 +19,4 @@ rule bootstrap:
         mem_mb=step_mem_mb("bootstrap"),
         runtime=step_runtime("bootstrap"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

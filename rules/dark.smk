@@ -18,4 +18,4 @@ rule dark:
         mem_mb=step_mem_mb("dark"),
         runtime=step_runtime("dark"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

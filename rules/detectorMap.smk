@@ -19,4 +19,4 @@ rule detectorMap:
         mem_mb=step_mem_mb("detectorMap"),
         runtime=step_runtime("detectorMap"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

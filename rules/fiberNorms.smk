@@ -18,4 +18,4 @@ rule fiberNorms:
         mem_mb=step_mem_mb("fiberNorms"),
         runtime=step_runtime("fiberNorms"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

@@ -18,4 +18,4 @@ rule fiberProfiles:
         mem_mb=step_mem_mb("fiberProfiles"),
         runtime=step_runtime("fiberProfiles"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"

@@ -18,4 +18,4 @@ rule flat:
         mem_mb=step_mem_mb("flat"),
         runtime=step_runtime("flat"),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "({params.cmd}) > {log} 2>&1"
