@@ -17,5 +17,6 @@ rule bias:
     resources:
         mem_mb=step_mem_mb("bias"),
         runtime=step_runtime("bias"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

@@ -18,5 +18,6 @@ rule bootstrap:
     resources:
         mem_mb=step_mem_mb("bootstrap"),
         runtime=step_runtime("bootstrap"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

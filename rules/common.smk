@@ -1,4 +1,5 @@
 # Shared input functions. The validated configuration lives in one pfscalib.workflow.Workflow object.
+import os
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -76,6 +77,12 @@ def step_mem_mb(step):
         return WF.setting(step, "mem_mb", 2000) * attempt
 
     return mem_mb
+
+
+def site_resources():
+    """SLURM site values (partition, account, qos, constraint) from PFSCALIB_SLURM_* variables;
+    absent variables add nothing (the plugin would pass an empty --qos '')."""
+    return WF.site_resources(os.environ)
 
 
 def step_runtime(step):

@@ -17,5 +17,6 @@ rule dark:
     resources:
         mem_mb=step_mem_mb("dark"),
         runtime=step_runtime("dark"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

@@ -18,5 +18,6 @@ rule detectorMap:
     resources:
         mem_mb=step_mem_mb("detectorMap"),
         runtime=step_runtime("detectorMap"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

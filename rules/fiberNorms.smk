@@ -17,5 +17,6 @@ rule fiberNorms:
     resources:
         mem_mb=step_mem_mb("fiberNorms"),
         runtime=step_runtime("fiberNorms"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

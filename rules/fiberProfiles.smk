@@ -17,5 +17,6 @@ rule fiberProfiles:
     resources:
         mem_mb=step_mem_mb("fiberProfiles"),
         runtime=step_runtime("fiberProfiles"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

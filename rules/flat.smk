@@ -17,5 +17,6 @@ rule flat:
     resources:
         mem_mb=step_mem_mb("flat"),
         runtime=step_runtime("flat"),
+        **site_resources(),
     shell:
         "({params.cmd}) > {log} 2>&1"

@@ -352,6 +352,13 @@ class Workflow:
         """Changes when the job's visits change (a Snakemake params rerun trigger)."""
         return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
 
+    @staticmethod
+    def site_resources(environ: dict) -> dict[str, str]:
+        """SLURM resources of this site from PFSCALIB_SLURM_PARTITION/_ACCOUNT/_QOS/_CONSTRAINT."""
+        names = {"PARTITION": "slurm_partition", "ACCOUNT": "slurm_account", "QOS": "qos", "CONSTRAINT": "constraint"}
+        return {resource: environ[f"PFSCALIB_SLURM_{key}"] for key, resource in names.items()
+                if environ.get(f"PFSCALIB_SLURM_{key}")}
+
     @property
     def demo_enabled(self) -> bool:
         return bool(self.config.get("demo", {}).get("enabled"))
