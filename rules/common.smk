@@ -1,17 +1,17 @@
 # Shared input functions. The validated configuration lives in one pfscalib.workflow.Workflow object.
 import os
+import sys
 import re
 
-from snakemake.exceptions import WorkflowError
 
 from pfscalib.steps import STEP_NAMES
 from pfscalib.workflow import ConfigError, load as load_workflow
 
 try:
-    WF = load_workflow(config, source="config")
+    WF = load_workflow(config, source=",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
 except ConfigError as error:
     # One line naming file, row/key and problem, before any job is scheduled.
-    raise WorkflowError(f"pfscalib: {error}") from None
+    sys.exit(f"pfscalib: {error}")
 
 
 wildcard_constraints:
@@ -44,8 +44,9 @@ def step_inputs(step):
         unit = unit_of(wildcards)
         out = {
             "needs": WF.needs(step, wildcards.epoch, unit),
-            # ancient: a re-checked table must not rerun jobs whose own visits did not change
-            "checked": ancient(check_marker(step).format(epoch=wildcards.epoch)),
+            # every table of the epoch is checked before any pipetask job starts; ancient: a
+            # re-checked table must not rerun jobs whose own visits did not change
+            "checked": [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES],
         }
         if step == "fiberProfiles":
             out["profiles"] = f"results/fiberProfilesInputs/{wildcards.epoch}.json"

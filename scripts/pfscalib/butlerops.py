@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from astropy.time import Time
@@ -85,9 +85,10 @@ def decertify(butler: Butler, collection: str, dataset_type: str, timespan: Time
     butler.registry.decertify(collection, dataset_type, timespan, dataIds=data_ids or None)
 
 
-def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef], timespan: Timespan) -> None:
+def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef], timespan: Timespan,
+                          between: Callable[[], None] | None = None) -> None:
     """Decertify whatever covers these data IDs over the range and certify refs, in one transaction:
-    a failure in between leaves the previous certification in place."""
+    a failure in between (between() is where tests inject one) leaves the previous certification."""
     ensure_calibration_collection(butler, collection)
     with butler.registry.transaction():
         for ref in refs:
@@ -96,6 +97,8 @@ def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef
             # never held this dataset type (its collection summary prunes the search to nothing).
             if any(_overlaps(c, timespan) for c in certified(butler, collection, ref.datasetType.name, required)):
                 butler.registry.decertify(collection, ref.datasetType.name, timespan, dataIds=[required])
+        if between is not None:
+            between()
         butler.registry.certify(collection, refs, timespan)
 
 

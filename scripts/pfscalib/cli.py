@@ -13,12 +13,44 @@ import argparse
 import datetime
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 EMPTY_GRAPH = "QuantumGraph was empty"
 RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
+
+
+FAULT_POINTS = ("pipetask", "after-pipetask", "certify", "clean")
+
+
+def fault_due(point: str, job: str) -> bool:
+    """Test seam for the fault-injection tests (inert unless PFSCALIB_FAULT is set): True once per
+    job and point listed in PFSCALIB_FAULT (comma-separated), remembered in PFSCALIB_FAULT_DIR."""
+    if point not in os.environ.get("PFSCALIB_FAULT", "").split(","):
+        return False
+    marker = Path(os.environ["PFSCALIB_FAULT_DIR"]) / f"{point}--{job.replace('/', '_')}"
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
+
+
+def kill_self() -> None:
+    print("pfscalib: injected fault: SIGKILL", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_hook(point: str, job: str) -> Callable[..., None]:
+    def hook(*_args: object) -> None:
+        if fault_due(point, job):
+            kill_self()
+
+    return hook
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -79,12 +111,16 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
     for line in proc.stdout:
         sys.stdout.write(line)
         empty = empty or EMPTY_GRAPH in line
+        if re.search(r"Executed [1-9]\d* quanta successfully", line) and fault_due("pipetask", args.state):
+            proc.kill()
+            kill_self()
     rc = proc.wait()
     if rc != 0 and not (resume and empty):
         return rc
     if rc != 0:
         print("pfscalib: nothing left to do in the resumed run (empty QuantumGraph): OK", flush=True)
     _write_json(args.state, {**state, "status": "pipetask-done", "argv": argv})
+    fault_hook("after-pipetask", args.state)()
     return 0
 
 
@@ -110,8 +146,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     with butler.transaction():
         if args.copy_as:  # certifyDetectorMaps.py behaviour: copy candidate -> detectorMap_calib
             refs = butlerops.copy_datasets(butler, refs, args.copy_as, f"{state['run']}/certify")
-        butlerops.replace_certification(butler, args.calib, refs, timespan)
-    cleaned = butlerops.clean_runs(butler, f"{args.chain}/*", args.clean, [data_id]) if args.clean else 0
+        butlerops.replace_certification(butler, args.calib, refs, timespan,
+                                        between=fault_hook("certify", args.state))
+    cleaned = (butlerops.clean_runs(butler, f"{args.chain}/*", args.clean, [data_id],
+                                    log=_log_and(fault_hook("clean", args.state))) if args.clean else 0)
     import lsst.daf.butler
     import lsst.pipe.base
 
@@ -130,6 +168,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
     print(f"pfscalib: certified {ref.datasetType.name} {data_id} from {ref.run} into {args.calib} "
           f"[{args.begin_date}, {args.end_date or 'unbounded'}); cleaned {cleaned} intermediates")
     return 0
+
+
+def _log_and(hook: Callable[..., None]) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        print(message, flush=True)
+        hook()
+
+    return log
 
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
