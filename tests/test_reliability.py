@@ -1,0 +1,100 @@
+"""Issue #5: resume after SIGKILL at every point of every step kind, atomic re-certification."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from lsst.daf.butler import Butler, CollectionType
+
+from pfscalib import butlerops
+from pfscalib.cli import FAULT_POINTS
+from pfscalib.steps import STEP_NAMES, STEPS
+
+from conftest import PROJECT, run
+from test_workflow_e2e import certifications, workdir_config
+
+CAMERA = "b1"
+UNITS = {step: ("b" if STEPS[step].per_arm else CAMERA) for step in STEP_NAMES}
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None):
+    return run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
+               cwd=workdir, env=env)
+
+
+def expected_keys() -> set:
+    """What a clean run certifies for one camera and epoch run1."""
+    keys = set()
+    for step in STEP_NAMES:
+        unit = UNITS[step]
+        data_id = {"arm": unit[0], "instrument": "PFS", **({} if STEPS[step].per_arm else {"spectrograph": 1})}
+        keys.add((STEPS[step].certified_as, tuple(sorted(data_id.items())), "2025-03-01T00:00:00"))
+    return keys
+
+
+@pytest.fixture(scope="module")
+def faulted_run(tmp_path_factory):
+    """Kill every job at every fault point once, rerunning the same command until it succeeds."""
+    workdir = workdir_config(tmp_path_factory.mktemp("faults"), cameras=[CAMERA], epochs=("run1",))
+    env = {**os.environ, "PFSCALIB_FAULT": ",".join(FAULT_POINTS), "PFSCALIB_FAULT_DIR": str(workdir / "faults")}
+    failures = 0
+    for _ in range(4 * len(STEP_NAMES) + 3):
+        proc = snakemake(workdir, env=env)
+        if proc.returncode == 0:
+            break
+        failures += 1
+    else:
+        raise AssertionError(f"did not recover:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return workdir, failures
+
+
+def test_every_fault_point_of_every_step_was_hit(faulted_run):
+    workdir, failures = faulted_run
+    markers = {p.name for p in (workdir / "faults").iterdir()}
+    for step in STEP_NAMES:
+        for point in FAULT_POINTS:
+            assert f"{point}--results_state_run1_{step}_{UNITS[step]}.json" in markers, (step, point)
+    assert failures == len(STEP_NAMES) * len(FAULT_POINTS)
+
+
+def test_state_after_faults_equals_a_clean_run(faulted_run):
+    workdir, _ = faulted_run
+    repo = workdir / "results/demo/repo"
+    certs = certifications(repo)
+    assert set(certs) == expected_keys()
+    butler = Butler.from_config(str(repo))
+    for step in STEP_NAMES:
+        s, unit = STEPS[step], UNITS[step]
+        sentinel = json.loads((workdir / f"results/certified/run1/{step}/{unit}.json").read_text())
+        associations = butlerops.certified(butler, s.calib_collection, s.certified_as)
+        assert len(associations) == 1, step  # certified exactly once, no duplicates
+        assert str(associations[0]["ref"].id) == sentinel["datasetId"]
+        chain = f"u/demo/run1/{step}/{unit}"
+        runs = [c for c in butler.registry.getCollectionChain(chain) if c.startswith(f"{chain}/")
+                and butler.registry.getCollectionType(c) is CollectionType.RUN]
+        assert runs == [sentinel["run"].removesuffix("/certify")], step  # resumed in place: no orphan runs
+        for intermediate in s.clean:
+            assert not list(butler.query_datasets(intermediate, collections=runs, find_first=False,
+                                                  explain=False)), (step, intermediate)
+    assert not list((workdir / "results/state").rglob("*.json"))  # no half-done job left behind
+
+
+def test_failed_recertification_keeps_the_old_one(faulted_run):
+    workdir, _ = faulted_run
+    repo = workdir / "results/demo/repo"
+    sentinel = workdir / "results/certified/run1/bias/b1.json"
+    before = certifications(repo)
+    env = {**os.environ, "PFSCALIB_FAULT": "certify", "PFSCALIB_FAULT_DIR": str(workdir / "faults-recertify")}
+    proc = snakemake(workdir, "--forcerun", "results/certified/run1/bias/b1.json", env=env)
+    assert proc.returncode != 0
+    assert certifications(repo) == before  # the transaction rolled back: still certified, same dataset
+    assert not sentinel.exists()  # and no sentinel claims the new build
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = certifications(repo)
+    assert set(after) == set(before)
+    bias_key = next(k for k in before if k[0] == "bias")
+    assert after[bias_key] != before[bias_key] and json.loads(sentinel.read_text())["datasetId"] == after[bias_key][0]
