@@ -26,7 +26,7 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
     """A work directory with its own config and copies of the demo tables (tests edit them)."""
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config["cameras"] = cameras
-    config["spectralOffset"] = {c: config["spectralOffset"][c] for c in cameras}
+    config["spectralOffset"] = {c: config["spectralOffset"].get(c, 0) for c in cameras}
     config["pipelines_dir"] = str(PROJECT / "scripts/pfscalib/demo/pipelines")
     config["epochs"] = {e: config["epochs"][e] for e in epochs}
     (tmp / "visits").mkdir(parents=True, exist_ok=True)
