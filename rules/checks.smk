@@ -22,7 +22,7 @@ rule fiberProfilesInputs:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        ancient("results/checks/{epoch}/fiberProfiles.json"),
+        epoch_checks,
     output:
         "results/fiberProfilesInputs/{epoch}.json",
     log:

@@ -39,14 +39,18 @@ def repo_marker():
     return [WF.demo_marker()] if WF.demo_enabled else []
 
 
+def epoch_checks(wildcards):
+    """Every table of the epoch is checked before anything writes to the registry; ancient: a
+    re-checked table must not rerun jobs whose own visits did not change."""
+    return [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES]
+
+
 def step_inputs(step):
     def inputs(wildcards):
         unit = unit_of(wildcards)
         out = {
             "needs": WF.needs(step, wildcards.epoch, unit),
-            # every table of the epoch is checked before any pipetask job starts; ancient: a
-            # re-checked table must not rerun jobs whose own visits did not change
-            "checked": [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES],
+            "checked": epoch_checks(wildcards),
         }
         if step == "fiberProfiles":
             out["profiles"] = f"results/fiberProfilesInputs/{wildcards.epoch}.json"

@@ -142,6 +142,13 @@ BAD_CONFIGS = [
     ("clean a product", lambda c: c["steps"].update(bias={"clean": ["bias"]}), "would remove the certified bias"),
     ("missing table", lambda c: c["visits"].update(dark="nope.tsv"), "table nope.tsv does not exist"),
     ("wrong type", lambda c: c.update(cleanup="yes"), "cleanup: 'yes' is not of type 'boolean'"),
+    ("zero threads", lambda c: c["steps"].update(dark={"threads": 0}), "steps.dark.threads: 0 is less than"),
+    ("malformed -c", lambda c: c["steps"].update(flat={"config": ["isr.doFlat"]}), "steps.flat.config.0: 'isr.doFlat'"),
+    ("camera_config of unknown camera", lambda c: c["steps"].update(flat={"camera_config": {"n2": ["isr:x=1"]}}),
+     "steps.flat.camera_config.n2: not a configured camera or arm"),
+    ("validity of unknown epoch", lambda c: c["steps"].update(bias={"validity": {"run7": {"begin": "2025-01-01T00:00:00"}}}),
+     "steps.bias.validity.run7: unknown epoch"),
+    ("no table for a step", lambda c: c["visits"].pop("fiberNorms"), "no visit table for step(s) fiberNorms"),
 ]
 
 
@@ -179,6 +186,28 @@ def test_bad_table_is_one_clear_line(monkeypatch, tmp_path, name, text, message)
         Workflow(config)
     text = str(err.value)
     assert "\n" not in text and message in text and "bias.tsv" in text
+
+
+BAD_PROFILE_TABLES = [
+    ("no role", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\t\n", "need a group number and a role"),
+    ("bad role", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tlit\n", "role: 'lit' is not one of"),
+    ("group gap", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t119\t2\tbright\n"
+     "run2\t216\t0\tbright\n", "groups must be numbered 0..N-1, got [0, 2]"),
+    ("dark only", "epoch\tvisits\tgroup\trole\nrun1\t118\t0\tdark\nrun2\t216\t0\tbright\n",
+     "group 0 has no bright visits"),
+    ("darks in some groups", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t118\t0\tdark\n"
+     "run1\t119\t1\tbright\nrun2\t216\t0\tbright\n", "either every fiberProfiles group has dark visits"),
+]
+
+
+@pytest.mark.parametrize("name,text,message", BAD_PROFILE_TABLES, ids=[b[0] for b in BAD_PROFILE_TABLES])
+def test_bad_fiber_profile_table(monkeypatch, tmp_path, name, text, message):
+    monkeypatch.chdir(PROJECT)
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["visits"]["fiberProfiles"] = _tsv(tmp_path, "fiberProfiles.tsv", text)
+    with pytest.raises(ConfigError) as err:
+        Workflow(config)
+    assert message in str(err.value) and "fiberProfiles.tsv" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bootstrap_needs_two_visits(monkeypatch, tmp_path):

@@ -240,8 +240,18 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     from lsst.daf.butler import Butler
 
     butler = Butler.from_config(args.repo)
-    records = butler.query_dimension_records("visit", where=f"instrument = inst AND ({args.where})",
-                                             bind={"inst": args.instrument}, order_by=["visit"], explain=False)
+    # user values go in as bind parameters, never spliced into the query text
+    clauses, bind = ["instrument = inst"], {"inst": args.instrument}
+    if args.where:
+        clauses.append(f"({args.where})")
+    if args.target_name is not None:
+        clauses.append("visit.target_name = target")
+        bind["target"] = args.target_name
+    if args.observation_type is not None:
+        clauses.append("visit.observation_type = obstype")
+        bind["obstype"] = args.observation_type
+    records = butler.query_dimension_records("visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"],
+                                             explain=False)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     print("epoch\tvisits\tcomment", file=out)
     for r in records:
@@ -280,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_define_profiles)
     p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
     p.add_argument("--repo", required=True)
-    p.add_argument("--where", required=True, help="e.g. \"visit.target_name = 'BIAS'\"")
+    p.add_argument("--where", default="", help="registry query, e.g. \"visit.day_obs = 20250310\"")
+    p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
+    p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
     p.add_argument("--epoch", required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
