@@ -147,3 +147,26 @@ def test_rebuild_one_camera_leaves_others_identical(demo_run):
 def test_lint_is_clean():
     proc = run(["snakemake", "--lint"], cwd=PROJECT)
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    ok = run(["pfscalib", "status", "--format", "json"], cwd=workdir, check=True)
+    rows = json.loads(ok.stdout)
+    assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"ok"}
+    run(["butlerDecertify.py", "results/demo/repo", "PFS/calib", "dark", "--begin-date", "2025-03-01T00:00:00",
+         "--end-date", "2025-04-01T00:00:00", "--id", "instrument=PFS", "arm=r", "spectrograph=1"], cwd=workdir,
+        check=True)
+    bad = run(["pfscalib", "status", "--format", "tsv"], cwd=workdir)
+    assert bad.returncode == 1
+    lines = [line.split("\t") for line in bad.stdout.splitlines()]
+    header, body = lines[0], [dict(zip(lines[0], line)) for line in lines[1:]]
+    assert header[:5] == ["epoch", "step", "camera", "datasetType", "status"]
+    broken = [r for r in body if not r["status"].startswith("ok")]
+    assert [(r["epoch"], r["step"], r["camera"], r["status"]) for r in broken] == [
+        ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")]
+    table = run(["pfscalib", "status"], cwd=workdir).stdout
+    assert "NOT CERTIFIED" in table and "ok [2025-03-01, 2025-04-01)" in table

@@ -5,6 +5,7 @@
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
+    pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
 """
 
 from __future__ import annotations
@@ -259,6 +260,16 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import status
+
+    try:
+        return status.main(args.config, args.format)
+    except Exception as exc:  # one line for the user, e.g. a missing repository
+        print(f"pfscalib status: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pfscalib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -297,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
+    p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    p.set_defaults(func=cmd_status)
     args = parser.parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
