@@ -5,6 +5,10 @@ from snakemake.utils import min_version
 min_version("9.25.2")
 
 
+report: "report/workflow.rst"
+
+
+
 # The demo config is the default; a --configfile replaces it whole (no deep merge of the demo's epochs).
 if not workflow.overwrite_configfiles:
 
@@ -22,9 +26,11 @@ include: "rules/bootstrap.smk"
 include: "rules/detectorMap.smk"
 include: "rules/fiberProfiles.smk"
 include: "rules/fiberNorms.smk"
+include: "rules/qa.smk"
 
 
 rule all:
     default_target: True
     input:
         all_sentinels(),
+        report_targets(),

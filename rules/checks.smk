@@ -18,6 +18,23 @@ rule check_visits:
         "{params.cmd} 2> {log}"
 
 
+rule register_dataset_types:
+    conda:
+        "../envs/pfscalib.yaml"
+    input:
+        repo_marker(),
+    output:
+        "results/registry/dataset_types.json",
+    log:
+        "logs/register_dataset_types.log",
+    params:
+        cmd=register_command,
+    priority: 100
+    localrule: True
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
 rule fiberProfilesInputs:
     conda:
         "../envs/pfscalib.yaml"

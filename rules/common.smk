@@ -40,9 +40,14 @@ def repo_marker():
 
 
 def epoch_checks(wildcards):
-    """Every table of the epoch is checked before anything writes to the registry; ancient: a
-    re-checked table must not rerun jobs whose own visits did not change."""
-    return [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES]
+    """Every table of the epoch is checked, and every dataset type registered, before anything writes
+    to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change."""
+    checks = [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES]
+    return checks + [ancient("results/registry/dataset_types.json")]
+
+
+def register_command(wildcards, output):
+    return WF.register_command(output[0])
 
 
 def step_inputs(step):
@@ -103,3 +108,19 @@ def check_command(wildcards, output):
 
 def define_profiles_command(wildcards, output):
     return WF.define_profiles_command(wildcards.epoch, output[0])
+
+
+def epoch_sentinels(wildcards):
+    return [p for p in WF.all_sentinels() if p.startswith(f"results/certified/{wildcards.epoch}/")]
+
+
+def qa_command(wildcards, input, output):
+    return WF.qa_command(list(input), output[0])
+
+
+def status_command(wildcards):
+    return WF.status_command(",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
+
+
+def report_targets():
+    return [f"results/qa/{epoch}" for epoch in WF.epochs] + ["results/qa/certifications.tsv"]

@@ -260,6 +260,26 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """Register every dataset type of the pipelines once, before parallel jobs: a type registered
+    while another process queries a CALIBRATION collection trips daf_butler's cache (seen as
+    "Dataset type should be checked to be calibration by calling code")."""
+    from lsst.daf.butler import Butler
+    from lsst.pipe.base import Pipeline
+
+    butler = Butler.from_config(args.repo, writeable=True)
+    for path in args.pipeline:
+        pipeline = Pipeline.from_uri(os.path.expandvars(path))
+        for override in args.config:
+            label, _, assignment = override.partition(":")
+            if label in pipeline.task_labels:
+                key, _, value = assignment.partition("=")
+                pipeline.addConfigOverride(label, key, value)
+        pipeline.to_graph(registry=butler.registry).register_dataset_types(butler)
+    _write_json(args.output, {"pipelines": args.pipeline})
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
@@ -308,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
+    p = sub.add_parser("register-dataset-types", help="register the dataset types of pipelines")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("-p", "--pipeline", action="append", default=[])
+    p.add_argument("-c", "--config", action="append", default=[], help="LABEL:KEY=VALUE connection overrides")
+    p.set_defaults(func=cmd_register)
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")

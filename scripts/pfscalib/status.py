@@ -75,5 +75,6 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 def main(config_path: str, fmt: str) -> int:
     wf = Workflow(yaml.safe_load(Path(config_path).read_text()), source=config_path)
     df = status_table(wf)
-    print(render(df, fmt))
+    text = render(df, fmt)
+    print(text, end="" if text.endswith("\n") else "\n")
     return 0 if (df["status"].str.startswith("ok")).all() else 1

@@ -352,6 +352,21 @@ class Workflow:
         """Changes when the job's visits change (a Snakemake params rerun trigger)."""
         return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
 
+    def register_command(self, output: str) -> str:
+        argv = ["pfscalib", "register-dataset-types", "--repo", self.config["datastore"], "--output", output]
+        for step in STEP_NAMES:
+            argv += ["-p", f"{self.config['pipelines_dir']}/{self.setting(step, 'pipeline', STEPS[step].pipeline)}"]
+            argv += [a for o in self.setting(step, "config", STEPS[step].config) if ":connections." in o
+                     for a in ("-c", o)]
+        return shell_join(argv)
+
+    def qa_command(self, sentinels: list[str], outdir: str) -> str:
+        return shell_join(["python", "-m", "pfscalib.qa", "--repo", self.config["datastore"], "--outdir", outdir,
+                           *sentinels])
+
+    def status_command(self, config_file: str) -> str:
+        return shell_join(["pfscalib", "status", "--config", config_file, "--format", "tsv"])
+
     @staticmethod
     def site_resources(environ: dict) -> dict[str, str]:
         """SLURM resources of this site from PFSCALIB_SLURM_PARTITION/_ACCOUNT/_QOS/_CONSTRAINT."""

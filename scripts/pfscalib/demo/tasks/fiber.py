@@ -304,10 +304,11 @@ class MeasureFiberNormsTask(pipeBase.PipelineTask):
         visits = {s: sorted(a["visit"] for a in arms) for s, arms in by_spec.items()}
         if len({tuple(v) for v in visits.values()}) > 1:
             raise RuntimeError(f"measureFiberNorms: visit sets differ between spectrographs: {visits}")
-        fiber_ids, wl, flux, hashes = [], [], [], {}
+        fiber_ids, spectrographs, wl, flux, hashes = [], [], [], [], {}
         for spectrograph, arms in sorted(by_spec.items()):
             hashes[str(spectrograph)] = sorted({a["fiberProfilesHash"] for a in arms})
             fiber_ids += arms[0]["fiberId"]
+            spectrographs += [spectrograph] * len(arms[0]["fiberId"])
             wl += arms[0]["wavelength"]
             flux += np.mean([np.array(a["flux"]) for a in arms], axis=0).tolist()
         wl_arr, flux_arr = np.array(wl), np.array(flux)
@@ -324,6 +325,6 @@ class MeasureFiberNormsTask(pipeBase.PipelineTask):
         scale = norm.mean()
         self.log.info("fiberNorms of %d fibres over %.1f-%.1f nm", len(fiber_ids), lo, hi)
         return pipeBase.Struct(fiberNorms={
-            "fiberId": fiber_ids, "wavelength": grid.tolist(), "values": (ratio / scale).tolist(),
+            "fiberId": fiber_ids, "spectrograph": spectrographs, "wavelength": grid.tolist(), "values": (ratio / scale).tolist(),
             "norm": {str(f): float(n / scale) for f, n in zip(fiber_ids, norm)}, "fiberProfilesHash": hashes,
             "visits": visits})
