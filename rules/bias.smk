@@ -10,6 +10,8 @@ rule bias:
         "results/certified/{epoch}/bias/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/bias/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/bias/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("bias"),
         cmd=step_command("bias"),

@@ -11,6 +11,8 @@ rule bootstrap:
         "results/certified/{epoch}/bootstrap/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/bootstrap/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/bootstrap/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("bootstrap"),
         cmd=step_command("bootstrap"),

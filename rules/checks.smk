@@ -22,7 +22,7 @@ rule register_dataset_types:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        repo_marker(),
+        all_checks(),
     output:
         "results/registry/dataset_types.json",
     log:

@@ -10,6 +10,8 @@ rule dark:
         "results/certified/{epoch}/dark/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/dark/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/dark/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("dark"),
         cmd=step_command("dark"),

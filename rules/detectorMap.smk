@@ -11,6 +11,8 @@ rule detectorMap:
         "results/certified/{epoch}/detectorMap/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/detectorMap/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/detectorMap/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("detectorMap"),
         cmd=step_command("detectorMap"),

@@ -10,6 +10,8 @@ rule fiberNorms:
         "results/certified/{epoch}/fiberNorms/{arm}.json",
     log:
         "logs/{epoch}/fiberNorms/{arm}.log",
+    benchmark:
+        "benchmarks/{epoch}/fiberNorms/{arm}.tsv"
     params:
         visits=step_visits("fiberNorms"),
         cmd=step_command("fiberNorms"),

@@ -10,6 +10,8 @@ rule fiberProfiles:
         "results/certified/{epoch}/fiberProfiles/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/fiberProfiles/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/fiberProfiles/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("fiberProfiles"),
         cmd=step_command("fiberProfiles"),

@@ -10,6 +10,8 @@ rule flat:
         "results/certified/{epoch}/flat/{arm}{spectrograph}.json",
     log:
         "logs/{epoch}/flat/{arm}{spectrograph}.log",
+    benchmark:
+        "benchmarks/{epoch}/flat/{arm}{spectrograph}.tsv"
     params:
         visits=step_visits("flat"),
         cmd=step_command("flat"),

@@ -111,6 +111,8 @@ def certified(butler: Butler, collection: str, dataset_type: str, data_id: dict 
     out: list[dict] = []
     if dataset_type not in {dt.name for dt in butler.registry.queryDatasetTypes(dataset_type)}:
         return out
+    if collection not in set(butler.registry.queryCollections()):
+        return out  # nothing certified there yet
     for assoc in butler.registry.queryDatasetAssociations(dataset_type, collections=collection, flattenChains=True):
         if data_id and any(assoc.ref.dataId.get(k) != v for k, v in data_id.items()):
             continue

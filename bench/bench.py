@@ -1,0 +1,186 @@
+"""Benchmarks (issue #7). Run from the project root with the venv active:
+
+    python bench/bench.py compare --repeats 2 --cores 2   # workflow vs the seed's commands, A B A B
+    python bench/bench.py scale                          # dry-run time vs a minimal same-shape Snakefile
+
+compare: on fresh copies of one demo repo (4 cameras, 2 epochs, all 7 steps) runs (A) the guide's command
+sequence one after another with -j = cores, as a user would by hand, and (B) the workflow with the same
+cores; prints medians, the ratio, and the limit max(critical path of job wall times, sum of job CPU / cores)
+from the rules' benchmark files, and Snakemake's overhead per job.
+scale: `snakemake -n` of the 16-camera site config with 1 and 50 epochs against bench/floor.py's Snakefile
+(same jobs and edges, static strings: Snakemake's own floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "bench"))
+CAMERAS = ["b1", "r1", "b2", "r2"]
+OFFSETS = {"b1": -10, "r1": 6, "b2": 0, "r2": 3}
+EPOCHS = {"run1": (100, "2025-03-01T00:00:00", "2025-04-01T00:00:00"),
+          "run2": (200, "2025-04-01T00:00:00", "2025-05-01T00:00:00")}
+INSTRUMENT = "pfscalib.demo.instrument.PrimeFocusSpectrograph"
+
+
+def seed_commands(repo: Path, cores: int) -> str:
+    """The guide's sequence for the demo, per epoch (validity ranges differ), all cameras per pipetask."""
+    p = PROJECT / "scripts/pfscalib/demo/pipelines"
+    run = f"pipetask run --register-dataset-types -j {cores} -b {repo} --instrument {INSTRUMENT} --fail-fast"
+    lines = ["set -e"]
+    for epoch, (v, begin, end) in EPOCHS.items():
+        dates = f"--begin-date {begin} --end-date {end}"
+        r = f"u/seed/{epoch}"
+        steps = [("bias", "PFS/raw/sps,PFS/calib", f"{v}..{v + 4}", "bias", "biasProc"),
+                 ("dark", "PFS/raw/all,PFS/calib", f"{v + 5}..{v + 7}", "dark", "darkProc"),
+                 ("flat", "PFS/raw/all,PFS/calib", f"{v + 8}..{v + 13}", "fiberFlat", "flatProc")]
+        for step, inputs, visits, dataset_type, clean in steps:
+            lines += [f'{run} -i {inputs} -o {r}/{step} -p {p}/{step}.yaml -d "instrument=\'PFS\' AND visit IN ({visits})"',
+                      f"butler certify-calibrations {repo} {r}/{step} PFS/calib {dataset_type} {dates}",
+                      f"butlerCleanRun.py {repo} '{r}/{step}/*' {clean}"]
+        for cam in CAMERAS:
+            lines += [f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/bootstrap/{cam} -p {p}/bootstrap.yaml '
+                      f'-d "instrument=\'PFS\' AND visit IN ({v + 8}, {v + 14}) AND arm=\'{cam[0]}\' AND spectrograph={cam[1]}" '
+                      f"-c bootstrap:profiles.profileRadius=2 -c bootstrap:spectralOffset={OFFSETS[cam]}",
+                      f"butler certify-calibrations {repo} {r}/bootstrap/{cam} PFS/bootstrap detectorMap_bootstrap {dates}",
+                      f"butlerCleanRun.py {repo} '{r}/bootstrap/{cam}/*' postISRCCD"]
+        lines += [f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib -o {r}/detectorMap -p {p}/detectorMap.yaml '
+                  f'-d "instrument=\'PFS\' AND visit IN ({v + 8}..{v + 9}, {v + 14}..{v + 15})" '
+                  "-c measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap "
+                  "-c fitDetectorMap:fitDetectorMap.order=4 -c fitDetectorMap:fitDetectorMap.soften=0.03",
+                  f"certifyDetectorMaps.py {repo} {r}/detectorMap PFS/calib --instrument PFS {dates}",
+                  f"butlerCleanRun.py {repo} '{r}/detectorMap/*' postISRCCD",
+                  f"defineFiberProfilesInputs.py {repo} PFS {epoch}_seed " + " ".join(
+                      f"--bright {v + 16 + 3 * g}..{v + 17 + 3 * g} --dark {v + 18 + 3 * g}" for g in range(4)),
+                  f'{run} -i PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib -o {r}/fitFiberProfiles '
+                  f"-p {p}/fitFiberProfiles.yaml -d \"profiles_run = '{epoch}_seed'\" "
+                  "-c fitProfiles:profiles.profileRadius=10 -c fitProfiles:profiles.profileSwath=500",
+                  f"butler certify-calibrations {repo} {r}/fitFiberProfiles PFS/calib fiberProfiles {dates}",
+                  f"butlerCleanRun.py {repo} '{r}/fitFiberProfiles/*' postISRCCD",
+                  f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/fiberNorms -p {p}/fiberNorms.yaml '
+                  f'-d "instrument=\'PFS\' AND visit IN ({v + 8}..{v + 9})"',
+                  f"butler certify-calibrations {repo} {r}/fiberNorms PFS/calib fiberNorms_calib {dates}",
+                  f"butlerCleanRun.py {repo} '{r}/fiberNorms/*' postISRCCD"]
+    return "\n".join(lines) + "\n"
+
+
+def workflow_dir(base: Path, repo: Path) -> Path:
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config.update(datastore=str(repo), demo={"enabled": False},
+                  pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"),
+                  visits={k: str(PROJECT / v) for k, v in config["visits"].items()})
+    (base / "config").mkdir(parents=True)
+    (base / "config/config.yaml").write_text(yaml.safe_dump(config))
+    return base
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:3]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def read_benchmarks(workdir: Path) -> dict[tuple[str, str, str], dict[str, float]]:
+    out = {}
+    for path in (workdir / "benchmarks").rglob("*.tsv"):
+        epoch, step, unit = path.relative_to(workdir / "benchmarks").with_suffix("").parts
+        row = next(csv.DictReader(path.open(), delimiter="\t"))
+        out[(epoch, step, unit)] = {"wall": float(row["s"]), "cpu": float(row["cpu_time"] or 0)}
+    return out
+
+
+def limit(jobs: dict, cores: int) -> tuple[float, float, float]:
+    """max(critical path, total CPU / cores): each camera's chain, then its arm's fiberNorms."""
+    chain = ["bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"]
+    critical = 0.0
+    for epoch in EPOCHS:
+        for arm in sorted({c[0] for c in CAMERAS}):
+            cams = [c for c in CAMERAS if c[0] == arm]
+            longest = max(sum(jobs[(epoch, s, c)]["wall"] for s in chain) for c in cams)
+            critical = max(critical, longest + jobs[(epoch, "fiberNorms", arm)]["wall"])
+    cpu = sum(j["cpu"] for j in jobs.values())
+    return max(critical, cpu / cores), critical, cpu
+
+
+def compare(repeats: int, cores: int) -> None:
+    from pfscalib.demo.make_repo import make_repo
+
+    scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
+    template = scratch / "template"
+    make_repo(template, tuple(CAMERAS))
+    a, b, limits = [], [], []
+    for i in range(repeats):
+        repo = scratch / f"a{i}"
+        shutil.copytree(template, repo)
+        (scratch / f"seed{i}.sh").write_text(seed_commands(repo, cores))
+        a.append(timed(["bash", str(scratch / f"seed{i}.sh")], scratch))
+        repo = scratch / f"b{i}"
+        shutil.copytree(template, repo)
+        workdir = workflow_dir(scratch / f"wf{i}", repo)
+        b.append(timed(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet", "all"],
+                       workdir))
+        jobs = read_benchmarks(workdir)
+        limits.append((limit(jobs, cores), len(jobs), sum(j["wall"] for j in jobs.values())))
+        print(f"repeat {i}: seed script {a[-1]:.1f} s, workflow {b[-1]:.1f} s", flush=True)
+    (lim, critical, cpu), njobs, job_wall = limits[-1]
+    print(f"\ncores {cores}, repeats {repeats}")
+    print(f"seed-style script (A) median {statistics.median(a):.1f} s")
+    print(f"workflow (B)          median {statistics.median(b):.1f} s   B/A = {statistics.median(b) / statistics.median(a):.2f}")
+    print(f"limit = max(critical path {critical:.1f} s, CPU {cpu:.1f} s / {cores}) = {lim:.1f} s   "
+          f"B/limit = {statistics.median(b) / lim:.2f}")
+    print(f"jobs with benchmarks {njobs}, sum of their wall {job_wall:.1f} s")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def scale() -> None:
+    import floor
+
+    scratch = Path(tempfile.mkdtemp(prefix="pfscalib-scale-"))
+    site = yaml.safe_load((PROJECT / "config/pfs.example.yaml").read_text())
+    for n_epochs in (1, 10, 50):
+        work = scratch / f"e{n_epochs}"
+        (work / "config").mkdir(parents=True)
+        config = dict(site)
+        config["epochs"] = {f"run{i:02d}": {"begin": f"{2001 + i}-01-01T00:00:00", "end": f"{2002 + i}-01-01T00:00:00"}
+                            for i in range(n_epochs)}
+        config["visits"] = {}
+        for step in site["visits"]:
+            rows = (PROJECT / site["visits"][step]).read_text().splitlines()
+            body = [r for r in rows[1:] if r.strip()]
+            text = rows[0] + "\n" + "".join(
+                "\t".join([epoch] + r.split("\t")[1:]) + "\n" for epoch in config["epochs"] for r in body)
+            (work / f"{step}.tsv").write_text(text)
+            config["visits"][step] = str(work / f"{step}.tsv")
+        (work / "config/config.yaml").write_text(yaml.safe_dump(config))
+        ours = timed(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--quiet", "all"], work)
+        floor_dir = scratch / f"floor{n_epochs}"
+        floor_dir.mkdir()
+        (floor_dir / "Snakefile").write_text(floor.snakefile(list(config["epochs"]), config["cameras"]))
+        base = timed(["snakemake", "-n", "--quiet", "all"], floor_dir)
+        print(f"{n_epochs:3d} epochs x 16 cameras: workflow dry run {ours:5.1f} s, floor {base:5.1f} s, "
+              f"ratio {ours / base:.2f}", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--repeats", type=int, default=2)
+    c.add_argument("--cores", type=int, default=2)
+    sub.add_parser("scale")
+    args = parser.parse_args()
+    compare(args.repeats, args.cores) if args.cmd == "compare" else scale()
