@@ -40,3 +40,12 @@ def demo_repo(tmp_path, demo_template) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(demo_template, root)
     return root
+
+
+def require_root(what: str) -> None:
+    """Server tests install and start real daemons: they must run in CI (root), and skip with the
+    reason for a non-root user."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} tests must run in CI, which is root")
+        pytest.skip(f"{what} tests install and start real daemons and need root (CI runs them as root)")

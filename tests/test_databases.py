@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import yaml
 
 from pfscalib.demo.make_repo import make_repo
 
-from conftest import PROJECT, run
+from conftest import PROJECT, require_root, run
 from test_workflow_e2e import certifications, workdir_config
 
 EIGHT = ["b1", "r1", "b2", "r2", "b3", "r3", "b4", "r4"]
@@ -43,10 +42,7 @@ def test_eight_concurrent_jobs_on_one_sqlite_registry(tmp_path):
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL tests must run in CI, which is root")
-        pytest.skip("PostgreSQL tests install and start a private server and need root (CI runs them)")
+    require_root("PostgreSQL")
     directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-"))
     script = PROJECT / "tests/postgres/server.sh"
     started = run(["bash", str(script), "start", str(directory), "54329"], check=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, run
+from conftest import PROJECT, require_root, run
 from test_workflow_e2e import certifications, workdir_config
 
 pytestmark = pytest.mark.slurm
@@ -22,10 +22,7 @@ CLUSTER = PROJECT / "tests/slurm/cluster.sh"
 
 @pytest.fixture(scope="module")
 def slurm_env():
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("SLURM tests must run in CI, which is root")
-        pytest.skip("SLURM tests install and start slurmctld/slurmd/munge and need root (CI runs them)")
+    require_root("SLURM (slurmctld, slurmd, munge)")
     state = Path(tempfile.mkdtemp(prefix="pfscalib-slurm-"))  # short, world-traversable: slurmctld runs as slurm
     state.chmod(0o755)
     started = run(["bash", str(CLUSTER), "start", str(state)], check=True)
