@@ -145,6 +145,12 @@ def compare(repeats: int, cores: int) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def shift_visits(spec: str, offset: int) -> str:
+    import re
+
+    return re.sub(r"(?<![:\d])(\d+)", lambda m: str(int(m[1]) + offset), spec)
+
+
 def scale() -> None:
     import floor
 
@@ -160,8 +166,10 @@ def scale() -> None:
         for step in site["visits"]:
             rows = (PROJECT / site["visits"][step]).read_text().splitlines()
             body = [r for r in rows[1:] if r.strip()]
+            # each observing run has its own visits: shift the site example's numbers per epoch
             text = rows[0] + "\n" + "".join(
-                "\t".join([epoch] + r.split("\t")[1:]) + "\n" for epoch in config["epochs"] for r in body)
+                "\t".join([epoch, shift_visits(r.split("\t")[1], 1000000 * i)] + r.split("\t")[2:]) + "\n"
+                for i, epoch in enumerate(config["epochs"]) for r in body)
             (work / f"{step}.tsv").write_text(text)
             config["visits"][step] = str(work / f"{step}.tsv")
         (work / "config/config.yaml").write_text(yaml.safe_dump(config))

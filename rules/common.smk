@@ -1,7 +1,8 @@
 # Shared input functions. The validated configuration lives in one pfscalib.workflow.Workflow object.
+import functools
 import os
-import sys
 import re
+import sys
 
 
 from pfscalib.steps import STEP_NAMES
@@ -42,7 +43,12 @@ def repo_marker():
 def epoch_checks(wildcards):
     """Every table of the epoch is checked, and every dataset type registered, before anything writes
     to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change."""
-    checks = [ancient(check_marker(s).format(epoch=wildcards.epoch)) for s in STEP_NAMES]
+    return _epoch_checks(wildcards.epoch)
+
+
+@functools.cache
+def _epoch_checks(epoch):  # one list per epoch, not one per job (dry-run time at 50 epochs)
+    checks = [ancient(check_marker(s).format(epoch=epoch)) for s in STEP_NAMES]
     return checks + [ancient("results/registry/dataset_types.json")]
 
 
@@ -70,17 +76,13 @@ def step_inputs(step):
 
 
 def step_command(step):
+    """The job's commands; they contain its visits and -c overrides, so editing a table or the config
+    reruns exactly the jobs whose command changed (Snakemake's params rerun trigger)."""
+
     def command(wildcards, output, threads):
         return WF.job_command(step, wildcards.epoch, unit_of(wildcards), threads, output[0])
 
     return command
-
-
-def step_visits(step):
-    def visits(wildcards):
-        return WF.selection_fingerprint(step, wildcards.epoch, unit_of(wildcards))
-
-    return visits
 
 
 def step_threads(step):

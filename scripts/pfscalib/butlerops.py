@@ -7,14 +7,14 @@ Dates are TAI ISO-8601, ranges half-open [begin, end); None means unbounded.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, Timespan
 
-LIST_RE = re.compile(r"^(\d+)(?:\.\.(\d+)(?::(\d+))?)?$")
+from .visits import parse_visit_list  # noqa: F401  (re-exported for the PFS script stand-ins)
+
 
 
 def parse_date(text: str | None) -> Time | None:
@@ -23,20 +23,6 @@ def parse_date(text: str | None) -> Time | None:
 
 def make_timespan(begin: str | None, end: str | None) -> Timespan:
     return Timespan(parse_date(begin), parse_date(end))
-
-
-def parse_visit_list(text: str) -> list[int]:
-    """PFS list syntax: 'a..b[:stride]' items joined by '^' (inclusive ranges)."""
-    visits: list[int] = []
-    for item in str(text).split("^"):
-        m = LIST_RE.match(item.strip())
-        if not m:
-            raise ValueError(f"bad visit list item {item.strip()!r} (expected N, A..B or A..B:STRIDE)")
-        start, stop, stride = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
-        if stop < start or stride < 1:
-            raise ValueError(f"bad visit range {item.strip()!r} (end before start or stride < 1)")
-        visits += list(range(start, stop + 1, stride))
-    return visits
 
 
 def parse_ids(ids: Iterable[Sequence[str]] | None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 from astropy.time import Time
 
-from .butlerops import parse_visit_list
+from .visits import parse_visit_list
 from .steps import STEP_NAMES, STEPS, Step
 
 CAMERA_STEPS = tuple(s for s in STEP_NAMES if not STEPS[s].per_arm)
@@ -51,6 +51,12 @@ def _schema_error_line(instance: Any, schema_file: str) -> str:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
     path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     return f"{path}: {error.message}"
+
+
+def _schema_valid(instance: Any, schema_file: str) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_file).read_text())).is_valid(instance)
 
 
 def validate_config(config: dict, source: str = "config") -> None:
@@ -102,13 +108,17 @@ def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> pd.Dat
     if df.empty:
         raise ConfigError(path, "table has no rows")
     df = df.apply(lambda col: col.str.strip())
+    try:  # one validation of the whole table; only on failure look for the row to name
+        validate(df, schema_path("visits"), set_default=False)
+        schema_ok = True
+    except WorkflowError:
+        schema_ok = False
     for index, row in df.iterrows():
         where = f"{path}: row {index + 2}"  # +1 header, +1 one-based, as an editor shows it
-        try:
-            validate(pd.DataFrame([row]), schema_path("visits"), set_default=False)
-        except WorkflowError:
-            raise ConfigError(where, _schema_error_line({k: v for k, v in row.items() if v != "" or k in
-                                                         ("epoch", "visits")}, schema_path("visits"))) from None
+        if not schema_ok:
+            record = {k: v for k, v in row.items() if v != "" or k in ("epoch", "visits")}
+            if not _schema_valid(record, schema_path("visits")):
+                raise ConfigError(where, _schema_error_line(record, schema_path("visits")))
         if row["epoch"] not in epochs:
             raise ConfigError(where, f"epoch {row['epoch']!r} is not in config epochs ({', '.join(epochs)})")
         try:
@@ -194,37 +204,40 @@ class Workflow:
         out: dict[tuple[str, str, str], Selection] = {}
         for step, df in self.tables.items():
             path = self.config["visits"][step]
+            per_arm = STEPS[step].per_arm
+            rows: dict[str, list[tuple[int, tuple[str, ...], list[int], str, str, str]]] = {}
+            for index, epoch, cameras, spec, group, role in zip(
+                    df.index, df["epoch"], df["cameras"], df["visits"], df.get("group", [""] * len(df)),
+                    df.get("role", [""] * len(df))):
+                rows.setdefault(epoch, []).append(
+                    (index, tuple(c for c in cameras.split(",") if c), parse_visit_list(spec), spec, group, role))
             seen: dict[tuple[str, int], int] = {}
             for epoch in self.epochs:
-                rows = df[df["epoch"] == epoch]
-                units = self.arms if STEPS[step].per_arm else self.cameras
-                for unit in units:
-                    mine = rows[rows["cameras"].map(lambda c, u=unit: not c or any(x.startswith(u) for x in c.split(",")))]
+                for unit in self.units(step):
+                    mine = [r for r in rows.get(epoch, []) if not r[1] or any(c.startswith(unit) for c in r[1])]
                     visits: list[int] = []
-                    for index, row in mine.iterrows():
-                        for visit in parse_visit_list(row["visits"]):
-                            key = (unit, visit)
-                            if key in seen and seen[key] != index:
+                    for index, _, row_visits, _, _, _ in mine:
+                        for visit in row_visits:
+                            previous = seen.setdefault((unit, visit), index)
+                            if previous != index:
                                 raise ConfigError(f"{path}: row {index + 2}", f"visit {visit} is already selected in "
-                                                  f"row {seen[key] + 2}")
-                            seen[key] = index
+                                                  f"row {previous + 2}")
                             visits.append(visit)
                     if not visits:
-                        raise ConfigError(path, f"no visits for epoch {epoch} and {'arm' if STEPS[step].per_arm else 'camera'} {unit}")
-                    groups: tuple[tuple[str, str], ...] = ()
-                    if step == "fiberProfiles":
-                        groups = self._groups(path, mine)
+                        raise ConfigError(path, f"no visits for epoch {epoch} and {'arm' if per_arm else 'camera'} {unit}")
+                    groups = self._groups(path, [(r[4], r[5], r[3]) for r in mine]) if step == "fiberProfiles" else ()
                     if step == "bootstrap" and len(visits) != 2:
                         raise ConfigError(path, f"bootstrap needs exactly two visits (a quartz and an arc) for epoch "
                                                 f"{epoch} camera {unit}, got {len(visits)}")
-                    out[(step, epoch, unit)] = Selection(tuple(visits), groups, tuple(mine["visits"]))
+                    out[(step, epoch, unit)] = Selection(tuple(visits), groups, tuple(r[3] for r in mine))
         return out
 
     @staticmethod
-    def _groups(path: str, rows: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    def _groups(path: str, rows: list[tuple[str, str, str]]) -> tuple[tuple[str, str], ...]:
+        """rows: (group, role, visits) of one epoch and camera."""
         groups: dict[int, dict[str, list[str]]] = {}
-        for _, row in rows.iterrows():
-            groups.setdefault(int(row["group"]), {"bright": [], "dark": []})[row["role"]].append(row["visits"])
+        for group, role, visits in rows:
+            groups.setdefault(int(group), {"bright": [], "dark": []})[role].append(visits)
         numbers = sorted(groups)
         if numbers != list(range(len(numbers))):
             raise ConfigError(path, f"fiberProfiles groups must be numbered 0..N-1, got {numbers}")
@@ -347,10 +360,6 @@ class Workflow:
                 "--collections", ",".join(self.setting(step, "inputs", STEPS[step].inputs)),
                 "--output", output]
         return shlex.join(argv)
-
-    def selection_fingerprint(self, step: str, epoch: str, unit: str) -> str:
-        """Changes when the job's visits change (a Snakemake params rerun trigger)."""
-        return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
 
     def register_command(self, output: str) -> str:
         argv = ["pfscalib", "register-dataset-types", "--repo", self.config["datastore"], "--output", output]
