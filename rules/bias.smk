@@ -13,6 +13,7 @@ rule bias:
     benchmark:
         "benchmarks/{epoch}/bias/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("bias"),
         cmd=step_command("bias"),
     threads: step_threads("bias")
     resources:

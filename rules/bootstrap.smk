@@ -14,6 +14,7 @@ rule bootstrap:
     benchmark:
         "benchmarks/{epoch}/bootstrap/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("bootstrap"),
         cmd=step_command("bootstrap"),
     threads: step_threads("bootstrap")
     resources:

@@ -75,10 +75,17 @@ def step_inputs(step):
     return inputs
 
 
-def step_command(step):
-    """The job's commands; they contain its visits and -c overrides, so editing a table or the config
-    reruns exactly the jobs whose command changed (Snakemake's params rerun trigger)."""
+def step_visits(step):
+    """The job's visits as a plain param: Snakemake's params rerun trigger ignores params that depend
+    on threads (like the command), so this one makes an edited table rerun exactly its jobs."""
 
+    def visits(wildcards):
+        return WF.selection_fingerprint(step, wildcards.epoch, unit_of(wildcards))
+
+    return visits
+
+
+def step_command(step):
     def command(wildcards, output, threads):
         return WF.job_command(step, wildcards.epoch, unit_of(wildcards), threads, output[0])
 

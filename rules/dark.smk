@@ -13,6 +13,7 @@ rule dark:
     benchmark:
         "benchmarks/{epoch}/dark/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("dark"),
         cmd=step_command("dark"),
     threads: step_threads("dark")
     resources:

@@ -14,6 +14,7 @@ rule detectorMap:
     benchmark:
         "benchmarks/{epoch}/detectorMap/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("detectorMap"),
         cmd=step_command("detectorMap"),
     threads: step_threads("detectorMap")
     resources:

@@ -13,6 +13,7 @@ rule fiberNorms:
     benchmark:
         "benchmarks/{epoch}/fiberNorms/{arm}.tsv"
     params:
+        visits=step_visits("fiberNorms"),
         cmd=step_command("fiberNorms"),
     threads: step_threads("fiberNorms")
     resources:

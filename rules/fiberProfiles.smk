@@ -13,6 +13,7 @@ rule fiberProfiles:
     benchmark:
         "benchmarks/{epoch}/fiberProfiles/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("fiberProfiles"),
         cmd=step_command("fiberProfiles"),
     threads: step_threads("fiberProfiles")
     resources:

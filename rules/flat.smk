@@ -13,6 +13,7 @@ rule flat:
     benchmark:
         "benchmarks/{epoch}/flat/{arm}{spectrograph}.tsv"
     params:
+        visits=step_visits("flat"),
         cmd=step_command("flat"),
     threads: step_threads("flat")
     resources:

@@ -37,11 +37,13 @@ def expected_keys() -> set:
 
 @pytest.fixture(scope="module")
 def faulted_run(tmp_path_factory):
-    """Kill every job at every fault point once, rerunning the same command until it succeeds."""
+    """Kill every job once at every fault point (before pipetask creates its RUN, during pipetask,
+    after it, inside the certification transaction, during clean), rerunning the same command until
+    it succeeds."""
     workdir = workdir_config(tmp_path_factory.mktemp("faults"), cameras=[CAMERA], epochs=("run1",))
     env = {**os.environ, "PFSCALIB_FAULT": ",".join(FAULT_POINTS), "PFSCALIB_FAULT_DIR": str(workdir / "faults")}
     failures = 0
-    for _ in range(4 * len(STEP_NAMES) + 3):
+    for _ in range(len(FAULT_POINTS) * len(STEP_NAMES) + 3):
         proc = snakemake(workdir, env=env)
         if proc.returncode == 0:
             break

@@ -25,7 +25,7 @@ EMPTY_GRAPH = "QuantumGraph was empty"
 RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
 
 
-FAULT_POINTS = ("pipetask", "after-pipetask", "certify", "clean")
+FAULT_POINTS = ("before-pipetask", "pipetask", "after-pipetask", "certify", "clean")
 
 
 def fault_due(point: str, job: str) -> bool:
@@ -95,8 +95,8 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
         from lsst.daf.butler import Butler
 
         butler = Butler.from_config(_arg_after(argv, "-b"))
-        run = state.get("run")
-        resume = bool(run) and bool(list(butler.registry.queryCollections(run)))
+        # killed before pipetask created its RUN: nothing to resume, start afresh
+        resume = state.get("run") in set(butler.registry.queryCollections())
     if resume:
         argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS
         print(f"pfscalib: resuming {state['run']} after an interrupted job", flush=True)
@@ -104,6 +104,7 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         state = {"fingerprint": fingerprint(argv), "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
         _write_json(args.state, state)
+        fault_hook("before-pipetask", args.state)()
         argv = argv + ["--output-run", state["run"]]
     print("pfscalib: " + " ".join(argv), flush=True)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -369,6 +369,10 @@ class Workflow:
                      for a in ("-c", o)]
         return shell_join(argv)
 
+    def selection_fingerprint(self, step: str, epoch: str, unit: str) -> str:
+        """The job's visits (a Snakemake params rerun trigger)."""
+        return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
+
     def qa_command(self, sentinels: list[str], outdir: str) -> str:
         return shell_join(["python", "-m", "pfscalib.qa", "--repo", self.config["datastore"], "--outdir", outdir,
                            *sentinels])
