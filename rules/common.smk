@@ -6,7 +6,7 @@ import sys
 
 
 from pfscalib.steps import STEP_NAMES
-from pfscalib.workflow import ConfigError, load as load_workflow
+from pfscalib.workflow import ConfigError, declared, load as load_workflow
 
 try:
     WF = load_workflow(config, source=",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
@@ -40,6 +40,7 @@ def repo_marker():
     return [WF.demo_marker()] if WF.demo_enabled else []
 
 
+@declared
 def epoch_checks(wildcards):
     """Every table of the epoch is checked, and every dataset type registered, before anything writes
     to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change."""
@@ -57,11 +58,13 @@ def all_checks():
     return [ancient(check_marker(s).format(epoch=e)) for e in WF.epochs for s in STEP_NAMES]
 
 
+@declared
 def register_command(wildcards, output):
     return WF.register_command(output[0])
 
 
 def step_inputs(step):
+    @declared
     def inputs(wildcards):
         unit = unit_of(wildcards)
         out = {
@@ -79,6 +82,7 @@ def step_visits(step):
     """The job's visits as a plain param: Snakemake's params rerun trigger ignores params that depend
     on threads (like the command), so this one makes an edited table rerun exactly its jobs."""
 
+    @declared
     def visits(wildcards):
         return WF.selection_fingerprint(step, wildcards.epoch, unit_of(wildcards))
 
@@ -86,6 +90,7 @@ def step_visits(step):
 
 
 def step_command(step):
+    @declared
     def command(wildcards, output, threads):
         return WF.job_command(step, wildcards.epoch, unit_of(wildcards), threads, output[0])
 
@@ -97,6 +102,7 @@ def step_threads(step):
 
 
 def step_mem_mb(step):
+    @declared
     def mem_mb(wildcards, attempt):
         return WF.setting(step, "mem_mb", 2000) * attempt
 
@@ -110,28 +116,34 @@ def site_resources():
 
 
 def step_runtime(step):
+    @declared
     def runtime(wildcards, attempt):
         return WF.setting(step, "runtime", 60) * attempt
 
     return runtime
 
 
+@declared
 def check_command(wildcards, output):
     return WF.check_command(wildcards.step, wildcards.epoch, output[0])
 
 
+@declared
 def define_profiles_command(wildcards, output):
     return WF.define_profiles_command(wildcards.epoch, output[0])
 
 
+@declared
 def epoch_sentinels(wildcards):
-    return [p for p in WF.all_sentinels() if p.startswith(f"results/certified/{wildcards.epoch}/")]
+    return WF.epoch_sentinels(wildcards.epoch)
 
 
+@declared
 def qa_command(wildcards, input, output):
     return WF.qa_command(list(input), output[0])
 
 
+@declared
 def status_command(wildcards):
     return WF.status_command(",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
 

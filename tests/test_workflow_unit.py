@@ -133,6 +133,8 @@ BAD_CONFIGS = [
     ("end before begin", lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": "2025-02-01T00:00:00"}),
      "epochs.run1: end 2025-02-01T00:00:00 is not after begin"),
     ("bad date", lambda c: c["epochs"].update(run1={"begin": "yesterday"}), "epochs.run1.begin: 'yesterday' is not"),
+    ("impossible date", lambda c: c["epochs"].update(run1={"begin": "2025-02-30"}),
+     "epochs.run1.begin: '2025-02-30' is not an ISO-8601 date"),
     ("unknown camera", lambda c: c.update(cameras=["b1", "x9"]), "cameras.1: 'x9' does not match"),
     ("non-numeric threads", lambda c: c["steps"].update(bias={"threads": "many"}), "steps.bias.threads: 'many' is not"),
     ("unknown step", lambda c: c["steps"].update(biass={"threads": 1}), "steps: Additional properties"),
