@@ -115,7 +115,7 @@ def limit(jobs: dict, cores: int) -> tuple[float, float, float]:
     return max(critical, cpu / cores), critical, cpu
 
 
-def compare(repeats: int, cores: int) -> None:
+def compare(repeats: int, cores: int, keep: bool = False) -> None:
     from pfscalib.demo.make_repo import make_repo
 
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
@@ -142,7 +142,10 @@ def compare(repeats: int, cores: int) -> None:
     print(f"limit = max(critical path {critical:.1f} s, CPU {cpu:.1f} s / {cores}) = {lim:.1f} s   "
           f"B/limit = {statistics.median(b) / lim:.2f}")
     print(f"jobs with benchmarks {njobs}, sum of their wall {job_wall:.1f} s")
-    shutil.rmtree(scratch, ignore_errors=True)
+    if keep:
+        print(f"kept {scratch}")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def shift_visits(spec: str, offset: int) -> str:
@@ -198,10 +201,11 @@ if __name__ == "__main__":
     c = sub.add_parser("compare")
     c.add_argument("--repeats", type=int, default=2)
     c.add_argument("--cores", type=int, default=2)
+    c.add_argument("--keep", action="store_true", help="keep the scratch repos and workdirs")
     sc = sub.add_parser("scale")
     sc.add_argument("--epochs", default="1,10,50", help="comma-separated epoch counts")
     args = parser.parse_args()
     if args.cmd == "compare":
-        compare(args.repeats, args.cores)
+        compare(args.repeats, args.cores, args.keep)
     else:
         scale([int(n) for n in args.epochs.split(",")])

@@ -102,7 +102,7 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     proc = run(["snakemake", "-n", "-p", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT, check=True)
     assert not Path("/work/pfs/data/datastore").exists()
     output = proc.stdout + proc.stderr
-    commands = [line for line in output.splitlines() if "pfscalib pipetask" in line]
+    commands = [line for line in output.splitlines() if "pfscalib job" in line]
     assert len(commands) == 7 * 16 - 12  # 16 cameras x 6 per-camera steps + 4 arms of fiberNorms
     assert any("-c bootstrap:spectralOffset=-10" in c and "visit IN (11, 22)" in c for c in commands)
 

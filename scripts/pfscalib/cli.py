@@ -2,6 +2,7 @@
 
     pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
     pfscalib certify ...                                 replace-certify, clean, write the sentinel
+    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,16 +110,10 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
         fault_hook("before-pipetask", args.state)()
         argv = argv + ["--output-run", state["run"]]
     print("pfscalib: " + " ".join(argv), flush=True)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    empty = False
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        empty = empty or EMPTY_GRAPH in line
-        if re.search(r"Executed [1-9]\d* quanta successfully", line) and fault_due("pipetask", args.state):
-            proc.kill()
-            kill_self()
-    rc = proc.wait()
+    if getattr(args, "in_process", False) and argv[0] == "pipetask":
+        rc, empty = _pipetask_in_process(argv, args.state)
+    else:
+        rc, empty = _pipetask_subprocess(argv, args.state)
     if rc != 0 and not (resume and empty):
         return rc
     if rc != 0:
@@ -124,6 +121,69 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
     _write_json(args.state, {**state, "status": "pipetask-done", "argv": argv})
     fault_hook("after-pipetask", args.state)()
     return 0
+
+
+QUANTA_DONE = re.compile(r"Executed [1-9]\d* quanta successfully")
+
+
+def _pipetask_subprocess(argv: list[str], state: str) -> tuple[int, bool]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    empty = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        empty = empty or EMPTY_GRAPH in line
+        if QUANTA_DONE.search(line) and fault_due("pipetask", state):  # some quanta done, others not
+            proc.kill()
+            kill_self()
+    return proc.wait(), empty
+
+
+class _FaultTap(logging.Handler):
+    """Fault point "pipetask" for the in-process run: the executor's progress log line."""
+
+    def __init__(self, state: str):
+        super().__init__()
+        self.state = state
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if QUANTA_DONE.search(record.getMessage()) and fault_due("pipetask", self.state):
+            kill_self()
+
+
+def _pipetask_in_process(argv: list[str], state: str) -> tuple[int, bool]:
+    """`pipetask run ...` through ctrl_mpexec's own click CLI, in this process: the job then pays the
+    middleware imports once instead of twice (pipetask, then certify), ~1.5 s per job."""
+    import click
+    from lsst.ctrl.mpexec.cli.pipetask import cli
+
+    tap = _FaultTap(state)
+    # on "lsst", not the root logger: pipetask's logging.basicConfig must still find the root bare
+    logging.getLogger("lsst").addHandler(tap)
+    try:
+        cli.main(args=argv[1:], prog_name="pipetask", standalone_mode=False)
+        return 0, False
+    except click.exceptions.Exit as exc:
+        return exc.exit_code, False
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code, EMPTY_GRAPH in exc.format_message()
+    except click.exceptions.Abort:
+        return 1, False
+    except Exception:  # a failed quantum, a bad query...: what the pipetask command would print
+        traceback.print_exc()
+        return 1, False
+    finally:
+        logging.getLogger("lsst").removeHandler(tap)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    """A workflow job in one interpreter: pipetask runs in-process (when it is this environment's
+    `pipetask`), so the middleware is imported once per job, not once for pipetask and again to certify."""
+    args.in_process = True
+    return cmd_pipetask(args) or cmd_certify(args)
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -290,14 +350,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pfscalib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
-    p.add_argument("--state", required=True)
-    p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_pipetask)
-    p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
+def _certify_options(p: argparse.ArgumentParser) -> None:
     for name in ("--repo", "--chain", "--dataset-type", "--calib", "--begin-date", "--state", "--sentinel",
                  "--step", "--epoch", "--arm"):
         p.add_argument(name, required=True)
@@ -307,7 +360,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copy-as", default=None)
     p.add_argument("--clean", action="append", default=[])
     p.add_argument("--visits", default="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pfscalib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
+    p.add_argument("--state", required=True)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_pipetask)
+    p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
+    _certify_options(p)
     p.set_defaults(func=cmd_certify)
+    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`, one process")
+    _certify_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
+    p.set_defaults(func=cmd_job)
     p = sub.add_parser("check-visits", help="check a selection against the registry")
     for name in ("--repo", "--epoch", "--selection", "--output", "--collections"):
         p.add_argument(name, required=True)

@@ -359,10 +359,11 @@ class Workflow:
         return f"results/state/{epoch}/{step}/{unit}.json"
 
     def job_command(self, step: str, epoch: str, unit: str, threads: int, sentinel: str) -> str:
-        """The shell command of one job: pipetask (resumable) then certify+clean+sentinel."""
+        """The shell command of one job: pipetask (resumable) then certify+clean+sentinel, in one process;
+        the pipetask part after `--` reads like the guide's command."""
         state = self.state_file(step, epoch, unit)
-        run = ["pfscalib", "pipetask", "--state", state, "--"] + self.pipetask_argv(step, epoch, unit, threads)
-        return f"{shell_join(run)} && {shell_join(self.certify_argv(step, epoch, unit, sentinel, state))}"
+        job = ["pfscalib", "job"] + self.certify_argv(step, epoch, unit, sentinel, state)[2:]
+        return shell_join(job + ["--"] + self.pipetask_argv(step, epoch, unit, threads))
 
     def define_profiles_command(self, epoch: str, output: str) -> str:
         argv = [self.executables["defineFiberProfilesInputs"], self.config["datastore"],
