@@ -98,7 +98,11 @@ def step_command(step):
 
 
 def step_threads(step):
-    return WF.setting(step, "threads", 1)
+    @declared
+    def threads(wildcards):
+        return WF.job_threads(step, wildcards.epoch, unit_of(wildcards))
+
+    return threads
 
 
 def step_mem_mb(step):

@@ -223,3 +223,13 @@ def test_bootstrap_needs_two_visits(monkeypatch, tmp_path):
     config["visits"]["bootstrap"] = _tsv(tmp_path, "b.tsv", "epoch\tvisits\nrun1\t108\nrun2\t208^214\n")
     with pytest.raises(ConfigError, match="bootstrap needs exactly two visits"):
         Workflow(config)
+
+
+def test_threads_never_exceed_what_the_job_can_use(pfs_config):
+    """16 configured threads; a bootstrap has two visits (a quartz and an arc), so -j 2 and 2 CPUs."""
+    wf = Workflow(pfs_config)
+    assert wf.job_threads("bootstrap", "run18", "b1") == 2
+    assert wf.job_threads("dark", "run18", "r1") == len(wf.selections[("dark", "run18", "r1")].visits) < 16
+    assert wf.job_threads("fiberNorms", "run18", "r") == 16  # per arm: visits x 4 spectrographs
+    pfs_config["steps"]["bootstrap"]["threads"] = 1
+    assert Workflow(pfs_config).job_threads("bootstrap", "run18", "b1") == 1

@@ -297,6 +297,13 @@ class Workflow:
                 out.append(self.sentinel(need, epoch, unit))
         return out
 
+    def job_threads(self, step: str, epoch: str, unit: str) -> int:
+        """pipetask -j and SLURM --cpus-per-task: the configured threads, but no more than the job's
+        widest stage can use (one quantum per visit and camera), e.g. 2 for a bootstrap, not 16."""
+        cameras = sum(1 for c in self.cameras if c[0] == unit) if STEPS[step].per_arm else 1
+        width = len(self.selections[(step, epoch, unit)].visits) * cameras
+        return max(1, min(int(self.setting(step, "threads", 1)), width))
+
     def setting(self, step: str, key: str, default: Any = None) -> Any:
         return self.steps[step].get(key, default)
 
