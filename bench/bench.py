@@ -1,6 +1,7 @@
 """Benchmarks (issue #7). Run from the project root with the venv active:
 
     python bench/bench.py compare --repeats 2 --cores 2   # workflow vs the seed's commands, A B A B
+    python bench/bench.py overhead                       # Snakemake's own time per job (serial run)
     python bench/bench.py scale                          # dry-run time vs a minimal same-shape Snakefile
 
 compare: on fresh copies of one demo repo (4 cameras, 2 epochs, all 7 steps) runs (A) the guide's command
@@ -93,26 +94,67 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def read_benchmarks(workdir: Path) -> dict[tuple[str, str, str], dict[str, float]]:
+def read_benchmarks(workdir: Path) -> dict[tuple[str, ...], dict[str, float]]:
+    """Every job's benchmark file, keyed by its path under benchmarks/ without .tsv, e.g.
+    ("run1", "dark", "b1"), ("run1", "checks", "dark"), ("register_dataset_types",)."""
     out = {}
     for path in (workdir / "benchmarks").rglob("*.tsv"):
-        epoch, step, unit = path.relative_to(workdir / "benchmarks").with_suffix("").parts
+        key = path.relative_to(workdir / "benchmarks").with_suffix("").parts
         row = next(csv.DictReader(path.open(), delimiter="\t"))
-        out[(epoch, step, unit)] = {"wall": float(row["s"]), "cpu": float(row["cpu_time"] or 0)}
+        out[key] = {"wall": float(row["s"]), "cpu": float(row["cpu_time"] or 0)}
     return out
 
 
+CHAIN = ["bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"]
+CHECKED = CHAIN + ["fiberNorms"]
+
+
+def dependencies(epochs: list[str], cameras: list[str]) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+    """The workflow's job graph (as rules/*.smk wire it), keyed like read_benchmarks."""
+    deps: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    deps[("register_dataset_types",)] = [(e, "checks", s) for e in epochs for s in CHECKED]
+    for e in epochs:
+        checked = [(e, "checks", s) for s in CHECKED] + [("register_dataset_types",)]
+        for s in CHECKED:
+            deps[(e, "checks", s)] = []
+        deps[(e, "fiberProfilesInputs")] = checked
+        for c in cameras:
+            previous = None
+            for step in CHAIN:
+                deps[(e, step, c)] = checked + ([(e, previous, c)] if previous else [])
+                previous = step
+            deps[(e, "fiberProfiles", c)].append((e, "fiberProfilesInputs"))
+        for arm in sorted({c[0] for c in cameras}):
+            deps[(e, "fiberNorms", arm)] = checked + [(e, "fiberProfiles", c) for c in cameras if c[0] == arm]
+        deps[(e, "qa")] = [k for k in deps if k[0] == e and k[1] in CHECKED and len(k) == 3 and k[2][0] in "brnm"]
+    deps[("certifications",)] = [k for k in deps if len(k) == 3 and k[1] in CHECKED and k[2][0] in "brnm"]
+    return deps
+
+
 def limit(jobs: dict, cores: int) -> tuple[float, float, float]:
-    """max(critical path, total CPU / cores): each camera's chain, then its arm's fiberNorms."""
-    chain = ["bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"]
-    critical = 0.0
-    for epoch in EPOCHS:
-        for arm in sorted({c[0] for c in CAMERAS}):
-            cams = [c for c in CAMERAS if c[0] == arm]
-            longest = max(sum(jobs[(epoch, s, c)]["wall"] for s in chain) for c in cams)
-            critical = max(critical, longest + jobs[(epoch, "fiberNorms", arm)]["wall"])
+    """max(critical path of job wall times, total job CPU / cores)."""
+    deps = dependencies(list(EPOCHS), CAMERAS)
+    missing = set(deps) - set(jobs)
+    if missing:
+        raise SystemExit(f"no benchmark file for {sorted(missing)[:5]}")
+    finish: dict[tuple[str, ...], float] = {}
+
+    def done(key: tuple[str, ...]) -> float:
+        if key not in finish:
+            finish[key] = max((done(d) for d in deps[key]), default=0.0) + jobs[key]["wall"]
+        return finish[key]
+
+    critical = max(done(k) for k in deps)
     cpu = sum(j["cpu"] for j in jobs.values())
     return max(critical, cpu / cores), critical, cpu
+
+
+def run_workflow(scratch: Path, template: Path, name: str, cores: int) -> tuple[float, dict]:
+    repo = scratch / f"{name}-repo"
+    shutil.copytree(template, repo)
+    workdir = workflow_dir(scratch / name, repo)
+    wall = timed(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet", "all"], workdir)
+    return wall, read_benchmarks(workdir)
 
 
 def compare(repeats: int, cores: int, keep: bool = False) -> None:
@@ -121,31 +163,45 @@ def compare(repeats: int, cores: int, keep: bool = False) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
     template = scratch / "template"
     make_repo(template, tuple(CAMERAS))
-    a, b, limits = [], [], []
+    a, b, runs = [], [], []
     for i in range(repeats):
         repo = scratch / f"a{i}"
         shutil.copytree(template, repo)
         (scratch / f"seed{i}.sh").write_text(seed_commands(repo, cores))
         a.append(timed(["bash", str(scratch / f"seed{i}.sh")], scratch))
-        repo = scratch / f"b{i}"
-        shutil.copytree(template, repo)
-        workdir = workflow_dir(scratch / f"wf{i}", repo)
-        b.append(timed(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet", "all"],
-                       workdir))
-        jobs = read_benchmarks(workdir)
-        limits.append((limit(jobs, cores), len(jobs), sum(j["wall"] for j in jobs.values())))
+        wall, jobs = run_workflow(scratch, template, f"wf{i}", cores)
+        b.append(wall)
+        runs.append((wall, jobs, limit(jobs, cores)))
         print(f"repeat {i}: seed script {a[-1]:.1f} s, workflow {b[-1]:.1f} s", flush=True)
-    (lim, critical, cpu), njobs, job_wall = limits[-1]
+    wall, jobs, (lim, critical, cpu) = runs[-1]
+    job_wall = sum(j["wall"] for j in jobs.values())
+    am, bm = statistics.median(a), statistics.median(b)
     print(f"\ncores {cores}, repeats {repeats}")
-    print(f"seed-style script (A) median {statistics.median(a):.1f} s")
-    print(f"workflow (B)          median {statistics.median(b):.1f} s   B/A = {statistics.median(b) / statistics.median(a):.2f}")
-    print(f"limit = max(critical path {critical:.1f} s, CPU {cpu:.1f} s / {cores}) = {lim:.1f} s   "
-          f"B/limit = {statistics.median(b) / lim:.2f}")
-    print(f"jobs with benchmarks {njobs}, sum of their wall {job_wall:.1f} s")
+    print(f"seed-style script (A) median {am:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in a)})")
+    print(f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})   B/A = {bm / am:.2f}")
+    print(f"limit = max(critical path {critical:.1f} s, job CPU {cpu:.1f} s / {cores}) = {lim:.1f} s   "
+          f"B/limit = {bm / lim:.2f}")
+    print(f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
+          f"(cores x wall - job wall) / jobs = {(cores * wall - job_wall) / len(jobs):.2f} s "
+          "(Snakemake overhead plus idle cores; `bench.py overhead` measures it alone)")
     if keep:
         print(f"kept {scratch}")
     else:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def overhead() -> None:
+    """Snakemake's own time per job: the whole workflow with --cores 1, so wall - sum(job wall) is
+    exactly what is not a job (start-up, DAG, scheduling, bookkeeping), divided by the job count."""
+    from pfscalib.demo.make_repo import make_repo
+
+    scratch = Path(tempfile.mkdtemp(prefix="pfscalib-overhead-"))
+    make_repo(scratch / "template", tuple(CAMERAS))
+    wall, jobs = run_workflow(scratch, scratch / "template", "serial", 1)
+    job_wall = sum(j["wall"] for j in jobs.values())
+    print(f"--cores 1: wall {wall:.1f} s, {len(jobs)} jobs, sum of job wall {job_wall:.1f} s, "
+          f"Snakemake overhead {(wall - job_wall) / len(jobs):.2f} s per job")
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def shift_visits(spec: str, offset: int) -> str:
@@ -202,10 +258,13 @@ if __name__ == "__main__":
     c.add_argument("--repeats", type=int, default=2)
     c.add_argument("--cores", type=int, default=2)
     c.add_argument("--keep", action="store_true", help="keep the scratch repos and workdirs")
+    sub.add_parser("overhead")
     sc = sub.add_parser("scale")
     sc.add_argument("--epochs", default="1,10,50", help="comma-separated epoch counts")
     args = parser.parse_args()
     if args.cmd == "compare":
         compare(args.repeats, args.cores, args.keep)
+    elif args.cmd == "overhead":
+        overhead()
     else:
         scale([int(n) for n in args.epochs.split(",")])

@@ -10,6 +10,8 @@ rule check_visits:
         "results/checks/{epoch}/{step}.json",
     log:
         "logs/{epoch}/checks/{step}.log",
+    benchmark:
+        "benchmarks/{epoch}/checks/{step}.tsv"
     params:
         cmd=check_command,
     priority: 100
@@ -27,6 +29,8 @@ rule register_dataset_types:
         "results/registry/dataset_types.json",
     log:
         "logs/register_dataset_types.log",
+    benchmark:
+        "benchmarks/register_dataset_types.tsv"
     params:
         cmd=register_command,
     priority: 100
@@ -44,6 +48,8 @@ rule fiberProfilesInputs:
         "results/fiberProfilesInputs/{epoch}.json",
     log:
         "logs/{epoch}/fiberProfilesInputs.log",
+    benchmark:
+        "benchmarks/{epoch}/fiberProfilesInputs.tsv"
     params:
         cmd=define_profiles_command,
     localrule: True

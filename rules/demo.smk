@@ -8,6 +8,8 @@ if WF.demo_enabled:
             WF.demo_marker(),
         log:
             "logs/demo_repo.log",
+        benchmark:
+            "benchmarks/demo_repo.tsv"
         params:
             cmd=WF.demo_command(),
         localrule: True

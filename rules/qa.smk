@@ -16,6 +16,8 @@ rule qa:
         ),
     log:
         "logs/{epoch}/qa.log",
+    benchmark:
+        "benchmarks/{epoch}/qa.tsv"
     params:
         cmd=qa_command,
     localrule: True
@@ -32,6 +34,8 @@ rule certifications:
         report("results/qa/certifications.tsv", caption="../report/certifications.rst", category="Certification"),
     log:
         "logs/certifications.log",
+    benchmark:
+        "benchmarks/certifications.tsv"
     params:
         cmd=status_command,
     localrule: True
