@@ -5,7 +5,7 @@ rule bias:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("bias")),
+        step_inputs("bias"),
     output:
         "results/certified/{epoch}/bias/{arm}{spectrograph}.json",
     log:
@@ -13,7 +13,6 @@ rule bias:
     benchmark:
         "benchmarks/{epoch}/bias/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("bias"),
         cmd=step_command("bias"),
     threads: step_threads("bias")
     resources:
@@ -21,4 +20,4 @@ rule bias:
         runtime=step_runtime("bias"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

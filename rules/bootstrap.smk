@@ -6,7 +6,7 @@ rule bootstrap:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("bootstrap")),
+        step_inputs("bootstrap"),
     output:
         "results/certified/{epoch}/bootstrap/{arm}{spectrograph}.json",
     log:
@@ -14,7 +14,6 @@ rule bootstrap:
     benchmark:
         "benchmarks/{epoch}/bootstrap/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("bootstrap"),
         cmd=step_command("bootstrap"),
     threads: step_threads("bootstrap")
     resources:
@@ -22,4 +21,4 @@ rule bootstrap:
         runtime=step_runtime("bootstrap"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Before any pipetask job: each step's visits exist, have the right observation type and raws.
+# Before any pipetask job: each step's visits exist, have the right observation type and raws
+# (one job per epoch: one registry open for all seven tables).
 
 
 rule check_visits:
@@ -7,11 +8,11 @@ rule check_visits:
     input:
         repo_marker(),
     output:
-        "results/checks/{epoch}/{step}.json",
+        check_marker("{epoch}"),
     log:
-        "logs/{epoch}/checks/{step}.log",
+        "logs/{epoch}/check_visits.log",
     benchmark:
-        "benchmarks/{epoch}/checks/{step}.tsv"
+        "benchmarks/{epoch}/check_visits.tsv"
     params:
         cmd=check_command,
     priority: 100
@@ -26,13 +27,13 @@ rule register_dataset_types:
     input:
         all_checks(),
     output:
-        "results/registry/dataset_types.json",
+        REGISTRY,
     log:
         "logs/register_dataset_types.log",
     benchmark:
         "benchmarks/register_dataset_types.tsv"
     params:
-        cmd=register_command,
+        cmd=register_command(),
     priority: 100
     localrule: True
     shell:
@@ -45,7 +46,7 @@ rule fiberProfilesInputs:
     input:
         epoch_checks,
     output:
-        "results/fiberProfilesInputs/{epoch}.json",
+        profiles_marker("{epoch}"),
     log:
         "logs/{epoch}/fiberProfilesInputs.log",
     benchmark:

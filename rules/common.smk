@@ -5,7 +5,6 @@ import re
 import sys
 
 
-from pfscalib.steps import STEP_NAMES
 from pfscalib.workflow import ConfigError, declared, load as load_workflow
 
 try:
@@ -19,7 +18,6 @@ wildcard_constraints:
     epoch="|".join(map(re.escape, WF.epochs)),
     arm="|".join(WF.arms),
     spectrograph="|".join(sorted({c[1:] for c in WF.cameras})),
-    step="|".join(STEP_NAMES),
 
 
 def all_sentinels():
@@ -31,8 +29,18 @@ def unit_of(wildcards):
     return wildcards.arm + wildcards.get("spectrograph", "")
 
 
-def check_marker(step):
-    return f"results/checks/{{epoch}}/{step}.json"
+# Markers the rules write. Step and fiberProfilesInputs commands are functions of the wildcards only
+# (they name these paths rather than take `output`): Snakemake's params rerun trigger skips params
+# derived from output, and an edited table must rerun exactly its jobs.
+REGISTRY = "results/registry/dataset_types.json"
+
+
+def check_marker(epoch):
+    return f"results/checks/{epoch}.json"
+
+
+def profiles_marker(epoch):
+    return f"results/fiberProfilesInputs/{epoch}.json"
 
 
 def repo_marker():
@@ -42,57 +50,48 @@ def repo_marker():
 
 @declared
 def epoch_checks(wildcards):
-    """Every table of the epoch is checked, and every dataset type registered, before anything writes
+    """The epoch's tables are checked, and every dataset type registered, before anything writes
     to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change."""
     return _epoch_checks(wildcards.epoch)
 
 
 @functools.cache
 def _epoch_checks(epoch):  # one list per epoch, not one per job (dry-run time at 50 epochs)
-    checks = [ancient(check_marker(s).format(epoch=epoch)) for s in STEP_NAMES]
-    return checks + [ancient("results/registry/dataset_types.json")]
+    return [ancient(check_marker(epoch)), ancient(REGISTRY)]
 
 
 def all_checks():
     """Registering dataset types writes to the registry: only after every table passed its checks."""
-    return [ancient(check_marker(s).format(epoch=e)) for e in WF.epochs for s in STEP_NAMES]
+    return [ancient(check_marker(e)) for e in WF.epochs]
 
 
-@declared
-def register_command(wildcards, output):
-    return WF.register_command(output[0])
+def register_command():
+    return WF.register_command(REGISTRY)
 
 
 def step_inputs(step):
+    """The sentinels the job's inputs come from, its epoch's check and the dataset-type registration
+    (and for fiberProfiles, the epoch's fiberProfilesInputs)."""
+
     @declared
     def inputs(wildcards):
-        unit = unit_of(wildcards)
-        out = {
-            "needs": WF.needs(step, wildcards.epoch, unit),
-            "checked": epoch_checks(wildcards),
-        }
+        out = WF.needs(step, wildcards.epoch, unit_of(wildcards)) + _epoch_checks(wildcards.epoch)
         if step == "fiberProfiles":
-            out["profiles"] = f"results/fiberProfilesInputs/{wildcards.epoch}.json"
+            out.append(profiles_marker(wildcards.epoch))
         return out
 
     return inputs
 
 
-def step_visits(step):
-    """The job's visits as a plain param: Snakemake's params rerun trigger ignores params that depend
-    on threads (like the command), so this one makes an edited table rerun exactly its jobs."""
-
-    @declared
-    def visits(wildcards):
-        return WF.selection_fingerprint(step, wildcards.epoch, unit_of(wildcards))
-
-    return visits
-
-
 def step_command(step):
+    """A function of the wildcards only, and without -j (the shell line appends `-j {threads}`): Snakemake's
+    params rerun trigger ignores params derived from output or threads, and this one must trigger, so
+    an edited table or -c override reruns exactly its jobs."""
+
     @declared
-    def command(wildcards, output, threads):
-        return WF.job_command(step, wildcards.epoch, unit_of(wildcards), threads, output[0])
+    def command(wildcards):
+        unit = unit_of(wildcards)
+        return WF.job_command(step, wildcards.epoch, unit, WF.sentinel(step, wildcards.epoch, unit))
 
     return command
 
@@ -129,12 +128,16 @@ def step_runtime(step):
 
 @declared
 def check_command(wildcards, output):
-    return WF.check_command(wildcards.step, wildcards.epoch, output[0])
+    # Takes `output` on purpose: not a params rerun trigger. A re-run check would make Snakemake 9.27
+    # skip the rerun test of every job behind its ancient() marker (needrun jobs "mask" their
+    # dependants, and the mask is not undone across ancient edges), so an edited table would not
+    # rerun its own jobs. Edited visits are checked by pipetask itself.
+    return WF.check_command(wildcards.epoch, output[0])
 
 
 @declared
-def define_profiles_command(wildcards, output):
-    return WF.define_profiles_command(wildcards.epoch, output[0])
+def define_profiles_command(wildcards):
+    return WF.define_profiles_command(wildcards.epoch, profiles_marker(wildcards.epoch))
 
 
 @declared

@@ -5,7 +5,7 @@ rule dark:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("dark")),
+        step_inputs("dark"),
     output:
         "results/certified/{epoch}/dark/{arm}{spectrograph}.json",
     log:
@@ -13,7 +13,6 @@ rule dark:
     benchmark:
         "benchmarks/{epoch}/dark/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("dark"),
         cmd=step_command("dark"),
     threads: step_threads("dark")
     resources:
@@ -21,4 +20,4 @@ rule dark:
         runtime=step_runtime("dark"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

@@ -6,7 +6,7 @@ rule detectorMap:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("detectorMap")),
+        step_inputs("detectorMap"),
     output:
         "results/certified/{epoch}/detectorMap/{arm}{spectrograph}.json",
     log:
@@ -14,7 +14,6 @@ rule detectorMap:
     benchmark:
         "benchmarks/{epoch}/detectorMap/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("detectorMap"),
         cmd=step_command("detectorMap"),
     threads: step_threads("detectorMap")
     resources:
@@ -22,4 +21,4 @@ rule detectorMap:
         runtime=step_runtime("detectorMap"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

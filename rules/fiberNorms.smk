@@ -5,7 +5,7 @@ rule fiberNorms:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("fiberNorms")),
+        step_inputs("fiberNorms"),
     output:
         "results/certified/{epoch}/fiberNorms/{arm}.json",
     log:
@@ -13,7 +13,6 @@ rule fiberNorms:
     benchmark:
         "benchmarks/{epoch}/fiberNorms/{arm}.tsv"
     params:
-        visits=step_visits("fiberNorms"),
         cmd=step_command("fiberNorms"),
     threads: step_threads("fiberNorms")
     resources:
@@ -21,4 +20,4 @@ rule fiberNorms:
         runtime=step_runtime("fiberNorms"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

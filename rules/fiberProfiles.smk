@@ -5,7 +5,7 @@ rule fiberProfiles:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("fiberProfiles")),
+        step_inputs("fiberProfiles"),
     output:
         "results/certified/{epoch}/fiberProfiles/{arm}{spectrograph}.json",
     log:
@@ -13,7 +13,6 @@ rule fiberProfiles:
     benchmark:
         "benchmarks/{epoch}/fiberProfiles/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("fiberProfiles"),
         cmd=step_command("fiberProfiles"),
     threads: step_threads("fiberProfiles")
     resources:
@@ -21,4 +20,4 @@ rule fiberProfiles:
         runtime=step_runtime("fiberProfiles"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

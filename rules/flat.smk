@@ -5,7 +5,7 @@ rule flat:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        unpack(step_inputs("flat")),
+        step_inputs("flat"),
     output:
         "results/certified/{epoch}/flat/{arm}{spectrograph}.json",
     log:
@@ -13,7 +13,6 @@ rule flat:
     benchmark:
         "benchmarks/{epoch}/flat/{arm}{spectrograph}.tsv"
     params:
-        visits=step_visits("flat"),
         cmd=step_command("flat"),
     threads: step_threads("flat")
     resources:
@@ -21,4 +20,4 @@ rule flat:
         runtime=step_runtime("flat"),
         **site_resources(),
     shell:
-        "({params.cmd}) > {log} 2>&1"
+        "({params.cmd} -j {threads}) > {log} 2>&1"

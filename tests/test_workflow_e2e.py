@@ -99,12 +99,17 @@ def test_target_for_one_camera_schedules_only_that_camera(tmp_path):
 
 
 def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
-    proc = run(["snakemake", "-n", "-p", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT, check=True)
+    proc = run(["snakemake", "-n", "-p", "--cores", "64", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT,
+               check=True)
     assert not Path("/work/pfs/data/datastore").exists()
     output = proc.stdout + proc.stderr
     commands = [line for line in output.splitlines() if "pfscalib job" in line]
     assert len(commands) == 7 * 16 - 12  # 16 cameras x 6 per-camera steps + 4 arms of fiberNorms
-    assert any("-c bootstrap:spectralOffset=-10" in c and "visit IN (11, 22)" in c for c in commands)
+    b1 = next(c for c in commands if "logs/run18/bootstrap/b1.log" in c)
+    assert "-c bootstrap:spectralOffset=-10" in b1 and "visit IN (11, 22)" in b1
+    # 16 threads configured; a bootstrap has 2 visits: -j 2 (and 2 CPUs on SLURM)
+    assert b1.rstrip().endswith("-j 2) > logs/run18/bootstrap/b1.log 2>&1")
+    assert all("-j 16)" in c for c in commands if "--step fiberNorms" in c)
 
 
 def test_select_visits_writes_a_valid_table(demo_run):
@@ -114,17 +119,25 @@ def test_select_visits_writes_a_valid_table(demo_run):
     assert rows[0] == ["epoch", "visits", "comment"] and [r[1] for r in rows[1:]] == [str(v) for v in range(100, 105)]
 
 
-def test_editing_dark_table_reruns_dark_chain_never_bias(demo_run):
-    table = demo_run / "visits/dark.tsv"
-    original = table.read_text()
-    table.write_text(original.replace("105..107", "105..106"))
+@pytest.mark.parametrize("table,old,new,rerun", [
+    # dark visits: the dark chain of run1 reruns, never bias
+    ("dark", "105..107", "105..106", {"dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}),
+    # fibre-profile groups: a new profiles_run is defined, then fiberProfiles and fiberNorms rerun
+    ("fiberProfiles", "run1\t119..120\t1\tbright", "run1\t119\t1\tbright",
+     {"fiberProfilesInputs", "fiberProfiles", "fiberNorms"}),
+])
+def test_editing_a_table_reruns_exactly_its_jobs(demo_run, table, old, new, rerun):
+    path = demo_run / f"visits/{table}.tsv"
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new))
     try:
         proc = snakemake(demo_run, "-n")
     finally:
-        table.write_text(original)
+        path.write_text(original)
     jobs = set(re.findall(r"^rule (\w+):", proc.stdout, re.M))
-    assert {"dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"} <= jobs
-    assert "bias" not in jobs
+    assert rerun <= jobs
+    assert not jobs & ({"bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"} - rerun)
     assert all("epoch=run1" in w for w in re.findall(r"wildcards: (.*)", proc.stdout) if "arm=" in w)
 
 

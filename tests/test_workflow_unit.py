@@ -59,14 +59,14 @@ SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset typ
 def test_commands_reproduce_the_seed(pfs_config, step):
     wf = Workflow(pfs_config)
     unit = "r" if step == "fiberNorms" else "r1"
-    command = wf.job_command(step, "run18", unit, 16, f"results/certified/run18/{step}/{unit}.json")
+    command = wf.job_command(step, "run18", unit, f"results/certified/run18/{step}/{unit}.json")
     p, c = split_job(command)
     pipeline, inputs, overrides, collection, dataset_type = SEED[step]
     assert p[:2] == ["pipetask", "run"] and c[:2] == ["pfscalib", "job"]
     assert option(p, "-p") == [f"$DRP_STELLA_DIR/pipelines/{pipeline}"]
     assert option(p, "-i") == [inputs]
     assert option(p, "-c") == overrides
-    assert option(p, "-j") == ["16"] and option(p, "-b") == ["/work/pfs/data/datastore"]
+    assert option(p, "-j") == [] and option(p, "-b") == ["/work/pfs/data/datastore"]  # rule appends -j
     assert option(p, "--instrument") == ["lsst.obs.pfs.PrimeFocusSpectrograph"]
     assert option(p, "-o") == [f"u/pfsuser/run18/{step}/{unit}"]
     assert "--register-dataset-types" in p and "--fail-fast" in p
@@ -82,7 +82,7 @@ def test_commands_reproduce_the_seed(pfs_config, step):
 def test_bootstrap_query_and_offset_per_camera(pfs_config):
     pfs_config["spectralOffset"]["b2"] = 4.5
     wf = Workflow(pfs_config)
-    p, _ = split_job(wf.job_command("bootstrap", "run18", "b2", 1, "x.json"))
+    p, _ = split_job(wf.job_command("bootstrap", "run18", "b2", "x.json"))
     assert option(p, "-d") == ["instrument='PFS' AND visit IN (11, 22) AND arm='b' AND spectrograph=2"]
     assert "bootstrap:spectralOffset=4.5" in option(p, "-c")
 
@@ -94,7 +94,7 @@ def test_fiber_profiles_inputs_reproduce_the_seed_groups(pfs_config):
     assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", wf.profiles_run("run18")]
     assert option(seed, "--bright") == ["113855..113863", "113903..113911", "114190..114198", "114238..114246"]
     assert option(seed, "--dark") == ["113845..113853", "113893..113901", "114180..114188", "114228..114236"]
-    p, _ = split_job(wf.job_command("fiberProfiles", "run18", "n3", 1, "x.json"))
+    p, _ = split_job(wf.job_command("fiberProfiles", "run18", "n3", "x.json"))
     assert option(p, "-d") == [f"profiles_run = '{wf.profiles_run('run18')}' AND arm='n' AND spectrograph=3"]
 
 

@@ -240,30 +240,32 @@ def _log_and(hook: Callable[..., None]) -> Callable[[str], None]:
 
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
+    from lsst.daf.butler import Butler, CollectionType
 
     from .steps import STEPS
 
     butler = Butler.from_config(args.repo)
-    selection = json.loads(args.selection)
-    wanted = sorted({v for units in selection.values() for visits in units.values() for v in visits})
+    selection = json.loads(args.selection)  # {step: {"collections": [...], "units": {unit: [visits]}}}
+    wanted = sorted({v for s in selection.values() for visits in s["units"].values() for v in visits})
+    bind = {"inst": args.instrument, "v": wanted}
     records = {r.id: r for r in butler.query_dimension_records("visit", where="instrument = inst AND visit IN (v)",
-                                                               bind={"inst": args.instrument, "v": wanted},
-                                                               explain=False)}
-    from lsst.daf.butler import CollectionType
-
-    # the step's input collections, without CALIBRATION ones (raws live in RUNs or chains of RUNs)
-    existing = set(butler.registry.queryCollections())  # PFS/bootstrap etc. appear only later in the chain
-    collections = [c for c in args.collections.split(",")
-                   if c in existing and butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION]
-    raws = {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
-            for ref in butler.query_datasets("raw", collections=collections, where="instrument = inst AND visit IN (v)",
-                                             bind={"inst": args.instrument, "v": wanted}, find_first=False,
-                                             explain=False)}
+                                                               bind=bind, explain=False)}
+    # each step's input collections, without CALIBRATION ones (raws live in RUNs or chains of RUNs);
+    # PFS/bootstrap etc. appear only later in the chain
+    existing = set(butler.registry.queryCollections())
+    raws: dict[tuple[str, ...], set[tuple[int, str]]] = {}
     problems = []
-    for step, units in selection.items():
+    for step, wanted_step in selection.items():
+        collections = tuple(c for c in wanted_step["collections"] if c in existing
+                            and butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION)
+        if collections not in raws:  # steps share input collections: one query per distinct set
+            raws[collections] = {
+                (ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
+                for ref in butler.query_datasets("raw", collections=list(collections),
+                                                 where="instrument = inst AND visit IN (v)", bind=bind,
+                                                 find_first=False, explain=False)}
         allowed = STEPS[step].observation_types
-        for unit, visits in units.items():
+        for unit, visits in wanted_step["units"].items():
             for visit in visits:
                 record = records.get(visit)
                 if record is None:
@@ -271,7 +273,7 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
                 elif (record.observation_type or "").lower() not in allowed:
                     problems.append(f"{step} epoch {args.epoch}: visit {visit} is a {record.observation_type!r}, "
                                     f"not {' or '.join(allowed)}")
-                elif not any(v == visit and c.startswith(unit) for v, c in raws):
+                elif not any(v == visit and c.startswith(unit) for v, c in raws[collections]):
                     problems.append(f"{step} epoch {args.epoch}: visit {visit} has no raw for {unit}")
     if problems:
         print(f"pfscalib check-visits: {problems[0]}" + (f" (and {len(problems) - 1} more problems)"
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
     p.set_defaults(func=cmd_job)
     p = sub.add_parser("check-visits", help="check a selection against the registry")
-    for name in ("--repo", "--epoch", "--selection", "--output", "--collections"):
+    for name in ("--repo", "--epoch", "--selection", "--output"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.set_defaults(func=cmd_check_visits)

@@ -331,9 +331,10 @@ class Workflow:
         overrides += camera_config.get(unit, [])
         return overrides
 
-    def pipetask_argv(self, step: str, epoch: str, unit: str, threads: int) -> list[str]:
+    def pipetask_argv(self, step: str, epoch: str, unit: str) -> list[str]:
+        """The guide's `pipetask run`, without -j (the rule appends -j {threads})."""
         s = STEPS[step]
-        argv = [self.executables["pipetask"], "run", "--register-dataset-types", "-j", str(threads),
+        argv = [self.executables["pipetask"], "run", "--register-dataset-types",
                 "-b", self.config["datastore"], "--instrument", self.config["instrument"],
                 "-i", ",".join(self.setting(step, "inputs", s.inputs)),
                 "-o", self.chain(step, epoch, unit),
@@ -365,12 +366,14 @@ class Workflow:
     def state_file(self, step: str, epoch: str, unit: str) -> str:
         return f"results/state/{epoch}/{step}/{unit}.json"
 
-    def job_command(self, step: str, epoch: str, unit: str, threads: int, sentinel: str) -> str:
+    def job_command(self, step: str, epoch: str, unit: str, sentinel: str) -> str:
         """The shell command of one job: pipetask (resumable) then certify+clean+sentinel, in one process;
-        the pipetask part after `--` reads like the guide's command."""
+        the pipetask part after `--` reads like the guide's command. No -j: the rule appends
+        `-j {threads}`, so the command does not depend on threads and serves as the job's params rerun
+        trigger (Snakemake ignores params derived from threads or output)."""
         state = self.state_file(step, epoch, unit)
         job = ["pfscalib", "job"] + self.certify_argv(step, epoch, unit, sentinel, state)[2:]
-        return shell_join(job + ["--"] + self.pipetask_argv(step, epoch, unit, threads))
+        return shell_join(job + ["--"] + self.pipetask_argv(step, epoch, unit))
 
     def define_profiles_command(self, epoch: str, output: str) -> str:
         argv = [self.executables["defineFiberProfilesInputs"], self.config["datastore"],
@@ -381,11 +384,13 @@ class Workflow:
                    self.config["instrument_name"], "--name", self.profiles_run(epoch), "--output", output, "--"]
         return shell_join(wrapper + argv)
 
-    def check_command(self, step: str, epoch: str, output: str) -> str:
-        payload = {step: {unit: list(self.selections[(step, epoch, unit)].visits) for unit in self.units(step)}}
+    def check_command(self, epoch: str, output: str) -> str:
+        """One check of every step's visits for the epoch (one registry open, not one per step)."""
+        payload = {step: {"collections": list(self.setting(step, "inputs", STEPS[step].inputs)),
+                          "units": {unit: list(self.selections[(step, epoch, unit)].visits) for unit in self.units(step)}}
+                   for step in STEP_NAMES}
         argv = ["pfscalib", "check-visits", "--repo", self.config["datastore"], "--instrument",
                 self.config["instrument_name"], "--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True),
-                "--collections", ",".join(self.setting(step, "inputs", STEPS[step].inputs)),
                 "--output", output]
         return shlex.join(argv)
 
@@ -396,10 +401,6 @@ class Workflow:
             argv += [a for o in self.setting(step, "config", STEPS[step].config) if ":connections." in o
                      for a in ("-c", o)]
         return shell_join(argv)
-
-    def selection_fingerprint(self, step: str, epoch: str, unit: str) -> str:
-        """The job's visits (a Snakemake params rerun trigger)."""
-        return ",".join(map(str, self.selections[(step, epoch, unit)].visits))
 
     def qa_command(self, sentinels: list[str], outdir: str) -> str:
         return shell_join(["python", "-m", "pfscalib.qa", "--repo", self.config["datastore"], "--outdir", outdir,
