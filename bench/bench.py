@@ -87,14 +87,6 @@ def workflow_dir(base: Path, repo: Path) -> Path:
     return base
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{cmd[:3]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - start
-
-
 def measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall time, and the CPU time of everything the command ran except its own main process (for
     Snakemake: the jobs). From getrusage of the reaped process tree, so short jobs count in full;
@@ -196,7 +188,7 @@ def compare(repeats: int, cores: int, keep: bool = False) -> None:
         repo = scratch / f"a{i}"
         shutil.copytree(template, repo)
         (scratch / f"seed{i}.sh").write_text(seed_commands(repo, cores))
-        a.append(timed(["bash", str(scratch / f"seed{i}.sh")], scratch))
+        a.append(measured(["bash", str(scratch / f"seed{i}.sh")], scratch)[0])
         wall, cpu, jobs = run_workflow(scratch, template, f"wf{i}", cores)
         b.append(wall)
         runs.append((wall, jobs, limit(jobs, cores, cpu)))
@@ -274,8 +266,8 @@ def scale(epochs: list[int]) -> None:
         # alternate workflow and floor; medians of three
         ours, base = [], []
         for _ in range(3):
-            ours.append(timed(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--quiet", "all"], work))
-            base.append(timed(["snakemake", "-n", "--quiet", "all"], floor_dir))
+            ours.append(measured(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--quiet", "all"], work)[0])
+            base.append(measured(["snakemake", "-n", "--quiet", "all"], floor_dir)[0])
         ours_m, base_m = statistics.median(ours), statistics.median(base)
         print(f"{n_epochs:3d} epochs x 16 cameras: workflow dry run {ours_m:5.1f} s, floor {base_m:5.1f} s, "
               f"ratio {ours_m / base_m:.2f}", flush=True)

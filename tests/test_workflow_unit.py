@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pfscalib.butlerops import parse_visit_list
+from pfscalib.visits import parse_visit_list
 from pfscalib.steps import STEP_NAMES
 from pfscalib.workflow import ConfigError, Workflow, shell_quote
 

@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from astropy.time import Time
-from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, Timespan
-
-from .visits import parse_visit_list  # noqa: F401  (re-exported for the PFS script stand-ins)
+from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, MissingCollectionError, Timespan
 
 
 
@@ -53,6 +51,15 @@ def query_refs(butler: Butler, dataset_type: str, collections: str | list[str], 
                find_first: bool = True) -> list[DatasetRef]:
     return list(butler.query_datasets(dataset_type, collections=collections, data_id=data_id or {},
                                       find_first=find_first, explain=False))
+
+
+def collection_type(butler: Butler, name: str) -> CollectionType | None:
+    """The collection's type, None if it does not exist: one lookup, not a listing of every collection
+    in a registry that may hold thousands of user runs."""
+    try:
+        return butler.registry.getCollectionType(name)
+    except MissingCollectionError:
+        return None
 
 
 def ensure_calibration_collection(butler: Butler, collection: str) -> None:
@@ -97,7 +104,7 @@ def certified(butler: Butler, collection: str, dataset_type: str, data_id: dict 
     out: list[dict] = []
     if dataset_type not in {dt.name for dt in butler.registry.queryDatasetTypes(dataset_type)}:
         return out
-    if collection not in set(butler.registry.queryCollections()):
+    if collection_type(butler, collection) is None:
         return out  # nothing certified there yet
     for assoc in butler.registry.queryDatasetAssociations(dataset_type, collections=collection, flattenChains=True):
         if data_id and any(assoc.ref.dataId.get(k) != v for k, v in data_id.items()):

@@ -97,9 +97,11 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
     if state.get("fingerprint") == fingerprint(argv) and state.get("status") in ("started", "pipetask-done"):
         from lsst.daf.butler import Butler
 
+        from .butlerops import collection_type
+
         butler = Butler.from_config(_arg_after(argv, "-b"))
         # killed before pipetask created its RUN: nothing to resume, start afresh
-        resume = state.get("run") in set(butler.registry.queryCollections())
+        resume = collection_type(butler, state["run"]) is not None
     if resume:
         argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS
         print(f"pfscalib: resuming {state['run']} after an interrupted job", flush=True)
@@ -110,7 +112,7 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
         fault_hook("before-pipetask", args.state)()
         argv = argv + ["--output-run", state["run"]]
     print("pfscalib: " + " ".join(argv), flush=True)
-    if getattr(args, "in_process", False) and argv[0] == "pipetask":
+    if args.in_process and argv[0] == "pipetask":
         rc, empty = _pipetask_in_process(argv, args.state)
     else:
         rc, empty = _pipetask_subprocess(argv, args.state)
@@ -182,7 +184,6 @@ def _pipetask_in_process(argv: list[str], state: str) -> tuple[int, bool]:
 def cmd_job(args: argparse.Namespace) -> int:
     """A workflow job in one interpreter: pipetask runs in-process (when it is this environment's
     `pipetask`), so the middleware is imported once per job, not once for pipetask and again to certify."""
-    args.in_process = True
     return cmd_pipetask(args) or cmd_certify(args)
 
 
@@ -242,6 +243,7 @@ def _log_and(hook: Callable[..., None]) -> Callable[[str], None]:
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from lsst.daf.butler import Butler, CollectionType
 
+    from .butlerops import collection_type
     from .steps import STEPS
 
     butler = Butler.from_config(args.repo)
@@ -250,14 +252,14 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
     bind = {"inst": args.instrument, "v": wanted}
     records = {r.id: r for r in butler.query_dimension_records("visit", where="instrument = inst AND visit IN (v)",
                                                                bind=bind, explain=False)}
-    # each step's input collections, without CALIBRATION ones (raws live in RUNs or chains of RUNs);
-    # PFS/bootstrap etc. appear only later in the chain
-    existing = set(butler.registry.queryCollections())
+    # each step's input collections that exist (PFS/bootstrap etc. appear only later in the chain),
+    # without CALIBRATION ones (raws live in RUNs or chains of RUNs)
+    types = {c: collection_type(butler, c) for s in selection.values() for c in s["collections"]}
     raws: dict[tuple[str, ...], set[tuple[int, str]]] = {}
     problems = []
     for step, wanted_step in selection.items():
-        collections = tuple(c for c in wanted_step["collections"] if c in existing
-                            and butler.registry.getCollectionType(c) is not CollectionType.CALIBRATION)
+        collections = tuple(c for c in wanted_step["collections"]
+                            if types[c] not in (None, CollectionType.CALIBRATION))
         if collections not in raws:  # steps share input collections: one query per distinct set
             raws[collections] = {
                 (ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}")
@@ -370,14 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
     p.add_argument("--state", required=True)
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_pipetask)
+    p.set_defaults(func=cmd_pipetask, in_process=False)
     p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
     _certify_options(p)
     p.set_defaults(func=cmd_certify)
     p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`, one process")
     _certify_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
-    p.set_defaults(func=cmd_job)
+    p.set_defaults(func=cmd_job, in_process=True)
     p = sub.add_parser("check-visits", help="check a selection against the registry")
     for name in ("--repo", "--epoch", "--selection", "--output"):
         p.add_argument(name, required=True)

@@ -10,6 +10,7 @@ import sys
 from lsst.daf.butler import Butler, DatasetType
 
 from .. import butlerops
+from ..visits import parse_visit_list
 
 
 def _dates(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +81,8 @@ def define_fiber_profiles_inputs(argv: list[str] | None = None) -> int:
         with butler.transaction():
             registry.syncDimensionData("profiles_run", {"instrument": instrument, "run": a.name}, update=a.update)
             for group, bright in enumerate(a.bright):
-                data = {"bright": butlerops.parse_visit_list(bright),
-                        "dark": butlerops.parse_visit_list(a.dark[group]) if a.dark else []}
+                data = {"bright": parse_visit_list(bright),
+                        "dark": parse_visit_list(a.dark[group]) if a.dark else []}
                 key = {"instrument": instrument, "profiles_run": a.name, "group_num": group}
                 registry.syncDimensionData("profiles_group", key, update=a.update)
                 for visit in data["bright"] + data["dark"]:
