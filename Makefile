@@ -23,7 +23,7 @@ test: venv
 
 dag: venv
 	snakemake --dag | sed -n '/^digraph/,$$ p' | dot -Tsvg > dag.svg
-	snakemake --rulegraph | sed -n '/^digraph/,$$ p' | dot -Tsvg > rulegraph.svg
+	snakemake --rulegraph | sed -n '/^digraph/,$$ p' | dot -Tsvg > docs/rulegraph.svg
 
 clean:
 	rm -rf results logs .snakemake

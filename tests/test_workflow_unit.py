@@ -233,3 +233,14 @@ def test_threads_never_exceed_what_the_job_can_use(pfs_config):
     assert wf.job_threads("fiberNorms", "run18", "r") == 16  # per arm: visits x 4 spectrographs
     pfs_config["steps"]["bootstrap"]["threads"] = 1
     assert Workflow(pfs_config).job_threads("bootstrap", "run18", "b1") == 1
+
+
+def test_readme_links_resolve():
+    """Every relative link and image in the README (e.g. the embedded rule graph) is in the repository."""
+    import re
+
+    readme = (PROJECT / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)\)", readme) if "://" not in t]
+    assert "docs/rulegraph.svg" in targets
+    missing = [t for t in targets if not (PROJECT / t).exists()]
+    assert not missing, missing
