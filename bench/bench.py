@@ -253,7 +253,7 @@ def scale_config(work: Path, n_epochs: int) -> dict:
     return config
 
 
-def scale(epochs: list[int]) -> None:
+def scale(epochs: list[int], repeats: int = 3) -> None:
     import floor
 
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-scale-"))
@@ -263,14 +263,15 @@ def scale(epochs: list[int]) -> None:
         floor_dir = scratch / f"floor{n_epochs}"
         floor_dir.mkdir()
         (floor_dir / "Snakefile").write_text(floor.snakefile(list(config["epochs"]), config["cameras"]))
-        # alternate workflow and floor; medians of three
+        # alternate workflow and floor; medians (this machine's speed drifts by +-15 % between runs)
         ours, base = [], []
-        for _ in range(3):
+        for _ in range(repeats):
             ours.append(measured(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--quiet", "all"], work)[0])
             base.append(measured(["snakemake", "-n", "--quiet", "all"], floor_dir)[0])
         ours_m, base_m = statistics.median(ours), statistics.median(base)
         print(f"{n_epochs:3d} epochs x 16 cameras: workflow dry run {ours_m:5.1f} s, floor {base_m:5.1f} s, "
-              f"ratio {ours_m / base_m:.2f}", flush=True)
+              f"ratio {ours_m / base_m:.2f} (pairwise: {', '.join(f'{o / b:.2f}' for o, b in zip(ours, base))})",
+              flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -284,10 +285,11 @@ if __name__ == "__main__":
     sub.add_parser("overhead")
     sc = sub.add_parser("scale")
     sc.add_argument("--epochs", default="1,10,50", help="comma-separated epoch counts")
+    sc.add_argument("--repeats", type=int, default=3, help="alternating workflow/floor pairs per epoch count")
     args = parser.parse_args()
     if args.cmd == "compare":
         compare(args.repeats, args.cores, args.keep)
     elif args.cmd == "overhead":
         overhead()
     else:
-        scale([int(n) for n in args.epochs.split(",")])
+        scale([int(n) for n in args.epochs.split(",")], args.repeats)

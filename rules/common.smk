@@ -5,7 +5,9 @@ import re
 import sys
 
 
-from pfscalib.workflow import ConfigError, declared, load as load_workflow
+from pfscalib.workflow import ConfigError, declare_resource_evaluation, declared, load as load_workflow
+
+declare_resource_evaluation()
 
 try:
     WF = load_workflow(config, source=",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")

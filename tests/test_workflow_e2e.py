@@ -110,6 +110,10 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     # 16 threads configured; a bootstrap has 2 visits: -j 2 (and 2 CPUs on SLURM)
     assert b1.rstrip().endswith("-j 2) > logs/run18/bootstrap/b1.log 2>&1")
     assert all("-j 16)" in c for c in commands if "--step fiberNorms" in c)
+    # the config's memory and wall time reach every job (through the declared Resource.evaluate)
+    job = output[output.index("rule fiberProfiles:"):]
+    job = job[:job.index("Shell command")]
+    assert re.search(r"resources: .*runtime=240, mem_mb=32000", job) and "threads: 16" in job
 
 
 def test_select_visits_writes_a_valid_table(demo_run):

@@ -244,3 +244,28 @@ def test_readme_links_resolve():
     assert "docs/rulegraph.svg" in targets
     missing = [t for t in targets if not (PROJECT / t).exists()]
     assert not missing, missing
+
+
+def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
+    """declare_resource_evaluation only caches Resource.evaluate's parameters: Snakemake hands it the
+    same arguments as with inspect.signature, and an attempt-scaled mem_mb still grows per attempt."""
+    import inspect
+
+    from snakemake.common import get_function_params, get_input_function_aux_params
+    from snakemake.iocontainers import Wildcards
+    from snakemake.resources import Resource
+
+    from pfscalib.workflow import declare_resource_evaluation, declared
+
+    def mem_mb(wildcards, attempt):
+        return 16000 * attempt
+
+    resource = Resource("mem_mb", declared(mem_mb)).standardize_size()
+    candidates = {"input": [], "attempt": 2, "threads": 4, "rulename": "bias", "async_run": None}
+    params = inspect.signature(resource.evaluate).parameters  # what Snakemake read before
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    inspected = {k: v for k, v in candidates.items() if takes_any or k in params}
+    declare_resource_evaluation()
+    assert get_function_params(resource.evaluate) is get_function_params(Resource.evaluate)
+    assert get_input_function_aux_params(resource.evaluate, candidates) == inspected == candidates
+    assert resource.evaluate(Wildcards(), **candidates).value == 32000
