@@ -19,7 +19,7 @@ demo: venv
 	snakemake --profile profiles/local
 
 test: venv
-	pytest -ra
+	pytest -ra --durations=15
 
 dag: venv
 	snakemake --dag | sed -n '/^digraph/,$$ p' | dot -Tsvg > dag.svg

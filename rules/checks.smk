@@ -44,7 +44,7 @@ rule fiberProfilesInputs:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        epoch_checks,
+        epoch_checks(),
     output:
         profiles_marker("{epoch}"),
     log:

@@ -5,6 +5,7 @@ import re
 import sys
 
 
+from pfscalib.steps import STEPS
 from pfscalib.workflow import ConfigError, declare_resource_evaluation, declared, load as load_workflow
 
 declare_resource_evaluation()
@@ -50,15 +51,11 @@ def repo_marker():
     return [WF.demo_marker()] if WF.demo_enabled else []
 
 
-@declared
-def epoch_checks(wildcards):
+@functools.cache  # one list per epoch, not one per job (fiberNorms asks per job)
+def epoch_checks(epoch="{epoch}"):
     """The epoch's tables are checked, and every dataset type registered, before anything writes
-    to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change."""
-    return _epoch_checks(wildcards.epoch)
-
-
-@functools.cache
-def _epoch_checks(epoch):  # one list per epoch, not one per job (dry-run time at 50 epochs)
+    to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change.
+    Patterns by default, not a function: Snakemake then calls nothing per job (dry-run time)."""
     return [ancient(check_marker(epoch)), ancient(REGISTRY)]
 
 
@@ -73,14 +70,15 @@ def register_command():
 
 def step_inputs(step):
     """The sentinels the job's inputs come from, its epoch's check and the dataset-type registration
-    (and for fiberProfiles, the epoch's fiberProfilesInputs)."""
+    (and for fiberProfiles, the epoch's fiberProfilesInputs). A per-camera step reads its own camera's
+    products: patterns. fiberNorms reads every spectrograph of its arm: a function of the cameras."""
+    if not STEPS[step].per_arm:
+        needs = WF.needs(step, "{epoch}", "{arm}{spectrograph}") + epoch_checks()
+        return needs + [profiles_marker("{epoch}")] if step == "fiberProfiles" else needs
 
     @declared
     def inputs(wildcards):
-        out = WF.needs(step, wildcards.epoch, unit_of(wildcards)) + _epoch_checks(wildcards.epoch)
-        if step == "fiberProfiles":
-            out.append(profiles_marker(wildcards.epoch))
-        return out
+        return WF.needs(step, wildcards.epoch, wildcards.arm) + epoch_checks(wildcards.epoch)
 
     return inputs
 
