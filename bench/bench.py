@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -87,9 +88,9 @@ def workflow_dir(base: Path, repo: Path) -> Path:
     return base
 
 
-def measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall time, and the CPU time of everything the command ran except its own main process (for
-    Snakemake: the jobs). From getrusage of the reaped process tree, so short jobs count in full;
+def measured(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """Wall time, the CPU time of everything the command ran except its own main process (for
+    Snakemake: the jobs), and the main process's own CPU time. From getrusage of the reaped process tree, so short jobs count in full;
     Snakemake's benchmark files sample CPU once a second and miss the last part of every job."""
     import psutil
 
@@ -111,7 +112,7 @@ def measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
             raise SystemExit(f"{cmd[:3]} failed:\n{out.read().decode()[-4000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, total - main_cpu
+    return wall, total - main_cpu, main_cpu
 
 
 def read_benchmarks(workdir: Path) -> dict[tuple[str, ...], dict[str, float]]:
@@ -137,7 +138,7 @@ def dependencies(epochs: list[str], cameras: list[str]) -> dict[tuple[str, ...],
     for e in epochs:
         checked = [(e, "check_visits"), ("register_dataset_types",)]
         deps[(e, "check_visits")] = []
-        deps[(e, "fiberProfilesInputs")] = checked
+        deps[(e, "fiberProfilesInputs")] = [(e, "check_visits")]
         for c in cameras:
             previous = None
             for step in CHAIN:
@@ -168,16 +169,18 @@ def limit(jobs: dict, cores: int, cpu: float) -> tuple[float, float, float]:
     return max(critical, cpu / cores), critical, cpu
 
 
-def run_workflow(scratch: Path, template: Path, name: str, cores: int) -> tuple[float, float, dict]:
+def run_workflow(scratch: Path, template: Path, name: str, cores: int,
+                 extra: tuple[str, ...] = ()) -> tuple[float, float, float, dict]:
     repo = scratch / f"{name}-repo"
     shutil.copytree(template, repo)
     workdir = workflow_dir(scratch / name, repo)
-    wall, cpu = measured(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet", "all"],
-                         workdir)
-    return wall, cpu, read_benchmarks(workdir)
+    wall, cpu, own = measured(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet",
+                               *extra, "all"], workdir)
+    return wall, cpu, own, read_benchmarks(workdir)
 
 
-def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = False) -> None:
+def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = False,
+            extra: tuple[str, ...] = ()) -> None:
     from pfscalib.demo.make_repo import make_repo
 
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
@@ -190,11 +193,11 @@ def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = 
             shutil.copytree(template, repo)
             (scratch / f"seed{i}.sh").write_text(seed_commands(repo, cores))
             a.append(measured(["bash", str(scratch / f"seed{i}.sh")], scratch)[0])
-        wall, cpu, jobs = run_workflow(scratch, template, f"wf{i}", cores)
+        wall, cpu, own, jobs = run_workflow(scratch, template, f"wf{i}", cores, extra)
         b.append(wall)
-        runs.append((wall, jobs, limit(jobs, cores, cpu)))
+        runs.append((wall, jobs, limit(jobs, cores, cpu), own))
         print(f"repeat {i}: seed script {a[-1] if a else float('nan'):.1f} s, workflow {b[-1]:.1f} s", flush=True)
-    wall, jobs, (lim, critical, cpu) = runs[-1]
+    wall, jobs, (lim, critical, cpu), own = runs[-1]
     job_wall = sum(j["wall"] for j in jobs.values())
     bm = statistics.median(b)
     print(f"\ncores {cores}, repeats {repeats}")
@@ -204,10 +207,11 @@ def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = 
     print(f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})"
           + (f"   B/A = {bm / am:.2f}" if a else ""))
     print(f"limit (last run) = max(critical path {critical:.1f} s, job CPU {cpu:.1f} s / {cores}) = {lim:.1f} s; "
-          f"B/limit per run: {', '.join(f'{w / l[0]:.2f}' for w, _, l in runs)}, "
-          f"median {statistics.median(w / l[0] for w, _, l in runs):.2f}")
+          f"B/limit per run: {', '.join(f'{w / l[0]:.2f}' for w, _, l, _ in runs)}, "
+          f"median {statistics.median(w / l[0] for w, _, l, _ in runs):.2f}")
     sampled = sum(j["cpu"] for j in jobs.values())
-    print(f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files, sampled each second: {sampled:.1f} s)")
+    print(f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files, sampled each second: {sampled:.1f} s); "
+          f"Snakemake's own process {own:.1f} s")
     print(f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
           f"(cores x wall - job wall) / jobs = {(cores * wall - job_wall) / len(jobs):.2f} s "
           "(Snakemake overhead plus idle cores; `bench.py overhead` measures it alone)")
@@ -224,7 +228,7 @@ def overhead() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-overhead-"))
     make_repo(scratch / "template", tuple(CAMERAS))
-    wall, _, jobs = run_workflow(scratch, scratch / "template", "serial", 1)
+    wall, _, _, jobs = run_workflow(scratch, scratch / "template", "serial", 1)
     job_wall = sum(j["wall"] for j in jobs.values())
     print(f"--cores 1: wall {wall:.1f} s, {len(jobs)} jobs, sum of job wall {job_wall:.1f} s, "
           f"Snakemake overhead {(wall - job_wall) / len(jobs):.2f} s per job")
@@ -288,13 +292,14 @@ if __name__ == "__main__":
     c.add_argument("--keep", action="store_true", help="keep the scratch repos and workdirs")
     c.add_argument("--workflow-only", action="store_true",
                    help="skip A (the seed-style script): B against its limit only, in a fraction of the time")
+    c.add_argument("--snakemake-args", default="", help="extra arguments for B's snakemake, e.g. '--scheduler greedy'")
     sub.add_parser("overhead")
     sc = sub.add_parser("scale")
     sc.add_argument("--epochs", default="1,10,50", help="comma-separated epoch counts")
     sc.add_argument("--repeats", type=int, default=3, help="alternating workflow/floor pairs per epoch count")
     args = parser.parse_args()
     if args.cmd == "compare":
-        compare(args.repeats, args.cores, args.keep, args.workflow_only)
+        compare(args.repeats, args.cores, args.keep, args.workflow_only, tuple(shlex.split(args.snakemake_args)))
     elif args.cmd == "overhead":
         overhead()
     else:

@@ -1,6 +1,7 @@
 """A minimal Snakefile with the workflow's job graph (same jobs and edges: every step job needs its epoch's
-check marker and the dataset-type registration, which needs all checks) and no input functions,
-no config or tables: Snakemake's own dry-run floor for the scale benchmark."""
+check marker and the dataset-type registration, which needs all checks; fiberProfilesInputs needs only its
+epoch's check) and no input functions, no config or tables: Snakemake's own dry-run floor for the scale
+benchmark."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def snakefile(epochs: list[str], cameras: list[str]) -> str:
            "    shell: 'touch {output}'",
            "",
            "rule profiles_inputs:",
-           "    input: CHECKED",
+           "    input: 'results/checks/{e}.json'",
            "    output: 'results/fiberProfilesInputs/{e}.json'",
            "    shell: 'touch {output}'",
            ""]

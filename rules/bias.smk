@@ -15,6 +15,7 @@ rule bias:
     params:
         cmd=step_command("bias"),
     threads: step_threads("bias")
+    priority: step_priority("bias")
     resources:
         mem_mb=step_mem_mb("bias"),
         runtime=step_runtime("bias"),

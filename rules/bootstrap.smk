@@ -16,6 +16,7 @@ rule bootstrap:
     params:
         cmd=step_command("bootstrap"),
     threads: step_threads("bootstrap")
+    priority: step_priority("bootstrap")
     resources:
         mem_mb=step_mem_mb("bootstrap"),
         runtime=step_runtime("bootstrap"),

@@ -40,11 +40,13 @@ rule register_dataset_types:
         "{params.cmd} > {log} 2>&1"
 
 
+# Needs only its epoch's check, not the registration: defineFiberProfilesInputs registers its own
+# dataset type, so it can run beside the registration (one core is otherwise idle there).
 rule fiberProfilesInputs:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        epoch_checks(),
+        ancient(check_marker("{epoch}")),
     output:
         profiles_marker("{epoch}"),
     log:
@@ -53,6 +55,7 @@ rule fiberProfilesInputs:
         "benchmarks/{epoch}/fiberProfilesInputs.tsv"
     params:
         cmd=define_profiles_command,
+    priority: step_priority("detectorMap")  # all of the epoch's fiberProfiles jobs wait for it
     localrule: True
     shell:
         "{params.cmd} > {log} 2>&1"

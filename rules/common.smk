@@ -5,7 +5,7 @@ import re
 import sys
 
 
-from pfscalib.steps import STEPS
+from pfscalib.steps import STEPS, priority as step_priority
 from pfscalib.workflow import ConfigError, declare_resource_evaluation, declared, load as load_workflow
 
 declare_resource_evaluation()

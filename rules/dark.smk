@@ -15,6 +15,7 @@ rule dark:
     params:
         cmd=step_command("dark"),
     threads: step_threads("dark")
+    priority: step_priority("dark")
     resources:
         mem_mb=step_mem_mb("dark"),
         runtime=step_runtime("dark"),

@@ -16,6 +16,7 @@ rule detectorMap:
     params:
         cmd=step_command("detectorMap"),
     threads: step_threads("detectorMap")
+    priority: step_priority("detectorMap")
     resources:
         mem_mb=step_mem_mb("detectorMap"),
         runtime=step_runtime("detectorMap"),

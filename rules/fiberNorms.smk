@@ -15,6 +15,7 @@ rule fiberNorms:
     params:
         cmd=step_command("fiberNorms"),
     threads: step_threads("fiberNorms")
+    priority: step_priority("fiberNorms")
     resources:
         mem_mb=step_mem_mb("fiberNorms"),
         runtime=step_runtime("fiberNorms"),

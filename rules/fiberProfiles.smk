@@ -15,6 +15,7 @@ rule fiberProfiles:
     params:
         cmd=step_command("fiberProfiles"),
     threads: step_threads("fiberProfiles")
+    priority: step_priority("fiberProfiles")
     resources:
         mem_mb=step_mem_mb("fiberProfiles"),
         runtime=step_runtime("fiberProfiles"),

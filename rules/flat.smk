@@ -15,6 +15,7 @@ rule flat:
     params:
         cmd=step_command("flat"),
     threads: step_threads("flat")
+    priority: step_priority("flat")
     resources:
         mem_mb=step_mem_mb("flat"),
         runtime=step_runtime("flat"),

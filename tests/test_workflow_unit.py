@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pfscalib.visits import parse_visit_list
-from pfscalib.steps import STEP_NAMES
+from pfscalib.steps import STEP_NAMES, STEPS, priority
 from pfscalib.workflow import ConfigError, Workflow, shell_quote
 
 from conftest import PROJECT
@@ -233,6 +233,14 @@ def test_threads_never_exceed_what_the_job_can_use(pfs_config):
     assert wf.job_threads("fiberNorms", "run18", "r") == 16  # per arm: visits x 4 spectrographs
     pfs_config["steps"]["bootstrap"]["threads"] = 1
     assert Workflow(pfs_config).job_threads("bootstrap", "run18", "b1") == 1
+
+
+def test_priority_follows_the_chain():
+    """Jobs with more of the chain ahead go first when cores are scarce; each step outranks what it feeds,
+    and every step outranks QA and the table (Snakemake's default priority 0)."""
+    ranks = [priority(step) for step in STEP_NAMES]
+    assert ranks == sorted(ranks, reverse=True) and len(set(ranks)) == len(ranks) and min(ranks) > 0
+    assert all(priority(need) > priority(step) for step in STEP_NAMES for need in STEPS[step].needs)
 
 
 def test_readme_links_resolve():

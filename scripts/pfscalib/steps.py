@@ -53,3 +53,11 @@ STEPS: dict[str, Step] = {s.name: s for s in [
     Step("fiberNorms", "fiberNorms.yaml", "fiberNorms_calib", "fiberNorms_calib", "PFS/calib", RAW_CONFIG,
          ("postISRCCD", "crMask", "calexp"), ("flat",), ("fiberProfiles",), per_arm=True),
 ]}
+
+
+def priority(step: str) -> int:
+    """Snakemake priority of a step's jobs: how many steps of the chain remain from it (bias 7 ...
+    fiberNorms 1; QA and the table 0). With fewer cores than ready jobs Snakemake starts the jobs with
+    the longest chain ahead first (highest level first), so cameras advance together and no camera's
+    whole chain is left to run alone at the end."""
+    return len(STEP_NAMES) - STEP_NAMES.index(step)
