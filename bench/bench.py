@@ -90,8 +90,9 @@ def workflow_dir(base: Path, repo: Path) -> Path:
 
 def measured(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
     """Wall time, the CPU time of everything the command ran except its own main process (for
-    Snakemake: the jobs), and the main process's own CPU time. From getrusage of the reaped process tree, so short jobs count in full;
-    Snakemake's benchmark files sample CPU once a second and miss the last part of every job."""
+    Snakemake: the jobs), and the main process's own CPU time. From getrusage of the reaped process
+    tree, so short jobs count in full; Snakemake's benchmark files sample CPU once a second and miss
+    the last part of every job."""
     import psutil
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
