@@ -46,7 +46,7 @@ rule fiberProfilesInputs:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        ancient(check_marker("{epoch}")),
+        checked(),
     output:
         profiles_marker("{epoch}"),
     log:

@@ -51,17 +51,23 @@ def repo_marker():
     return [WF.demo_marker()] if WF.demo_enabled else []
 
 
+def checked(epoch="{epoch}"):
+    """The epoch's tables passed their checks; ancient: a re-checked table must not rerun jobs whose
+    own visits did not change."""
+    return ancient(check_marker(epoch))
+
+
 @functools.cache  # one list per epoch, not one per job (fiberNorms asks per job)
 def epoch_checks(epoch="{epoch}"):
     """The epoch's tables are checked, and every dataset type registered, before anything writes
-    to the registry; ancient: a re-checked table must not rerun jobs whose own visits did not change.
-    Patterns by default, not a function: Snakemake then calls nothing per job (dry-run time)."""
-    return [ancient(check_marker(epoch)), ancient(REGISTRY)]
+    to the registry. Patterns by default, not a function: Snakemake then calls nothing per job
+    (dry-run time)."""
+    return [checked(epoch), ancient(REGISTRY)]
 
 
 def all_checks():
     """Registering dataset types writes to the registry: only after every table passed its checks."""
-    return [ancient(check_marker(e)) for e in WF.epochs]
+    return [checked(e) for e in WF.epochs]
 
 
 def register_command():
