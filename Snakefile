@@ -19,18 +19,13 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/checks.smk"
-include: "rules/bias.smk"
-include: "rules/dark.smk"
-include: "rules/flat.smk"
-include: "rules/bootstrap.smk"
-include: "rules/detectorMap.smk"
-include: "rules/fiberProfiles.smk"
-include: "rules/fiberNorms.smk"
+include: "rules/fiber_profiles_inputs.smk"
+include: "rules/steps.smk"
 include: "rules/qa.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_sentinels(),
+        WF.all_sentinels(),
         report_targets(),

@@ -1,5 +1,14 @@
 # Before any pipetask job: each step's visits exist, have the right observation type and raws
-# (one job per epoch: one registry open for all seven tables).
+# (one job per epoch: one registry open for all seven tables); then every dataset type is registered.
+
+
+@declared
+def check_command(wildcards, output):
+    # Takes `output` on purpose: not a params rerun trigger. A re-run check would make Snakemake 9.27
+    # skip the rerun test of every job behind its ancient() marker (needrun jobs "mask" their
+    # dependants, and the mask is not undone across ancient edges), so an edited table would not
+    # rerun its own jobs. Edited visits are checked by pipetask itself.
+    return WF.commands.check(wildcards.epoch, output[0])
 
 
 rule check_visits:
@@ -8,11 +17,11 @@ rule check_visits:
     input:
         repo_marker(),
     output:
-        check_marker("{epoch}"),
+        paths.check("{epoch}"),
     log:
-        "logs/{epoch}/check_visits.log",
+        paths.log("{epoch}", "check_visits"),
     benchmark:
-        "benchmarks/{epoch}/check_visits.tsv"
+        paths.benchmark("{epoch}", "check_visits")
     params:
         cmd=check_command,
     priority: 100
@@ -21,41 +30,21 @@ rule check_visits:
         "{params.cmd} 2> {log}"
 
 
+# Registering dataset types writes to the registry: only after every table passed its checks.
 rule register_dataset_types:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        all_checks(),
+        [checked(epoch) for epoch in WF.epochs],
     output:
-        REGISTRY,
+        paths.REGISTRY,
     log:
-        "logs/register_dataset_types.log",
+        paths.log("register_dataset_types"),
     benchmark:
-        "benchmarks/register_dataset_types.tsv"
+        paths.benchmark("register_dataset_types")
     params:
-        cmd=register_command(),
+        cmd=WF.commands.register(),
     priority: 100
-    localrule: True
-    shell:
-        "{params.cmd} > {log} 2>&1"
-
-
-# Needs only its epoch's check, not the registration: defineFiberProfilesInputs registers its own
-# dataset type, so it can run beside the registration (one core is otherwise idle there).
-rule fiberProfilesInputs:
-    conda:
-        "../envs/pfscalib.yaml"
-    input:
-        checked(),
-    output:
-        profiles_marker("{epoch}"),
-    log:
-        "logs/{epoch}/fiberProfilesInputs.log",
-    benchmark:
-        "benchmarks/{epoch}/fiberProfilesInputs.tsv"
-    params:
-        cmd=define_profiles_command,
-    priority: step_priority("detectorMap")  # all of the epoch's fiberProfiles jobs wait for it
     localrule: True
     shell:
         "{params.cmd} > {log} 2>&1"

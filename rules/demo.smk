@@ -5,13 +5,13 @@ if WF.demo_enabled:
         conda:
             "../envs/pfscalib.yaml"
         output:
-            WF.demo_marker(),
+            paths.demo_marker(WF.datastore),
         log:
-            "logs/demo_repo.log",
+            paths.log("demo_repo"),
         benchmark:
-            "benchmarks/demo_repo.tsv"
+            paths.benchmark("demo_repo")
         params:
-            cmd=WF.demo_command(),
+            cmd=WF.commands.demo(),
         localrule: True
         shell:
             "{params.cmd} > {log} 2>&1"

@@ -1,6 +1,11 @@
 # QA pictures and the certification table, for `snakemake --report report.html`.
 
 
+@declared
+def qa_command(wildcards, input, output):
+    return WF.commands.qa(list(input), output[0])
+
+
 rule qa:
     conda:
         "../envs/pfscalib.yaml"
@@ -8,16 +13,16 @@ rule qa:
         epoch_sentinels,
     output:
         report(
-            directory("results/qa/{epoch}"),
+            directory(paths.qa_dir("{epoch}")),
             patterns=["{name}.png"],
             caption="../report/qa.rst",
             category="QA pictures",
             subcategory="{epoch}",
         ),
     log:
-        "logs/{epoch}/qa.log",
+        paths.log("{epoch}", "qa"),
     benchmark:
-        "benchmarks/{epoch}/qa.tsv"
+        paths.benchmark("{epoch}", "qa")
     params:
         cmd=qa_command,
     localrule: True
@@ -29,15 +34,15 @@ rule certifications:
     conda:
         "../envs/pfscalib.yaml"
     input:
-        all_sentinels(),
+        WF.all_sentinels(),
     output:
-        report("results/qa/certifications.tsv", caption="../report/certifications.rst", category="Certification"),
+        report(paths.CERTIFICATIONS, caption="../report/certifications.rst", category="Certification"),
     log:
-        "logs/certifications.log",
+        paths.log("certifications"),
     benchmark:
-        "benchmarks/certifications.tsv"
+        paths.benchmark("certifications")
     params:
-        cmd=status_command,
+        cmd=WF.commands.status(CONFIG_SOURCE),
     localrule: True
     shell:
         "{params.cmd} > {output} 2> {log}"

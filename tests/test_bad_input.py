@@ -99,7 +99,8 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
     ("instrument_name", "PFS' OR '1'='1", "instrument_name: \"PFS' OR '1'='1\" does not match"),
 ])
 def test_strings_that_reach_query_literals_are_constrained(monkeypatch, key, value, message):
-    from pfscalib.workflow import ConfigError, Workflow
+    from pfscalib.config import ConfigError
+    from pfscalib.workflow import Workflow
 
     monkeypatch.chdir(PROJECT)
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())

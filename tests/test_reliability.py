@@ -10,7 +10,7 @@ import pytest
 from lsst.daf.butler import Butler, CollectionType
 
 from pfscalib import butlerops
-from pfscalib.cli import FAULT_POINTS
+from pfscalib.faults import FAULT_POINTS
 from pfscalib.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, run

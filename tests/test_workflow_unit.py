@@ -11,7 +11,9 @@ import yaml
 
 from pfscalib.visits import parse_visit_list
 from pfscalib.steps import STEP_NAMES, STEPS, priority
-from pfscalib.workflow import ConfigError, Workflow, shell_quote
+from pfscalib.commands import shell_quote
+from pfscalib.config import ConfigError
+from pfscalib.workflow import Workflow
 
 from conftest import PROJECT
 
@@ -59,7 +61,7 @@ SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset typ
 def test_commands_reproduce_the_seed(pfs_config, step):
     wf = Workflow(pfs_config)
     unit = "r" if step == "fiberNorms" else "r1"
-    command = wf.job_command(step, "run18", unit, f"results/certified/run18/{step}/{unit}.json")
+    command = wf.commands.job(step, "run18", unit)
     p, c = split_job(command)
     pipeline, inputs, overrides, collection, dataset_type = SEED[step]
     assert p[:2] == ["pipetask", "run"] and c[:2] == ["pfscalib", "job"]
@@ -82,19 +84,19 @@ def test_commands_reproduce_the_seed(pfs_config, step):
 def test_bootstrap_query_and_offset_per_camera(pfs_config):
     pfs_config["spectralOffset"]["b2"] = 4.5
     wf = Workflow(pfs_config)
-    p, _ = split_job(wf.job_command("bootstrap", "run18", "b2", "x.json"))
+    p, _ = split_job(wf.commands.job("bootstrap", "run18", "b2"))
     assert option(p, "-d") == ["instrument='PFS' AND visit IN (11, 22) AND arm='b' AND spectrograph=2"]
     assert "bootstrap:spectralOffset=4.5" in option(p, "-c")
 
 
 def test_fiber_profiles_inputs_reproduce_the_seed_groups(pfs_config):
     wf = Workflow(pfs_config)
-    argv = argv_of(wf.define_profiles_command("run18", "out.json"))
+    argv = argv_of(wf.commands.define_profiles("run18"))
     seed = argv[argv.index("--") + 1:]
     assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", wf.profiles_run("run18")]
     assert option(seed, "--bright") == ["113855..113863", "113903..113911", "114190..114198", "114238..114246"]
     assert option(seed, "--dark") == ["113845..113853", "113893..113901", "114180..114188", "114228..114236"]
-    p, _ = split_job(wf.job_command("fiberProfiles", "run18", "n3", "x.json"))
+    p, _ = split_job(wf.commands.job("fiberProfiles", "run18", "n3"))
     assert option(p, "-d") == [f"profiles_run = '{wf.profiles_run('run18')}' AND arm='n' AND spectrograph=3"]
 
 
@@ -263,7 +265,7 @@ def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
     from snakemake.iocontainers import Wildcards
     from snakemake.resources import Resource
 
-    from pfscalib.workflow import declare_resource_evaluation, declared
+    from pfscalib.snakemake_internals import declare_resource_evaluation, declared
 
     def mem_mb(wildcards, attempt):
         return 16000 * attempt

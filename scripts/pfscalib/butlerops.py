@@ -153,3 +153,64 @@ def clean_runs(butler: Butler, pattern: str, dataset_types: list[str], data_ids:
                 butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
             total += len(refs)
     return total
+
+
+# ---------------------------------------------------------------- queries of the workflow's commands
+# User values go in as bind parameters, never spliced into the query text.
+def visit_records(butler: Butler, instrument: str, visits: list[int]) -> dict[int, Any]:
+    """Visit dimension records by visit id."""
+    records = butler.query_dimension_records(
+        "visit", where="instrument = inst AND visit IN (v)", bind={"inst": instrument, "v": visits}, explain=False
+    )
+    return {r.id: r for r in records}
+
+
+def raw_cameras(butler: Butler, instrument: str, visits: list[int], collections: list[str]) -> set[tuple[int, str]]:
+    """(visit, camera) of every raw of these visits in the collections."""
+    refs = butler.query_datasets(
+        "raw", collections=collections, where="instrument = inst AND visit IN (v)",
+        bind={"inst": instrument, "v": visits}, find_first=False, explain=False,
+    )  # fmt: skip
+    return {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}") for ref in refs}
+
+
+def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
+    records = butler.query_dimension_records(
+        "profiles_run", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
+    )
+    return bool(list(records))
+
+
+def select_visits(
+    butler: Butler, instrument: str, where: str = "", target_name: str | None = None,
+    observation_type: str | None = None,
+) -> list[Any]:  # fmt: skip
+    """Visit records matching a user's query (its own text) and bound target name / observation type."""
+    clauses, bind = ["instrument = inst"], {"inst": instrument}
+    if where:
+        clauses.append(f"({where})")
+    if target_name is not None:
+        clauses.append("visit.target_name = target")
+        bind["target"] = target_name
+    if observation_type is not None:
+        clauses.append("visit.observation_type = obstype")
+        bind["obstype"] = observation_type
+    return list(
+        butler.query_dimension_records("visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False)
+    )
+
+
+def register_pipeline_dataset_types(butler: Butler, pipelines: list[str], overrides: list[str]) -> None:
+    """Register every dataset type of the pipelines, with LABEL:KEY=VALUE connection overrides applied."""
+    import os
+
+    from lsst.pipe.base import Pipeline
+
+    for path in pipelines:
+        pipeline = Pipeline.from_uri(os.path.expandvars(path))
+        for override in overrides:
+            label, _, assignment = override.partition(":")
+            if label in pipeline.task_labels:
+                key, _, value = assignment.partition("=")
+                pipeline.addConfigOverride(label, key, value)
+        pipeline.to_graph(registry=butler.registry).register_dataset_types(butler)

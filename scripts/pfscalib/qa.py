@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .steps import STEPS  # noqa: E402
+
 
 def _image(ax, image: np.ndarray, title: str) -> None:
     finite = image[np.isfinite(image)]
@@ -74,27 +76,27 @@ def plot(butler, sentinel: dict, out: Path) -> None:
     product = butler.get(ref)
     unit = sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
     title = f"{sentinel['datasetType']} {unit} {sentinel['epoch']}"
-    step = sentinel["step"]
-    fig = plt.figure(figsize=(6, 5) if step in ("bias", "dark", "flat") else (10, 4.5))
-    if step in ("bias", "dark", "flat"):
+    kind = STEPS[sentinel["step"]].qa_plot
+    fig = plt.figure(figsize=(6, 5) if kind == "image" else (10, 4.5))
+    if kind == "image":
         _image(fig.add_subplot(1, 1, 1), np.asarray(product, dtype=float), title)
-    elif step in ("bootstrap", "detectorMap"):
+    elif kind in ("traces", "traces_and_lines"):
         lines = None
-        if step == "detectorMap":
+        if kind == "traces_and_lines":
             source = butler.get_dataset(uuid.UUID(sentinel["datasetId"]))
             run = source.run.removesuffix("/certify")
             refs = list(butler.query_datasets("detectorMapLines", collections=run, data_id=dict(sentinel["dataId"]),
                                               explain=False))
             lines = butler.get(refs[0]) if refs else None
         _detector_map(fig, product, lines, title)
-    elif step == "fiberProfiles":
+    elif kind == "profiles":
         ax = fig.add_subplot(1, 1, 1)
         fibers = sorted(product["fibers"], key=int)
         ax.plot([int(f) for f in fibers], [product["fibers"][f]["sigma"] for f in fibers], "o")
         ax.set_xlabel("fiberId")
         ax.set_ylabel("profile sigma (px)")
         ax.set_title(title)
-    elif step == "fiberNorms":
+    elif kind == "norms":
         ax = fig.add_subplot(1, 1, 1)
         fiber_ids = np.array(product["fiberId"])
         norms = np.array([product["norm"][str(f)] for f in fiber_ids])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from . import paths
 from .steps import STEP_NAMES, STEPS
 from .workflow import Workflow
 
@@ -22,11 +23,11 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
 
     from . import butlerops
 
-    butler = Butler.from_config(wf.config["datastore"])
+    butler = Butler.from_config(wf.datastore)
     rows = []
     for step in STEP_NAMES:
         s = STEPS[step]
-        collection = wf.setting(step, "calib_collection", s.calib_collection)
+        collection = wf.calib_collection(step)
         certs = butlerops.certified(butler, collection, s.certified_as)
         for epoch in wf.epochs:
             span = butlerops.make_timespan(*wf.validity(step, epoch))
@@ -34,7 +35,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                 data_id = {"arm": unit[0], **({} if s.per_arm else {"spectrograph": int(unit[1:])})}
                 mine = [c for c in certs if all(c["ref"].dataId[k] == v for k, v in data_id.items())
                         and Timespan(c["begin"], c["end"]).overlaps(span)]
-                path = workdir / wf.sentinel(step, epoch, unit)
+                path = workdir / paths.sentinel(step, epoch, unit)
                 sentinel = json.loads(path.read_text()) if path.exists() else None
                 row = {"epoch": epoch, "step": step, "camera": unit, "datasetType": s.certified_as,
                        "begin": "", "end": "", "run": "", "datasetId": "",

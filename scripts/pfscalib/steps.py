@@ -1,58 +1,164 @@
-"""The seven calibration steps: what each runs, certifies and cleans (drp_stella names)."""
+"""The seven calibration steps: what each runs, certifies and cleans (drp_stella names).
+
+Every difference between steps is a named field here; no other module compares step names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
-STEP_NAMES = ("bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms")
+QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Step:
     name: str
+    description: str  # one line, for the rule graph and the README
     pipeline: str  # file in the pipelines dir
     product: str  # dataset type the pipeline writes
-    certified_as: str  # dataset type certified (detectorMap: copied as detectorMap_calib)
-    calib_collection: str
-    inputs: tuple[str, ...]
-    clean: tuple[str, ...]  # intermediates removed after certification
+    certified_as: str = ""  # dataset type certified, if not the product (detectorMap: a copy as detectorMap_calib)
+    calib_collection: str = "PFS/calib"
+    inputs: tuple[str, ...]  # pipetask -i
+    clean: tuple[str, ...] = ()  # intermediates removed after certification
     observation_types: tuple[str, ...]  # allowed visit.observation_type (lower case, as obs_pfs writes)
-    needs: tuple[str, ...]  # steps whose certified products this one reads
+    needs: tuple[str, ...] = ()  # steps whose certified products this one reads
     config: tuple[str, ...] = ()  # default -c overrides (the seed's)
-    per_arm: bool = False  # product spans spectrographs (dims instrument, arm)
+    per_arm: bool = False  # product spans spectrographs (dims instrument, arm): one job per arm
+    # Visits come in bright/dark groups (table columns group, role), defined as a profiles_run by
+    # defineFiberProfilesInputs.py before the step runs; pipetask then selects by profiles_run.
+    profile_groups: bool = False
+    visit_roles: tuple[str, ...] = ()  # exactly these visits per camera and epoch, if set
+    offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
+    qa_plot: QaPlot
+
+    def __post_init__(self) -> None:
+        if not self.certified_as:
+            object.__setattr__(self, "certified_as", self.product)
 
     @property
     def copies_product(self) -> bool:
         return self.certified_as != self.product
 
+    @property
+    def unit_pattern(self) -> str:
+        """The wildcards naming one job's camera, or arm for a per-arm step."""
+        return "{arm}" if self.per_arm else "{arm}{spectrograph}"
+
+    @property
+    def table_columns(self) -> frozenset[str]:
+        extra = {"group", "role"} if self.profile_groups else set()
+        return frozenset({"epoch", "visits", "cameras", "comment"} | extra)
+
 
 RAW = ("PFS/raw/all", "PFS/calib")
 RAW_CONFIG = ("PFS/raw/all", "PFS/raw/pfsConfig", "PFS/calib")
 
-STEPS: dict[str, Step] = {s.name: s for s in [
-    Step("bias", "bias.yaml", "bias", "bias", "PFS/calib", ("PFS/raw/sps", "PFS/calib"), ("biasProc",),
-         ("bias",), ()),
-    Step("dark", "dark.yaml", "dark", "dark", "PFS/calib", RAW, ("darkProc", "darkScaled"), ("dark",), ("bias",)),
-    Step("flat", "flat.yaml", "fiberFlat", "fiberFlat", "PFS/calib", RAW, ("flatProc", "ditherFlat"), ("flat",),
-         ("dark",)),
-    Step("bootstrap", "bootstrap.yaml", "detectorMap_bootstrap", "detectorMap_bootstrap", "PFS/bootstrap",
-         RAW_CONFIG, ("postISRCCD",), ("flat", "arc"), ("flat",),
-         ("isr:doCrosstalk=False", "bootstrap:profiles.profileRadius=2", "bootstrap:profiles.profileSwath=2500",
-          "bootstrap:profiles.profileOversample=3")),
-    Step("detectorMap", "detectorMap.yaml", "detectorMap_candidate", "detectorMap_calib", "PFS/calib",
-         ("PFS/raw/all", "PFS/raw/pfsConfig", "PFS/bootstrap", "PFS/calib"), ("postISRCCD", "crMask"),
-         ("arc", "flat"), ("bootstrap",),
-         ("measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
-          "fitDetectorMap:fitDetectorMap.doSlitOffsets=True", "fitDetectorMap:fitDetectorMap.order=4",
-          "fitDetectorMap:fitDetectorMap.soften=0.03")),
-    Step("fiberProfiles", "fitFiberProfiles.yaml", "fiberProfiles", "fiberProfiles", "PFS/calib",
-         ("PFS/raw/all", "PFS/fiberProfilesInputs", "PFS/raw/pfsConfig", "PFS/calib"),
-         ("postISRCCD", "crMask", "calexp"), ("flat",), ("detectorMap",),
-         ("fitProfiles:profiles.profileRadius=10", "fitProfiles:profiles.profileOversample=3",
-          "fitProfiles:profiles.profileSwath=500")),
-    Step("fiberNorms", "fiberNorms.yaml", "fiberNorms_calib", "fiberNorms_calib", "PFS/calib", RAW_CONFIG,
-         ("postISRCCD", "crMask", "calexp"), ("flat",), ("fiberProfiles",), per_arm=True),
-]}
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in [
+        Step(
+            name="bias",
+            description="overscan-subtracted median of BIAS visits, per camera",
+            pipeline="bias.yaml",
+            product="bias",
+            inputs=("PFS/raw/sps", "PFS/calib"),
+            clean=("biasProc",),
+            observation_types=("bias",),
+            qa_plot="image",
+        ),
+        Step(
+            name="dark",
+            description="bias-subtracted, exposure-scaled combination of DARK visits",
+            pipeline="dark.yaml",
+            product="dark",
+            inputs=RAW,
+            clean=("darkProc", "darkScaled"),
+            observation_types=("dark",),
+            needs=("bias",),
+            qa_plot="image",
+        ),
+        Step(
+            name="flat",
+            description="fiberFlat from dithered quartz visits",
+            pipeline="flat.yaml",
+            product="fiberFlat",
+            inputs=RAW,
+            clean=("flatProc", "ditherFlat"),
+            observation_types=("flat",),
+            needs=("dark",),
+            qa_plot="image",
+        ),
+        Step(
+            name="bootstrap",
+            description="rough detectorMap from one quartz and one arc with the camera's spectralOffset",
+            pipeline="bootstrap.yaml",
+            product="detectorMap_bootstrap",
+            calib_collection="PFS/bootstrap",  # apart from the final detectorMaps
+            inputs=RAW_CONFIG,
+            clean=("postISRCCD",),
+            observation_types=("flat", "arc"),
+            needs=("flat",),
+            config=(
+                "isr:doCrosstalk=False",
+                "bootstrap:profiles.profileRadius=2",
+                "bootstrap:profiles.profileSwath=2500",
+                "bootstrap:profiles.profileOversample=3",
+            ),
+            visit_roles=("a quartz", "an arc"),
+            offset_override="bootstrap:spectralOffset",
+            qa_plot="traces",
+        ),
+        Step(
+            name="detectorMap",
+            description="detectorMap fitted from arcs and quartz, starting from the bootstrap",
+            pipeline="detectorMap.yaml",
+            product="detectorMap_candidate",
+            certified_as="detectorMap_calib",  # certifyDetectorMaps.py behaviour
+            inputs=("PFS/raw/all", "PFS/raw/pfsConfig", "PFS/bootstrap", "PFS/calib"),
+            clean=("postISRCCD", "crMask"),
+            observation_types=("arc", "flat"),
+            needs=("bootstrap",),
+            config=(
+                "measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
+                "fitDetectorMap:fitDetectorMap.doSlitOffsets=True",
+                "fitDetectorMap:fitDetectorMap.order=4",
+                "fitDetectorMap:fitDetectorMap.soften=0.03",
+            ),
+            qa_plot="traces_and_lines",
+        ),
+        Step(
+            name="fiberProfiles",
+            description="fitFiberProfiles over the epoch's profiles_run (bright/dark groups)",
+            pipeline="fitFiberProfiles.yaml",
+            product="fiberProfiles",
+            inputs=("PFS/raw/all", "PFS/fiberProfilesInputs", "PFS/raw/pfsConfig", "PFS/calib"),
+            clean=("postISRCCD", "crMask", "calexp"),
+            observation_types=("flat",),
+            needs=("detectorMap",),
+            config=(
+                "fitProfiles:profiles.profileRadius=10",
+                "fitProfiles:profiles.profileOversample=3",
+                "fitProfiles:profiles.profileSwath=500",
+            ),
+            profile_groups=True,
+            qa_plot="profiles",
+        ),
+        Step(
+            name="fiberNorms",
+            description="fibre normalisations of quartz visits, per arm over every spectrograph",
+            pipeline="fiberNorms.yaml",
+            product="fiberNorms_calib",
+            inputs=RAW_CONFIG,
+            clean=("postISRCCD", "crMask", "calexp"),
+            observation_types=("flat",),
+            needs=("fiberProfiles",),
+            per_arm=True,
+            qa_plot="norms",
+        ),
+    ]
+}
+STEP_NAMES = tuple(STEPS)
 
 
 def priority(step: str) -> int:

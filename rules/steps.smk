@@ -1,0 +1,28 @@
+# The calibration steps (bias ... fiberNorms), one rule each, defined once: every difference between
+# them is a field of pfscalib.steps.Step. A job runs pipetask (resuming an interrupted run), certifies
+# its product per camera (or arm), cleans its intermediates and writes its sentinel.
+for step in STEPS.values():
+
+    rule:
+        name:
+            step.name
+        conda:
+            "../envs/pfscalib.yaml"
+        input:
+            step_inputs(step),
+        output:
+            paths.sentinel(step.name, "{epoch}", step.unit_pattern),
+        log:
+            paths.log("{epoch}", step.name, step.unit_pattern),
+        benchmark:
+            paths.benchmark("{epoch}", step.name, step.unit_pattern)
+        params:
+            cmd=step_command(step),
+        threads: step_threads(step)
+        priority: step_priority(step.name)
+        resources:
+            mem_mb=step_mem_mb(step),
+            runtime=step_runtime(step),
+            **site_resources(),
+        shell:
+            "({params.cmd} -j {threads}) > {log} 2>&1"

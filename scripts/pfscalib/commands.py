@@ -1,0 +1,138 @@
+"""The shell command of every job, built from the settings and the selections; every argument quoted."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+
+from . import paths
+from .config import Settings
+from .steps import STEP_NAMES, STEPS
+from .tables import Selections
+
+
+@functools.cache  # the same repository, collections and options recur in every job's command
+def shell_quote(arg: str) -> str:
+    """shlex.quote, but "..." where that is equally safe, so queries read like the guide's."""
+    if arg and "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shell_quote(a) for a in argv)
+
+
+class Commands:
+    def __init__(self, settings: Settings, selections: Selections):
+        self.settings = settings
+        self.selections = selections
+
+    def where(self, step: str, epoch: str, unit: str) -> str:
+        """The -d data query: constrained instrument + visits (or profiles_run) + camera or arm."""
+        if STEPS[step].profile_groups:
+            query = f"profiles_run = '{self.selections.profiles_run(epoch)}'"
+        else:
+            # PFS list syntax maps onto the query grammar: A..B:S is a range, ^ separates items
+            visits = ", ".join(spec.replace("^", ", ") for spec in self.selections[(step, epoch, unit)].specs)
+            query = f"instrument='{self.settings.instrument_name}' AND visit IN ({visits})"
+        if STEPS[step].per_arm:
+            spectrographs = ", ".join(sorted({c[1:] for c in self.settings.cameras_of(unit)}))
+            return f"{query} AND arm='{unit}' AND spectrograph IN ({spectrographs})"
+        return f"{query} AND arm='{unit[0]}' AND spectrograph={int(unit[1:])}"
+
+    def pipetask_argv(self, step: str, epoch: str, unit: str) -> list[str]:
+        """The guide's `pipetask run`, without -j (the rule appends -j {threads})."""
+        s = self.settings
+        argv = [
+            s.executables["pipetask"], "run", "--register-dataset-types",
+            "-b", s.datastore, "--instrument", s.config["instrument"],
+            "-i", ",".join(s.inputs(step)),
+            "-o", self.chain(step, epoch, unit),
+            "-p", s.pipeline(step),
+            "-d", self.where(step, epoch, unit),
+            "--fail-fast",
+        ]  # fmt: skip
+        for override in s.config_overrides(step, unit):
+            argv += ["-c", override]
+        return argv + list(s.setting(step, "extra_args", []))
+
+    def chain(self, step: str, epoch: str, unit: str) -> str:
+        """The job's pipetask output collection (a CHAINED collection of its RUNs)."""
+        return f"{self.settings.config['rerun']}/{epoch}/{step}/{unit}"
+
+    def certify_options(self, step: str, epoch: str, unit: str) -> list[str]:
+        """`pfscalib job` options: what to certify where, what to clean, and the job's files."""
+        s, settings = STEPS[step], self.settings
+        begin, end = settings.validity(step, epoch)
+        argv = [
+            "--repo", settings.datastore, "--chain", self.chain(step, epoch, unit),
+            "--dataset-type", s.product, "--calib", settings.calib_collection(step),
+            "--instrument", settings.instrument_name, "--begin-date", begin,
+        ]  # fmt: skip
+        if end:
+            argv += ["--end-date", end]
+        argv += ["--arm", unit[0]] + ([] if s.per_arm else ["--spectrograph", unit[1:]])
+        if s.copies_product:
+            argv += ["--copy-as", s.certified_as]
+        for dataset_type in settings.clean(step):
+            argv += ["--clean", dataset_type]
+        visits = self.selections[(step, epoch, unit)].visits
+        argv += [
+            "--step", step, "--epoch", epoch, "--visits", ",".join(map(str, visits)),
+            "--state", paths.state(step, epoch, unit), "--sentinel", paths.sentinel(step, epoch, unit),
+        ]  # fmt: skip
+        return argv
+
+    def job(self, step: str, epoch: str, unit: str) -> str:
+        """The shell command of one job: pipetask (resumable) then certify+clean+sentinel, in one process;
+        the pipetask part after `--` reads like the guide's command. No -j: the rule appends
+        `-j {threads}`, so the command does not depend on threads and serves as the job's params rerun
+        trigger."""
+        job = ["pfscalib", "job", *self.certify_options(step, epoch, unit), "--"]
+        return shell_join(job + self.pipetask_argv(step, epoch, unit))
+
+    def define_profiles(self, epoch: str) -> str:
+        s, name = self.settings, self.selections.profiles_run(epoch)
+        argv = [s.executables["defineFiberProfilesInputs"], s.datastore, s.instrument_name, name]
+        for bright, dark in self.selections.profile_groups(epoch):
+            argv += ["--bright", bright] + (["--dark", dark] if dark else [])
+        wrapper = ["pfscalib", "define-profiles", "--repo", s.datastore, "--instrument", s.instrument_name]
+        return shell_join([*wrapper, "--name", name, "--output", paths.profiles(epoch), "--", *argv])
+
+    def check(self, epoch: str, output: str) -> str:
+        """One check of every step's visits for the epoch (one registry open, not one per step)."""
+        s = self.settings
+        payload = {
+            step: {
+                "collections": s.inputs(step),
+                "units": {unit: list(self.selections[(step, epoch, unit)].visits) for unit in s.units(step)},
+            }
+            for step in STEP_NAMES
+        }
+        argv = ["pfscalib", "check-visits", "--repo", s.datastore, "--instrument", s.instrument_name]
+        argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
+        return shlex.join(argv)
+
+    def register(self) -> str:
+        argv = ["pfscalib", "register-dataset-types", "--repo", self.settings.datastore, "--output", paths.REGISTRY]
+        for step in STEP_NAMES:
+            argv += ["-p", self.settings.pipeline(step)]
+            argv += [a for o in self.settings.step_config(step) if ":connections." in o for a in ("-c", o)]
+        return shell_join(argv)
+
+    def qa(self, sentinels: list[str], outdir: str) -> str:
+        return shell_join(["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels])
+
+    @staticmethod
+    def status(config_file: str) -> str:
+        return shell_join(["pfscalib", "status", "--config", config_file, "--format", "tsv"])
+
+    def demo(self) -> str:
+        demo_epochs = self.settings.config.get("demo", {}).get("epochs") or {}
+        argv = ["python", "-m", "pfscalib.demo.make_repo", self.settings.datastore]
+        argv += ["--cameras", ",".join(self.settings.cameras)]
+        if demo_epochs:
+            argv += ["--epochs", ",".join(f"{k}={v}" for k, v in demo_epochs.items())]
+        return shlex.join(argv)

@@ -1,0 +1,190 @@
+"""The workflow configuration, validated by its schema (with defaults) and by the checks a schema cannot
+express; every error is one line naming the file, the key and the problem."""
+
+from __future__ import annotations
+
+import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+from .steps import STEP_NAMES, STEPS
+
+
+class ConfigError(ValueError):
+    """Bad input; str() is one line naming the file, the row or key, and the problem."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}")
+
+
+def schema_path(name: str) -> str:
+    return str(resources.files("pfscalib").joinpath(f"schemas/{name}.schema.yaml"))
+
+
+def schema_error_line(instance: Any, schema_file: str) -> str:
+    """The most relevant JSON-schema violation as 'key.path: message'."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
+    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if "errorMessage" in error.schema:  # the schema says what is meant (as ajv-errors does), not a regex
+        return f"{path}: {error.instance!r} {error.schema['errorMessage']}"
+    return f"{path}: {error.message}"
+
+
+def schema_valid(instance: Any, schema_file: str) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_file).read_text())).is_valid(instance)
+
+
+def validate_config(config: dict, source: str = "config") -> None:
+    """snakemake.utils.validate (fills defaults) with a one-line error."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, schema_path("config"), set_default=True)
+    except WorkflowError:
+        raise ConfigError(source, schema_error_line(config, schema_path("config"))) from None
+
+
+def parse_time(value: str, where: str) -> datetime.datetime:
+    """Only for ordering validity ranges (all TAI); stdlib because astropy.time costs 0.2 s per
+    Snakemake start. The schema pattern keeps the accepted forms those of astropy's isot."""
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(where, f"{value!r} is not an ISO-8601 date (e.g. 2025-03-01T00:00:00)") from None
+
+
+class Validity(NamedTuple):
+    """A calibration's validity range [begin, end) in TAI ISO-8601; end None is unbounded."""
+
+    begin: str
+    end: str | None
+
+
+class Settings:
+    """The validated configuration, and each step's setting with the step's default."""
+
+    def __init__(self, config: dict, source: str = "config"):
+        validate_config(config, source)
+        self.config = config
+        self.source = source
+        self.cameras: list[str] = list(config["cameras"])
+        self.arms = sorted({c[0] for c in self.cameras}, key="brnm".index)
+        self.epochs: dict[str, dict] = config["epochs"]
+        self.steps: dict[str, dict] = {name: dict(config.get("steps", {}).get(name, {})) for name in STEP_NAMES}
+        self.executables = {
+            "pipetask": "pipetask",
+            "defineFiberProfilesInputs": "defineFiberProfilesInputs.py",
+            **config.get("executables", {}),
+        }
+        missing = [s for s in STEP_NAMES if s not in config["visits"]]
+        if missing:
+            raise ConfigError(f"{source}: visits", f"no visit table for step(s) {', '.join(missing)}")
+        self._check_validity()
+        self._check_steps()
+
+    @property
+    def datastore(self) -> str:
+        return self.config["datastore"]
+
+    @property
+    def instrument_name(self) -> str:
+        return self.config["instrument_name"]
+
+    def table(self, step: str) -> str:
+        return self.config["visits"][step]
+
+    def units(self, step: str) -> list[str]:
+        """The jobs of a step: one per camera, or one per arm."""
+        return self.arms if STEPS[step].per_arm else self.cameras
+
+    def cameras_of(self, unit: str) -> list[str]:
+        """The cameras a job covers: the camera itself, or every camera of the arm."""
+        return [c for c in self.cameras if c.startswith(unit)]
+
+    def setting(self, step: str, key: str, default: Any = None) -> Any:
+        return self.steps[step].get(key, default)
+
+    def validity(self, step: str, epoch: str) -> Validity:
+        span = self.steps[step].get("validity", {}).get(epoch, self.epochs[epoch])
+        return Validity(span["begin"], span.get("end"))
+
+    def inputs(self, step: str) -> list[str]:
+        return list(self.setting(step, "inputs", STEPS[step].inputs))
+
+    def pipeline(self, step: str) -> str:
+        return f"{self.config['pipelines_dir']}/{self.setting(step, 'pipeline', STEPS[step].pipeline)}"
+
+    def calib_collection(self, step: str) -> str:
+        return self.setting(step, "calib_collection", STEPS[step].calib_collection)
+
+    def step_config(self, step: str) -> list[str]:
+        """The step's -c overrides for every camera."""
+        return list(self.setting(step, "config", STEPS[step].config))
+
+    def config_overrides(self, step: str, unit: str) -> list[str]:
+        """-c overrides of one job: the step's, the camera's spectralOffset where the step takes one,
+        then the arm's and the camera's own."""
+        overrides = self.step_config(step)
+        if STEPS[step].offset_override:
+            overrides.append(f"{STEPS[step].offset_override}={self.config['spectralOffset'][unit]:g}")
+        camera_config = self.setting(step, "camera_config", {})
+        overrides += camera_config.get(unit[0], []) if unit[0] != unit else []
+        overrides += camera_config.get(unit, [])
+        return overrides
+
+    def clean(self, step: str) -> list[str]:
+        return list(self.setting(step, "clean", STEPS[step].clean)) if self.config.get("cleanup", True) else []
+
+    # ------------------------------------------------------------------ checks beyond the schema
+    def _check_validity(self) -> None:
+        for step in STEP_NAMES:
+            overrides = self.steps[step].get("validity", {})
+            for epoch in overrides:
+                if epoch not in self.epochs:
+                    raise ConfigError(f"{self.source}: steps.{step}.validity.{epoch}", "unknown epoch")
+            spans = []
+            for epoch in self.epochs:
+                begin, end = self.validity(step, epoch)
+                key = f"steps.{step}.validity.{epoch}" if epoch in overrides else f"epochs.{epoch}"
+                where = f"{self.source}: {key}"
+                b = parse_time(begin, f"{where}.begin")
+                e = parse_time(end, f"{where}.end") if end else None
+                if e is not None and e <= b:
+                    raise ConfigError(where, f"end {end} is not after begin {begin}")
+                spans.append((b, e, epoch, where))
+            spans.sort(key=lambda s: s[0])
+            for (_, end1, name1, _), (begin2, _, name2, where2) in zip(spans, spans[1:]):
+                if end1 is None or end1 > begin2:
+                    raise ConfigError(
+                        where2,
+                        f"{step} validity of epoch {name2} overlaps epoch {name1} "
+                        "(ranges are [begin, end) and may not overlap)",
+                    )
+
+    def _check_steps(self) -> None:
+        for step, settings in self.steps.items():
+            protected = {STEPS[step].product, STEPS[step].certified_as}
+            bad = protected & set(settings.get("clean", []))
+            if bad:
+                raise ConfigError(f"{self.source}: steps.{step}.clean", f"would remove the certified {', '.join(bad)}")
+            for key in settings.get("camera_config", {}):
+                if key not in self.cameras and key not in self.arms:
+                    raise ConfigError(
+                        f"{self.source}: steps.{step}.camera_config.{key}", "not a configured camera or arm"
+                    )
+        offsets = self.config.get("spectralOffset", {})
+        for camera in self.cameras:
+            if camera not in offsets:
+                raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {camera}")
+        for camera in offsets:
+            if camera not in self.cameras:
+                raise ConfigError(f"{self.source}: spectralOffset.{camera}", "not a configured camera")

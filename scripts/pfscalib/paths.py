@@ -1,0 +1,47 @@
+"""Every file the workflow writes, named once: the rules, the commands and `status` take them from here.
+
+Arguments may be values ("run1") or Snakemake wildcard patterns ("{epoch}").
+"""
+
+from __future__ import annotations
+
+REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
+CERTIFICATIONS = "results/qa/certifications.tsv"
+
+
+def sentinel(step: str, epoch: str, unit: str) -> str:
+    """Written last by a job, once its product is certified: the job's Snakemake output."""
+    return f"results/certified/{epoch}/{step}/{unit}.json"
+
+
+def state(step: str, epoch: str, unit: str) -> str:
+    """The job's pipetask RUN while it is being built: what a rerun resumes."""
+    return f"results/state/{epoch}/{step}/{unit}.json"
+
+
+def check(epoch: str) -> str:
+    """The epoch's tables passed their checks against the registry."""
+    return f"results/checks/{epoch}.json"
+
+
+def profiles(epoch: str) -> str:
+    """The epoch's profiles_run is defined."""
+    return f"results/fiberProfilesInputs/{epoch}.json"
+
+
+def qa_dir(epoch: str) -> str:
+    return f"results/qa/{epoch}"
+
+
+def demo_marker(datastore: str) -> str:
+    return f"{datastore}/demo.json"
+
+
+def log(*parts: str) -> str:
+    """logs/[EPOCH/[STEP/]]NAME.log"""
+    return "logs/" + "/".join(parts) + ".log"
+
+
+def benchmark(*parts: str) -> str:
+    """benchmarks/[EPOCH/[STEP/]]NAME.tsv (Snakemake's per-job benchmark files)"""
+    return "benchmarks/" + "/".join(parts) + ".tsv"

@@ -1,0 +1,52 @@
+"""The only place that relies on Snakemake behaviour beyond its documented API (pinned: 9.27.1).
+tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes any of it.
+
+1. Params rerun trigger: Snakemake compares a job's params with the ones recorded for its output, and
+   reruns the job when they differ, unless the params function takes input, output, threads or
+   resources ("derived" params, never compared). A job's command must trigger: an edited table or -c
+   override reruns exactly its jobs. `rerun_trigger` hands the command builder the wildcards only, so
+   no edit of the builder can turn the trigger off.
+2. Signature reads: Snakemake reads every rule callable's parameters with inspect.signature, about 18
+   times per job and, for callable resources, through Resource.evaluate twice per resource and job
+   (40,000 calls in a 50-epoch dry run of the 16-camera site). Snakemake's own
+   overwrite_function_params records them once instead: measured in bench/README.md (scale).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+def declared(func: Callable) -> Callable:
+    """Record func's parameters once, with Snakemake's own hook for callables that cannot be inspected."""
+    from snakemake.common import overwrite_function_params
+
+    overwrite_function_params(func, inspect.signature(func).parameters)
+    return func
+
+
+def declare_resource_evaluation() -> None:
+    """Declare Resource.evaluate's parameters once for the process. They are unchanged (*args, **kwargs),
+    so Snakemake passes exactly what it passed before."""
+    from snakemake.resources import Resource
+
+    declared(Resource.evaluate)
+
+
+def rerun_trigger(build: Callable[[Any], str]) -> Callable:
+    """A params function of the wildcards only: Snakemake records its value and reruns the job when it
+    changes."""
+
+    def param(wildcards):
+        return build(wildcards)
+
+    return declared(param)
+
+
+def is_rerun_trigger(func: Callable) -> bool:
+    """Whether Snakemake compares this params function's value across runs (the test's oracle)."""
+    from snakemake.rules import Rule
+
+    return not Rule._is_deriving_function(func)

@@ -1,0 +1,167 @@
+"""Visit-selection tables (TSV): read and validated, then turned into each job's visits."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
+from .steps import STEP_NAMES, STEPS
+from .visits import parse_visit_list
+
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One table row, as the user wrote it."""
+
+    line: int  # as an editor shows it: 1 is the header
+    epoch: str
+    cameras: tuple[str, ...]  # empty: every camera
+    visits: tuple[int, ...]
+    spec: str  # the visits column (PFS list syntax)
+    group: str = ""
+    role: str = ""
+
+    def covers(self, unit: str) -> bool:
+        return not self.cameras or any(c.startswith(unit) for c in self.cameras)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Visits of one step and epoch for one camera (or arm), plus fiber-profile groups."""
+
+    visits: tuple[int, ...]
+    groups: tuple[tuple[str, str], ...] = ()  # (bright LIST, dark LIST) per group, PFS list syntax
+    specs: tuple[str, ...] = ()  # the table's visit specs, for compact -d queries
+
+
+def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> list[Row]:
+    """Read and validate one visit-selection table."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    if not Path(path).is_file():
+        raise ConfigError(f"config visits.{step}", f"table {path} does not exist")
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, comment="#", keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"not a readable TSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    for column in ("epoch", "visits"):
+        if column not in df.columns:
+            raise ConfigError(path, f"missing column {column!r} (columns: {', '.join(df.columns)})")
+    allowed = STEPS[step].table_columns
+    extra = [c for c in df.columns if c not in allowed]
+    if extra:
+        raise ConfigError(
+            path, f"unexpected column(s) {', '.join(map(repr, extra))} (allowed: {', '.join(sorted(allowed))})"
+        )
+    if df.empty:
+        raise ConfigError(path, "table has no rows")
+    df = df.apply(lambda col: col.str.strip())
+    try:  # one validation of the whole table; only on failure look for the row to name
+        validate(df, schema_path("visits"), set_default=False)
+        schema_ok = True
+    except WorkflowError:
+        schema_ok = False
+    rows = []
+    for index, row in zip(df.index, df.to_dict("records")):  # plain dicts: iterrows builds a Series per row
+        line = index + 2  # +1 header, +1 one-based
+        where = f"{path}: row {line}"
+        if not schema_ok:
+            record = {k: v for k, v in row.items() if v != "" or k in ("epoch", "visits")}
+            if not schema_valid(record, schema_path("visits")):
+                raise ConfigError(where, schema_error_line(record, schema_path("visits")))
+        if row["epoch"] not in epochs:
+            raise ConfigError(where, f"epoch {row['epoch']!r} is not in config epochs ({', '.join(epochs)})")
+        try:
+            visits = parse_visit_list(row["visits"])
+        except ValueError as exc:
+            raise ConfigError(f"{where} (column visits)", str(exc)) from None
+        row_cameras = tuple(c for c in (row.get("cameras") or "").split(",") if c)
+        unknown = [c for c in row_cameras if c not in cameras]
+        if unknown:
+            raise ConfigError(
+                f"{where} (column cameras)",
+                f"camera(s) {', '.join(unknown)} not in config cameras ({', '.join(cameras)})",
+            )
+        if STEPS[step].profile_groups and (not row.get("group") or not row.get("role")):
+            raise ConfigError(where, f"{step} rows need a group number and a role (bright or dark)")
+        rows.append(
+            Row(line, row["epoch"], row_cameras, tuple(visits), row["visits"], row.get("group", ""), row.get("role", ""))
+        )
+    return rows
+
+
+def profile_groups(path: str, step: str, rows: list[Row]) -> tuple[tuple[str, str], ...]:
+    """(bright LIST, dark LIST) per group of one epoch and camera, groups numbered 0..N-1."""
+    groups: dict[int, dict[str, list[str]]] = {}
+    for row in rows:
+        groups.setdefault(int(row.group), {"bright": [], "dark": []})[row.role].append(row.spec)
+    numbers = sorted(groups)
+    if numbers != list(range(len(numbers))):
+        raise ConfigError(path, f"{step} groups must be numbered 0..N-1, got {numbers}")
+    for n in numbers:
+        if not groups[n]["bright"]:
+            raise ConfigError(path, f"{step} group {n} has no bright visits")
+    with_dark = [n for n in numbers if groups[n]["dark"]]
+    if with_dark and len(with_dark) != len(numbers):
+        raise ConfigError(path, f"either every {step} group has dark visits or none has")
+    return tuple(("^".join(groups[n]["bright"]), "^".join(groups[n]["dark"])) for n in numbers)
+
+
+class Selections:
+    """Every job's visits, from every step's table: selections[(step, epoch, unit)]."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._by_job: dict[tuple[str, str, str], Selection] = {}
+        for step in STEP_NAMES:
+            path = settings.table(step)
+            self._select(step, path, read_table(path, step, settings.epochs, settings.cameras))
+
+    def __getitem__(self, job: tuple[str, str, str]) -> Selection:
+        return self._by_job[job]
+
+    def _select(self, step: str, path: str, rows: list[Row]) -> None:
+        s = STEPS[step]
+        seen: dict[tuple[str, int], int] = {}  # (unit, visit) -> line that selected it
+        for epoch in self.settings.epochs:
+            for unit in self.settings.units(step):
+                mine = [r for r in rows if r.epoch == epoch and r.covers(unit)]
+                visits: list[int] = []
+                for row in mine:
+                    for visit in row.visits:
+                        previous = seen.setdefault((unit, visit), row.line)
+                        if previous != row.line:
+                            raise ConfigError(
+                                f"{path}: row {row.line}", f"visit {visit} is already selected in row {previous}"
+                            )
+                        visits.append(visit)
+                if not visits:
+                    raise ConfigError(path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}")
+                if s.visit_roles and len(visits) != len(s.visit_roles):
+                    count = NUMBER_WORDS.get(len(s.visit_roles), str(len(s.visit_roles)))
+                    raise ConfigError(
+                        path,
+                        f"{step} needs exactly {count} visits ({' and '.join(s.visit_roles)}) for epoch {epoch} "
+                        f"camera {unit}, got {len(visits)}",
+                    )
+                groups = profile_groups(path, step, mine) if s.profile_groups else ()
+                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, tuple(r.spec for r in mine))
+
+    def profile_groups(self, epoch: str) -> tuple[tuple[str, str], ...]:
+        """The epoch's fibre-profile groups (the first camera's: one profiles_run per epoch)."""
+        step = next(s for s in STEP_NAMES if STEPS[s].profile_groups)
+        return self[(step, epoch, self.settings.cameras[0])].groups
+
+    def profiles_run(self, epoch: str) -> str:
+        """Content-addressed: an edited table defines a new profiles_run."""
+        digest = hashlib.sha1(json.dumps(self.profile_groups(epoch)).encode()).hexdigest()[:8]
+        return f"{epoch}_{digest}"
