@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.12
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SNAKEMAKE_FILES := Snakefile rules
 
-.PHONY: demo test venv dag clean
+.PHONY: demo test lint fmt venv dag clean
 
 venv: $(VENV)/.installed
 
@@ -18,7 +19,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: venv
 	snakemake --profile profiles/local
 
-test: venv
+# The format and lint gate of the model workflows: ruff (Python) and snakefmt + snakemake --lint.
+lint: venv
+	ruff check .
+	ruff format --check .
+	snakefmt --check $(SNAKEMAKE_FILES)
+	snakemake --lint
+
+# For developers: apply the formatters.
+fmt: venv
+	ruff check --fix .
+	ruff format .
+	snakefmt $(SNAKEMAKE_FILES)
+
+test: lint
 	pytest -ra --durations=15
 
 dag: venv

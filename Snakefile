@@ -8,12 +8,10 @@ min_version("9.25.2")
 report: "report/workflow.rst"
 
 
-
 # The demo config is the default; a --configfile replaces it whole (no deep merge of the demo's epochs).
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
-
 
 
 include: "rules/common.smk"

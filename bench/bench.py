@@ -32,8 +32,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "bench"))
 CAMERAS = ["b1", "r1", "b2", "r2"]
 OFFSETS = {"b1": -10, "r1": 6, "b2": 0, "r2": 3}
-EPOCHS = {"run1": (100, "2025-03-01T00:00:00", "2025-04-01T00:00:00"),
-          "run2": (200, "2025-04-01T00:00:00", "2025-05-01T00:00:00")}
+EPOCHS = {
+    "run1": (100, "2025-03-01T00:00:00", "2025-04-01T00:00:00"),
+    "run2": (200, "2025-04-01T00:00:00", "2025-05-01T00:00:00"),
+}
 INSTRUMENT = "pfscalib.demo.instrument.PrimeFocusSpectrograph"
 
 
@@ -45,44 +47,57 @@ def seed_commands(repo: Path, cores: int) -> str:
     for epoch, (v, begin, end) in EPOCHS.items():
         dates = f"--begin-date {begin} --end-date {end}"
         r = f"u/seed/{epoch}"
-        steps = [("bias", "PFS/raw/sps,PFS/calib", f"{v}..{v + 4}", "bias", "biasProc"),
-                 ("dark", "PFS/raw/all,PFS/calib", f"{v + 5}..{v + 7}", "dark", "darkProc"),
-                 ("flat", "PFS/raw/all,PFS/calib", f"{v + 8}..{v + 13}", "fiberFlat", "flatProc")]
+        steps = [
+            ("bias", "PFS/raw/sps,PFS/calib", f"{v}..{v + 4}", "bias", "biasProc"),
+            ("dark", "PFS/raw/all,PFS/calib", f"{v + 5}..{v + 7}", "dark", "darkProc"),
+            ("flat", "PFS/raw/all,PFS/calib", f"{v + 8}..{v + 13}", "fiberFlat", "flatProc"),
+        ]
         for step, inputs, visits, dataset_type, clean in steps:
-            lines += [f'{run} -i {inputs} -o {r}/{step} -p {p}/{step}.yaml -d "instrument=\'PFS\' AND visit IN ({visits})"',
-                      f"butler certify-calibrations {repo} {r}/{step} PFS/calib {dataset_type} {dates}",
-                      f"butlerCleanRun.py {repo} '{r}/{step}/*' {clean}"]
+            lines += [
+                f"{run} -i {inputs} -o {r}/{step} -p {p}/{step}.yaml -d \"instrument='PFS' AND visit IN ({visits})\"",
+                f"butler certify-calibrations {repo} {r}/{step} PFS/calib {dataset_type} {dates}",
+                f"butlerCleanRun.py {repo} '{r}/{step}/*' {clean}",
+            ]
         for cam in CAMERAS:
-            lines += [f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/bootstrap/{cam} -p {p}/bootstrap.yaml '
-                      f'-d "instrument=\'PFS\' AND visit IN ({v + 8}, {v + 14}) AND arm=\'{cam[0]}\' AND spectrograph={cam[1]}" '
-                      f"-c bootstrap:profiles.profileRadius=2 -c bootstrap:spectralOffset={OFFSETS[cam]}",
-                      f"butler certify-calibrations {repo} {r}/bootstrap/{cam} PFS/bootstrap detectorMap_bootstrap {dates}",
-                      f"butlerCleanRun.py {repo} '{r}/bootstrap/{cam}/*' postISRCCD"]
-        lines += [f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib -o {r}/detectorMap -p {p}/detectorMap.yaml '
-                  f'-d "instrument=\'PFS\' AND visit IN ({v + 8}..{v + 9}, {v + 14}..{v + 15})" '
-                  "-c measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap "
-                  "-c fitDetectorMap:fitDetectorMap.order=4 -c fitDetectorMap:fitDetectorMap.soften=0.03",
-                  f"certifyDetectorMaps.py {repo} {r}/detectorMap PFS/calib --instrument PFS {dates}",
-                  f"butlerCleanRun.py {repo} '{r}/detectorMap/*' postISRCCD",
-                  f"defineFiberProfilesInputs.py {repo} PFS {epoch}_seed " + " ".join(
-                      f"--bright {v + 16 + 3 * g}..{v + 17 + 3 * g} --dark {v + 18 + 3 * g}" for g in range(4)),
-                  f'{run} -i PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib -o {r}/fitFiberProfiles '
-                  f"-p {p}/fitFiberProfiles.yaml -d \"profiles_run = '{epoch}_seed'\" "
-                  "-c fitProfiles:profiles.profileRadius=10 -c fitProfiles:profiles.profileSwath=500",
-                  f"butler certify-calibrations {repo} {r}/fitFiberProfiles PFS/calib fiberProfiles {dates}",
-                  f"butlerCleanRun.py {repo} '{r}/fitFiberProfiles/*' postISRCCD",
-                  f'{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/fiberNorms -p {p}/fiberNorms.yaml '
-                  f'-d "instrument=\'PFS\' AND visit IN ({v + 8}..{v + 9})"',
-                  f"butler certify-calibrations {repo} {r}/fiberNorms PFS/calib fiberNorms_calib {dates}",
-                  f"butlerCleanRun.py {repo} '{r}/fiberNorms/*' postISRCCD"]
+            lines += [
+                f"{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/bootstrap/{cam} -p {p}/bootstrap.yaml "
+                f"-d \"instrument='PFS' AND visit IN ({v + 8}, {v + 14}) "
+                f"AND arm='{cam[0]}' AND spectrograph={cam[1]}\" "
+                f"-c bootstrap:profiles.profileRadius=2 -c bootstrap:spectralOffset={OFFSETS[cam]}",
+                f"butler certify-calibrations {repo} {r}/bootstrap/{cam} PFS/bootstrap detectorMap_bootstrap {dates}",
+                f"butlerCleanRun.py {repo} '{r}/bootstrap/{cam}/*' postISRCCD",
+            ]
+        lines += [
+            f"{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib -o {r}/detectorMap "
+            f"-p {p}/detectorMap.yaml "
+            f"-d \"instrument='PFS' AND visit IN ({v + 8}..{v + 9}, {v + 14}..{v + 15})\" "
+            "-c measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap "
+            "-c fitDetectorMap:fitDetectorMap.order=4 -c fitDetectorMap:fitDetectorMap.soften=0.03",
+            f"certifyDetectorMaps.py {repo} {r}/detectorMap PFS/calib --instrument PFS {dates}",
+            f"butlerCleanRun.py {repo} '{r}/detectorMap/*' postISRCCD",
+            f"defineFiberProfilesInputs.py {repo} PFS {epoch}_seed "
+            + " ".join(f"--bright {v + 16 + 3 * g}..{v + 17 + 3 * g} --dark {v + 18 + 3 * g}" for g in range(4)),
+            f"{run} -i PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib -o {r}/fitFiberProfiles "
+            f"-p {p}/fitFiberProfiles.yaml -d \"profiles_run = '{epoch}_seed'\" "
+            "-c fitProfiles:profiles.profileRadius=10 -c fitProfiles:profiles.profileSwath=500",
+            f"butler certify-calibrations {repo} {r}/fitFiberProfiles PFS/calib fiberProfiles {dates}",
+            f"butlerCleanRun.py {repo} '{r}/fitFiberProfiles/*' postISRCCD",
+            f"{run} -i PFS/raw/all,PFS/raw/pfsConfig,PFS/calib -o {r}/fiberNorms -p {p}/fiberNorms.yaml "
+            f"-d \"instrument='PFS' AND visit IN ({v + 8}..{v + 9})\"",
+            f"butler certify-calibrations {repo} {r}/fiberNorms PFS/calib fiberNorms_calib {dates}",
+            f"butlerCleanRun.py {repo} '{r}/fiberNorms/*' postISRCCD",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def workflow_dir(base: Path, repo: Path) -> Path:
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
-    config.update(datastore=str(repo), demo={"enabled": False},
-                  pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"),
-                  visits={k: str(PROJECT / v) for k, v in config["visits"].items()})
+    config.update(
+        datastore=str(repo),
+        demo={"enabled": False},
+        pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"),
+        visits={k: str(PROJECT / v) for k, v in config["visits"].items()},
+    )
     (base / "config").mkdir(parents=True)
     (base / "config/config.yaml").write_text(yaml.safe_dump(config))
     return base
@@ -170,18 +185,21 @@ def limit(jobs: dict, cores: int, cpu: float) -> tuple[float, float, float]:
     return max(critical, cpu / cores), critical, cpu
 
 
-def run_workflow(scratch: Path, template: Path, name: str, cores: int,
-                 extra: tuple[str, ...] = ()) -> tuple[float, float, float, dict]:
+def run_workflow(
+    scratch: Path, template: Path, name: str, cores: int, extra: tuple[str, ...] = ()
+) -> tuple[float, float, float, dict]:
     repo = scratch / f"{name}-repo"
     shutil.copytree(template, repo)
     workdir = workflow_dir(scratch / name, repo)
-    wall, cpu, own = measured(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet",
-                               *extra, "all"], workdir)
+    wall, cpu, own = measured(
+        ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", str(cores), "--quiet", *extra, "all"], workdir
+    )
     return wall, cpu, own, read_benchmarks(workdir)
 
 
-def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = False,
-            extra: tuple[str, ...] = ()) -> None:
+def compare(
+    repeats: int, cores: int, keep: bool = False, workflow_only: bool = False, extra: tuple[str, ...] = ()
+) -> None:
     from pfscalib.demo.make_repo import make_repo
 
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
@@ -205,17 +223,25 @@ def compare(repeats: int, cores: int, keep: bool = False, workflow_only: bool = 
     if a:
         am = statistics.median(a)
         print(f"seed-style script (A) median {am:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in a)})")
-    print(f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})"
-          + (f"   B/A = {bm / am:.2f}" if a else ""))
-    print(f"limit (last run) = max(critical path {critical:.1f} s, job CPU {cpu:.1f} s / {cores}) = {lim:.1f} s; "
-          f"B/limit per run: {', '.join(f'{w / l[0]:.2f}' for w, _, l, _ in runs)}, "
-          f"median {statistics.median(w / l[0] for w, _, l, _ in runs):.2f}")
+    print(
+        f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})"
+        + (f"   B/A = {bm / am:.2f}" if a else "")
+    )
+    print(
+        f"limit (last run) = max(critical path {critical:.1f} s, job CPU {cpu:.1f} s / {cores}) = {lim:.1f} s; "
+        f"B/limit per run: {', '.join(f'{w / limit[0]:.2f}' for w, _, limit, _ in runs)}, "
+        f"median {statistics.median(w / limit[0] for w, _, limit, _ in runs):.2f}"
+    )
     sampled = sum(j["cpu"] for j in jobs.values())
-    print(f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files, sampled each second: {sampled:.1f} s); "
-          f"Snakemake's own process {own:.1f} s")
-    print(f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
-          f"(cores x wall - job wall) / jobs = {(cores * wall - job_wall) / len(jobs):.2f} s "
-          "(Snakemake overhead plus idle cores; `bench.py overhead` measures it alone)")
+    print(
+        f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files, sampled each second: {sampled:.1f} s); "
+        f"Snakemake's own process {own:.1f} s"
+    )
+    print(
+        f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
+        f"(cores x wall - job wall) / jobs = {(cores * wall - job_wall) / len(jobs):.2f} s "
+        "(Snakemake overhead plus idle cores; `bench.py overhead` measures it alone)"
+    )
     if keep:
         print(f"kept {scratch}")
     else:
@@ -231,8 +257,10 @@ def overhead() -> None:
     make_repo(scratch / "template", tuple(CAMERAS))
     wall, _, _, jobs = run_workflow(scratch, scratch / "template", "serial", 1)
     job_wall = sum(j["wall"] for j in jobs.values())
-    print(f"--cores 1: wall {wall:.1f} s, {len(jobs)} jobs, sum of job wall {job_wall:.1f} s, "
-          f"Snakemake overhead {(wall - job_wall) / len(jobs):.2f} s per job")
+    print(
+        f"--cores 1: wall {wall:.1f} s, {len(jobs)} jobs, sum of job wall {job_wall:.1f} s, "
+        f"Snakemake overhead {(wall - job_wall) / len(jobs):.2f} s per job"
+    )
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -247,15 +275,23 @@ def scale_config(work: Path, n_epochs: int) -> dict:
     site = yaml.safe_load((PROJECT / "config/pfs.example.yaml").read_text())
     (work / "config").mkdir(parents=True)
     config = dict(site)
-    config["epochs"] = {f"run{i:02d}": {"begin": f"{2001 + i}-01-01T00:00:00", "end": f"{2002 + i}-01-01T00:00:00"}
-                        for i in range(n_epochs)}
+    config["epochs"] = {
+        f"run{i:02d}": {"begin": f"{2001 + i}-01-01T00:00:00", "end": f"{2002 + i}-01-01T00:00:00"}
+        for i in range(n_epochs)
+    }
     config["visits"] = {}
     for step in site["visits"]:
         rows = (PROJECT / site["visits"][step]).read_text().splitlines()
         body = [r for r in rows[1:] if r.strip()]
-        text = rows[0] + "\n" + "".join(
-            "\t".join([epoch, shift_visits(r.split("\t")[1], 1000000 * i)] + r.split("\t")[2:]) + "\n"
-            for i, epoch in enumerate(config["epochs"]) for r in body)
+        text = (
+            rows[0]
+            + "\n"
+            + "".join(
+                "\t".join([epoch, shift_visits(r.split("\t")[1], 1000000 * i)] + r.split("\t")[2:]) + "\n"
+                for i, epoch in enumerate(config["epochs"])
+                for r in body
+            )
+        )
         (work / f"{step}.tsv").write_text(text)
         config["visits"][step] = str(work / f"{step}.tsv")
     (work / "config/config.yaml").write_text(yaml.safe_dump(config))
@@ -278,9 +314,11 @@ def scale(epochs: list[int], repeats: int = 3) -> None:
             ours.append(measured(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--quiet", "all"], work)[0])
             base.append(measured(["snakemake", "-n", "--quiet", "all"], floor_dir)[0])
         ours_m, base_m = statistics.median(ours), statistics.median(base)
-        print(f"{n_epochs:3d} epochs x 16 cameras: workflow dry run {ours_m:5.1f} s, floor {base_m:5.1f} s, "
-              f"ratio {ours_m / base_m:.2f} (pairwise: {', '.join(f'{o / b:.2f}' for o, b in zip(ours, base))})",
-              flush=True)
+        print(
+            f"{n_epochs:3d} epochs x 16 cameras: workflow dry run {ours_m:5.1f} s, floor {base_m:5.1f} s, "
+            f"ratio {ours_m / base_m:.2f} (pairwise: {', '.join(f'{o / b:.2f}' for o, b in zip(ours, base))})",
+            flush=True,
+        )
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -291,8 +329,11 @@ if __name__ == "__main__":
     c.add_argument("--repeats", type=int, default=2)
     c.add_argument("--cores", type=int, default=2)
     c.add_argument("--keep", action="store_true", help="keep the scratch repos and workdirs")
-    c.add_argument("--workflow-only", action="store_true",
-                   help="skip A (the seed-style script): B against its limit only, in a fraction of the time")
+    c.add_argument(
+        "--workflow-only",
+        action="store_true",
+        help="skip A (the seed-style script): B against its limit only, in a fraction of the time",
+    )
     c.add_argument("--snakemake-args", default="", help="extra arguments for B's snakemake, e.g. '--scheduler greedy'")
     sub.add_parser("overhead")
     sc = sub.add_parser("scale")

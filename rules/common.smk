@@ -100,6 +100,20 @@ def site_resources():
 
 
 @declared
+def check_command(wildcards, output):
+    # Takes `output` on purpose: not a params rerun trigger. A re-run check would make Snakemake 9.27
+    # skip the rerun test of every job behind its ancient() marker (needrun jobs "mask" their
+    # dependants, and the mask is not undone across ancient edges), so an edited table would not
+    # rerun its own jobs. Edited visits are checked by pipetask itself.
+    return WF.commands.check(wildcards.epoch, output[0])
+
+
+@declared
+def qa_command(wildcards, input, output):
+    return WF.commands.qa(list(input), output[0])
+
+
+@declared
 def epoch_sentinels(wildcards):
     return WF.epoch_sentinels(wildcards.epoch)
 

@@ -3,8 +3,6 @@
 
 
 rule fiberProfilesInputs:
-    conda:
-        "../envs/pfscalib.yaml"
     input:
         # Only its epoch's check, not the registration: defineFiberProfilesInputs registers its own
         # dataset type, so it runs beside the registration (one core is otherwise idle there).
@@ -15,10 +13,12 @@ rule fiberProfilesInputs:
         paths.log("{epoch}", "fiberProfilesInputs"),
     benchmark:
         paths.benchmark("{epoch}", "fiberProfilesInputs")
+    priority: step_priority("detectorMap")  # all of the epoch's fiberProfiles jobs wait for it
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
     params:
         # an edited group defines a new profiles_run: reruns this job and the steps behind it
         cmd=rerun_trigger(lambda wildcards: WF.commands.define_profiles(wildcards.epoch)),
-    priority: step_priority("detectorMap")  # all of the epoch's fiberProfiles jobs wait for it
-    localrule: True
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -1,14 +1,7 @@
 # QA pictures and the certification table, for `snakemake --report report.html`.
 
 
-@declared
-def qa_command(wildcards, input, output):
-    return WF.commands.qa(list(input), output[0])
-
-
 rule qa:
-    conda:
-        "../envs/pfscalib.yaml"
     input:
         epoch_sentinels,
     output:
@@ -23,16 +16,16 @@ rule qa:
         paths.log("{epoch}", "qa"),
     benchmark:
         paths.benchmark("{epoch}", "qa")
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
     params:
         cmd=qa_command,
-    localrule: True
     shell:
         "{params.cmd} > {log} 2>&1"
 
 
 rule certifications:
-    conda:
-        "../envs/pfscalib.yaml"
     input:
         WF.all_sentinels(),
     output:
@@ -41,8 +34,10 @@ rule certifications:
         paths.log("certifications"),
     benchmark:
         paths.benchmark("certifications")
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
     params:
         cmd=WF.commands.status(CONFIG_SOURCE),
-    localrule: True
     shell:
         "{params.cmd} > {output} 2> {log}"

@@ -6,8 +6,6 @@ for step in STEPS.values():
     rule:
         name:
             step.name
-        conda:
-            "../envs/pfscalib.yaml"
         input:
             step_inputs(step),
         output:
@@ -16,13 +14,15 @@ for step in STEPS.values():
             paths.log("{epoch}", step.name, step.unit_pattern),
         benchmark:
             paths.benchmark("{epoch}", step.name, step.unit_pattern)
-        params:
-            cmd=step_command(step),
-        threads: step_threads(step)
         priority: step_priority(step.name)
+        conda:
+            "../envs/pfscalib.yaml"
+        threads: step_threads(step)
         resources:
+            **site_resources(),
             mem_mb=step_mem_mb(step),
             runtime=step_runtime(step),
-            **site_resources(),
+        params:
+            cmd=step_command(step),
         shell:
             "({params.cmd} -j {threads}) > {log} 2>&1"

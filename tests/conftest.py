@@ -18,8 +18,15 @@ TEST_CAMERAS = ("b1", "r1", "b2")
 
 
 def run(cmd: list[str] | str, cwd: Path | str = PROJECT, check: bool = False, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, shell=isinstance(cmd, str),
-                          executable="/bin/bash" if isinstance(cmd, str) else None, **kw)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        shell=isinstance(cmd, str),
+        executable="/bin/bash" if isinstance(cmd, str) else None,
+        **kw,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -64,12 +64,13 @@ def test_bad_config_is_one_line_from_the_cli(tmp_path, demo_repo):
     proc = snakemake(workdir)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("pfscalib:")]
     assert proc.returncode != 0 and errors == [
-        "pfscalib: config/config.yaml: epochs.run1: end 2025-01-01T00:00:00 is not after begin 2025-03-01T00:00:00"]
+        "pfscalib: config/config.yaml: epochs.run1: end 2025-01-01T00:00:00 is not after begin 2025-03-01T00:00:00"
+    ]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert digest(demo_repo) == before
 
 
-HOSTILE = "repo dir; $(touch PWNED) `touch PWNED2` it's \"x\""
+HOSTILE = 'repo dir; $(touch PWNED) `touch PWNED2` it\'s "x"'
 
 
 def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path, demo_template):
@@ -94,10 +95,13 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
     assert not list(tmp_path.rglob("PWNED*")) and not list(PROJECT.rglob("PWNED*"))
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("rerun", "u/x; rm -rf ~", "rerun: 'u/x; rm -rf ~' does not match"),
-    ("instrument_name", "PFS' OR '1'='1", "instrument_name: \"PFS' OR '1'='1\" does not match"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("rerun", "u/x; rm -rf ~", "rerun: 'u/x; rm -rf ~' does not match"),
+        ("instrument_name", "PFS' OR '1'='1", "instrument_name: \"PFS' OR '1'='1\" does not match"),
+    ],
+)
 def test_strings_that_reach_query_literals_are_constrained(monkeypatch, key, value, message):
     from pfscalib.config import ConfigError
     from pfscalib.workflow import Workflow
@@ -110,9 +114,33 @@ def test_strings_that_reach_query_literals_are_constrained(monkeypatch, key, val
 
 
 def test_select_visits_binds_target_names(demo_repo):
-    quoted = run(["pfscalib", "select-visits", "--repo", str(demo_repo), "--epoch", "run1",
-                  "--target-name", "BIAS' OR visit.target_name = 'DARK"], check=True)
+    quoted = run(
+        [
+            "pfscalib",
+            "select-visits",
+            "--repo",
+            str(demo_repo),
+            "--epoch",
+            "run1",
+            "--target-name",
+            "BIAS' OR visit.target_name = 'DARK",
+        ],
+        check=True,
+    )
     assert quoted.stdout.splitlines() == ["epoch\tvisits\tcomment"]  # matched literally: no such target
-    plain = run(["pfscalib", "select-visits", "--repo", str(demo_repo), "--epoch", "run1", "--target-name", "DARK",
-                 "--where", "visit.day_obs = 20250310"], check=True)
+    plain = run(
+        [
+            "pfscalib",
+            "select-visits",
+            "--repo",
+            str(demo_repo),
+            "--epoch",
+            "run1",
+            "--target-name",
+            "DARK",
+            "--where",
+            "visit.day_obs = 20250310",
+        ],
+        check=True,
+    )
     assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105", "106", "107"]

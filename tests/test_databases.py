@@ -21,8 +21,11 @@ def external_repo_config(workdir: Path, repo: str, cameras: list[str]) -> None:
     """Point a work dir's config at an existing repository instead of the demo rule."""
     path = workdir / "config/config.yaml"
     config = yaml.safe_load(path.read_text())
-    config.update(datastore=repo, demo={"enabled": False},
-                  spectralOffset={c: {"b1": -10, "r1": 6, "b2": 0, "r2": 3}.get(c, 0) for c in cameras})
+    config.update(
+        datastore=repo,
+        demo={"enabled": False},
+        spectralOffset={c: {"b1": -10, "r1": 6, "b2": 0, "r2": 3}.get(c, 0) for c in cameras},
+    )
     path.write_text(yaml.safe_dump(config))
 
 
@@ -61,4 +64,11 @@ def test_workflow_on_a_postgresql_registry(tmp_path, postgres_url):
     assert proc.returncode == 0, proc.stderr[-3000:]
     certs = certifications(repo)
     assert len(certs) == 7 and {k[0] for k in certs} == {
-        "bias", "dark", "fiberFlat", "detectorMap_bootstrap", "detectorMap_calib", "fiberProfiles", "fiberNorms_calib"}
+        "bias",
+        "dark",
+        "fiberFlat",
+        "detectorMap_bootstrap",
+        "detectorMap_calib",
+        "fiberProfiles",
+        "fiberNorms_calib",
+    }

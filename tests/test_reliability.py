@@ -21,8 +21,11 @@ UNITS = {step: ("b" if STEPS[step].per_arm else CAMERA) for step in STEP_NAMES}
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None):
-    return run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
-               cwd=workdir, env=env)
+    return run(
+        ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
+        cwd=workdir,
+        env=env,
+    )
 
 
 def expected_keys() -> set:
@@ -75,12 +78,17 @@ def test_state_after_faults_equals_a_clean_run(faulted_run):
         assert len(associations) == 1, step  # certified exactly once, no duplicates
         assert str(associations[0]["ref"].id) == sentinel["datasetId"]
         chain = f"u/demo/run1/{step}/{unit}"
-        runs = [c for c in butler.registry.getCollectionChain(chain) if c.startswith(f"{chain}/")
-                and butler.registry.getCollectionType(c) is CollectionType.RUN]
+        runs = [
+            c
+            for c in butler.registry.getCollectionChain(chain)
+            if c.startswith(f"{chain}/") and butler.registry.getCollectionType(c) is CollectionType.RUN
+        ]
         assert runs == [sentinel["run"].removesuffix("/certify")], step  # resumed in place: no orphan runs
         for intermediate in s.clean:
-            assert not list(butler.query_datasets(intermediate, collections=runs, find_first=False,
-                                                  explain=False)), (step, intermediate)
+            assert not list(butler.query_datasets(intermediate, collections=runs, find_first=False, explain=False)), (
+                step,
+                intermediate,
+            )
     assert not list((workdir / "results/state").rglob("*.json"))  # no half-done job left behind
 
 

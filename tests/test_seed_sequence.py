@@ -83,8 +83,13 @@ butlerCleanRun.py $DATASTORE $RERUN/fiberNorms/* postISRCCD
 def seed_env(repo) -> dict:
     import os
 
-    return {**os.environ, "DATASTORE": str(repo), "DRP_STELLA_DIR": str(PIPELINES.parent), "INSTRUMENT": INSTRUMENT,
-            "DATES": DATES}
+    return {
+        **os.environ,
+        "DATASTORE": str(repo),
+        "DRP_STELLA_DIR": str(PIPELINES.parent),
+        "INSTRUMENT": INSTRUMENT,
+        "DATES": DATES,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +118,9 @@ def robust_chi(flat, truth):
 def calib(butler, dataset_type, camera=None, arm=None, when="2025-03-10T09:00:00"):
     t = Time(when, scale="utc")
     data_id = {"arm": arm} if arm else {"arm": camera[0], "spectrograph": int(camera[1:])}
-    return butler.get(dataset_type, instrument="PFS", timespan=Timespan(t, t + 1e-6), collections="PFS/calib",
-                      **data_id)
+    return butler.get(
+        dataset_type, instrument="PFS", timespan=Timespan(t, t + 1e-6), collections="PFS/calib", **data_id
+    )
 
 
 @pytest.mark.parametrize("camera", TEST_CAMERAS)
@@ -161,11 +167,30 @@ def test_seed_cleaning_left_only_products(seed_repo):
 
 
 def bootstrap(repo, camera, offset):
-    return run(["pipetask", "run", "--register-dataset-types", "-j", "1", "-b", str(repo), "--instrument", INSTRUMENT,
-                "-i", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib", "-o", f"u/t/bootstrap/{camera}",
-                "-p", str(PIPELINES / "bootstrap.yaml"), "-d",
-                f"instrument='PFS' AND visit IN (108, 114) AND arm='{camera[0]}' AND spectrograph={camera[1]}",
-                "--fail-fast", "-c", f"bootstrap:spectralOffset={offset}"])
+    return run(
+        [
+            "pipetask",
+            "run",
+            "--register-dataset-types",
+            "-j",
+            "1",
+            "-b",
+            str(repo),
+            "--instrument",
+            INSTRUMENT,
+            "-i",
+            "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
+            "-o",
+            f"u/t/bootstrap/{camera}",
+            "-p",
+            str(PIPELINES / "bootstrap.yaml"),
+            "-d",
+            f"instrument='PFS' AND visit IN (108, 114) AND arm='{camera[0]}' AND spectrograph={camera[1]}",
+            "--fail-fast",
+            "-c",
+            f"bootstrap:spectralOffset={offset}",
+        ]
+    )
 
 
 def test_bootstrap_wrong_offset_fails_clearly(seed_repo, tmp_path):
@@ -181,8 +206,27 @@ def test_bootstrap_wrong_offset_fails_clearly(seed_repo, tmp_path):
 
 
 def test_dark_before_bias_fails_clearly(demo_repo):
-    proc = run(["pipetask", "run", "--register-dataset-types", "-j", "1", "-b", str(demo_repo), "--instrument",
-                INSTRUMENT, "-i", "PFS/raw/all,PFS/calib", "-o", "u/t/dark", "-p", str(PIPELINES / "dark.yaml"),
-                "-d", "instrument='PFS' AND visit IN (105..107) AND arm='b' AND spectrograph=1", "--fail-fast"])
+    proc = run(
+        [
+            "pipetask",
+            "run",
+            "--register-dataset-types",
+            "-j",
+            "1",
+            "-b",
+            str(demo_repo),
+            "--instrument",
+            INSTRUMENT,
+            "-i",
+            "PFS/raw/all,PFS/calib",
+            "-o",
+            "u/t/dark",
+            "-p",
+            str(PIPELINES / "dark.yaml"),
+            "-d",
+            "instrument='PFS' AND visit IN (105..107) AND arm='b' AND spectrograph=1",
+            "--fail-fast",
+        ]
+    )
     assert proc.returncode != 0
     assert "doBias=True but no bias is certified for camera b1 visit 105" in proc.stdout + proc.stderr

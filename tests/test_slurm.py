@@ -53,8 +53,17 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
     workdir = workdir_config(tmp_path, cameras=["b1", "r1"], epochs=("run1",))
     config = (workdir / "config/config.yaml").read_text().replace("bias:\n    threads: 1", "bias:\n    threads: 2")
     (workdir / "config/config.yaml").write_text(config)
-    cmd = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--profile", str(PROJECT / "profiles/slurm"),
-           "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"]
+    cmd = [
+        "snakemake",
+        "-s",
+        str(PROJECT / "Snakefile"),
+        "--profile",
+        str(PROJECT / "profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     cancelled = None
     deadline = time.time() + 600
@@ -84,7 +93,7 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
             assert int(comp[job_id]["ProcCnt"]) == (2 if rule == "bias" else 1), (rule, comp[job_id])
     # the cancelled job was retried under a new job id and the run completed
     assert comp[cancelled]["JobState"] == "CANCELLED"
-    retried = [(r, w) for r, w, j in jobs if j == cancelled][0]
+    retried = next((r, w) for r, w, j in jobs if j == cancelled)
     assert retried in done
     # sentinels and certifications: everything once, nothing twice
     assert len(list((workdir / "results/certified/run1").rglob("*.json"))) == 14
@@ -96,8 +105,12 @@ def test_dry_run_with_slurm_profile_needs_no_cluster(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     workdir = workdir_config(tmp_path)
     started = time.time()
-    proc = run(["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--profile", str(PROJECT / "profiles/slurm")],
-               cwd=workdir, env=env, check=True)
+    proc = run(
+        ["snakemake", "-n", "-s", str(PROJECT / "Snakefile"), "--profile", str(PROJECT / "profiles/slurm")],
+        cwd=workdir,
+        env=env,
+        check=True,
+    )
     assert "bootstrap" in proc.stdout
     assert time.time() - started < 8  # no wait for an absent controller
 

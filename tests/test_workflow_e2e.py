@@ -32,7 +32,9 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
     (tmp / "visits").mkdir(parents=True, exist_ok=True)
     for step, path in config["visits"].items():
         lines = (PROJECT / path).read_text().splitlines(keepends=True)
-        (tmp / "visits" / f"{step}.tsv").write_text("".join(lines[:1] + [ln for ln in lines[1:] if ln.split("\t")[0] in epochs]))
+        (tmp / "visits" / f"{step}.tsv").write_text(
+            "".join(lines[:1] + [ln for ln in lines[1:] if ln.split("\t")[0] in epochs])
+        )
         config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
     config.update(changes)
     (tmp / "config").mkdir(parents=True, exist_ok=True)
@@ -41,8 +43,11 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True):
-    return run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
-               cwd=workdir, check=check)
+    return run(
+        ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
+        cwd=workdir,
+        check=check,
+    )
 
 
 def certifications(repo: Path) -> dict:
@@ -79,8 +84,9 @@ def test_demo_certifies_every_calibration(demo_run):
     assert len(certs) == 2 * (6 * len(CAMERAS) + 2)
     # intermediates are gone, certified products are not
     butler = Butler.from_config(str(repo))
-    assert not list(butler.query_datasets("biasProc", collections="u/demo/run1/bias/b1", find_first=False,
-                                          explain=False))
+    assert not list(
+        butler.query_datasets("biasProc", collections="u/demo/run1/bias/b1", find_first=False, explain=False)
+    )
 
 
 def test_second_run_schedules_nothing(demo_run):
@@ -92,15 +98,24 @@ def test_target_for_one_camera_schedules_only_that_camera(tmp_path):
     workdir = workdir_config(tmp_path)
     proc = snakemake(workdir, "-n", "results/certified/run1/bootstrap/r1.json")
     jobs = re.findall(r"^rule (\w+):", proc.stdout, re.M)
-    assert sorted(set(jobs)) == ["bias", "bootstrap", "check_visits", "dark", "demo_repo", "flat", "register_dataset_types"]
+    assert sorted(set(jobs)) == [
+        "bias",
+        "bootstrap",
+        "check_visits",
+        "dark",
+        "demo_repo",
+        "flat",
+        "register_dataset_types",
+    ]
     wildcards = re.findall(r"wildcards: (.*)", proc.stdout)
     camera_jobs = [w for w in wildcards if "arm=" in w]
     assert len(camera_jobs) == 4 and all("arm=r, spectrograph=1" in w and "epoch=run1" in w for w in camera_jobs)
 
 
 def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
-    proc = run(["snakemake", "-n", "-p", "--cores", "64", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT,
-               check=True)
+    proc = run(
+        ["snakemake", "-n", "-p", "--cores", "64", "--configfile", "config/pfs.example.yaml"], cwd=PROJECT, check=True
+    )
     assert not Path("/work/pfs/data/datastore").exists()
     output = proc.stdout + proc.stderr
     commands = [line for line in output.splitlines() if "pfscalib job" in line]
@@ -111,27 +126,52 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     assert b1.rstrip().endswith("-j 2) > logs/run18/bootstrap/b1.log 2>&1")
     assert all("-j 16)" in c for c in commands if "--step fiberNorms" in c)
     # the config's memory and wall time reach every job (through the declared Resource.evaluate)
-    job = output[output.index("rule fiberProfiles:"):]
-    job = job[:job.index("Shell command")]
+    job = output[output.index("rule fiberProfiles:") :]
+    job = job[: job.index("Shell command")]
     assert re.search(r"resources: .*runtime=240, mem_mb=32000", job) and "threads: 16" in job
     # with scarce cores the jobs with the most chain ahead start first (bias 7 ... fiberNorms 1)
-    assert "priority: 2" in job and "priority: 1" in output[output.index("rule fiberNorms:"):]
+    assert "priority: 2" in job and "priority: 1" in output[output.index("rule fiberNorms:") :]
 
 
 def test_select_visits_writes_a_valid_table(demo_run):
-    proc = run(["pfscalib", "select-visits", "--repo", "results/demo/repo", "--epoch", "run1",
-                "--where", "visit.target_name = 'BIAS' AND visit.day_obs = 20250310"], cwd=demo_run, check=True)
+    proc = run(
+        [
+            "pfscalib",
+            "select-visits",
+            "--repo",
+            "results/demo/repo",
+            "--epoch",
+            "run1",
+            "--where",
+            "visit.target_name = 'BIAS' AND visit.day_obs = 20250310",
+        ],
+        cwd=demo_run,
+        check=True,
+    )
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert rows[0] == ["epoch", "visits", "comment"] and [r[1] for r in rows[1:]] == [str(v) for v in range(100, 105)]
 
 
-@pytest.mark.parametrize("table,old,new,rerun", [
-    # dark visits: the dark chain of run1 reruns, never bias
-    ("dark", "105..107", "105..106", {"dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}),
-    # fibre-profile groups: a new profiles_run is defined, then fiberProfiles and fiberNorms rerun
-    ("fiberProfiles", "run1\t119..120\t1\tbright", "run1\t119\t1\tbright",
-     {"fiberProfilesInputs", "fiberProfiles", "fiberNorms"}),
-])
+@pytest.mark.parametrize(
+    "table,old,new,rerun",
+    [
+        # every step's table: that step of run1 and the steps behind it rerun, never the ones before
+        ("bias", "100..104", "100..103", {"bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"}),
+        ("flat", "108..113", "108..112", {"flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}),
+        ("bootstrap", "108^114", "108^115", {"bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}),
+        ("detectorMap", "108..109^114..115", "108..109^114", {"detectorMap", "fiberProfiles", "fiberNorms"}),
+        ("fiberNorms", "run1\t108..109", "run1\t108", {"fiberNorms"}),
+        # dark visits: the dark chain of run1 reruns, never bias
+        ("dark", "105..107", "105..106", {"dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}),
+        # fibre-profile groups: a new profiles_run is defined, then fiberProfiles and fiberNorms rerun
+        (
+            "fiberProfiles",
+            "run1\t119..120\t1\tbright",
+            "run1\t119\t1\tbright",
+            {"fiberProfilesInputs", "fiberProfiles", "fiberNorms"},
+        ),
+    ],
+)
 def test_editing_a_table_reruns_exactly_its_jobs(demo_run, table, old, new, rerun):
     path = demo_run / f"visits/{table}.tsv"
     original = path.read_text()
@@ -145,6 +185,45 @@ def test_editing_a_table_reruns_exactly_its_jobs(demo_run, table, old, new, reru
     assert rerun <= jobs
     assert not jobs & ({"bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"} - rerun)
     assert all("epoch=run1" in w for w in re.findall(r"wildcards: (.*)", proc.stdout) if "arm=" in w)
+
+
+@pytest.mark.parametrize(
+    "edit,camera,rerun",
+    [
+        # one camera's spectralOffset: its bootstrap and what follows, in every epoch, and its arm's fiberNorms
+        (
+            lambda c: c["spectralOffset"].update(b1=-9),
+            "b1",
+            {"bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"},
+        ),
+        # a -c override for one camera: that camera's flat and what follows
+        (
+            lambda c: c["steps"]["flat"].update(camera_config={"r1": ["isr:doFlat=False"]}),
+            "r1",
+            {"flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"},
+        ),
+    ],
+    ids=["spectralOffset", "camera_config"],
+)
+def test_editing_the_config_reruns_exactly_its_jobs(demo_run, edit, camera, rerun):
+    path = demo_run / "config/config.yaml"
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    try:
+        proc = snakemake(demo_run, "-n")
+    finally:
+        path.write_text(original)
+    blocks = re.split(r"^rule ", proc.stdout, flags=re.M)[1:]  # one per job: name, then its fields
+    jobs = {(b.split(":")[0], re.search(r"wildcards: (.*)", b)[1]) for b in blocks if "wildcards: " in b}
+    arm, spectrograph = camera[0], camera[1]
+    expected = {
+        (step, f"epoch={epoch}, arm={arm}" + ("" if STEPS[step].per_arm else f", spectrograph={spectrograph}"))
+        for step in rerun
+        for epoch in ("run1", "run2")
+    }
+    assert {j for j in jobs if j[0] in STEP_NAMES} == expected
 
 
 def test_rebuild_one_camera_leaves_others_identical(demo_run):
@@ -176,9 +255,24 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     ok = run(["pfscalib", "status", "--format", "json"], cwd=workdir, check=True)
     rows = json.loads(ok.stdout)
     assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"ok"}
-    run(["butlerDecertify.py", "results/demo/repo", "PFS/calib", "dark", "--begin-date", "2025-03-01T00:00:00",
-         "--end-date", "2025-04-01T00:00:00", "--id", "instrument=PFS", "arm=r", "spectrograph=1"], cwd=workdir,
-        check=True)
+    run(
+        [
+            "butlerDecertify.py",
+            "results/demo/repo",
+            "PFS/calib",
+            "dark",
+            "--begin-date",
+            "2025-03-01T00:00:00",
+            "--end-date",
+            "2025-04-01T00:00:00",
+            "--id",
+            "instrument=PFS",
+            "arm=r",
+            "spectrograph=1",
+        ],
+        cwd=workdir,
+        check=True,
+    )
     bad = run(["pfscalib", "status", "--format", "tsv"], cwd=workdir)
     assert bad.returncode == 1
     lines = [line.split("\t") for line in bad.stdout.splitlines()]
@@ -186,7 +280,8 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     assert header[:5] == ["epoch", "step", "camera", "datasetType", "status"]
     broken = [r for r in body if not r["status"].startswith("ok")]
     assert [(r["epoch"], r["step"], r["camera"], r["status"]) for r in broken] == [
-        ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")]
+        ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")
+    ]
     table = run(["pfscalib", "status"], cwd=workdir).stdout
     assert "NOT CERTIFIED" in table and "ok [2025-03-01, 2025-04-01)" in table
 
@@ -200,13 +295,23 @@ def chromium() -> str:
         return found
     if os.geteuid() != 0:
         pytest.skip("headless Chromium is not installed (apt-get install chromium, as root)")
-    run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium",
-        check=True)
+    run(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium",
+        check=True,
+    )
     return shutil.which("chromium")
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_report_shows_a_picture_per_calibration_and_camera(demo_run, tmp_path):
@@ -238,11 +343,30 @@ function finish() {{ if (++done === srcs.length) document.body.setAttribute("dat
 for (const s of srcs) {{ const im = new Image(); im.onload = () => {{ if (im.naturalWidth > 0) ok++; finish(); }};
   im.onerror = finish; im.src = s; }}
 </script></body></html>""")
-    dom = run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-               "--dump-dom", page.as_uri()], check=True).stdout
+    dom = run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        check=True,
+    ).stdout
     assert f'data-loaded="{len(images)}/{len(images)}"' in dom
     shot = tmp_path / "report.png"
-    run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--virtual-time-budget=10000",
-         "--window-size=1280,900", f"--screenshot={shot}", report.as_uri()], check=True)
+    run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--virtual-time-budget=10000",
+            "--window-size=1280,900",
+            f"--screenshot={shot}",
+            report.as_uri(),
+        ],
+        check=True,
+    )
     pixels = matplotlib.image.imread(shot)
     assert pixels.std() > 0.05  # the report rendered something, not a blank page

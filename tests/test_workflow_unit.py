@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pfscalib.visits import parse_visit_list
-from pfscalib.steps import STEP_NAMES, STEPS, priority
 from pfscalib.commands import shell_quote
 from pfscalib.config import ConfigError
+from pfscalib.steps import STEP_NAMES, STEPS, priority
+from pfscalib.visits import parse_visit_list
 from pfscalib.workflow import Workflow
 
 from conftest import PROJECT
@@ -31,7 +31,7 @@ def argv_of(command: str) -> list[str]:
 def split_job(command: str) -> tuple[list[str], list[str]]:
     """`pfscalib job CERTIFY-OPTIONS -- pipetask run ...` -> (pipetask argv, job argv)."""
     argv = argv_of(command)
-    return argv[argv.index("--") + 1:], argv[:argv.index("--")]
+    return argv[argv.index("--") + 1 :], argv[: argv.index("--")]
 
 
 def option(argv: list[str], flag: str) -> list[str]:
@@ -42,17 +42,42 @@ SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset typ
     "bias": ("bias.yaml", "PFS/raw/sps,PFS/calib", [], "PFS/calib", "bias"),
     "dark": ("dark.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "dark"),
     "flat": ("flat.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "fiberFlat"),
-    "bootstrap": ("bootstrap.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
-                  ["isr:doCrosstalk=False", "bootstrap:profiles.profileRadius=2", "bootstrap:profiles.profileSwath=2500",
-                   "bootstrap:profiles.profileOversample=3", "bootstrap:spectralOffset=-10"],
-                  "PFS/bootstrap", "detectorMap_bootstrap"),
-    "detectorMap": ("detectorMap.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib",
-                    ["measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
-                     "fitDetectorMap:fitDetectorMap.doSlitOffsets=True", "fitDetectorMap:fitDetectorMap.order=4",
-                     "fitDetectorMap:fitDetectorMap.soften=0.03"], "PFS/calib", "detectorMap_candidate"),
-    "fiberProfiles": ("fitFiberProfiles.yaml", "PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib",
-                      ["fitProfiles:profiles.profileRadius=10", "fitProfiles:profiles.profileOversample=3",
-                       "fitProfiles:profiles.profileSwath=500"], "PFS/calib", "fiberProfiles"),
+    "bootstrap": (
+        "bootstrap.yaml",
+        "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
+        [
+            "isr:doCrosstalk=False",
+            "bootstrap:profiles.profileRadius=2",
+            "bootstrap:profiles.profileSwath=2500",
+            "bootstrap:profiles.profileOversample=3",
+            "bootstrap:spectralOffset=-10",
+        ],
+        "PFS/bootstrap",
+        "detectorMap_bootstrap",
+    ),
+    "detectorMap": (
+        "detectorMap.yaml",
+        "PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib",
+        [
+            "measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
+            "fitDetectorMap:fitDetectorMap.doSlitOffsets=True",
+            "fitDetectorMap:fitDetectorMap.order=4",
+            "fitDetectorMap:fitDetectorMap.soften=0.03",
+        ],
+        "PFS/calib",
+        "detectorMap_candidate",
+    ),
+    "fiberProfiles": (
+        "fitFiberProfiles.yaml",
+        "PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib",
+        [
+            "fitProfiles:profiles.profileRadius=10",
+            "fitProfiles:profiles.profileOversample=3",
+            "fitProfiles:profiles.profileSwath=500",
+        ],
+        "PFS/calib",
+        "fiberProfiles",
+    ),
     "fiberNorms": ("fiberNorms.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib", [], "PFS/calib", "fiberNorms_calib"),
 }
 
@@ -73,8 +98,9 @@ def test_commands_reproduce_the_seed(pfs_config, step):
     assert option(p, "-o") == [f"u/pfsuser/run18/{step}/{unit}"]
     assert "--register-dataset-types" in p and "--fail-fast" in p
     where = option(p, "-d")[0]
-    assert where.endswith("AND arm='r' AND spectrograph IN (1, 2, 3, 4)" if step == "fiberNorms"
-                          else "AND arm='r' AND spectrograph=1")
+    assert where.endswith(
+        "AND arm='r' AND spectrograph IN (1, 2, 3, 4)" if step == "fiberNorms" else "AND arm='r' AND spectrograph=1"
+    )
     assert option(c, "--calib") == [collection] and option(c, "--dataset-type") == [dataset_type]
     assert option(c, "--begin-date") == ["2000-01-01T00:00:00"] and option(c, "--end-date") == ["2050-12-31T23:59:59"]
     if step == "detectorMap":
@@ -92,7 +118,7 @@ def test_bootstrap_query_and_offset_per_camera(pfs_config):
 def test_fiber_profiles_inputs_reproduce_the_seed_groups(pfs_config):
     wf = Workflow(pfs_config)
     argv = argv_of(wf.commands.define_profiles("run18"))
-    seed = argv[argv.index("--") + 1:]
+    seed = argv[argv.index("--") + 1 :]
     assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", wf.profiles_run("run18")]
     assert option(seed, "--bright") == ["113855..113863", "113903..113911", "114190..114198", "114238..114246"]
     assert option(seed, "--dark") == ["113845..113853", "113893..113901", "114180..114188", "114228..114236"]
@@ -111,19 +137,22 @@ def test_demo_config_targets(monkeypatch):
     monkeypatch.chdir(PROJECT)
     wf = Workflow(yaml.safe_load((PROJECT / "config/config.yaml").read_text()))
     assert len(wf.all_sentinels()) == 2 * (6 * 4 + 2)
-    assert wf.needs("fiberNorms", "run1", "b") == ["results/certified/run1/fiberProfiles/b1.json",
-                                                   "results/certified/run1/fiberProfiles/b2.json"]
+    assert wf.needs("fiberNorms", "run1", "b") == [
+        "results/certified/run1/fiberProfiles/b1.json",
+        "results/certified/run1/fiberProfiles/b2.json",
+    ]
     assert wf.needs("dark", "run2", "r2") == ["results/certified/run2/bias/r2.json"]
 
 
-@pytest.mark.parametrize("text,expected", [("5", [5]), ("3..6", [3, 4, 5, 6]), ("1..9:4", [1, 5, 9]),
-                                           ("1^4..5", [1, 4, 5])])
+@pytest.mark.parametrize(
+    "text,expected", [("5", [5]), ("3..6", [3, 4, 5, 6]), ("1..9:4", [1, 5, 9]), ("1^4..5", [1, 4, 5])]
+)
 def test_visit_lists(text, expected):
     assert parse_visit_list(text) == expected
 
 
 def test_shell_quote_never_splices():
-    for hostile in ["a'; rm -rf / #", "$(touch /tmp/x)", "`id`", "x\"y", "with space", "it's $HOME"]:
+    for hostile in ["a'; rm -rf / #", "$(touch /tmp/x)", "`id`", 'x"y', "with space", "it's $HOME"]:
         assert shlex.split(shell_quote(hostile)) == [hostile]
 
 
@@ -135,13 +164,22 @@ def _tsv(tmp: Path, name: str, text: str) -> str:
 
 
 BAD_CONFIGS = [
-    ("overlap", lambda c: c["epochs"].update(run2={"begin": "2025-03-15T00:00:00", "end": "2025-05-01T00:00:00"}),
-     "overlaps epoch run1"),
-    ("end before begin", lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": "2025-02-01T00:00:00"}),
-     "epochs.run1: end 2025-02-01T00:00:00 is not after begin"),
+    (
+        "overlap",
+        lambda c: c["epochs"].update(run2={"begin": "2025-03-15T00:00:00", "end": "2025-05-01T00:00:00"}),
+        "overlaps epoch run1",
+    ),
+    (
+        "end before begin",
+        lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": "2025-02-01T00:00:00"}),
+        "epochs.run1: end 2025-02-01T00:00:00 is not after begin",
+    ),
     ("bad date", lambda c: c["epochs"].update(run1={"begin": "yesterday"}), "epochs.run1.begin: 'yesterday' is not"),
-    ("impossible date", lambda c: c["epochs"].update(run1={"begin": "2025-02-30"}),
-     "epochs.run1.begin: '2025-02-30' is not an ISO-8601 date"),
+    (
+        "impossible date",
+        lambda c: c["epochs"].update(run1={"begin": "2025-02-30"}),
+        "epochs.run1.begin: '2025-02-30' is not an ISO-8601 date",
+    ),
     ("unknown camera", lambda c: c.update(cameras=["b1", "x9"]), "cameras.1: 'x9' does not match"),
     ("non-numeric threads", lambda c: c["steps"].update(bias={"threads": "many"}), "steps.bias.threads: 'many' is not"),
     ("unknown step", lambda c: c["steps"].update(biass={"threads": 1}), "steps: Additional properties"),
@@ -153,10 +191,16 @@ BAD_CONFIGS = [
     ("wrong type", lambda c: c.update(cleanup="yes"), "cleanup: 'yes' is not of type 'boolean'"),
     ("zero threads", lambda c: c["steps"].update(dark={"threads": 0}), "steps.dark.threads: 0 is less than"),
     ("malformed -c", lambda c: c["steps"].update(flat={"config": ["isr.doFlat"]}), "steps.flat.config.0: 'isr.doFlat'"),
-    ("camera_config of unknown camera", lambda c: c["steps"].update(flat={"camera_config": {"n2": ["isr:x=1"]}}),
-     "steps.flat.camera_config.n2: not a configured camera or arm"),
-    ("validity of unknown epoch", lambda c: c["steps"].update(bias={"validity": {"run7": {"begin": "2025-01-01T00:00:00"}}}),
-     "steps.bias.validity.run7: unknown epoch"),
+    (
+        "camera_config of unknown camera",
+        lambda c: c["steps"].update(flat={"camera_config": {"n2": ["isr:x=1"]}}),
+        "steps.flat.camera_config.n2: not a configured camera or arm",
+    ),
+    (
+        "validity of unknown epoch",
+        lambda c: c["steps"].update(bias={"validity": {"run7": {"begin": "2025-01-01T00:00:00"}}}),
+        "steps.bias.validity.run7: unknown epoch",
+    ),
     ("no table for a step", lambda c: c["visits"].pop("fiberNorms"), "no visit table for step(s) fiberNorms"),
 ]
 
@@ -175,12 +219,20 @@ def test_bad_config_is_one_clear_line(monkeypatch, name, mutate, message):
 BAD_TABLES = [
     ("missing column", "epoch\tcomment\nrun1\tx\n", "missing column 'visits'"),
     ("extra column", "epoch\tvisits\tcolour\nrun1\t100\tred\n", "unexpected column(s) 'colour'"),
-    ("reversed range", "epoch\tvisits\nrun1\t12..5\nrun2\t200..204\n", "row 2 (column visits): bad visit range '12..5'"),
+    (
+        "reversed range",
+        "epoch\tvisits\nrun1\t12..5\nrun2\t200..204\n",
+        "row 2 (column visits): bad visit range '12..5'",
+    ),
     ("garbage visits", "epoch\tvisits\nrun1\t10-12\nrun2\t200\n", "row 2: visits: '10-12' does not match"),
     ("unknown epoch", "epoch\tvisits\nrun9\t100\n", "row 2: epoch 'run9' is not in config epochs"),
     ("unknown camera", "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n", "row 2: cameras: 'z1' does not match"),
     ("camera not configured", "epoch\tvisits\tcameras\nrun1\t100\tn1\nrun2\t200\t\n", "camera(s) n1 not in config"),
-    ("duplicate visit", "epoch\tvisits\nrun1\t100..104\nrun1\t104\nrun2\t200\n", "row 3: visit 104 is already selected in row 2"),
+    (
+        "duplicate visit",
+        "epoch\tvisits\nrun1\t100..104\nrun1\t104\nrun2\t200\n",
+        "row 3: visit 104 is already selected in row 2",
+    ),
     ("epoch without visits", "epoch\tvisits\nrun1\t100\n", "no visits for epoch run2"),
     ("empty table", "epoch\tvisits\n", "table has no rows"),
 ]
@@ -200,12 +252,22 @@ def test_bad_table_is_one_clear_line(monkeypatch, tmp_path, name, text, message)
 BAD_PROFILE_TABLES = [
     ("no role", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\t\n", "need a group number and a role"),
     ("bad role", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tlit\n", "role: 'lit' is not one of"),
-    ("group gap", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t119\t2\tbright\n"
-     "run2\t216\t0\tbright\n", "groups must be numbered 0..N-1, got [0, 2]"),
-    ("dark only", "epoch\tvisits\tgroup\trole\nrun1\t118\t0\tdark\nrun2\t216\t0\tbright\n",
-     "group 0 has no bright visits"),
-    ("darks in some groups", "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t118\t0\tdark\n"
-     "run1\t119\t1\tbright\nrun2\t216\t0\tbright\n", "either every fiberProfiles group has dark visits"),
+    (
+        "group gap",
+        "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t119\t2\tbright\nrun2\t216\t0\tbright\n",
+        "groups must be numbered 0..N-1, got [0, 2]",
+    ),
+    (
+        "dark only",
+        "epoch\tvisits\tgroup\trole\nrun1\t118\t0\tdark\nrun2\t216\t0\tbright\n",
+        "group 0 has no bright visits",
+    ),
+    (
+        "darks in some groups",
+        "epoch\tvisits\tgroup\trole\nrun1\t116\t0\tbright\nrun1\t118\t0\tdark\n"
+        "run1\t119\t1\tbright\nrun2\t216\t0\tbright\n",
+        "either every fiberProfiles group has dark visits",
+    ),
 ]
 
 
@@ -256,26 +318,14 @@ def test_readme_links_resolve():
     assert not missing, missing
 
 
-def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
-    """declare_resource_evaluation only caches Resource.evaluate's parameters: Snakemake hands it the
-    same arguments as with inspect.signature, and an attempt-scaled mem_mb still grows per attempt."""
-    import inspect
+def test_no_step_name_comparisons_outside_steps_py():
+    """Every difference between steps is a field of Step: no other module or rule compares step names."""
+    import re
 
-    from snakemake.common import get_function_params, get_input_function_aux_params
-    from snakemake.iocontainers import Wildcards
-    from snakemake.resources import Resource
-
-    from pfscalib.snakemake_internals import declare_resource_evaluation, declared
-
-    def mem_mb(wildcards, attempt):
-        return 16000 * attempt
-
-    resource = Resource("mem_mb", declared(mem_mb)).standardize_size()
-    candidates = {"input": [], "attempt": 2, "threads": 4, "rulename": "bias", "async_run": None}
-    params = inspect.signature(resource.evaluate).parameters  # what Snakemake read before
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    inspected = {k: v for k, v in candidates.items() if takes_any or k in params}
-    declare_resource_evaluation()
-    assert get_function_params(resource.evaluate) is get_function_params(Resource.evaluate)
-    assert get_input_function_aux_params(resource.evaluate, candidates) == inspected == candidates
-    assert resource.evaluate(Wildcards(), **candidates).value == 32000
+    names = "|".join(STEP_NAMES)
+    pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["'](?:{names})["']""")
+    sources = [*(PROJECT / "scripts/pfscalib").glob("*.py"), *(PROJECT / "rules").glob("*.smk"), PROJECT / "Snakefile"]
+    found = [
+        f"{p.name}: {m.group(0)}" for p in sources if p.name != "steps.py" for m in pattern.finditer(p.read_text())
+    ]
+    assert not found, found

@@ -14,7 +14,6 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, MissingCollectionError, Timespan
 
 
-
 def parse_date(text: str | None) -> Time | None:
     return None if text in (None, "") else Time(text, scale="tai", format="isot")
 
@@ -47,10 +46,18 @@ def first_run(butler: Butler, collection: str) -> str:
     return collection
 
 
-def query_refs(butler: Butler, dataset_type: str, collections: str | list[str], data_id: dict | None = None,
-               find_first: bool = True) -> list[DatasetRef]:
-    return list(butler.query_datasets(dataset_type, collections=collections, data_id=data_id or {},
-                                      find_first=find_first, explain=False))
+def query_refs(
+    butler: Butler,
+    dataset_type: str,
+    collections: str | list[str],
+    data_id: dict | None = None,
+    find_first: bool = True,
+) -> list[DatasetRef]:
+    return list(
+        butler.query_datasets(
+            dataset_type, collections=collections, data_id=data_id or {}, find_first=find_first, explain=False
+        )
+    )
 
 
 def collection_type(butler: Butler, name: str) -> CollectionType | None:
@@ -73,13 +80,19 @@ def certify(butler: Butler, collection: str, refs: list[DatasetRef], timespan: T
     butler.registry.certify(collection, refs, timespan)
 
 
-def decertify(butler: Butler, collection: str, dataset_type: str, timespan: Timespan,
-              data_ids: list[dict] | None = None) -> None:
+def decertify(
+    butler: Butler, collection: str, dataset_type: str, timespan: Timespan, data_ids: list[dict] | None = None
+) -> None:
     butler.registry.decertify(collection, dataset_type, timespan, dataIds=data_ids or None)
 
 
-def replace_certification(butler: Butler, collection: str, refs: list[DatasetRef], timespan: Timespan,
-                          between: Callable[[], None] | None = None) -> None:
+def replace_certification(
+    butler: Butler,
+    collection: str,
+    refs: list[DatasetRef],
+    timespan: Timespan,
+    between: Callable[[], None] | None = None,
+) -> None:
     """Decertify whatever covers these data IDs over the range and certify refs, in one transaction:
     a failure in between (between() is where tests inject one) leaves the previous certification."""
     ensure_calibration_collection(butler, collection)
@@ -129,12 +142,22 @@ def copy_datasets(butler: Butler, refs: list[DatasetRef], dataset_type: str, run
 
 def runs_matching(butler: Butler, pattern: str) -> list[str]:
     """RUN collections matching a butler glob (chains are not flattened)."""
-    return sorted(name for name in butler.registry.queryCollections(collectionTypes=CollectionType.RUN)
-                  if fnmatch.fnmatchcase(name, pattern))
+    return sorted(
+        name
+        for name in butler.registry.queryCollections(collectionTypes=CollectionType.RUN)
+        if fnmatch.fnmatchcase(name, pattern)
+    )
 
 
-def clean_runs(butler: Butler, pattern: str, dataset_types: list[str], data_ids: list[dict] | None = None,
-               where: str = "", dry_run: bool = False, log=print) -> int:
+def clean_runs(
+    butler: Butler,
+    pattern: str,
+    dataset_types: list[str],
+    data_ids: list[dict] | None = None,
+    where: str = "",
+    dry_run: bool = False,
+    log=print,
+) -> int:
     """Purge datasets of the given types from RUN collections matching pattern; returns how many."""
     known = {dt.name for dt in butler.registry.queryDatasetTypes()}
     total = 0
@@ -144,8 +167,11 @@ def clean_runs(butler: Butler, pattern: str, dataset_types: list[str], data_ids:
                 continue
             refs: list[DatasetRef] = []
             for data_id in data_ids or [{}]:
-                refs += list(butler.query_datasets(dataset_type, collections=run, data_id=data_id, where=where,
-                                                   find_first=False, explain=False))
+                refs += list(
+                    butler.query_datasets(
+                        dataset_type, collections=run, data_id=data_id, where=where, find_first=False, explain=False
+                    )
+                )
             if not refs:
                 continue
             log(f"{'would remove' if dry_run else 'removing'} {len(refs)} {dataset_type} from {run}")
@@ -196,7 +222,9 @@ def select_visits(
         clauses.append("visit.observation_type = obstype")
         bind["obstype"] = observation_type
     return list(
-        butler.query_dimension_records("visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False)
+        butler.query_dimension_records(
+            "visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False
+        )
     )
 
 

@@ -29,9 +29,8 @@ def visit_problems(butler, instrument: str, epoch: str, selection: dict) -> list
                 if record is None:
                     problems.append(f"{step} epoch {epoch}: visit {visit} is not in the registry")
                 elif (record.observation_type or "").lower() not in allowed:
-                    problems.append(
-                        f"{step} epoch {epoch}: visit {visit} is a {record.observation_type!r}, not {' or '.join(allowed)}"
-                    )
+                    kind = record.observation_type
+                    problems.append(f"{step} epoch {epoch}: visit {visit} is a {kind!r}, not {' or '.join(allowed)}")
                 elif not any(v == visit and c.startswith(unit) for v, c in raws[collections]):
                     problems.append(f"{step} epoch {epoch}: visit {visit} has no raw for {unit}")
     return problems

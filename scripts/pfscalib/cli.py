@@ -20,6 +20,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 log = logging.getLogger("pfscalib")
 
@@ -78,14 +79,16 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     from lsst.daf.butler import Butler
 
     from .butlerops import select_visits
+    from .tables import visit_table
 
     records = select_visits(
         Butler.from_config(args.repo), args.instrument, args.where, args.target_name, args.observation_type
     )
-    out = sys.stdout if args.output == "-" else open(args.output, "w")
-    print("epoch\tvisits\tcomment", file=out)
-    for r in records:
-        print(f"{args.epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}", file=out)
+    text = visit_table(args.epoch, records)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
     return 0
 
 

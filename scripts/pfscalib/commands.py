@@ -123,7 +123,9 @@ class Commands:
         return shell_join(argv)
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
-        return shell_join(["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels])
+        return shell_join(
+            ["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels]
+        )
 
     @staticmethod
     def status(config_file: str) -> str:

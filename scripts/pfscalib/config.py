@@ -4,6 +4,7 @@ express; every error is one line naming the file, the key and the problem."""
 from __future__ import annotations
 
 import datetime
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -162,7 +163,7 @@ class Settings:
                     raise ConfigError(where, f"end {end} is not after begin {begin}")
                 spans.append((b, e, epoch, where))
             spans.sort(key=lambda s: s[0])
-            for (_, end1, name1, _), (begin2, _, name2, where2) in zip(spans, spans[1:]):
+            for (_, end1, name1, _), (begin2, _, name2, where2) in itertools.pairwise(spans):
                 if end1 is None or end1 > begin2:
                     raise ConfigError(
                         where2,

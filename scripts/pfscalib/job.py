@@ -173,7 +173,9 @@ def certify(request: CertifyRequest) -> int:
     data_id = request.data_id
     refs = butlerops.query_refs(butler, request.dataset_type, state["run"], data_id)
     if len(refs) != 1:
-        log.error("certify: expected one %s for %s in %s, found %d", request.dataset_type, data_id, state["run"], len(refs))
+        log.error(
+            "certify: expected one %s for %s in %s, found %d", request.dataset_type, data_id, state["run"], len(refs)
+        )
         return 1
     timespan = butlerops.make_timespan(request.begin_date, request.end_date)
     with butler.transaction():

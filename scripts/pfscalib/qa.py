@@ -20,10 +20,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .steps import STEPS  # noqa: E402
+from .steps import STEPS
 
 
 def _image(ax, image: np.ndarray, title: str) -> None:
@@ -60,8 +60,14 @@ def _detector_map(fig, dm: dict, lines: dict | None, title: str) -> None:
         status = np.array(lines["status"])
         for name, colour in (("USED", "k"), ("RESERVED", "g"), ("REJECTED", "r")):
             sel = status == name
-            ax2.plot(np.array(lines["wavelength"])[sel], np.array(lines["residual"])[sel], ".", color=colour, ms=3,
-                     label=f"{name} ({sel.sum()})")
+            ax2.plot(
+                np.array(lines["wavelength"])[sel],
+                np.array(lines["residual"])[sel],
+                ".",
+                color=colour,
+                ms=3,
+                label=f"{name} ({sel.sum()})",
+            )
         rms = dm.get("qa", {}).get("rmsUsed")
         ax2.set_title(f"residuals, RMS {rms:.3f} px" if rms is not None else "residuals")
         ax2.legend(fontsize=7)
@@ -85,8 +91,11 @@ def plot(butler, sentinel: dict, out: Path) -> None:
         if kind == "traces_and_lines":
             source = butler.get_dataset(uuid.UUID(sentinel["datasetId"]))
             run = source.run.removesuffix("/certify")
-            refs = list(butler.query_datasets("detectorMapLines", collections=run, data_id=dict(sentinel["dataId"]),
-                                              explain=False))
+            refs = list(
+                butler.query_datasets(
+                    "detectorMapLines", collections=run, data_id=dict(sentinel["dataId"]), explain=False
+                )
+            )
             lines = butler.get(refs[0]) if refs else None
         _detector_map(fig, product, lines, title)
     elif kind == "profiles":

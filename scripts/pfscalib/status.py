@@ -1,6 +1,6 @@
 """What is certified, from the registry, next to what the sentinels claim.
 
-    pfscalib status [--config config/config.yaml] [--format table|tsv|json]
+pfscalib status [--config config/config.yaml] [--format table|tsv|json]
 """
 
 from __future__ import annotations
@@ -33,21 +33,36 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
             span = butlerops.make_timespan(*wf.validity(step, epoch))
             for unit in wf.units(step):
                 data_id = {"arm": unit[0], **({} if s.per_arm else {"spectrograph": int(unit[1:])})}
-                mine = [c for c in certs if all(c["ref"].dataId[k] == v for k, v in data_id.items())
-                        and Timespan(c["begin"], c["end"]).overlaps(span)]
+                mine = [
+                    c
+                    for c in certs
+                    if all(c["ref"].dataId[k] == v for k, v in data_id.items())
+                    and Timespan(c["begin"], c["end"]).overlaps(span)
+                ]
                 path = workdir / paths.sentinel(step, epoch, unit)
                 sentinel = json.loads(path.read_text()) if path.exists() else None
-                row = {"epoch": epoch, "step": step, "camera": unit, "datasetType": s.certified_as,
-                       "begin": "", "end": "", "run": "", "datasetId": "",
-                       "visits": len(sentinel["visits"]) if sentinel else ""}
+                row = {
+                    "epoch": epoch,
+                    "step": step,
+                    "camera": unit,
+                    "datasetType": s.certified_as,
+                    "begin": "",
+                    "end": "",
+                    "run": "",
+                    "datasetId": "",
+                    "visits": len(sentinel["visits"]) if sentinel else "",
+                }
                 if not mine:
                     row["status"] = "NOT CERTIFIED" + (" (sentinel says certified)" if sentinel else "")
                 else:
                     cert = mine[0]
                     exact = Timespan(cert["begin"], cert["end"]) == span
-                    row.update(begin=cert["begin"].isot[:19] if cert["begin"] else "-inf",
-                               end=cert["end"].isot[:19] if cert["end"] else "inf", run=cert["ref"].run,
-                               datasetId=str(cert["ref"].id))
+                    row.update(
+                        begin=cert["begin"].isot[:19] if cert["begin"] else "-inf",
+                        end=cert["end"].isot[:19] if cert["end"] else "inf",
+                        run=cert["ref"].run,
+                        datasetId=str(cert["ref"].id),
+                    )
                     if len(mine) > 1:
                         row["status"] = f"{len(mine)} certifications overlap the epoch"
                     elif sentinel is None:
@@ -66,10 +81,14 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         return df.to_json(orient="records", indent=1)
     # camera x calibration grid per epoch; fiberNorms is per arm, so it gets rows of its own
-    cells = df.assign(cell=[f"{st} [{b[:10]}, {e[:10]})" if b else st
-                            for st, b, e in zip(df["status"], df["begin"], df["end"])])
-    grid = cells.pivot_table(index=["epoch", "camera"], columns="step", values="cell", aggfunc="first",
-                             sort=False).reindex(columns=list(STEP_NAMES)).fillna("")
+    cells = df.assign(
+        cell=[f"{st} [{b[:10]}, {e[:10]})" if b else st for st, b, e in zip(df["status"], df["begin"], df["end"])]
+    )
+    grid = (
+        cells.pivot_table(index=["epoch", "camera"], columns="step", values="cell", aggfunc="first", sort=False)
+        .reindex(columns=list(STEP_NAMES))
+        .fillna("")
+    )
     return grid.to_string()
 
 

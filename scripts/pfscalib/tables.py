@@ -94,7 +94,9 @@ def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> list[R
         if STEPS[step].profile_groups and (not row.get("group") or not row.get("role")):
             raise ConfigError(where, f"{step} rows need a group number and a role (bright or dark)")
         rows.append(
-            Row(line, row["epoch"], row_cameras, tuple(visits), row["visits"], row.get("group", ""), row.get("role", ""))
+            Row(
+                line, row["epoch"], row_cameras, tuple(visits), row["visits"], row.get("group", ""), row.get("role", "")
+            )
         )
     return rows
 
@@ -145,7 +147,9 @@ class Selections:
                             )
                         visits.append(visit)
                 if not visits:
-                    raise ConfigError(path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}")
+                    raise ConfigError(
+                        path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}"
+                    )
                 if s.visit_roles and len(visits) != len(s.visit_roles):
                     count = NUMBER_WORDS.get(len(s.visit_roles), str(len(s.visit_roles)))
                     raise ConfigError(
@@ -165,3 +169,11 @@ class Selections:
         """Content-addressed: an edited table defines a new profiles_run."""
         digest = hashlib.sha1(json.dumps(self.profile_groups(epoch)).encode()).hexdigest()[:8]
         return f"{epoch}_{digest}"
+
+
+def visit_table(epoch: str, records: list) -> str:
+    """A visit-selection table of visit records, one visit a row, described in the comment column."""
+    lines = ["epoch\tvisits\tcomment"]
+    for r in records:
+        lines.append(f"{epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}")
+    return "\n".join(lines) + "\n"

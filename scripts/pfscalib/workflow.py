@@ -4,7 +4,6 @@ it is unit-tested."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 from . import paths
@@ -15,7 +14,12 @@ from .tables import Selections
 
 __all__ = ["ConfigError", "Workflow", "load"]
 
-SLURM_SITE_RESOURCES = {"PARTITION": "slurm_partition", "ACCOUNT": "slurm_account", "QOS": "qos", "CONSTRAINT": "constraint"}
+SLURM_SITE_RESOURCES = {
+    "PARTITION": "slurm_partition",
+    "ACCOUNT": "slurm_account",
+    "QOS": "qos",
+    "CONSTRAINT": "constraint",
+}
 
 
 class Workflow(Settings):
@@ -25,6 +29,10 @@ class Workflow(Settings):
         super().__init__(config, source)
         self.selections = Selections(self)
         self.commands = Commands(self, self.selections)
+        # asked once per job (per-arm inputs, QA): computed once
+        self._epoch_sentinels = {
+            epoch: [paths.sentinel(s, epoch, u) for s in STEP_NAMES for u in self.units(s)] for epoch in self.epochs
+        }
 
     def profiles_run(self, epoch: str) -> str:
         return self.selections.profiles_run(epoch)
@@ -32,9 +40,8 @@ class Workflow(Settings):
     def all_sentinels(self) -> list[str]:
         return [p for e in self.epochs for p in self.epoch_sentinels(e)]
 
-    @functools.cache
     def epoch_sentinels(self, epoch: str) -> list[str]:
-        return [paths.sentinel(s, epoch, u) for s in STEP_NAMES for u in self.units(s)]
+        return self._epoch_sentinels[epoch]
 
     def needs(self, step: str, epoch: str, unit: str) -> list[str]:
         """Sentinels this job's inputs come from: its camera's (unit may be a wildcard pattern), or every

@@ -32,15 +32,20 @@ def _run(main, argv):
 
 def certify_detector_maps(argv: list[str] | None = None) -> int:
     def main(argv):
-        p = argparse.ArgumentParser(prog="certifyDetectorMaps.py",
-                                    description="Copy detectorMap candidates as detectorMap_calib and certify them")
+        p = argparse.ArgumentParser(
+            prog="certifyDetectorMaps.py",
+            description="Copy detectorMap candidates as detectorMap_calib and certify them",
+        )
         p.add_argument("repo")
         p.add_argument("collection", help="input collection (a chain is searched in all its children)")
         p.add_argument("target", help="CALIBRATION collection")
         p.add_argument("--instrument", default="PFS")
         p.add_argument("--datasetType", default="detectorMap_candidate")
-        p.add_argument("--transfer", default="copy", choices=["auto", "move", "copy", "direct", "split", "link",
-                                                              "hardlink", "relsymlink", "symlink"])
+        p.add_argument(
+            "--transfer",
+            default="copy",
+            choices=["auto", "move", "copy", "direct", "split", "link", "hardlink", "relsymlink", "symlink"],
+        )
         _dates(p)
         a = p.parse_args(argv)
         butler = Butler.from_config(a.repo, writeable=True)
@@ -58,8 +63,10 @@ def certify_detector_maps(argv: list[str] | None = None) -> int:
 
 def define_fiber_profiles_inputs(argv: list[str] | None = None) -> int:
     def main(argv):
-        p = argparse.ArgumentParser(prog="defineFiberProfilesInputs.py",
-                                    description="Define a profiles_run from groups of bright and dark visits")
+        p = argparse.ArgumentParser(
+            prog="defineFiberProfilesInputs.py",
+            description="Define a profiles_run from groups of bright and dark visits",
+        )
         p.add_argument("repo")
         p.add_argument("instrument")
         p.add_argument("name", help="profiles_run name")
@@ -73,23 +80,31 @@ def define_fiber_profiles_inputs(argv: list[str] | None = None) -> int:
             raise ValueError("at least one --bright is required")
         butler = Butler.from_config(a.repo, writeable=True)
         registry = butler.registry
-        registry.registerDatasetType(DatasetType("profiles_visits", ("instrument", "profiles_run", "profiles_group"),
-                                                 "StructuredDataDict", universe=registry.dimensions))
+        registry.registerDatasetType(
+            DatasetType(
+                "profiles_visits",
+                ("instrument", "profiles_run", "profiles_group"),
+                "StructuredDataDict",
+                universe=registry.dimensions,
+            )
+        )
         run = f"{a.instrument}/fiberProfilesInputs"
         registry.registerRun(run)
         instrument = a.instrument.split("/")[0]
         with butler.transaction():
             registry.syncDimensionData("profiles_run", {"instrument": instrument, "run": a.name}, update=a.update)
             for group, bright in enumerate(a.bright):
-                data = {"bright": parse_visit_list(bright),
-                        "dark": parse_visit_list(a.dark[group]) if a.dark else []}
+                data = {"bright": parse_visit_list(bright), "dark": parse_visit_list(a.dark[group]) if a.dark else []}
                 key = {"instrument": instrument, "profiles_run": a.name, "group_num": group}
                 registry.syncDimensionData("profiles_group", key, update=a.update)
                 for visit in data["bright"] + data["dark"]:
-                    registry.syncDimensionData("profiles_visits", {"instrument": instrument, "profiles_run": a.name,
-                                                                   "profiles_group": group, "visit": visit})
-                butler.put(data, "profiles_visits", instrument=instrument, profiles_run=a.name, profiles_group=group,
-                           run=run)
+                    registry.syncDimensionData(
+                        "profiles_visits",
+                        {"instrument": instrument, "profiles_run": a.name, "profiles_group": group, "visit": visit},
+                    )
+                butler.put(
+                    data, "profiles_visits", instrument=instrument, profiles_run=a.name, profiles_group=group, run=run
+                )
         print(f"defined profiles_run {a.name} with {len(a.bright)} groups in {run}")
         return 0
 
@@ -148,8 +163,13 @@ def butler_decertify(argv: list[str] | None = None) -> int:
         _ids(p)
         a = p.parse_args(argv)
         butler = Butler.from_config(a.repo, writeable=True)
-        butlerops.decertify(butler, a.collection, a.datasetType, butlerops.make_timespan(a.begin_date, a.end_date),
-                            butlerops.parse_ids(a.id))
+        butlerops.decertify(
+            butler,
+            a.collection,
+            a.datasetType,
+            butlerops.make_timespan(a.begin_date, a.end_date),
+            butlerops.parse_ids(a.id),
+        )
         return 0
 
     return _run(main, argv)

@@ -1,8 +1,8 @@
 """The demo detectorMap: a JSON-able dict mapping (fiberId, wavelength) <-> (x, y).
 
-    x(fibre, y)      = sum_k trace[f][k] * u**k,                u = (y - NY/2) / (NY/2)
-    y(fibre, lambda) = base_line_y(lambda) + sum_ij c_ij T**i X**j + slitOffsets[f]
-                       T = 2 t - 1 (t: position in the arm's wavelength range), X = fibre's normalised slit x
+x(fibre, y)      = sum_k trace[f][k] * u**k,                u = (y - NY/2) / (NY/2)
+y(fibre, lambda) = base_line_y(lambda) + sum_ij c_ij T**i X**j + slitOffsets[f]
+                   T = 2 t - 1 (t: position in the arm's wavelength range), X = fibre's normalised slit x
 """
 
 from __future__ import annotations
@@ -34,9 +34,15 @@ def new(arm: str, spectrograph: int, fiber_ids: list[int]) -> dict:
     """A detectorMap from the base optical model (straight traces, nominal wavelengths)."""
     n = len(fiber_ids)
     x0 = simulate.base_fiber_x(np.array([simulate.NY / 2]))[:n, 0]
-    return {"arm": arm, "spectrograph": spectrograph, "fiberId": list(map(int, fiber_ids)),
-            "trace": [[float(v), 0.0, 0.0] for v in x0], "terms": [[0, 0]], "coeffs": [0.0],
-            "slitOffsets": [0.0] * n}
+    return {
+        "arm": arm,
+        "spectrograph": spectrograph,
+        "fiberId": list(map(int, fiber_ids)),
+        "trace": [[float(v), 0.0, 0.0] for v in x0],
+        "terms": [[0, 0]],
+        "coeffs": [0.0],
+        "slitOffsets": [0.0] * n,
+    }
 
 
 def fiber_index(dm: dict, fiber_id: int) -> int:

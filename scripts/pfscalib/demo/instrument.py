@@ -35,8 +35,12 @@ class PrimeFocusSpectrograph(Instrument):
         with registry.transaction():
             registry.syncDimensionData(
                 "instrument",
-                {"name": name, "visit_max": 21474800, "detector_max": 20,
-                 "class_name": f"{type(self).__module__}.{type(self).__qualname__}"},
+                {
+                    "name": name,
+                    "visit_max": 21474800,
+                    "detector_max": 20,
+                    "class_name": f"{type(self).__module__}.{type(self).__qualname__}",
+                },
                 update=update,
             )
             for arm in ARMS:
@@ -45,16 +49,24 @@ class PrimeFocusSpectrograph(Instrument):
                 registry.syncDimensionData("spectrograph", {"instrument": name, "num": spectrograph}, update=update)
                 for arm in ARMS:
                     record: dict[str, Any] = {
-                        "instrument": name, "id": detector_id(arm, spectrograph),
-                        "full_name": f"{arm}{spectrograph}", "arm": arm, "spectrograph": spectrograph,
+                        "instrument": name,
+                        "id": detector_id(arm, spectrograph),
+                        "full_name": f"{arm}{spectrograph}",
+                        "arm": arm,
+                        "spectrograph": spectrograph,
                         "purpose": "SCIENCE",
                     }
                     registry.syncDimensionData("detector", record, update=update)
         # obs_pfs registers the certified detectorMap type itself (certifyDetectorMaps.py writes it);
         # outside the transaction because it may create tables.
         registry.registerDatasetType(
-            DatasetType("detectorMap_calib", ("instrument", "arm", "spectrograph"), "DetectorMap",
-                        universe=registry.dimensions, isCalibration=True)
+            DatasetType(
+                "detectorMap_calib",
+                ("instrument", "arm", "spectrograph"),
+                "DetectorMap",
+                universe=registry.dimensions,
+                isCalibration=True,
+            )
         )
 
     def getRawFormatter(self, dataId: Any) -> type:

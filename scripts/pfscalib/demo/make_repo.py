@@ -1,6 +1,6 @@
 """Build the demo PFS Butler repository: PFS-like universe, instrument, PFS/calib, simulated raws.
 
-    python -m pfscalib.demo.make_repo ROOT [--cameras b1,r1,b2,r2] [--epochs run1,run2] [--registry-db URL]
+python -m pfscalib.demo.make_repo ROOT [--cameras b1,r1,b2,r2] [--epochs run1,run2] [--registry-db URL]
 """
 
 from __future__ import annotations
@@ -55,8 +55,13 @@ def _data_file(name: str) -> str:
     return str(resources.files("pfscalib.demo").joinpath(name))
 
 
-def make_repo(root: str | Path, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
-              epochs: dict[str, str] | None = None, seed: int = 20250310, registry_db: str | None = None) -> DemoSpec:
+def make_repo(
+    root: str | Path,
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS,
+    epochs: dict[str, str] | None = None,
+    seed: int = 20250310,
+    registry_db: str | None = None,
+) -> DemoSpec:
     """Create and populate the demo repository at root; returns what was simulated."""
     root = Path(root)
     epochs = dict(epochs or DEFAULT_EPOCHS)
@@ -72,8 +77,9 @@ def make_repo(root: str | Path, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
     name = instrument.getName()
     registry.registerCollection("PFS/calib", CollectionType.CALIBRATION)
     universe = registry.dimensions
-    registry.registerDatasetType(DatasetType("raw", ("instrument", "visit", "arm", "spectrograph"), "PfsRaw",
-                                             universe=universe))
+    registry.registerDatasetType(
+        DatasetType("raw", ("instrument", "visit", "arm", "spectrograph"), "PfsRaw", universe=universe)
+    )
     registry.registerDatasetType(DatasetType("pfsConfig", ("instrument", "visit"), "PfsConfig", universe=universe))
     registry.registerRun("PFS/raw/all")
     registry.registerRun("PFS/raw/pfsConfig")
@@ -81,7 +87,7 @@ def make_repo(root: str | Path, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
     registry.setCollectionChain("PFS/raw/sps", ["PFS/raw/all"])
 
     specs: list[simulate.VisitSpec] = []
-    for index, (epoch, start) in enumerate(epochs.items()):
+    for index, epoch in enumerate(epochs):
         specs += simulate.epoch_visits(epoch, first_visit=100 * (index + 1))
     spectrographs = sorted({simulate.split_camera(c)[1] for c in cameras})
     for spec in specs:
@@ -90,25 +96,49 @@ def make_repo(root: str | Path, cameras: tuple[str, ...] = DEFAULT_CAMERAS,
         end = begin + max(spec.exposure_time, 1.0) * u.s
         registry.syncDimensionData("pfs_design_id", {"instrument": name, "value": spec.design})
         registry.syncDimensionData("dither", {"instrument": name, "value": spec.dither})
-        registry.insertDimensionData("visit", {
-            "instrument": name, "id": spec.visit, "obs_id": f"PFSA{spec.visit:06d}",
-            "exposure_time": spec.exposure_time, "dark_time": spec.dark_time,
-            "observation_type": spec.observation_type, "observation_reason": spec.kind,
-            "day_obs": int(begin.strftime("%Y%m%d")), "seq_num": spec.visit,
-            "target_name": spec.target_name, "science_program": spec.science_program, "lamps": spec.lamps,
-            "pfs_design_id": spec.design, "dither": spec.dither, "timespan": Timespan(begin, end),
-        })
+        registry.insertDimensionData(
+            "visit",
+            {
+                "instrument": name,
+                "id": spec.visit,
+                "obs_id": f"PFSA{spec.visit:06d}",
+                "exposure_time": spec.exposure_time,
+                "dark_time": spec.dark_time,
+                "observation_type": spec.observation_type,
+                "observation_reason": spec.kind,
+                "day_obs": int(begin.strftime("%Y%m%d")),
+                "seq_num": spec.visit,
+                "target_name": spec.target_name,
+                "science_program": spec.science_program,
+                "lamps": spec.lamps,
+                "pfs_design_id": spec.design,
+                "dither": spec.dither,
+                "timespan": Timespan(begin, end),
+            },
+        )
         fiber_ids = [f for s in spectrographs for f in range((s - 1) * simulate.NFIBER + 1, s * simulate.NFIBER + 1)]
-        pfs_config = {"pfsDesignId": spec.design, "visit": spec.visit, "fiberId": fiber_ids,
-                      "spectrograph": [(f - 1) // simulate.NFIBER + 1 for f in fiber_ids],
-                      "fiberHole": [(f - 1) % simulate.NFIBER + 1 for f in fiber_ids],
-                      "fiberStatus": [1] * len(fiber_ids), "targetType": ["SCIENCE"] * len(fiber_ids)}
+        pfs_config = {
+            "pfsDesignId": spec.design,
+            "visit": spec.visit,
+            "fiberId": fiber_ids,
+            "spectrograph": [(f - 1) // simulate.NFIBER + 1 for f in fiber_ids],
+            "fiberHole": [(f - 1) % simulate.NFIBER + 1 for f in fiber_ids],
+            "fiberStatus": [1] * len(fiber_ids),
+            "targetType": ["SCIENCE"] * len(fiber_ids),
+        }
         butler.put(pfs_config, "pfsConfig", instrument=name, visit=spec.visit, run="PFS/raw/pfsConfig")
         for camera in cameras:
             arm, spectrograph = simulate.split_camera(camera)
             truth = simulate.CameraTruth(seed, simulate.Epoch(spec.epoch, epoch_index), camera)
-            butler.put(truth.raw(spec), "raw", instrument=name, visit=spec.visit, arm=arm,
-                       spectrograph=spectrograph, run="PFS/raw/all")
+            butler.put(
+                truth.raw(spec),
+                "raw",
+                instrument=name,
+                visit=spec.visit,
+                arm=arm,
+                spectrograph=spectrograph,
+                run="PFS/raw/all",
+            )
     demo = DemoSpec(seed=seed, cameras=list(cameras), epochs=epochs, visits=[dataclasses.asdict(s) for s in specs])
     (root / DEMO_FILE).write_text(json.dumps(dataclasses.asdict(demo), indent=1))
     (root / "truth.json").write_text(json.dumps(truth_summary(demo), indent=1))
@@ -122,10 +152,13 @@ def truth_summary(demo: DemoSpec) -> dict:
         for camera in demo.cameras:
             t = demo.truth(epoch, camera)
             out.setdefault(epoch, {})[camera] = {
-                "bias_level": t.bias_level, "bias_offset": t.epoch.bias_offset,
+                "bias_level": t.bias_level,
+                "bias_offset": t.epoch.bias_offset,
                 "dark_current_median": float(np.median(t.dark_current)),
-                "spectral_offset": t.spectral_offset, "epoch_spectral_shift": t.epoch.spectral_shift,
-                "fiber_sigma": t.fiber_sigma.round(4).tolist(), "throughput": t.throughput.round(4).tolist(),
+                "spectral_offset": t.spectral_offset,
+                "epoch_spectral_shift": t.epoch.spectral_shift,
+                "fiber_sigma": t.fiber_sigma.round(4).tolist(),
+                "throughput": t.throughput.round(4).tolist(),
             }
     return out
 
@@ -134,16 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root")
     parser.add_argument("--cameras", default=",".join(DEFAULT_CAMERAS), help="comma-separated, e.g. b1,r1")
-    parser.add_argument("--epochs", default=",".join(f"{k}={v}" for k, v in DEFAULT_EPOCHS.items()),
-                        help="comma-separated NAME=START (UTC ISO)")
+    parser.add_argument(
+        "--epochs",
+        default=",".join(f"{k}={v}" for k, v in DEFAULT_EPOCHS.items()),
+        help="comma-separated NAME=START (UTC ISO)",
+    )
     parser.add_argument("--seed", type=int, default=20250310)
     parser.add_argument("--registry-db", default=None, help="e.g. postgresql://user@host:port/db")
     args = parser.parse_args(argv)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     bad = [c for c in cameras if not re.match(CAMERA_RE, c)]
     if bad:
-        print(f"make_repo: --cameras: unknown camera(s) {', '.join(bad)} (arms b r n m x spectrographs 1-4)",
-              file=sys.stderr)
+        print(
+            f"make_repo: --cameras: unknown camera(s) {', '.join(bad)} (arms b r n m x spectrographs 1-4)",
+            file=sys.stderr,
+        )
         return 2
     epochs = dict(item.split("=", 1) for item in args.epochs.split(","))
     make_repo(args.root, cameras, epochs, args.seed, args.registry_db)

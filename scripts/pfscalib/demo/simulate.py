@@ -157,8 +157,13 @@ class CameraTruth:
         xn = (FIBER_X0 + FIBER_PITCH * np.arange(NFIBER) - NX / 2) / (NX / 2)
         base = base_line_y(self.arm, np.asarray(wavelength, dtype=float))
         distortion = 0.6 * xn[:, np.newaxis] * (t[np.newaxis, :] - 0.5) + 0.3 * xn[:, np.newaxis] ** 2
-        return (base[np.newaxis, :] + self.spectral_offset + self.epoch.spectral_shift + distortion
-                + self.slit_offsets[:, np.newaxis])
+        return (
+            base[np.newaxis, :]
+            + self.spectral_offset
+            + self.epoch.spectral_shift
+            + distortion
+            + self.slit_offsets[:, np.newaxis]
+        )
 
     def row_wavelength(self, fiber_index: int) -> np.ndarray:
         """True wavelength at each row for one fibre (inverse of line_y)."""
@@ -197,7 +202,7 @@ class CameraTruth:
         yy, xx = np.mgrid[0:NY, 0:NX]
         return 20.0 + 15.0 * (xx / NX) + 10.0 * (yy / NY)
 
-    def raw(self, visit: "VisitSpec") -> np.ndarray:
+    def raw(self, visit: VisitSpec) -> np.ndarray:
         """A simulated raw (data region + overscan), float32 ADU."""
         rng = _rng(self.seed, "raw", visit.visit, self.camera)
         signal = np.zeros((NY, NX))

@@ -31,14 +31,32 @@ def visit_record(data_id):
 # ----------------------------------------------------------------------------------------------- isr
 class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     ccdExposure = cT.Input(name="raw", storageClass="PfsRaw", dimensions=IVAS, doc="raw camera image")
-    bias = cT.PrerequisiteInput(name="bias", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
-                                minimum=0, doc="bias, looked up in the calibration collections by visit time")
-    dark = cT.PrerequisiteInput(name="dark", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
-                                minimum=0, doc="dark current per second")
-    flat = cT.PrerequisiteInput(name="fiberFlat", storageClass="StandinExposure", dimensions=IAS,
-                                isCalibration=True, doc="pixel response (fiberFlat)")
-    outputExposure = cT.Output(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS,
-                               doc="instrument-signature-removed image")
+    bias = cT.PrerequisiteInput(
+        name="bias",
+        storageClass="StandinExposure",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,
+        doc="bias, looked up in the calibration collections by visit time",
+    )
+    dark = cT.PrerequisiteInput(
+        name="dark",
+        storageClass="StandinExposure",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,
+        doc="dark current per second",
+    )
+    flat = cT.PrerequisiteInput(
+        name="fiberFlat",
+        storageClass="StandinExposure",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="pixel response (fiberFlat)",
+    )
+    outputExposure = cT.Output(
+        name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, doc="instrument-signature-removed image"
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -76,14 +94,20 @@ class PfsIsrTask(pipeBase.PipelineTask):
         data_id = butlerQC.quantum.dataId
         inputs = butlerQC.get(inputRefs)
         record = visit_record(data_id)
-        where = (f"camera {camera_of(data_id)} visit {data_id['visit']} "
-                 f"({record.timespan.begin.utc.isot[:19]} UTC)")
+        where = f"camera {camera_of(data_id)} visit {data_id['visit']} ({record.timespan.begin.utc.isot[:19]} UTC)"
         for name, flag in (("bias", "doBias"), ("dark", "doDark")):
             if getattr(self.config, flag) and inputs.get(name) is None:
-                raise RuntimeError(f"isr: {flag}=True but no {name} is certified for {where} in the input "
-                                   f"calibration collections; build and certify the {name} first")
-        image = self.run(inputs["ccdExposure"], bias=inputs.get("bias"), dark=inputs.get("dark"),
-                         flat=inputs.get("flat"), dark_time=float(record.dark_time or 0.0))
+                raise RuntimeError(
+                    f"isr: {flag}=True but no {name} is certified for {where} in the input "
+                    f"calibration collections; build and certify the {name} first"
+                )
+        image = self.run(
+            inputs["ccdExposure"],
+            bias=inputs.get("bias"),
+            dark=inputs.get("dark"),
+            flat=inputs.get("flat"),
+            dark_time=float(record.dark_time or 0.0),
+        )
         if self.config.doWrite:
             butlerQC.put(image, outputRefs.outputExposure)
 
@@ -104,19 +128,41 @@ class PfsIsrTask(pipeBase.PipelineTask):
 
 # ----------------------------------------------------------------------------------------------- combine
 class PfsCalibCombineConnections(pipeBase.PipelineTaskConnections, dimensions=("instrument", "detector")):
-    inputExpHandles = cT.Input(name="cpInputs", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                               deferLoad=True, doc="processed input frames")
-    outputData = cT.Output(name="cpProposal", storageClass="StandinExposure", dimensions=IAS,
-                           isCalibration=True, doc="combined calibration")
+    inputExpHandles = cT.Input(
+        name="cpInputs",
+        storageClass="StandinExposure",
+        dimensions=IVAS,
+        multiple=True,
+        deferLoad=True,
+        doc="processed input frames",
+    )
+    outputData = cT.Output(
+        name="cpProposal",
+        storageClass="StandinExposure",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="combined calibration",
+    )
 
 
 class PfsCalibCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsCalibCombineConnections):
     calibrationType = pexConfig.Field(dtype=str, default="calibration", doc="bias, dark, ...")
-    exposureScaling = pexConfig.ChoiceField(dtype=str, default="Unity", doc="scaling of each input", allowed={
-        "Unity": "no scaling", "DarkTime": "divide by the visit's dark_time",
-        "MeanStats": "divide by the image mean"})
-    combine = pexConfig.ChoiceField(dtype=str, default="median", doc="combination statistic",
-                                    allowed={"median": "per-pixel median", "mean": "per-pixel mean"})
+    exposureScaling = pexConfig.ChoiceField(
+        dtype=str,
+        default="Unity",
+        doc="scaling of each input",
+        allowed={
+            "Unity": "no scaling",
+            "DarkTime": "divide by the visit's dark_time",
+            "MeanStats": "divide by the image mean",
+        },
+    )
+    combine = pexConfig.ChoiceField(
+        dtype=str,
+        default="median",
+        doc="combination statistic",
+        allowed={"median": "per-pixel median", "mean": "per-pixel mean"},
+    )
     mask = pexConfig.ListField(dtype=str, default=["SAT", "DETECTED", "INTRP"], doc="mask planes to reject")
 
 
@@ -154,8 +200,9 @@ class PfsCalibCombineTask(pipeBase.PipelineTask):
 # ----------------------------------------------------------------------------------------------- dark
 class PfsDarkConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     inputExp = cT.Input(name="cpDarkISR", storageClass="StandinExposure", dimensions=IVAS, doc="bias-subtracted dark")
-    outputExp = cT.Output(name="cpDarkProc", storageClass="StandinExposure", dimensions=IVAS,
-                          doc="dark with cosmic rays masked (NaN)")
+    outputExp = cT.Output(
+        name="cpDarkProc", storageClass="StandinExposure", dimensions=IVAS, doc="dark with cosmic rays masked (NaN)"
+    )
 
 
 class PfsDarkConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsDarkConnections):
@@ -191,17 +238,30 @@ class PfsDarkTask(pipeBase.PipelineTask):
 
 # ----------------------------------------------------------------------------------------------- flat
 class FlatDitherCombineConnections(pipeBase.PipelineTaskConnections, dimensions=IAS + ("dither",)):
-    inputExpHandles = cT.Input(name="cpInputs", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                               deferLoad=True, doc="quartz frames of one dither")
-    outputData = cT.Output(name="ditherFlat", storageClass="StandinExposure", dimensions=IAS + ("dither",),
-                           doc="pixel response measured at one dither (NaN where S/N < minSNR)")
+    inputExpHandles = cT.Input(
+        name="cpInputs",
+        storageClass="StandinExposure",
+        dimensions=IVAS,
+        multiple=True,
+        deferLoad=True,
+        doc="quartz frames of one dither",
+    )
+    outputData = cT.Output(
+        name="ditherFlat",
+        storageClass="StandinExposure",
+        dimensions=IAS + ("dither",),
+        doc="pixel response measured at one dither (NaN where S/N < minSNR)",
+    )
 
 
 class FlatDitherCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatDitherCombineConnections):
     minSNR = pexConfig.Field(dtype=float, default=50.0, doc="minimum S/N of the model for a valid pixel")
-    smoothWidth = pexConfig.Field(dtype=int, default=9,
-                                  doc="rows of the running median along the traces that models the lamp "
-                                      "(stand-in for drp_stella's spectral smoothing)")
+    smoothWidth = pexConfig.Field(
+        dtype=int,
+        default=9,
+        doc="rows of the running median along the traces that models the lamp "
+        "(stand-in for drp_stella's spectral smoothing)",
+    )
     mask = pexConfig.ListField(dtype=str, default=["BAD", "SAT", "CR", "INTRP"], doc="mask planes to ignore")
 
 
@@ -219,7 +279,6 @@ class FlatDitherCombineTask(CombineHandlesTask):
     ConfigClass = FlatDitherCombineConfig
     _DefaultName = "ditherCombine"
 
-
     def run(self, images):
         mean = np.nanmean(np.array(images, dtype=np.float64), axis=0)
         half = self.config.smoothWidth // 2
@@ -231,10 +290,17 @@ class FlatDitherCombineTask(CombineHandlesTask):
 
 
 class FlatCombineConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
-    inputExpHandles = cT.Input(name="ditherFlat", storageClass="StandinExposure", dimensions=IAS + ("dither",),
-                               multiple=True, deferLoad=True, doc="per-dither flats")
-    outputData = cT.Output(name="fiberFlat", storageClass="StandinExposure", dimensions=IAS, isCalibration=True,
-                           doc="pixel response")
+    inputExpHandles = cT.Input(
+        name="ditherFlat",
+        storageClass="StandinExposure",
+        dimensions=IAS + ("dither",),
+        multiple=True,
+        deferLoad=True,
+        doc="per-dither flats",
+    )
+    outputData = cT.Output(
+        name="fiberFlat", storageClass="StandinExposure", dimensions=IAS, isCalibration=True, doc="pixel response"
+    )
 
 
 class FlatCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatCombineConnections):
@@ -246,7 +312,6 @@ class FlatCombineTask(CombineHandlesTask):
 
     ConfigClass = FlatCombineConfig
     _DefaultName = "flatCombine"
-
 
     def run(self, flats):
         import warnings

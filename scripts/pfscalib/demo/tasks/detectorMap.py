@@ -23,26 +23,40 @@ class BuildFiberProfilesConfig(pexConfig.Config):
 
 
 def fibers_of(pfs_config: dict, spectrograph: int) -> list[int]:
-    pairs = sorted((hole, fid) for fid, spec, hole in
-                   zip(pfs_config["fiberId"], pfs_config["spectrograph"], pfs_config["fiberHole"])
-                   if spec == spectrograph)
+    pairs = sorted(
+        (hole, fid)
+        for fid, spec, hole in zip(pfs_config["fiberId"], pfs_config["spectrograph"], pfs_config["fiberHole"])
+        if spec == spectrograph
+    )
     return [fid for _, fid in pairs]
 
 
 # --------------------------------------------------------------------------------------------- bootstrap
 class BootstrapConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
-    exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                        doc="one quartz and one arc")
-    pfsConfig = cT.Input(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
-                         multiple=True, doc="fibre configuration of each exposure")
-    detectorMap = cT.Output(name="detectorMap_bootstrap", storageClass="DetectorMap", dimensions=IAS,
-                            isCalibration=True, doc="rough detectorMap")
+    exposure = cT.Input(
+        name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True, doc="one quartz and one arc"
+    )
+    pfsConfig = cT.Input(
+        name="pfsConfig",
+        storageClass="PfsConfig",
+        dimensions=("instrument", "visit"),
+        multiple=True,
+        doc="fibre configuration of each exposure",
+    )
+    detectorMap = cT.Output(
+        name="detectorMap_bootstrap",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="rough detectorMap",
+    )
 
 
 class BootstrapConfig(pipeBase.PipelineTaskConfig, pipelineConnections=BootstrapConnections):
     profiles = pexConfig.ConfigField(dtype=BuildFiberProfilesConfig, doc="trace finding and profiles")
-    spectralOffset = pexConfig.Field(dtype=float, default=0.0,
-                                     doc="shift (pixels, y) of the base detectorMap before line matching")
+    spectralOffset = pexConfig.Field(
+        dtype=float, default=0.0, doc="shift (pixels, y) of the base detectorMap before line matching"
+    )
     spatialOffset = pexConfig.Field(dtype=float, default=0.0, doc="shift (pixels, x) of the base detectorMap")
     matchRadius = pexConfig.Field(dtype=float, default=2.5, doc="line matching radius (nm)")
     minMatchFraction = pexConfig.Field(dtype=float, default=0.6, doc="fraction of lines that must match")
@@ -57,18 +71,26 @@ class BootstrapTask(pipeBase.PipelineTask):
     def runQuantum(self, butlerQC, inputRefs, outputRefs):
         data_id = butlerQC.quantum.dataId
         if len(inputRefs.exposure) != 2 or len(inputRefs.pfsConfig) != 2:
-            raise RuntimeError(f"bootstrap {camera_of(data_id)}: need exactly one quartz and one arc, got "
-                               f"visits {[r.dataId['visit'] for r in inputRefs.exposure]}")
+            raise RuntimeError(
+                f"bootstrap {camera_of(data_id)}: need exactly one quartz and one arc, got "
+                f"visits {[r.dataId['visit'] for r in inputRefs.exposure]}"
+            )
         quartz = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps == "Quartz"]
         arc = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps != "Quartz"]
         if len(quartz) != 1:
-            raise RuntimeError(f"bootstrap {camera_of(data_id)}: need exactly one quartz (lamps='Quartz'), got "
-                               f"{len(quartz)}")
+            raise RuntimeError(
+                f"bootstrap {camera_of(data_id)}: need exactly one quartz (lamps='Quartz'), got {len(quartz)}"
+            )
         configs = [butlerQC.get(r) for r in inputRefs.pfsConfig]
         if configs[0]["fiberId"] != configs[1]["fiberId"]:
             raise RuntimeError("bootstrap: the two pfsConfigs have different fiberId")
-        dm = self.run(butlerQC.get(quartz[0]), butlerQC.get(arc[0]), fibers_of(configs[0], data_id["spectrograph"]),
-                      data_id["arm"], data_id["spectrograph"])
+        dm = self.run(
+            butlerQC.get(quartz[0]),
+            butlerQC.get(arc[0]),
+            fibers_of(configs[0], data_id["spectrograph"]),
+            data_id["arm"],
+            data_id["spectrograph"],
+        )
         butlerQC.put(dm, outputRefs.detectorMap)
 
     def run(self, quartz, arc, fiber_ids, arm, spectrograph):
@@ -85,8 +107,9 @@ class BootstrapTask(pipeBase.PipelineTask):
         radius_px = self.config.matchRadius / np.abs(dispersion)
         matched, total = [], 0
         for index in range(len(fiber_ids)):
-            spectrum = measure.extract_boxcar(np.asarray(arc), detmap.trace_x(dm, index, rows),
-                                              self.config.profiles.profileRadius)
+            spectrum = measure.extract_boxcar(
+                np.asarray(arc), detmap.trace_x(dm, index, rows), self.config.profiles.profileRadius
+            )
             peaks = np.array(measure.local_peaks(spectrum, 10 * measure.noise_level(spectrum)))
             predicted = simulate.base_line_y(arm, wavelengths) + self.config.spectralOffset
             total += len(wavelengths)
@@ -97,11 +120,15 @@ class BootstrapTask(pipeBase.PipelineTask):
                 if abs(nearest - yp) <= rad:
                     matched.append((index, wl, nearest))
         fraction = len(matched) / max(total, 1)
-        hint = (f"with bootstrap:spectralOffset={self.config.spectralOffset:g} pixels; the arc lines are "
-                "probably offset: check bootstrap:spectralOffset for this camera")
+        hint = (
+            f"with bootstrap:spectralOffset={self.config.spectralOffset:g} pixels; the arc lines are "
+            "probably offset: check bootstrap:spectralOffset for this camera"
+        )
         if fraction < self.config.minMatchFraction:
-            raise RuntimeError(f"bootstrap {camera}: only {100 * fraction:.0f}% of arc lines matched within "
-                               f"matchRadius={self.config.matchRadius:g} nm {hint}")
+            raise RuntimeError(
+                f"bootstrap {camera}: only {100 * fraction:.0f}% of arc lines matched within "
+                f"matchRadius={self.config.matchRadius:g} nm {hint}"
+            )
         index, wl, y = (np.array(v) for v in zip(*matched))
         terms = detmap.poly_terms(self.config.order)
         a = detmap.design(terms, detmap.norm_t(arm, wl), detmap.slit_x(index))
@@ -109,8 +136,10 @@ class BootstrapTask(pipeBase.PipelineTask):
         coeffs = np.linalg.lstsq(a, resid, rcond=None)[0]
         rms = float(np.sqrt(np.mean((resid - a @ coeffs) ** 2)))
         if rms > self.config.maxResidual:
-            raise RuntimeError(f"bootstrap {camera}: matched lines do not fit a smooth solution (RMS {rms:.2f} px "
-                               f"> {self.config.maxResidual:g}) {hint}")
+            raise RuntimeError(
+                f"bootstrap {camera}: matched lines do not fit a smooth solution (RMS {rms:.2f} px "
+                f"> {self.config.maxResidual:g}) {hint}"
+            )
         dm["terms"], dm["coeffs"] = [list(t) for t in terms], coeffs.tolist()
         self.log.info("bootstrap %s: matched %d lines (%.0f%%), RMS %.3f px", camera, len(wl), 100 * fraction, rms)
         return dm
@@ -118,12 +147,19 @@ class BootstrapTask(pipeBase.PipelineTask):
 
 # --------------------------------------------------------------------------------------------- cosmicray
 class CosmicRayConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
-    inputExposures = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                              doc="exposures of the group")
-    masks = cT.Output(name="crMask", storageClass="StandinMask", dimensions=IVAS, multiple=True,
-                      doc="cosmic-ray mask per visit")
-    outputExposures = cT.Output(name="calexp", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                                doc="exposure with cosmic rays interpolated")
+    inputExposures = cT.Input(
+        name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, multiple=True, doc="exposures of the group"
+    )
+    masks = cT.Output(
+        name="crMask", storageClass="StandinMask", dimensions=IVAS, multiple=True, doc="cosmic-ray mask per visit"
+    )
+    outputExposures = cT.Output(
+        name="calexp",
+        storageClass="StandinExposure",
+        dimensions=IVAS,
+        multiple=True,
+        doc="exposure with cosmic rays interpolated",
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -132,10 +168,17 @@ class CosmicRayConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
 
 
 class CosmicRayConfig(pipeBase.PipelineTaskConfig, pipelineConnections=CosmicRayConnections):
-    grouping = pexConfig.ChoiceField(dtype=str, default="auto", doc="how visits are grouped (the demo runs one "
-                                     "quantum per visit whatever the grouping)",
-                                     allowed={"auto": "by design+lamps", "separate": "one per visit",
-                                              "all": "all together", "manual": "from groups"})
+    grouping = pexConfig.ChoiceField(
+        dtype=str,
+        default="auto",
+        doc="how visits are grouped (the demo runs one quantum per visit whatever the grouping)",
+        allowed={
+            "auto": "by design+lamps",
+            "separate": "one per visit",
+            "all": "all together",
+            "manual": "from groups",
+        },
+    )
     doWriteExposure = pexConfig.Field(dtype=bool, default=False, doc="write calexp")
     crThreshold = pexConfig.Field(dtype=float, default=10.0, doc="sigma above the local median")
 
@@ -168,10 +211,16 @@ class CosmicRayTask(pipeBase.PipelineTask):
 class MeasureCentroidsConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, doc="exposure")
     crMask = cT.Input(name="crMask", storageClass="StandinMask", dimensions=IVAS, doc="cosmic-ray mask")
-    pfsConfig = cT.PrerequisiteInput(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
-                                     doc="fibre configuration")
-    calibDetectorMap = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
-                                            isCalibration=True, doc="detectorMap predicting line positions")
+    pfsConfig = cT.PrerequisiteInput(
+        name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"), doc="fibre configuration"
+    )
+    calibDetectorMap = cT.PrerequisiteInput(
+        name="detectorMap_calib",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="detectorMap predicting line positions",
+    )
     centroids = cT.Output(name="centroids", storageClass="ArcLineSet", dimensions=IVAS, doc="measured lines")
 
 
@@ -192,8 +241,13 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
     def runQuantum(self, butlerQC, inputRefs, outputRefs):
         inputs = butlerQC.get(inputRefs)
         record = visit_record(butlerQC.quantum.dataId)
-        lines = self.run(np.asarray(inputs["exposure"]), np.asarray(inputs["crMask"]), inputs["calibDetectorMap"],
-                         record.lamps, butlerQC.quantum.dataId["visit"])
+        lines = self.run(
+            np.asarray(inputs["exposure"]),
+            np.asarray(inputs["crMask"]),
+            inputs["calibDetectorMap"],
+            record.lamps,
+            butlerQC.quantum.dataId["visit"],
+        )
         butlerQC.put(lines, outputRefs.centroids)
 
     def run(self, image, cr_mask, dm, lamps, visit):
@@ -203,8 +257,18 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
             if self.config.doForceTraces:
                 sample = np.arange(4, simulate.NY - 4, self.config.traceSpacing)
                 for index, y, x in measure.trace_centroids(image, dm, sample):
-                    rows.append({"fiberId": dm["fiberId"][index], "wavelength": float("nan"), "x": x, "y": y,
-                                 "xErr": 0.05, "yErr": float("nan"), "flux": 0.0, "description": "Trace"})
+                    rows.append(
+                        {
+                            "fiberId": dm["fiberId"][index],
+                            "wavelength": float("nan"),
+                            "x": x,
+                            "y": y,
+                            "xErr": 0.05,
+                            "yErr": float("nan"),
+                            "flux": 0.0,
+                            "description": "Trace",
+                        }
+                    )
         else:
             wavelengths, _ = simulate.arc_lines(dm["arm"])
             gaps = np.diff(wavelengths)
@@ -219,14 +283,24 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
 
 # --------------------------------------------------------------------------------------------- slit offsets
 class GatherSlitOffsetsConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
-    dummy = cT.Input(name="centroids", storageClass="ArcLineSet", dimensions=IVAS,
-                     doc="only forces the quantum to exist where centroids do")
-    slitOffsets = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
-                                       isCalibration=True, minimum=0,
-                                       doc="detectorMap whose slit offsets are copied (drp_stella reads the "
-                                           "slitOffsets component; the demo reads the whole map)")
-    output = cT.Output(name="slitOffsets", storageClass="StructuredDataDict", dimensions=IVAS,
-                       doc="per-fibre slit offsets")
+    dummy = cT.Input(
+        name="centroids",
+        storageClass="ArcLineSet",
+        dimensions=IVAS,
+        doc="only forces the quantum to exist where centroids do",
+    )
+    slitOffsets = cT.PrerequisiteInput(
+        name="detectorMap_calib",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,
+        doc="detectorMap whose slit offsets are copied (drp_stella reads the "
+        "slitOffsets component; the demo reads the whole map)",
+    )
+    output = cT.Output(
+        name="slitOffsets", storageClass="StructuredDataDict", dimensions=IVAS, doc="per-fibre slit offsets"
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -249,21 +323,39 @@ class GatherSlitOffsetsTask(pipeBase.PipelineTask):
         dm = butlerQC.get(inputRefs.slitOffsets) if inputRefs.slitOffsets else None
         fiber_ids = butlerQC.get(inputRefs.dummy)["fiberId"]
         ids = sorted(set(fiber_ids))
-        offsets = ([dm["slitOffsets"][detmap.fiber_index(dm, f)] if f in dm["fiberId"] else 0.0 for f in ids]
-                   if dm else [0.0] * len(ids))
+        offsets = (
+            [dm["slitOffsets"][detmap.fiber_index(dm, f)] if f in dm["fiberId"] else 0.0 for f in ids]
+            if dm
+            else [0.0] * len(ids)
+        )
         butlerQC.put({"fiberId": ids, "spectral": offsets}, outputRefs.output)
 
 
 # --------------------------------------------------------------------------------------------- fit
 class FitDetectorMapConnections(pipeBase.PipelineTaskConnections, dimensions=IAS):
-    arcLines = cT.Input(name="centroids", storageClass="ArcLineSet", dimensions=IVAS, multiple=True,
-                        doc="centroids of every visit")
-    slitOffsets = cT.Input(name="slitOffsets", storageClass="StructuredDataDict", dimensions=IVAS, multiple=True,
-                           doc="slit offsets when they are not fitted")
-    detectorMap = cT.Output(name="detectorMap_candidate", storageClass="DetectorMap", dimensions=IAS,
-                            isCalibration=True, doc="fitted detectorMap")
-    lines = cT.Output(name="detectorMapLines", storageClass="ArcLineSet", dimensions=IAS,
-                      doc="lines used in the fit with residuals and flags")
+    arcLines = cT.Input(
+        name="centroids", storageClass="ArcLineSet", dimensions=IVAS, multiple=True, doc="centroids of every visit"
+    )
+    slitOffsets = cT.Input(
+        name="slitOffsets",
+        storageClass="StructuredDataDict",
+        dimensions=IVAS,
+        multiple=True,
+        doc="slit offsets when they are not fitted",
+    )
+    detectorMap = cT.Output(
+        name="detectorMap_candidate",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="fitted detectorMap",
+    )
+    lines = cT.Output(
+        name="detectorMapLines",
+        storageClass="ArcLineSet",
+        dimensions=IAS,
+        doc="lines used in the fit with residuals and flags",
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -307,8 +399,14 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
         index = np.array([fiber_ids.index(f) for f in table["fiberId"]])
         is_trace = table["description"] == "Trace"
         trace_src = is_trace if is_trace.any() else ~is_trace
-        detmap.fit_traces(dm, {i: (table["y"][trace_src & (index == i)], table["x"][trace_src & (index == i)])
-                               for i in range(len(fiber_ids))}, order=cfg.traceOrder)
+        detmap.fit_traces(
+            dm,
+            {
+                i: (table["y"][trace_src & (index == i)], table["x"][trace_src & (index == i)])
+                for i in range(len(fiber_ids))
+            },
+            order=cfg.traceOrder,
+        )
         arcs = np.flatnonzero(~is_trace)
         wl, y, yerr, fi = table["wavelength"][arcs], table["y"][arcs], table["yErr"][arcs], index[arcs]
         fixed_offsets = np.zeros(len(fiber_ids))
@@ -323,8 +421,11 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
             a = np.hstack([a, (fi[:, np.newaxis] == np.arange(len(fiber_ids))[np.newaxis, :]).astype(float)])
         target = y - simulate.base_line_y(arm, wl) - fixed_offsets[fi]
         weight = 1.0 / np.sqrt(yerr**2 + cfg.soften**2)
-        reserved = (np.arange(len(wl)) % max(int(round(1 / cfg.reserveFraction)), 1)) == 0 if cfg.reserveFraction > 0 \
+        reserved = (
+            (np.arange(len(wl)) % max(int(round(1 / cfg.reserveFraction)), 1)) == 0
+            if cfg.reserveFraction > 0
             else np.zeros(len(wl), dtype=bool)
+        )
         used = ~reserved
         for _ in range(cfg.iterations + 1):
             solution = np.linalg.lstsq(a[used] * weight[used, np.newaxis], target[used] * weight[used], rcond=None)[0]
@@ -336,14 +437,32 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
             used = keep
         dm["terms"] = [list(t) for t in terms]
         dm["coeffs"] = solution[: len(terms)].tolist()
-        dm["slitOffsets"] = (solution[len(terms):] if cfg.doSlitOffsets else fixed_offsets).tolist()
+        dm["slitOffsets"] = (solution[len(terms) :] if cfg.doSlitOffsets else fixed_offsets).tolist()
         rms_used = float(np.sqrt(np.mean(resid[used] ** 2)))
         rms_reserved = float(np.sqrt(np.mean(resid[reserved] ** 2))) if reserved.any() else float("nan")
-        dm["qa"] = {"rmsUsed": rms_used, "rmsReserved": rms_reserved, "nUsed": int(used.sum()),
-                    "nReserved": int(reserved.sum()), "nRejected": int((~used & ~reserved).sum())}
-        self.log.info("fitDetectorMap %s%d: %d lines, RMS %.4f px (reserved %.4f px)", arm, spectrograph,
-                      int(used.sum()), rms_used, rms_reserved)
-        lines = {"fiberId": table["fiberId"][arcs].tolist(), "wavelength": wl.tolist(), "x": table["x"][arcs].tolist(),
-                 "y": y.tolist(), "yFit": (y - resid).tolist(), "residual": resid.tolist(), "visit": visits[arcs].tolist(),
-                 "status": np.where(reserved, "RESERVED", np.where(used, "USED", "REJECTED")).tolist()}
+        dm["qa"] = {
+            "rmsUsed": rms_used,
+            "rmsReserved": rms_reserved,
+            "nUsed": int(used.sum()),
+            "nReserved": int(reserved.sum()),
+            "nRejected": int((~used & ~reserved).sum()),
+        }
+        self.log.info(
+            "fitDetectorMap %s%d: %d lines, RMS %.4f px (reserved %.4f px)",
+            arm,
+            spectrograph,
+            int(used.sum()),
+            rms_used,
+            rms_reserved,
+        )
+        lines = {
+            "fiberId": table["fiberId"][arcs].tolist(),
+            "wavelength": wl.tolist(),
+            "x": table["x"][arcs].tolist(),
+            "y": y.tolist(),
+            "yFit": (y - resid).tolist(),
+            "residual": resid.tolist(),
+            "visit": visits[arcs].tolist(),
+            "status": np.where(reserved, "RESERVED", np.where(used, "USED", "REJECTED")).tolist(),
+        }
         return pipeBase.Struct(detectorMap=dm, lines=lines)

@@ -8,6 +8,7 @@ pfsConfig prerequisite, and mergeProfiles no profiles_visits; neither needs them
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import lsst.pex.config as pexConfig
@@ -27,8 +28,11 @@ GROUP_CAMERA = ("instrument", "profiles_group", "arm", "spectrograph")
 def adjust_traces(image: np.ndarray, dm: dict, lit: np.ndarray | None = None) -> tuple[dict, float]:
     """Shift the detectorMap's traces in x by the median measured offset of the (lit) traces."""
     rows = np.arange(8, simulate.NY - 8, 16)
-    offsets = [x - float(detmap.trace_x(dm, i, np.array([y]))[0])
-               for i, y, x in measure.trace_centroids(image, dm, rows) if lit is None or lit[i]]
+    offsets = [
+        x - float(detmap.trace_x(dm, i, np.array([y]))[0])
+        for i, y, x in measure.trace_centroids(image, dm, rows)
+        if lit is None or lit[i]
+    ]
     dx = float(np.median(offsets)) if offsets else 0.0
     out = json.loads(json.dumps(dm))
     for trace in out["trace"]:
@@ -38,8 +42,12 @@ def adjust_traces(image: np.ndarray, dm: dict, lit: np.ndarray | None = None) ->
 
 def lit_fibers(image: np.ndarray, dm: dict, radius: float = 3.0) -> np.ndarray:
     rows = np.arange(simulate.NY)
-    flux = np.array([np.median(measure.extract_boxcar(image, detmap.trace_x(dm, i, rows), radius))
-                     for i in range(len(dm["fiberId"]))])
+    flux = np.array(
+        [
+            np.median(measure.extract_boxcar(image, detmap.trace_x(dm, i, rows), radius))
+            for i in range(len(dm["fiberId"]))
+        ]
+    )
     return flux > 0.3 * flux.max()
 
 
@@ -51,18 +59,28 @@ def profile_hash(profiles: dict) -> str:
 class ProfilesFitDetectorMapConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS + ("profiles_group",)):
     exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, doc="quartz")
     crMask = cT.Input(name="crMask", storageClass="StandinMask", dimensions=IVAS, doc="cosmic-ray mask")
-    pfsConfig = cT.PrerequisiteInput(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
-                                     doc="fibre configuration")
-    calibDetectorMap = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
-                                            isCalibration=True, doc="calibration detectorMap to adjust")
-    data = cT.PrerequisiteInput(name="profiles_visits", storageClass="StructuredDataDict", dimensions=GROUP,
-                                doc="bright and dark visits of the group")
-    outputDetectorMap = cT.Output(name="detectorMap", storageClass="DetectorMap", dimensions=IVAS,
-                                  doc="detectorMap adjusted to this exposure")
+    pfsConfig = cT.PrerequisiteInput(
+        name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"), doc="fibre configuration"
+    )
+    calibDetectorMap = cT.PrerequisiteInput(
+        name="detectorMap_calib",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="calibration detectorMap to adjust",
+    )
+    data = cT.PrerequisiteInput(
+        name="profiles_visits",
+        storageClass="StructuredDataDict",
+        dimensions=GROUP,
+        doc="bright and dark visits of the group",
+    )
+    outputDetectorMap = cT.Output(
+        name="detectorMap", storageClass="DetectorMap", dimensions=IVAS, doc="detectorMap adjusted to this exposure"
+    )
 
 
-class ProfilesFitDetectorMapConfig(pipeBase.PipelineTaskConfig,
-                                   pipelineConnections=ProfilesFitDetectorMapConnections):
+class ProfilesFitDetectorMapConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ProfilesFitDetectorMapConnections):
     requireAdjustDetectorMap = pexConfig.Field(dtype=bool, default=False, doc="fail if adjustment fails")
 
 
@@ -84,20 +102,39 @@ class ProfilesFitDetectorMapTask(pipeBase.PipelineTask):
 
 # ------------------------------------------------------------------------------------ fitProfiles
 class ReduceProfilesConnections(pipeBase.PipelineTaskConnections, dimensions=GROUP_CAMERA):
-    exposure = cT.Input(name="calexp", storageClass="StandinExposure", dimensions=IVAS, multiple=True,
-                        doc="bright and dark exposures of the group")
-    detectorMap = cT.Input(name="detectorMap", storageClass="DetectorMap", dimensions=IVAS, multiple=True,
-                           doc="detectorMap of each bright exposure")
-    data = cT.PrerequisiteInput(name="profiles_visits", storageClass="StructuredDataDict", dimensions=GROUP,
-                                doc="bright and dark visits of the group")
-    fiberProfiles = cT.Output(name="fiberProfiles_group", storageClass="FiberProfileSet", dimensions=GROUP_CAMERA,
-                              doc="profiles of the fibres lit in this group")
+    exposure = cT.Input(
+        name="calexp",
+        storageClass="StandinExposure",
+        dimensions=IVAS,
+        multiple=True,
+        doc="bright and dark exposures of the group",
+    )
+    detectorMap = cT.Input(
+        name="detectorMap",
+        storageClass="DetectorMap",
+        dimensions=IVAS,
+        multiple=True,
+        doc="detectorMap of each bright exposure",
+    )
+    data = cT.PrerequisiteInput(
+        name="profiles_visits",
+        storageClass="StructuredDataDict",
+        dimensions=GROUP,
+        doc="bright and dark visits of the group",
+    )
+    fiberProfiles = cT.Output(
+        name="fiberProfiles_group",
+        storageClass="FiberProfileSet",
+        dimensions=GROUP_CAMERA,
+        doc="profiles of the fibres lit in this group",
+    )
 
 
 class ReduceProfilesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ReduceProfilesConnections):
     profiles = pexConfig.ConfigField(dtype=BuildFiberProfilesConfig, doc="profile fitting")
-    backgroundDistance = pexConfig.Field(dtype=float, default=6.0,
-                                         doc="pixels from lit traces used to fit the dark scaling")
+    backgroundDistance = pexConfig.Field(
+        dtype=float, default=6.0, doc="pixels from lit traces used to fit the dark scaling"
+    )
 
     def setDefaults(self):
         super().setDefaults()
@@ -135,8 +172,14 @@ class ReduceProfilesTask(pipeBase.PipelineTask):
         coeffs = np.linalg.lstsq(design, b[far], rcond=None)[0]
         background = coeffs[0] * d + coeffs[1] if dark else np.full_like(b, coeffs[0])
         image = b - background
-        result: dict = {"arm": dm["arm"], "spectrograph": dm["spectrograph"], "radius": cfg.profileRadius,
-                        "oversample": cfg.profileOversample, "swath": cfg.profileSwath, "fibers": {}}
+        result: dict = {
+            "arm": dm["arm"],
+            "spectrograph": dm["spectrograph"],
+            "radius": cfg.profileRadius,
+            "oversample": cfg.profileOversample,
+            "swath": cfg.profileSwath,
+            "fibers": {},
+        }
         nswath = max(1, int(round(simulate.NY / cfg.profileSwath)))
         edges = np.linspace(0, simulate.NY, nswath + 1).astype(int)
         bins = np.arange(-cfg.profileRadius, cfg.profileRadius + 1e-9, 1.0 / cfg.profileOversample)
@@ -148,24 +191,37 @@ class ReduceProfilesTask(pipeBase.PipelineTask):
             values = values / np.where(norm > 0, norm, 1)
             sigma2 = float((values * offsets**2 * window).sum() / (values * window).sum())
             swaths = []
-            for lo, hi in zip(edges[:-1], edges[1:]):
+            for lo, hi in itertools.pairwise(edges):
                 d_off, v = offsets[lo:hi][window[lo:hi]], values[lo:hi][window[lo:hi]]
                 idx = np.digitize(d_off, bins)
                 swaths.append([float(v[idx == k].mean()) if (idx == k).any() else 0.0 for k in range(1, len(bins))])
-            result["fibers"][str(dm["fiberId"][i])] = {"sigma": float(np.sqrt(sigma2)), "profiles": swaths,
-                                                       "swathCentres": ((edges[:-1] + edges[1:]) / 2).tolist()}
+            result["fibers"][str(dm["fiberId"][i])] = {
+                "sigma": float(np.sqrt(sigma2)),
+                "profiles": swaths,
+                "swathCentres": ((edges[:-1] + edges[1:]) / 2).tolist(),
+            }
         self.log.info("measured %d fibre profiles; dark scale %s", int(lit.sum()), np.round(coeffs, 3).tolist())
         return result
 
 
 # ------------------------------------------------------------------------------------ mergeProfiles
-class MergeFiberProfilesConnections(pipeBase.PipelineTaskConnections,
-                                    dimensions=("instrument", "profiles_run", "arm", "spectrograph")):
-    profiles = cT.Input(name="fiberProfiles_group", storageClass="FiberProfileSet",
-                        dimensions=("instrument", "profiles_run", "profiles_group", "arm", "spectrograph"),
-                        multiple=True, doc="profiles of every group")
-    merged = cT.Output(name="fiberProfiles", storageClass="FiberProfileSet", dimensions=IAS, isCalibration=True,
-                       doc="profiles of every fibre")
+class MergeFiberProfilesConnections(
+    pipeBase.PipelineTaskConnections, dimensions=("instrument", "profiles_run", "arm", "spectrograph")
+):
+    profiles = cT.Input(
+        name="fiberProfiles_group",
+        storageClass="FiberProfileSet",
+        dimensions=("instrument", "profiles_run", "profiles_group", "arm", "spectrograph"),
+        multiple=True,
+        doc="profiles of every group",
+    )
+    merged = cT.Output(
+        name="fiberProfiles",
+        storageClass="FiberProfileSet",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="profiles of every fibre",
+    )
 
 
 class MergeFiberProfilesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=MergeFiberProfilesConnections):
@@ -189,8 +245,11 @@ class MergeFiberProfilesTask(pipeBase.PipelineTask):
         for fiber_id in expected:
             if fiber_id not in fibers:
                 nearest = sorted(fibers, key=lambda f: abs(int(f) - int(fiber_id)))[:2]
-                fibers[fiber_id] = {**fibers[nearest[0]], "sigma": float(np.mean([fibers[f]["sigma"] for f in nearest])),
-                                    "interpolated": True}
+                fibers[fiber_id] = {
+                    **fibers[nearest[0]],
+                    "sigma": float(np.mean([fibers[f]["sigma"] for f in nearest])),
+                    "interpolated": True,
+                }
         merged["fibers"] = dict(sorted(fibers.items(), key=lambda kv: int(kv[0])))
         self.log.info("merged %d fibre profiles", len(fibers))
         return pipeBase.Struct(merged=merged)
@@ -200,18 +259,31 @@ class MergeFiberProfilesTask(pipeBase.PipelineTask):
 class ReduceExposureConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     exposure = cT.Input(name="postISRCCD", storageClass="StandinExposure", dimensions=IVAS, doc="exposure")
     crMask = cT.Input(name="crMask", storageClass="StandinMask", dimensions=IVAS, doc="cosmic-ray mask")
-    pfsConfig = cT.PrerequisiteInput(name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"),
-                                     doc="fibre configuration")
-    fiberProfiles = cT.PrerequisiteInput(name="fiberProfiles", storageClass="FiberProfileSet", dimensions=IAS,
-                                         isCalibration=True, doc="fibre profiles")
-    fiberNorms = cT.PrerequisiteInput(name="fiberNorms_calib", storageClass="PfsFiberNorms",
-                                      dimensions=("instrument", "arm"), isCalibration=True, doc="fibre norms")
-    detectorMap = cT.PrerequisiteInput(name="detectorMap_calib", storageClass="DetectorMap", dimensions=IAS,
-                                       isCalibration=True, doc="calibration detectorMap")
+    pfsConfig = cT.PrerequisiteInput(
+        name="pfsConfig", storageClass="PfsConfig", dimensions=("instrument", "visit"), doc="fibre configuration"
+    )
+    fiberProfiles = cT.PrerequisiteInput(
+        name="fiberProfiles", storageClass="FiberProfileSet", dimensions=IAS, isCalibration=True, doc="fibre profiles"
+    )
+    fiberNorms = cT.PrerequisiteInput(
+        name="fiberNorms_calib",
+        storageClass="PfsFiberNorms",
+        dimensions=("instrument", "arm"),
+        isCalibration=True,
+        doc="fibre norms",
+    )
+    detectorMap = cT.PrerequisiteInput(
+        name="detectorMap_calib",
+        storageClass="DetectorMap",
+        dimensions=IAS,
+        isCalibration=True,
+        doc="calibration detectorMap",
+    )
     calexp = cT.Output(name="calexp", storageClass="StandinExposure", dimensions=IVAS, doc="background-subtracted")
     pfsArm = cT.Output(name="pfsArm", storageClass="PfsArm", dimensions=IVAS, doc="extracted spectra")
-    detectorMapUsed = cT.Output(name="detectorMap", storageClass="DetectorMap", dimensions=IVAS,
-                                doc="detectorMap adjusted to this exposure")
+    detectorMapUsed = cT.Output(
+        name="detectorMap", storageClass="DetectorMap", dimensions=IVAS, doc="detectorMap adjusted to this exposure"
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -239,8 +311,10 @@ class ReduceExposureTask(pipeBase.PipelineTask):
         dm, dx = adjust_traces(image, inputs["detectorMap"])
         if abs(dx) > self.config.maxAdjustment:
             if self.config.requireAdjustDetectorMap:
-                raise RuntimeError(f"reduceExposure {camera_of(data_id)} visit {data_id['visit']}: trace "
-                                   f"adjustment {dx:.2f} px exceeds {self.config.maxAdjustment} px")
+                raise RuntimeError(
+                    f"reduceExposure {camera_of(data_id)} visit {data_id['visit']}: trace "
+                    f"adjustment {dx:.2f} px exceeds {self.config.maxAdjustment} px"
+                )
             dm, dx = inputs["detectorMap"], 0.0
         calexp, arm_spectra = self.run(image, dm, inputs["fiberProfiles"], inputs.get("fiberNorms"))
         arm_spectra.update(visit=int(data_id["visit"]), arm=data_id["arm"], spectrograph=int(data_id["spectrograph"]))
@@ -254,23 +328,28 @@ class ReduceExposureTask(pipeBase.PipelineTask):
         sigmas = np.array([profiles["fibers"][str(f)]["sigma"] for f in dm["fiberId"]])
         centres = np.array([detmap.trace_x(dm, i, rows) for i in range(len(dm["fiberId"]))])
         if self.config.doScatteredLight:
-            distance = np.min(np.abs(x[np.newaxis, np.newaxis, :] - centres[:, :, np.newaxis]) / sigmas[:, None, None],
-                              axis=0)
+            distance = np.min(
+                np.abs(x[np.newaxis, np.newaxis, :] - centres[:, :, np.newaxis]) / sigmas[:, None, None], axis=0
+            )
             far = (distance > 4.0) & np.isfinite(image)
-            yy, xx = np.mgrid[0:simulate.NY, 0:simulate.NX]
+            yy, xx = np.mgrid[0 : simulate.NY, 0 : simulate.NX]
             design = np.stack([np.ones(far.sum()), xx[far], yy[far]], axis=1)
             coeffs = np.linalg.lstsq(design, image[far], rcond=None)[0]
             image = image - (coeffs[0] + coeffs[1] * xx + coeffs[2] * yy)
         clean = np.nan_to_num(image)
         flux, wavelength = [], []
-        for i, fiber_id in enumerate(dm["fiberId"]):
+        for i in range(len(dm["fiberId"])):
             offsets = x[np.newaxis, :] - centres[i][:, np.newaxis]
             window = np.abs(offsets) <= 5 * sigmas[i]
             profile = np.where(window, np.exp(-0.5 * (offsets / sigmas[i]) ** 2) / (np.sqrt(2 * np.pi) * sigmas[i]), 0)
             flux.append(((profile * clean).sum(axis=1) / (profile**2).sum(axis=1)).tolist())
             wavelength.append(detmap.row_wavelength(dm, i).tolist())
-        spectra = {"fiberId": list(dm["fiberId"]), "wavelength": wavelength, "flux": flux,
-                   "fiberProfilesHash": profile_hash(profiles)}
+        spectra = {
+            "fiberId": list(dm["fiberId"]),
+            "wavelength": wavelength,
+            "flux": flux,
+            "fiberProfilesHash": profile_hash(profiles),
+        }
         if norms is not None:
             for i, fiber_id in enumerate(dm["fiberId"]):
                 spectra["flux"][i] = (np.array(spectra["flux"][i]) / norms["norm"][str(fiber_id)]).tolist()
@@ -279,10 +358,20 @@ class ReduceExposureTask(pipeBase.PipelineTask):
 
 # ------------------------------------------------------------------------------------ measureFiberNorms
 class MeasureFiberNormsConnections(pipeBase.PipelineTaskConnections, dimensions=("instrument", "arm")):
-    pfsArm = cT.Input(name="pfsArm", storageClass="PfsArm", dimensions=IVAS, multiple=True,
-                      doc="quartz spectra of every spectrograph and visit")
-    fiberNorms = cT.Output(name="fiberNorms_calib", storageClass="PfsFiberNorms", dimensions=("instrument", "arm"),
-                           isCalibration=True, doc="relative fibre normalisation of the arm")
+    pfsArm = cT.Input(
+        name="pfsArm",
+        storageClass="PfsArm",
+        dimensions=IVAS,
+        multiple=True,
+        doc="quartz spectra of every spectrograph and visit",
+    )
+    fiberNorms = cT.Output(
+        name="fiberNorms_calib",
+        storageClass="PfsFiberNorms",
+        dimensions=("instrument", "arm"),
+        isCalibration=True,
+        doc="relative fibre normalisation of the arm",
+    )
 
 
 class MeasureFiberNormsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=MeasureFiberNormsConnections):
@@ -320,11 +409,19 @@ class MeasureFiberNormsTask(pipeBase.PipelineTask):
         for _ in range(self.config.rejIter):
             resid = ratio - norm[:, np.newaxis]
             sigma = 1.4826 * np.median(np.abs(resid), axis=1, keepdims=True) + 1e-9
-            norm = np.array([np.median(r[np.abs(d) < self.config.rejThresh * s])
-                             for r, d, s in zip(ratio, resid, sigma)])
+            norm = np.array(
+                [np.median(r[np.abs(d) < self.config.rejThresh * s]) for r, d, s in zip(ratio, resid, sigma)]
+            )
         scale = norm.mean()
         self.log.info("fiberNorms of %d fibres over %.1f-%.1f nm", len(fiber_ids), lo, hi)
-        return pipeBase.Struct(fiberNorms={
-            "fiberId": fiber_ids, "spectrograph": spectrographs, "wavelength": grid.tolist(), "values": (ratio / scale).tolist(),
-            "norm": {str(f): float(n / scale) for f, n in zip(fiber_ids, norm)}, "fiberProfilesHash": hashes,
-            "visits": visits})
+        return pipeBase.Struct(
+            fiberNorms={
+                "fiberId": fiber_ids,
+                "spectrograph": spectrographs,
+                "wavelength": grid.tolist(),
+                "values": (ratio / scale).tolist(),
+                "norm": {str(f): float(n / scale) for f, n in zip(fiber_ids, norm)},
+                "fiberProfilesHash": hashes,
+                "visits": visits,
+            }
+        )

@@ -45,7 +45,7 @@ def find_traces(image: np.ndarray, expected: int, block: int = 16) -> dict[int, 
     """Blind trace finding on a quartz: fibre peaks in row blocks, linked by order across the slit."""
     points: dict[int, tuple[list, list]] = {i: ([], []) for i in range(expected)}
     for start in range(0, image.shape[0] - block + 1, block):
-        profile = np.nanmedian(image[start:start + block], axis=0)
+        profile = np.nanmedian(image[start : start + block], axis=0)
         peaks = local_peaks(profile, 0.15 * np.nanmax(profile))
         if len(peaks) != expected:
             continue
@@ -63,7 +63,7 @@ def trace_centroids(image: np.ndarray, dm: dict, rows: np.ndarray, search: int =
         for y, xp in zip(rows, xs):
             i0 = int(round(xp))
             lo, hi = max(i0 - search, 1), min(i0 + search + 1, image.shape[1] - 1)
-            row = np.nanmean(image[max(int(y) - 2, 0):int(y) + 3], axis=0)  # 5 rows: trace moves < 0.3 px
+            row = np.nanmean(image[max(int(y) - 2, 0) : int(y) + 3], axis=0)  # 5 rows: trace moves < 0.3 px
             if hi <= lo:
                 continue
             i = lo + int(np.nanargmax(row[lo:hi]))
@@ -71,8 +71,9 @@ def trace_centroids(image: np.ndarray, dm: dict, rows: np.ndarray, search: int =
     return out
 
 
-def arc_centroids(image: np.ndarray, dm: dict, wavelengths: np.ndarray, radius: float = 2.0,
-                  search: float = 3.0, nsigma: float = 10.0) -> list[dict]:
+def arc_centroids(
+    image: np.ndarray, dm: dict, wavelengths: np.ndarray, radius: float = 2.0, search: float = 3.0, nsigma: float = 10.0
+) -> list[dict]:
     """Centroid every reference line of every fibre near the detectorMap's predicted row."""
     out = []
     rows = np.arange(simulate.NY)
@@ -92,7 +93,16 @@ def arc_centroids(image: np.ndarray, dm: dict, wavelengths: np.ndarray, radius: 
             xc = float(detmap.trace_x(dm, index, np.array([y]))[0])
             j = int(round(xc))
             x = refine(xrow, j) if 0 < j < image.shape[1] - 1 else xc
-            out.append({"fiberId": int(fiber_id), "wavelength": float(wl), "x": x, "y": y,
-                        "xErr": 0.05, "yErr": float(simulate.LSF_SIGMA * np.sqrt(2.0 / max(flux, 1.0)) + 0.005),
-                        "flux": flux, "description": "ArKrNe"})
+            out.append(
+                {
+                    "fiberId": int(fiber_id),
+                    "wavelength": float(wl),
+                    "x": x,
+                    "y": y,
+                    "xErr": 0.05,
+                    "yErr": float(simulate.LSF_SIGMA * np.sqrt(2.0 / max(flux, 1.0)) + 0.005),
+                    "flux": flux,
+                    "description": "ArKrNe",
+                }
+            )
     return out

@@ -1,0 +1,58 @@
+"""The Snakemake behaviour pfscalib.snakemake_internals relies on, checked against the pinned Snakemake:
+if an upgrade changes any of it, these tests fail (and say what the workflow would lose)."""
+
+from __future__ import annotations
+
+import re
+
+from pfscalib.snakemake_internals import declared, is_rerun_trigger, rerun_trigger
+
+from conftest import PROJECT
+
+
+def test_a_command_of_the_wildcards_is_a_params_rerun_trigger():
+    """Snakemake compares params built from the wildcards only across runs; params that take output,
+    input, threads or resources are "derived" and never compared. rerun_trigger hands its builder the
+    wildcards only, so a step command stays a trigger whatever the builder does."""
+    assert is_rerun_trigger(rerun_trigger(lambda wildcards: "pipetask run ..."))
+    for extra in ("output", "input", "threads", "resources"):
+        derived = declared(eval(f"lambda wildcards, {extra}: 'x'"))
+        assert not is_rerun_trigger(derived), f"Snakemake now compares params that take {extra}"
+
+
+def test_every_rule_command_is_built_as_intended():
+    """Step and fiberProfilesInputs commands are rerun triggers (built by rerun_trigger); the check and
+    QA commands take output on purpose (see rules/common.smk). A params function written directly in a
+    rule would bypass that choice."""
+    rules = "\n".join(p.read_text() for p in sorted((PROJECT / "rules").glob("*.smk")))
+    commands = re.findall(r"^\s+cmd=(.*),$", rules, re.M)
+    assert commands and all(
+        c.startswith(("rerun_trigger(", "step_command(", "WF.commands.")) or c in ("check_command", "qa_command")
+        for c in commands
+    ), commands
+    assert "return rerun_trigger(" in (PROJECT / "rules/common.smk").read_text()
+
+
+def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
+    """declare_resource_evaluation only caches Resource.evaluate's parameters: Snakemake hands it the
+    same arguments as with inspect.signature, and an attempt-scaled mem_mb still grows per attempt."""
+    import inspect
+
+    from snakemake.common import get_function_params, get_input_function_aux_params
+    from snakemake.iocontainers import Wildcards
+    from snakemake.resources import Resource
+
+    from pfscalib.snakemake_internals import declare_resource_evaluation, declared
+
+    def mem_mb(wildcards, attempt):
+        return 16000 * attempt
+
+    resource = Resource("mem_mb", declared(mem_mb)).standardize_size()
+    candidates = {"input": [], "attempt": 2, "threads": 4, "rulename": "bias", "async_run": None}
+    params = inspect.signature(resource.evaluate).parameters  # what Snakemake read before
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    inspected = {k: v for k, v in candidates.items() if takes_any or k in params}
+    declare_resource_evaluation()
+    assert get_function_params(resource.evaluate) is get_function_params(Resource.evaluate)
+    assert get_input_function_aux_params(resource.evaluate, candidates) == inspected == candidates
+    assert resource.evaluate(Wildcards(), **candidates).value == 32000
