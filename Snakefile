@@ -22,6 +22,11 @@ include: "rules/steps.smk"
 include: "rules/qa.smk"
 
 
+# A successful run forgets the states of its finished jobs (a killed run keeps them: the rerun uses them).
+onsuccess:
+    forget_finished_jobs()
+
+
 rule all:
     default_target: True
     input:

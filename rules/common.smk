@@ -120,3 +120,11 @@ def epoch_sentinels(wildcards):
 
 def report_targets():
     return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.CERTIFICATIONS]
+
+
+def forget_finished_jobs():
+    """Snakemake has recorded every job of this successful run: their build states can go (see
+    pfscalib.job)."""
+    from pfscalib.job import forget_finished
+
+    forget_finished(paths.STATE_ROOT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from astropy.time import Time
@@ -106,6 +107,10 @@ def replace_certification(
         if between is not None:
             between()
         butler.registry.certify(collection, refs, timespan)
+
+
+def same_span(certification: dict, timespan: Timespan) -> bool:
+    return Timespan(certification["begin"], certification["end"]) == timespan
 
 
 def _overlaps(certification: dict, timespan: Timespan) -> bool:
@@ -242,3 +247,81 @@ def register_pipeline_dataset_types(butler: Butler, pipelines: list[str], overri
                 key, _, value = assignment.partition("=")
                 pipeline.addConfigOverride(label, key, value)
         pipeline.to_graph(registry=butler.registry).register_dataset_types(butler)
+
+
+# ---------------------------------------------------------------- crash recovery
+def repo_directory(repo: str) -> Path | None:
+    """The local directory of a repository given as a directory or its butler.yaml, else None."""
+    path = Path(repo)
+    path = path.parent if path.suffix in (".yaml", ".yml", ".json") else path
+    return path if path.is_dir() else None
+
+
+def heal_hot_journal(repo: str) -> bool:
+    """A process killed inside an SQLite commit leaves a hot rollback journal; SQLite rolls it back only
+    through a connection that may write, and daf_butler opens read-only registries with mode=ro, so
+    every read-only open would fail ("attempt to write a readonly database") until a read-write open.
+    Returns whether a journal was found (and rolled back)."""
+    root = repo_directory(repo)
+    if root is None or not any(root.glob("*.sqlite3-journal")):
+        return False
+    butler = Butler.from_config(repo, writeable=True)
+    try:
+        butler.collections.query("*")  # the first read through a writer rolls the journal back
+    finally:
+        butler.close()
+    return True
+
+
+def open_butler(repo: str, writeable: bool = False) -> Butler:
+    """Butler.from_config, after healing a hot journal left by a killed process."""
+    heal_hot_journal(repo)
+    return Butler.from_config(repo, writeable=writeable)
+
+
+def repair_output_chain(butler: Butler, chain: str, run: str, inputs: list[str]) -> str | None:
+    """pipetask sets up its output in three commits (register the CHAINED collection, the RUN, then
+    define the chain); a kill in between leaves an empty chain, or a RUN missing from it, which every
+    later pipetask refuses. Complete it as pipetask would have: the RUN (if it exists) first, then the
+    chain's earlier children or, for a new chain, the flattened inputs. Returns what was done, or None."""
+    if collection_type(butler, chain) is not CollectionType.CHAINED:
+        return None
+    children = list(butler.collections.get_info(chain).children)
+    run_exists = collection_type(butler, run) is not None
+    if children and (run in children or not run_exists):
+        return None
+    if not children:
+        children = list(butler.collections.query(inputs, flatten_chains=True, include_chains=False))
+    definition = ([run] if run_exists else []) + [c for c in children if c != run]
+    butler.collections.redefine_chain(chain, definition)
+    return f"repaired output chain {chain} (interrupted pipetask set-up): {', '.join(definition)}"
+
+
+def repair_run(butler: Butler, run: str, repo: str) -> list[str]:
+    """Before resuming a RUN: a kill inside the registry commit of a dataset leaves its file in the
+    datastore with no registry row, and (for a task's log, written after its metadata) a quantum that
+    --skip-existing takes as done. Remove such files, and the metadata of quanta without their log so
+    that those quanta run again. Returns what was done, in words."""
+    done = []
+    refs = list(butler.query_all_datasets(run, find_first=False, limit=None)) if collection_type(butler, run) else []
+    by_type: dict[str, set] = {}
+    for ref in refs:
+        by_type.setdefault(ref.datasetType.name, set()).add(ref.dataId.required_values)
+
+    def logged(ref: DatasetRef) -> bool:
+        log_type = ref.datasetType.name.removesuffix("_metadata") + "_log"
+        return ref.dataId.required_values in by_type.get(log_type, set())
+
+    stale = [ref for ref in refs if ref.datasetType.name.endswith("_metadata") and not logged(ref)]
+    if stale:
+        butler.pruneDatasets(stale, disassociate=True, unstore=True, purge=True)
+        done.append(f"{len(stale)} quanta without their log will run again")
+    root = repo_directory(repo)
+    if root is not None and (root / run).is_dir():
+        known = {Path(butler.getURI(ref).ospath) for ref in refs if ref not in stale}
+        orphans = [p for p in (root / run).rglob("*") if p.is_file() and p not in known]
+        for path in orphans:
+            path.unlink()
+        if orphans:
+            done.append(f"removed {len(orphans)} datastore files without a registry row")
+    return done

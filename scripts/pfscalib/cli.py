@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-log = logging.getLogger("pfscalib")
+log = logging.getLogger(__name__)
 
 
 def cmd_pipetask(args: argparse.Namespace) -> int:
@@ -34,23 +34,30 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     from . import job
 
+    return job.certify(certify_request(args))
+
+
+def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
+    from . import job
+
     fields = {f.name for f in dataclasses.fields(job.CertifyRequest)}
-    return job.certify(job.CertifyRequest(**{k: v for k, v in vars(args).items() if k in fields}))
+    return job.CertifyRequest(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_job(args: argparse.Namespace) -> int:
     """A workflow job in one interpreter: pipetask runs in-process (when it is this environment's
     `pipetask`), so the middleware is imported once per job, not once for pipetask and again to certify."""
-    return cmd_pipetask(args) or cmd_certify(args)
+    from . import job
+
+    return job.run_job(certify_request(args), args.command, args.in_process)
 
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
-
+    from .butlerops import open_butler
     from .checks import visit_problems
     from .job import write_json
 
-    problems = visit_problems(Butler.from_config(args.repo), args.instrument, args.epoch, json.loads(args.selection))
+    problems = visit_problems(open_butler(args.repo), args.instrument, args.epoch, json.loads(args.selection))
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         log.error("check-visits: %s%s", problems[0], more)
@@ -60,12 +67,10 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
-
-    from .butlerops import profiles_run_exists
+    from .butlerops import open_butler, profiles_run_exists
     from .job import write_json
 
-    if profiles_run_exists(Butler.from_config(args.repo), args.instrument, args.name):
+    if profiles_run_exists(open_butler(args.repo), args.instrument, args.name):
         log.info("profiles_run %s already defined (same content): skipping", args.name)
     else:
         rc = subprocess.call(args.command)
@@ -76,13 +81,11 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
-
-    from .butlerops import select_visits
+    from .butlerops import open_butler, select_visits
     from .tables import visit_table
 
     records = select_visits(
-        Butler.from_config(args.repo), args.instrument, args.where, args.target_name, args.observation_type
+        open_butler(args.repo), args.instrument, args.where, args.target_name, args.observation_type
     )
     text = visit_table(args.epoch, records)
     if args.output == "-":
@@ -96,12 +99,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     """Register every dataset type of the pipelines once, before parallel jobs: a type registered
     while another process queries a CALIBRATION collection trips daf_butler's cache (seen as
     "Dataset type should be checked to be calibration by calling code")."""
-    from lsst.daf.butler import Butler
-
-    from .butlerops import register_pipeline_dataset_types
+    from .butlerops import open_butler, register_pipeline_dataset_types
     from .job import write_json
 
-    register_pipeline_dataset_types(Butler.from_config(args.repo, writeable=True), args.pipeline, args.config)
+    register_pipeline_dataset_types(open_butler(args.repo, writeable=True), args.pipeline, args.config)
     write_json(args.output, {"pipelines": args.pipeline})
     return 0
 
@@ -126,6 +127,7 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-as", default=None)
     p.add_argument("--clean", action="append", default=[])
     p.add_argument("--visits", default="")
+    p.add_argument("--needs", action="append", default=[], help="sentinel of a product the job reads")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -177,13 +179,21 @@ def parser() -> argparse.ArgumentParser:
 
 def setup_logging() -> None:
     """The job's log: our lines as `pfscalib: ...` on stderr (the rule sends it to the job's log file).
-    Our own logger, not the root: pipetask, run in-process, sets up the root logger itself."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("pfscalib: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    On the workflow's own module loggers, not on "pfscalib" or the root: pipetask, run in-process, sets up
+    the root logger itself, and names a task's logger after the top package of the task's module, so the
+    demo's stand-in tasks log as pfscalib.<label> (drp_stella's as pfs.<label>) to pipetask's handlers."""
+    import pkgutil
+
+    import pfscalib
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pfscalib: %(message)s"))
+    for module in pkgutil.iter_modules(pfscalib.__path__):
+        logger = logging.getLogger(f"pfscalib.{module.name}")
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

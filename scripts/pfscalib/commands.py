@@ -83,6 +83,8 @@ class Commands:
             "--step", step, "--epoch", epoch, "--visits", ",".join(map(str, visits)),
             "--state", paths.state(step, epoch, unit), "--sentinel", paths.sentinel(step, epoch, unit),
         ]  # fmt: skip
+        for need in settings.needs(step, epoch, unit):
+            argv += ["--needs", need]
         return argv
 
     def job(self, step: str, epoch: str, unit: str) -> str:

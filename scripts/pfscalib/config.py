@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from . import paths
 from .steps import STEP_NAMES, STEPS
 
 
@@ -110,6 +111,12 @@ class Settings:
     def cameras_of(self, unit: str) -> list[str]:
         """The cameras a job covers: the camera itself, or every camera of the arm."""
         return [c for c in self.cameras if c.startswith(unit)]
+
+    def needs(self, step: str, epoch: str, unit: str) -> list[str]:
+        """Sentinels this job's inputs come from: its camera's (unit may be a wildcard pattern), or every
+        camera of its arm."""
+        cameras = self.cameras_of(unit) if STEPS[step].per_arm else [unit]
+        return [paths.sentinel(need, epoch, c) for need in STEPS[step].needs for c in cameras]
 
     def setting(self, step: str, key: str, default: Any = None) -> Any:
         return self.steps[step].get(key, default)

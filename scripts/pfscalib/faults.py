@@ -13,7 +13,10 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-FAULT_POINTS = ("before-pipetask", "pipetask", "after-pipetask", "certify", "clean")
+FAULT_POINTS = (
+    "before-pipetask", "sqlite-commit", "collections", "pipetask", "after-pipetask", "certify", "clean",
+    "after-sentinel",
+)  # fmt: skip
 # The executor's progress line: some quanta are done, others not ("pipetask" point).
 QUANTA_DONE = re.compile(r"Executed [1-9]\d* quanta successfully")
 
@@ -34,7 +37,7 @@ def fault_due(point: str, job: str) -> bool:
 
 def kill_self() -> None:
     log.warning("injected fault: SIGKILL")
-    for handler in logging.getLogger("pfscalib").handlers:
+    for handler in log.handlers:
         handler.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -55,12 +58,37 @@ def pipetask_progress(line: str, job: str, before: Callable[[], object] | None =
         kill_self()
 
 
-class PipetaskTap(logging.Handler):
-    """Fault point "pipetask" for the in-process run: the executor's log records."""
+def arm_registry_faults(job: str) -> None:
+    """Fault points inside the registry, for whatever this process writes next (ctrl_mpexec's output
+    set-up, the certification): "sqlite-commit" kills inside an SQLite commit, leaving a hot journal;
+    "collections" kills between ctrl_mpexec's collection commits (a CHAINED or RUN collection
+    registered, the chain not yet defined)."""
+    points = os.environ.get("PFSCALIB_FAULT", "").split(",")
+    if "sqlite-commit" in points:
+        import sqlalchemy
 
-    def __init__(self, job: str):
-        super().__init__()
-        self.job = job
+        def on_commit(connection: sqlalchemy.engine.Connection) -> None:
+            raw = connection.connection.dbapi_connection
+            database = raw.execute("PRAGMA database_list").fetchall()[0][2]
+            if Path(f"{database}-journal").exists() and fault_due("sqlite-commit", job):
+                # Spill the transaction to the database file, as a commit in progress does, then die:
+                # the journal is then hot (SQLite must roll the file back before anyone reads it).
+                raw.execute("PRAGMA cache_size = 2")
+                raw.execute("CREATE TABLE pfscalib_fault_spill (x BLOB)")
+                for _ in range(64):
+                    raw.execute("INSERT INTO pfscalib_fault_spill VALUES (zeroblob(65536))")
+                kill_self()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        pipetask_progress(record.getMessage(), self.job)
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
+    if "collections" in points:
+        from lsst.daf.butler.direct_butler._direct_butler_collections import DirectButlerCollections
+
+        register = DirectButlerCollections.register
+
+        def register_then_die(self, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+            created = register(self, name, *args, **kwargs)
+            if created and fault_due("collections", job):
+                kill_self()
+            return created
+
+        DirectButlerCollections.register = register_then_die  # type: ignore[method-assign]

@@ -1,5 +1,16 @@
 """One workflow job: pipetask (resuming an interrupted run of the same job), then certify the product,
-clean the intermediates and write the sentinel. The state file records the job's RUN between the two."""
+clean the intermediates and write the sentinel.
+
+Recovery by design: the job's state file records its identity (the pipetask command without -j, and the
+dataset ids of the products it reads), its RUN and how far it got (started, pipetask-done, certified).
+A job that starts with the identity of an interrupted one finishes that one's work: certified already,
+it rewrites the sentinel; a RUN with finished quanta, it resumes; a half-made output chain, it repairs;
+a hot SQLite journal, it heals before anything else. Any other identity (edited table or -c, a rebuilt
+input) starts a fresh RUN. The state of a certified job stays until Snakemake has recorded the job as
+finished: a successful workflow run forgets them (`onsuccess`, forget_finished). So a job killed after its
+sentinel (or whose sentinel Snakemake removed on SIGTERM) is recognised on the rerun, while a `--forcerun`
+after a successful run finds no state and rebuilds.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +19,19 @@ import datetime
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import traceback
 from pathlib import Path
 
-from .faults import PipetaskTap, fault_hook, pipetask_progress
+from .faults import arm_registry_faults, fault_hook, pipetask_progress
 
 log = logging.getLogger(__name__)
 
 EMPTY_GRAPH = "QuantumGraph was empty"
 RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
+ERROR_LINE = re.compile(r"\bERROR\b|Error:|Exception:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +54,7 @@ class CertifyRequest:
     visits: str
     state: str
     sentinel: str
+    needs: list[str] = dataclasses.field(default_factory=list)  # sentinels of the products the job reads
 
     @property
     def data_id(self) -> dict:
@@ -83,34 +97,84 @@ def fingerprint(argv: list[str]) -> list[str]:
     return out
 
 
-def run_pipetask(argv: list[str], state_path: str, in_process: bool) -> int:
+def identity(argv: list[str], needs: list[str]) -> dict:
+    """What makes two runs of a job the same build: the command, and the products it reads (a rebuilt
+    input has a new dataset id, so its consumers rebuild too)."""
+    inputs = {path: (read_json(path) or {}).get("datasetId") for path in needs}
+    return {"command": fingerprint(argv), "inputs": inputs}
+
+
+def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
+    """`pfscalib job`: finish an interrupted run of the same build, or build afresh; then certify."""
+    from . import butlerops
+
+    arm_registry_faults(request.state)
+    if butlerops.heal_hot_journal(request.repo):
+        log.info("rolled back the registry's hot journal left by a killed process")
+    ident = identity(argv, request.needs)
+    if already_certified(request, ident):
+        return 0
+    return run_pipetask(argv, request.state, in_process, ident) or certify(request)
+
+
+def already_certified(request: CertifyRequest, ident: dict) -> bool:
+    """An interrupted run of this same build certified its product: rewrite its sentinel."""
+    from . import butlerops
+
+    state = read_json(request.state) or {}
+    if state.get("status") != "certified" or state.get("identity") != ident:
+        return False
+    sentinel = state["sentinel"]
+    butler = butlerops.open_butler(request.repo)
+    timespan = butlerops.make_timespan(request.begin_date, request.end_date)
+    current = butlerops.certified(butler, request.calib, sentinel["datasetType"], request.data_id)
+    if not any(str(c["ref"].id) == sentinel["datasetId"] and butlerops.same_span(c, timespan) for c in current):
+        return False  # decertified since: build afresh
+    write_json(request.sentinel, sentinel)
+    log.info(
+        "%s %s was certified by an interrupted run of this job (%s): sentinel written, nothing rebuilt",
+        sentinel["datasetType"], request.data_id, sentinel["run"],
+    )  # fmt: skip
+    return True
+
+
+def run_pipetask(argv: list[str], state_path: str, in_process: bool, ident: dict | None = None) -> int:
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
-    same command (same fingerprint), skipping what it already wrote."""
+    same build (same identity), skipping what it already wrote."""
+    from . import butlerops
+
+    ident = ident or identity(argv, [])
     state = read_json(state_path) or {}
     resume = False
-    if state.get("fingerprint") == fingerprint(argv) and state.get("status") in ("started", "pipetask-done"):
-        from lsst.daf.butler import Butler
-
-        from .butlerops import collection_type
-
-        butler = Butler.from_config(_arg_after(argv, "-b"))
+    if state.get("identity") == ident and state.get("status") in ("started", "pipetask-done"):
+        butler = butlerops.open_butler(_arg_after(argv, "-b"), writeable=True)
+        repaired = butlerops.repair_output_chain(
+            butler, _arg_after(argv, "-o"), state["run"], _arg_after(argv, "-i").split(",")
+        )
+        if repaired:
+            log.info("%s", repaired)
         # killed before pipetask created its RUN: nothing to resume, start afresh
-        resume = collection_type(butler, state["run"]) is not None
+        resume = butlerops.collection_type(butler, state["run"]) is not None
+        if resume:
+            for done in butlerops.repair_run(butler, state["run"], _arg_after(argv, "-b")):
+                log.info("%s in %s", done, state["run"])
+        butler.close()
     if resume:
         argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS
         log.info("resuming %s after an interrupted job", state["run"])
     else:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        state = {"fingerprint": fingerprint(argv), "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
+        state = {"identity": ident, "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
         write_json(state_path, state)
         fault_hook("before-pipetask", state_path)()
         argv = argv + ["--output-run", state["run"]]
     log.info("%s", " ".join(argv))
     if in_process and argv[0] == "pipetask":
-        rc, empty = _pipetask_in_process(argv, state_path)
+        rc, empty, cause = _pipetask_in_process(argv, state_path)
     else:
-        rc, empty = _pipetask_subprocess(argv, state_path)
+        rc, empty, cause = _pipetask_subprocess(argv, state_path)
     if rc != 0 and not (resume and empty):
+        log.error("pipetask failed (exit status %d): %s", rc, cause or "see the pipetask output above")
         return rc
     if rc != 0:
         log.info("nothing left to do in the resumed run (empty QuantumGraph): OK")
@@ -119,41 +183,63 @@ def run_pipetask(argv: list[str], state_path: str, in_process: bool) -> int:
     return 0
 
 
-def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool]:
+def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, str]:
+    """(exit status, empty graph, the last error line)"""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    empty = False
+    empty, cause = False, ""
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
         empty = empty or EMPTY_GRAPH in line
+        if ERROR_LINE.search(line) and not cause:  # the first error: later ones wrap it
+            cause = line.strip()
         pipetask_progress(line, state_path, before=proc.kill)
-    return proc.wait(), empty
+    return proc.wait(), empty, cause
 
 
-def _pipetask_in_process(argv: list[str], state_path: str) -> tuple[int, bool]:
+class _PipetaskWatch(logging.Handler):
+    """On pipetask's own loggers: the fault point "pipetask", and the last error (the cause to report)."""
+
+    def __init__(self, state_path: str):
+        super().__init__(level=logging.DEBUG)
+        self.state_path = state_path
+        self.cause = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        pipetask_progress(message, self.state_path)
+        if record.levelno >= logging.ERROR and not self.cause:  # the first error: later ones wrap it
+            error = record.exc_info[1] if record.exc_info else None
+            self.cause = f"{type(error).__name__}: {error}" if error is not None else message
+
+
+def _pipetask_in_process(argv: list[str], state_path: str) -> tuple[int, bool, str]:
     """`pipetask run ...` through ctrl_mpexec's own click CLI, in this process: the job then pays the
-    middleware imports once instead of twice (pipetask, then certify), ~1.5 s per job."""
+    middleware imports once instead of twice (pipetask, then certify), ~1.5 s per job.
+    (exit status, empty graph, the last error)"""
     import click
     from lsst.ctrl.mpexec.cli.pipetask import cli
 
-    tap = PipetaskTap(state_path)
+    watch = _PipetaskWatch(state_path)
     # on "lsst", not the root logger: pipetask's logging.basicConfig must still find the root bare
-    logging.getLogger("lsst").addHandler(tap)
+    logging.getLogger("lsst").addHandler(watch)
     try:
-        cli.main(args=argv[1:], prog_name="pipetask", standalone_mode=False)
-        return 0, False
+        # standalone_mode=False: click returns the exit status of a command that exits (as pipetask
+        # does after logging a failed quantum) instead of raising SystemExit
+        rc = cli.main(args=argv[1:], prog_name="pipetask", standalone_mode=False)
+        return (rc if isinstance(rc, int) else 0), False, watch.cause
     except click.exceptions.Exit as exc:
-        return exc.exit_code, False
+        return exc.exit_code, False, watch.cause
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code, EMPTY_GRAPH in exc.format_message()
+        return exc.exit_code, EMPTY_GRAPH in exc.format_message(), exc.format_message().splitlines()[-1]
     except click.exceptions.Abort:
-        return 1, False
-    except Exception:  # a failed quantum, a bad query...: what the pipetask command would print
+        return 1, False, "aborted"
+    except Exception as exc:  # a failed quantum, a bad query...: what the pipetask command would print
         traceback.print_exc()
-        return 1, False
+        return 1, False, watch.cause or f"{type(exc).__name__}: {exc}"
     finally:
-        logging.getLogger("lsst").removeHandler(tap)
+        logging.getLogger("lsst").removeHandler(watch)
         sys.stdout.flush()
         sys.stderr.flush()
 
@@ -161,15 +247,13 @@ def _pipetask_in_process(argv: list[str], state_path: str) -> tuple[int, bool]:
 def certify(request: CertifyRequest) -> int:
     """Replace-certify the job's product over its validity range, clean its intermediates, write the
     sentinel; then the state file goes (a later rerun of this job starts a fresh run)."""
-    from lsst.daf.butler import Butler
-
     from . import butlerops
 
     state = read_json(request.state)
     if not state or state.get("status") != "pipetask-done":
         log.error("certify: %s: pipetask has not finished for this job", request.state)
         return 1
-    butler = Butler.from_config(request.repo, writeable=True)
+    butler = butlerops.open_butler(request.repo, writeable=True)
     data_id = request.data_id
     refs = butlerops.query_refs(butler, request.dataset_type, state["run"], data_id)
     if len(refs) != 1:
@@ -193,14 +277,36 @@ def certify(request: CertifyRequest) -> int:
             clean_hook()
 
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
-    write_json(request.sentinel, sentinel(request, refs[0], state, cleaned))
-    Path(request.state).unlink(missing_ok=True)
+    payload = sentinel(request, refs[0], state, cleaned)
+    # the state first: a kill before the sentinel is written is then recognised as certified
+    write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
+    write_json(request.sentinel, payload)
     log.info(
         "certified %s %s from %s into %s [%s, %s); cleaned %d intermediates",
         refs[0].datasetType.name, data_id, refs[0].run, request.calib,
         request.begin_date, request.end_date or "unbounded", cleaned,
     )  # fmt: skip
+    fault_hook("after-sentinel", request.state)()
     return 0
+
+
+def forget_finished(state_root: str) -> int:
+    """After a successful workflow run (Snakemake's onsuccess): Snakemake has recorded every job whose
+    sentinel is there as finished, so the certified states of those jobs are no longer needed to
+    recognise an interrupted job. Returns how many were removed."""
+    removed = 0
+    for path in Path(state_root).rglob("*.json"):
+        state = read_json(str(path)) or {}
+        if state.get("status") != "certified":
+            continue
+        sentinel = read_json(state["sentinelPath"]) or {}
+        if sentinel.get("datasetId") == state["sentinel"]["datasetId"]:
+            path.unlink(missing_ok=True)
+            removed += 1
+    for directory in sorted(Path(state_root).rglob("*"), reverse=True):  # deepest first
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    return removed
 
 
 def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int) -> dict:

@@ -14,9 +14,13 @@ def sentinel(step: str, epoch: str, unit: str) -> str:
     return f"results/certified/{epoch}/{step}/{unit}.json"
 
 
+STATE_ROOT = "results/state"
+
+
 def state(step: str, epoch: str, unit: str) -> str:
-    """The job's pipetask RUN while it is being built: what a rerun resumes."""
-    return f"results/state/{epoch}/{step}/{unit}.json"
+    """The job's build (identity, RUN, progress) until Snakemake has recorded it finished: what a rerun
+    after a kill resumes or recognises as done."""
+    return f"{STATE_ROOT}/{epoch}/{step}/{unit}.json"
 
 
 def check(epoch: str) -> str:

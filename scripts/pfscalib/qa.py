@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outdir", required=True)
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
-    from lsst.daf.butler import Butler
+    from .butlerops import open_butler
 
-    butler = Butler.from_config(args.repo)
+    butler = open_butler(args.repo)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.sentinels:

@@ -19,11 +19,11 @@ COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "
 
 
 def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
-    from lsst.daf.butler import Butler, Timespan
+    from lsst.daf.butler import Timespan
 
     from . import butlerops
 
-    butler = Butler.from_config(wf.datastore)
+    butler = butlerops.open_butler(wf.datastore)
     rows = []
     for step in STEP_NAMES:
         s = STEPS[step]

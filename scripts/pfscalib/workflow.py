@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from . import paths
 from .commands import Commands
 from .config import ConfigError, Settings
-from .steps import STEP_NAMES, STEPS
+from .steps import STEP_NAMES
 from .tables import Selections
 
 __all__ = ["ConfigError", "Workflow", "load"]
@@ -42,12 +42,6 @@ class Workflow(Settings):
 
     def epoch_sentinels(self, epoch: str) -> list[str]:
         return self._epoch_sentinels[epoch]
-
-    def needs(self, step: str, epoch: str, unit: str) -> list[str]:
-        """Sentinels this job's inputs come from: its camera's (unit may be a wildcard pattern), or every
-        camera of its arm."""
-        cameras = self.cameras_of(unit) if STEPS[step].per_arm else [unit]
-        return [paths.sentinel(need, epoch, c) for need in STEPS[step].needs for c in cameras]
 
     def job_threads(self, step: str, epoch: str, unit: str) -> int:
         """pipetask -j and SLURM --cpus-per-task: the configured threads, but no more than the job's

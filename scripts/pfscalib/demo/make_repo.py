@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -62,8 +64,30 @@ def make_repo(
     seed: int = 20250310,
     registry_db: str | None = None,
 ) -> DemoSpec:
-    """Create and populate the demo repository at root; returns what was simulated."""
+    """Create and populate the demo repository at root; returns what was simulated. Atomic for a SQLite
+    repository: built aside and renamed into place, so a build killed at any moment leaves no half-made
+    repository (a rerun starts it again); a finished one (demo.json present) is kept."""
     root = Path(root)
+    if (root / DEMO_FILE).exists():
+        return load_demo(root)
+    if registry_db:  # the registry lives in the database: nothing to rename
+        return _build(root, cameras, epochs, seed, registry_db)
+    for stale in root.parent.glob(f"{root.name}_building_*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    aside = root.parent / f"{root.name}_building_{os.getpid()}"
+    demo = _build(aside, cameras, epochs, seed, None)
+    if root.exists():  # the empty directory Snakemake makes for the rule's output; never anything else
+        if any(root.iterdir()):
+            shutil.rmtree(aside)
+            raise FileExistsError(f"{root} exists and is not a demo repository (no {DEMO_FILE}): not replacing it")
+        root.rmdir()
+    aside.rename(root)
+    return demo
+
+
+def _build(
+    root: Path, cameras: tuple[str, ...], epochs: dict[str, str] | None, seed: int, registry_db: str | None
+) -> DemoSpec:
     epochs = dict(epochs or DEFAULT_EPOCHS)
     config = Config(_data_file("seed.yaml"))
     if registry_db:
@@ -140,8 +164,8 @@ def make_repo(
                 run="PFS/raw/all",
             )
     demo = DemoSpec(seed=seed, cameras=list(cameras), epochs=epochs, visits=[dataclasses.asdict(s) for s in specs])
-    (root / DEMO_FILE).write_text(json.dumps(dataclasses.asdict(demo), indent=1))
     (root / "truth.json").write_text(json.dumps(truth_summary(demo), indent=1))
+    (root / DEMO_FILE).write_text(json.dumps(dataclasses.asdict(demo), indent=1))  # last: the build is complete
     return demo
 
 
