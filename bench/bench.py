@@ -95,6 +95,7 @@ def workflow_dir(base: Path, repo: Path) -> Path:
     config.update(
         datastore=str(repo),
         demo={"enabled": False},
+        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
         pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"),
         visits={k: str(PROJECT / v) for k, v in config["visits"].items()},
     )
@@ -205,12 +206,15 @@ def compare(
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
     template = scratch / "template"
     make_repo(template, tuple(CAMERAS))
+    # the guide's commands as written: the 2025 layout (PFS/raw/all), its scripts from the demo's shims
+    legacy = scratch / "legacy-template"
+    make_repo(legacy, tuple(CAMERAS), layout="legacy")
     a, b, runs = [], [], []
     for i in range(repeats):
         if not workflow_only:
             repo = scratch / f"a{i}"
-            shutil.copytree(template, repo)
-            (scratch / f"seed{i}.sh").write_text(seed_commands(repo, cores))
+            shutil.copytree(legacy, repo)
+            (scratch / f"seed{i}.sh").write_text(f'export PATH="{repo}/bin:$PATH"\n' + seed_commands(repo, cores))
             a.append(measured(["bash", str(scratch / f"seed{i}.sh")], scratch)[0])
         wall, cpu, own, jobs = run_workflow(scratch, template, f"wf{i}", cores, extra)
         b.append(wall)

@@ -32,12 +32,37 @@ def run(cmd: list[str] | str, cwd: Path | str = PROJECT, check: bool = False, **
     return proc
 
 
+DEMO_INSTRUMENT = "pfscalib.demo.instrument.PrimeFocusSpectrograph"
+DEMO_PIPELINES = PROJECT / "scripts/pfscalib/demo/pipelines"
+
+
+def pipetask_run(repo: Path, inputs: str, output: str, pipeline: str, where: str, *overrides: str):
+    """One `pipetask run` of a demo pipeline, by hand as a user types it (-j 1, --fail-fast)."""
+    argv = ["pipetask", "run", "--register-dataset-types", "-j", "1", "-b", str(repo)]
+    argv += ["--instrument", DEMO_INSTRUMENT, "-i", inputs, "-o", output, "-p", str(DEMO_PIPELINES / pipeline)]
+    argv += ["-d", where, "--fail-fast"]
+    for override in overrides:
+        argv += ["-c", override]
+    return run(argv)
+
+
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
+    """The demo repository in the current layout (a Subaru datastore today)."""
     from pfscalib.demo.make_repo import make_repo
 
     root = tmp_path_factory.mktemp("template") / "repo"
     make_repo(root, TEST_CAMERAS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def legacy_template(tmp_path_factory) -> Path:
+    """The demo repository in the legacy layout (PFS/raw/all, CALIBRATION PFS/calib), for the guide's commands."""
+    from pfscalib.demo.make_repo import make_repo
+
+    root = tmp_path_factory.mktemp("legacy_template") / "repo"
+    make_repo(root, TEST_CAMERAS, layout="legacy")
     return root
 
 
@@ -46,6 +71,14 @@ def demo_repo(tmp_path, demo_template) -> Path:
     """A private copy (a SQLite repo is a directory)."""
     root = tmp_path / "repo"
     shutil.copytree(demo_template, root)
+    return root
+
+
+@pytest.fixture
+def legacy_repo(tmp_path, legacy_template) -> Path:
+    """A private copy of the legacy-layout repository."""
+    root = tmp_path / "repo"
+    shutil.copytree(legacy_template, root)
     return root
 
 

@@ -28,13 +28,25 @@ def snakemake(workdir: Path, *args: str):
 
 
 REGISTRY_CASES = [
-    ("bias", "epoch\tvisits\nrun1\t100..104^999\n", "bias epoch run1: visit 999 is not in the registry"),
-    ("dark", "epoch\tvisits\nrun1\t100..102\n", "dark epoch run1: visit 100 is a 'bias', not dark"),
-    ("bootstrap", "epoch\tvisits\nrun1\t105^114\n", "bootstrap epoch run1: visit 105 is a 'dark', not flat or arc"),
+    (
+        "bias",
+        "epoch\tvisits\nrun1\t100..104^999\n",
+        "row 2: visit 999 (bias, epoch run1, b1): not in the registry",
+    ),
+    ("dark", "epoch\tvisits\nrun1\t100..102\n", "dark.tsv: row 2: visit 100 (dark, epoch run1, b1): is a bias"),
+    ("bootstrap", "epoch\tvisits\nrun1\t105^114\n", "visit 105 (bootstrap, epoch run1, b1): is a dark"),
+    # arcs told by lamps and observation_type comparison: the pair is one quartz and one arc
+    ("bootstrap", "epoch\tvisits\nrun1\t108^109\n", "bootstrap needs a quartz and an arc, got a quartz, a quartz"),
+    ("bootstrap", "epoch\tvisits\nrun1\t114^115\n", "bootstrap needs a quartz and an arc, got an arc, an arc"),
+    ("fiberNorms", "epoch\tvisits\nrun1\t110..111\n", "visit 110 (fiberNorms, epoch run1, b): has dither 675"),
+    # run2's biases in run1's rows: they would be calibrated with run2's products
+    ("bias", "epoch\tvisits\nrun1\t200..204\n", "visit 200 (bias, epoch run1, b1): taken at 2025-04-07"),
 ]
 
 
-@pytest.mark.parametrize("step,table,message", REGISTRY_CASES, ids=[c[0] for c in REGISTRY_CASES])
+@pytest.mark.parametrize(
+    "step,table,message", REGISTRY_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(REGISTRY_CASES)]
+)
 def test_bad_visits_stop_before_any_job_and_leave_the_repo_untouched(tmp_path, demo_repo, step, table, message):
     workdir = workdir_config(tmp_path / "wd", cameras=["b1", "r1"], epochs=("run1",))
     external_repo_config(workdir, str(demo_repo), ["b1", "r1"])
@@ -45,6 +57,30 @@ def test_bad_visits_stop_before_any_job_and_leave_the_repo_untouched(tmp_path, d
     assert message in proc.stdout + proc.stderr
     assert digest(demo_repo) == before
     assert not (workdir / "results/certified").exists() and not (workdir / "logs/run1/bias").exists()
+
+
+SITE_CASES = [
+    ("missing input collection", lambda c: c.update(collections={"inputs": ["PFS/defaultz"]}),
+     "input collection 'PFS/defaultz' does not exist"),
+    ("missing prerequisite", lambda c: c.update(prerequisites=["defects", "nirDark"]),
+     "prerequisite nirDark is not certified for camera b1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,edit,message", SITE_CASES, ids=[c[0] for c in SITE_CASES])
+def test_site_problems_stop_before_any_job(tmp_path, demo_repo, name, edit, message):
+    workdir = workdir_config(tmp_path / "wd", cameras=["b1", "r1"], epochs=("run1",))
+    external_repo_config(workdir, str(demo_repo), ["b1", "r1"])
+    path = workdir / "config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    before = digest(demo_repo)
+    proc = snakemake(workdir, "--show-failed-logs")
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "pfscalib: check-visits:" in ln]
+    assert proc.returncode != 0 and lines and message in lines[0], lines
+    assert digest(demo_repo) == before
+    assert not (workdir / "results/certified").exists()
 
 
 def test_camera_without_raws_is_caught_by_the_check(tmp_path, demo_repo):
@@ -123,7 +159,7 @@ def test_select_visits_binds_target_names(demo_repo):
             "--epoch",
             "run1",
             "--target-name",
-            "BIAS' OR visit.target_name = 'DARK",
+            "bias' OR visit.target_name = 'dark",
         ],
         check=True,
     )
@@ -137,7 +173,7 @@ def test_select_visits_binds_target_names(demo_repo):
             "--epoch",
             "run1",
             "--target-name",
-            "DARK",
+            "dark",  # lower case at Subaru since 2023-12
             "--where",
             "visit.day_obs = 20250310",
         ],

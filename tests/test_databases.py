@@ -25,6 +25,7 @@ def external_repo_config(workdir: Path, repo: str, cameras: list[str]) -> None:
         datastore=repo,
         demo={"enabled": False},
         spectralOffset={c: {"b1": -10, "r1": 6, "b2": 0, "r2": 3}.get(c, 0) for c in cameras},
+        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
     )
     path.write_text(yaml.safe_dump(config))
 

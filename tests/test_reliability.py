@@ -14,7 +14,7 @@ from pfscalib.faults import FAULT_POINTS
 from pfscalib.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, run
-from test_workflow_e2e import certifications, workdir_config
+from test_workflow_e2e import calib_collection, certifications, workdir_config
 
 CAMERA = "b1"
 UNITS = {step: ("b" if STEPS[step].per_arm else CAMERA) for step in STEP_NAMES}
@@ -74,7 +74,7 @@ def test_state_after_faults_equals_a_clean_run(faulted_run):
     for step in STEP_NAMES:
         s, unit = STEPS[step], UNITS[step]
         sentinel = json.loads((workdir / f"results/certified/run1/{step}/{unit}.json").read_text())
-        associations = butlerops.certified(butler, s.calib_collection, s.certified_as)
+        associations = butlerops.certified(butler, calib_collection(step), s.certified_as)
         assert len(associations) == 1, step  # certified exactly once, no duplicates
         assert str(associations[0]["ref"].id) == sentinel["datasetId"]
         chain = f"u/demo/run1/{step}/{unit}"

@@ -1,5 +1,6 @@
-"""Issue #2: the guide's command sequence runs unchanged on the demo repo (paths, instrument class and
-visit numbers substituted), and the products match the simulated truth.
+"""Issue #2: the guide's command sequence runs unchanged on the demo repo in the legacy layout its first
+revision was written for (paths, instrument class and visit numbers substituted; drp_stella's scripts are
+the demo's stand-ins in <repo>/bin), and the products match the simulated truth.
 
 Tolerances (also in README): bias residual RMS <= 1.3 x read-noise/sqrt(N) (a median of N frames is
 sqrt(pi/2) noisier than a mean); dark within 5 %; fiberFlat residuals within 1.3x the expected photon noise (robust sigma);
@@ -14,12 +15,12 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, Timespan
 
 from pfscalib.demo import detmap, simulate
-from pfscalib.demo.make_repo import load_demo
+from pfscalib.demo.make_repo import bin_dir, load_demo
 
-from conftest import PROJECT, TEST_CAMERAS, run
+from conftest import DEMO_INSTRUMENT, DEMO_PIPELINES, TEST_CAMERAS, pipetask_run, run
 
-PIPELINES = PROJECT / "scripts/pfscalib/demo/pipelines"
-INSTRUMENT = "pfscalib.demo.instrument.PrimeFocusSpectrograph"
+PIPELINES = DEMO_PIPELINES
+INSTRUMENT = DEMO_INSTRUMENT
 DATES = "--begin-date 2025-03-01T00:00:00 --end-date 2025-04-01T00:00:00"
 
 # The guide's commands with $DATASTORE, $DRP_STELLA_DIR, $INSTRUMENT and visit numbers substituted;
@@ -85,6 +86,7 @@ def seed_env(repo) -> dict:
 
     return {
         **os.environ,
+        "PATH": f"{bin_dir(repo)}{os.pathsep}{os.environ['PATH']}",  # the demo's drp_stella script stand-ins
         "DATASTORE": str(repo),
         "DRP_STELLA_DIR": str(PIPELINES.parent),
         "INSTRUMENT": INSTRUMENT,
@@ -93,11 +95,12 @@ def seed_env(repo) -> dict:
 
 
 @pytest.fixture(scope="module")
-def seed_repo(tmp_path_factory, demo_template):
+def seed_repo(tmp_path_factory, legacy_template):
+    """The guide's own commands need the layout its first revision was written for."""
     import shutil
 
     repo = tmp_path_factory.mktemp("seed") / "repo"
-    shutil.copytree(demo_template, repo)
+    shutil.copytree(legacy_template, repo)
     run(SEED, env=seed_env(repo), check=True)
     return repo
 
@@ -167,29 +170,10 @@ def test_seed_cleaning_left_only_products(seed_repo):
 
 
 def bootstrap(repo, camera, offset):
-    return run(
-        [
-            "pipetask",
-            "run",
-            "--register-dataset-types",
-            "-j",
-            "1",
-            "-b",
-            str(repo),
-            "--instrument",
-            INSTRUMENT,
-            "-i",
-            "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
-            "-o",
-            f"u/t/bootstrap/{camera}",
-            "-p",
-            str(PIPELINES / "bootstrap.yaml"),
-            "-d",
-            f"instrument='PFS' AND visit IN (108, 114) AND arm='{camera[0]}' AND spectrograph={camera[1]}",
-            "--fail-fast",
-            "-c",
-            f"bootstrap:spectralOffset={offset}",
-        ]
+    where = f"instrument='PFS' AND visit IN (108, 114) AND arm='{camera[0]}' AND spectrograph={camera[1]}"
+    inputs = "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib"
+    return pipetask_run(
+        repo, inputs, f"u/t/bootstrap/{camera}", "bootstrap.yaml", where, f"bootstrap:spectralOffset={offset}"
     )
 
 
@@ -205,28 +189,8 @@ def test_bootstrap_wrong_offset_fails_clearly(seed_repo, tmp_path):
     assert good.returncode == 0, good.stderr[-2000:]
 
 
-def test_dark_before_bias_fails_clearly(demo_repo):
-    proc = run(
-        [
-            "pipetask",
-            "run",
-            "--register-dataset-types",
-            "-j",
-            "1",
-            "-b",
-            str(demo_repo),
-            "--instrument",
-            INSTRUMENT,
-            "-i",
-            "PFS/raw/all,PFS/calib",
-            "-o",
-            "u/t/dark",
-            "-p",
-            str(PIPELINES / "dark.yaml"),
-            "-d",
-            "instrument='PFS' AND visit IN (105..107) AND arm='b' AND spectrograph=1",
-            "--fail-fast",
-        ]
-    )
+def test_dark_before_bias_fails_clearly(legacy_repo):
+    where = "instrument='PFS' AND visit IN (105..107) AND arm='b' AND spectrograph=1"
+    proc = pipetask_run(legacy_repo, "PFS/raw/all,PFS/calib", "u/t/dark", "dark.yaml", where)
     assert proc.returncode != 0
     assert "doBias=True but no bias is certified for camera b1 visit 105" in proc.stdout + proc.stderr

@@ -15,6 +15,7 @@ import yaml
 from lsst.daf.butler import Butler
 
 from pfscalib import butlerops
+from pfscalib.config import Settings
 from pfscalib.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, run
@@ -50,12 +51,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True):
     )
 
 
+def calib_collection(step: str) -> str:
+    """Where the demo config's build certifies a step's product (its own collection under the rerun)."""
+    return Settings(yaml.safe_load((PROJECT / "config/config.yaml").read_text())).calib_collection(step)
+
+
 def certifications(repo: Path) -> dict:
     butler = Butler.from_config(str(repo))
     out = {}
     for step in STEP_NAMES:
         s = STEPS[step]
-        for c in butlerops.certified(butler, s.calib_collection, s.certified_as):
+        for c in butlerops.certified(butler, calib_collection(step), s.certified_as):
             key = (s.certified_as, tuple(sorted(c["ref"].dataId.required.items())), c["begin"].isot[:19])
             out[key] = (str(c["ref"].id), c["end"].isot[:19] if c["end"] is not None else None)
     return out
@@ -143,7 +149,7 @@ def test_select_visits_writes_a_valid_table(demo_run):
             "--epoch",
             "run1",
             "--where",
-            "visit.target_name = 'BIAS' AND visit.day_obs = 20250310",
+            "visit.target_name = 'bias' AND visit.day_obs = 20250310",
         ],
         cwd=demo_run,
         check=True,
@@ -257,9 +263,9 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"ok"}
     run(
         [
-            "butlerDecertify.py",
+            "results/demo/repo/bin/butlerDecertify.py",  # the demo's stand-in, beside its repository
             "results/demo/repo",
-            "PFS/calib",
+            "u/demo/calib/dark",
             "dark",
             "--begin-date",
             "2025-03-01T00:00:00",

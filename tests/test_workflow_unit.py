@@ -38,13 +38,13 @@ def option(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
 
 
-SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset type
-    "bias": ("bias.yaml", "PFS/raw/sps,PFS/calib", [], "PFS/calib", "bias"),
-    "dark": ("dark.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "dark"),
-    "flat": ("flat.yaml", "PFS/raw/all,PFS/calib", [], "PFS/calib", "fiberFlat"),
+SEED = {  # the guide's later revision: pipeline, -i (own calib first), -c, certify collection, dataset type
+    "bias": ("bias.yaml", "u/pfsuser/calib,PFS/defaults", [], "u/pfsuser/calib/bias", "bias"),
+    "dark": ("dark.yaml", "u/pfsuser/calib,PFS/defaults", [], "u/pfsuser/calib/dark", "dark"),
+    "flat": ("flat.yaml", "u/pfsuser/calib,PFS/defaults", [], "u/pfsuser/calib/fiberFlat", "fiberFlat"),
     "bootstrap": (
         "bootstrap.yaml",
-        "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib",
+        "u/pfsuser/calib,PFS/defaults",
         [
             "isr:doCrosstalk=False",
             "bootstrap:profiles.profileRadius=2",
@@ -52,33 +52,39 @@ SEED = {  # from the guide: pipeline, -i, -c, certify collection and dataset typ
             "bootstrap:profiles.profileOversample=3",
             "bootstrap:spectralOffset=-10",
         ],
-        "PFS/bootstrap",
+        "u/pfsuser/bootstrap",
         "detectorMap_bootstrap",
     ),
     "detectorMap": (
         "detectorMap.yaml",
-        "PFS/raw/all,PFS/raw/pfsConfig,PFS/bootstrap,PFS/calib",
+        "u/pfsuser/calib,u/pfsuser/bootstrap,PFS/defaults",
         [
             "measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
             "fitDetectorMap:fitDetectorMap.doSlitOffsets=True",
             "fitDetectorMap:fitDetectorMap.order=4",
             "fitDetectorMap:fitDetectorMap.soften=0.03",
         ],
-        "PFS/calib",
+        "u/pfsuser/calib/detectorMap_calib",
         "detectorMap_candidate",
     ),
     "fiberProfiles": (
         "fitFiberProfiles.yaml",
-        "PFS/raw/all,PFS/fiberProfilesInputs,PFS/raw/pfsConfig,PFS/calib",
+        "u/pfsuser/calib,PFS/fiberProfilesInputs,PFS/defaults",
         [
             "fitProfiles:profiles.profileRadius=10",
             "fitProfiles:profiles.profileOversample=3",
             "fitProfiles:profiles.profileSwath=500",
         ],
-        "PFS/calib",
+        "u/pfsuser/calib/fiberProfiles",
         "fiberProfiles",
     ),
-    "fiberNorms": ("fiberNorms.yaml", "PFS/raw/all,PFS/raw/pfsConfig,PFS/calib", [], "PFS/calib", "fiberNorms_calib"),
+    "fiberNorms": (
+        "fiberNorms.yaml",
+        "u/pfsuser/calib,PFS/defaults",
+        [],
+        "u/pfsuser/calib/fiberNorms_calib",
+        "fiberNorms_calib",
+    ),
 }
 
 

@@ -261,16 +261,25 @@ def heal_hot_journal(repo: str) -> bool:
     """A process killed inside an SQLite commit leaves a hot rollback journal; SQLite rolls it back only
     through a connection that may write, and daf_butler opens read-only registries with mode=ro, so
     every read-only open would fail ("attempt to write a readonly database") until a read-write open.
-    Returns whether a journal was found (and rolled back)."""
+    Take the write lock once (SQLite rolls a hot journal back on the way); a journal still there then is
+    cold (a transaction killed before it wrote) and is removed under the lock. A journal of a live
+    transaction is left alone (the lock is busy). Returns whether a journal was found and removed."""
+    import sqlite3
+
     root = repo_directory(repo)
-    if root is None or not any(root.glob("*.sqlite3-journal")):
-        return False
-    butler = Butler.from_config(repo, writeable=True)
-    try:
-        butler.collections.query("*")  # the first read through a writer rolls the journal back
-    finally:
-        butler.close()
-    return True
+    journals = list(root.glob("*.sqlite3-journal")) if root is not None else []
+    for journal in journals:
+        database = journal.with_name(journal.name.removesuffix("-journal"))
+        connection = sqlite3.connect(database, timeout=2, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")
+            journal.unlink(missing_ok=True)
+            connection.execute("ROLLBACK")
+        except sqlite3.OperationalError:  # busy: another process is writing; its journal is not ours
+            pass
+        finally:
+            connection.close()
+    return bool(journals) and not any(j.exists() for j in journals)
 
 
 def open_butler(repo: str, writeable: bool = False) -> Butler:
@@ -318,10 +327,62 @@ def repair_run(butler: Butler, run: str, repo: str) -> list[str]:
         done.append(f"{len(stale)} quanta without their log will run again")
     root = repo_directory(repo)
     if root is not None and (root / run).is_dir():
-        known = {Path(butler.getURI(ref).ospath) for ref in refs if ref not in stale}
-        orphans = [p for p in (root / run).rglob("*") if p.is_file() and p not in known]
+        known = {Path(butler.getURI(ref).ospath).resolve() for ref in refs if ref not in stale}
+        orphans = [p for p in (root / run).resolve().rglob("*") if p.is_file() and p not in known]
         for path in orphans:
             path.unlink()
         if orphans:
             done.append(f"removed {len(orphans)} datastore files without a registry row")
     return done
+
+
+def ensure_own_collections(butler: Butler, chain: str, members: list[str], others: list[str]) -> None:
+    """The workflow's own collections, made once before any job writes (jobs never race to make them):
+    a CALIBRATION collection per product, chained into a CHAINED chain (children the user added stay),
+    and CALIBRATION collections outside the chain (the bootstrap maps)."""
+    for name in [*members, *others]:
+        butler.collections.register(name, CollectionType.CALIBRATION)
+    butler.collections.register(chain, CollectionType.CHAINED)
+    missing = [m for m in members if m not in butler.collections.get_info(chain).children]
+    if missing:
+        butler.collections.extend_chain(chain, missing)
+
+
+def find_calibration(butler: Butler, dataset_type: str, collections: list[str], data_id: dict, timespan) -> bool:
+    """Whether a calibration of this type is found for the data ID (restricted to the type's dimensions)
+    at the given time in the collections; False also for a type the registry does not know."""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        dimensions = butler.get_dataset_type(dataset_type).dimensions.required
+    except MissingDatasetTypeError:
+        return False
+    restricted = {k: v for k, v in data_id.items() if k in dimensions}
+    return butler.find_dataset(dataset_type, restricted, collections=collections, timespan=timespan) is not None
+
+
+# ---------------------------------------------------------------- promotion (pfscalib.promote)
+def certify_copies(butler: Butler, collections: dict[str, str], sentinels: list[dict]) -> None:
+    """Certify the sentinels' datasets, with their validity ranges, into the product's new CALIBRATION
+    collection (made here), in one transaction; what a previous, interrupted call certified is kept."""
+    import uuid
+
+    for name in collections.values():
+        butler.collections.register(name, CollectionType.CALIBRATION)
+    with butler.transaction():
+        for sentinel in sentinels:
+            ref = butler.get_dataset(uuid.UUID(sentinel["datasetId"]))
+            if ref is None:
+                raise LookupError(f"{sentinel['path']}: dataset {sentinel['datasetId']} is not in the registry")
+            collection = collections[sentinel["datasetType"]]
+            timespan = make_timespan(sentinel["validity"]["begin"], sentinel["validity"]["end"])
+            done = certified(butler, collection, ref.datasetType.name, dict(ref.dataId.required))
+            if not any(c["ref"].id == ref.id and same_span(c, timespan) for c in done):
+                butler.registry.certify(collection, [ref], timespan)
+
+
+def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
+    """Put children first in the chain, in one registry call (a no-op if they are already there)."""
+    current = list(butler.collections.get_info(chain).children)
+    if current[: len(children)] != children:
+        butler.collections.prepend_chain(chain, children)

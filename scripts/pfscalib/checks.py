@@ -1,36 +1,105 @@
-"""Before any job: every step's visits exist, have the step's observation type and have raws for the
-job's cameras in the step's input collections."""
+"""Before any job: the site's input collections and prerequisites exist, and every step's visits exist,
+are what the step takes (kind, bootstrap pair, dither), lie inside their epoch's validity range, and have
+raws for the job's cameras. One line per problem, naming the table, row, visit and reason."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import butlerops
-from .steps import STEPS
+from .steps import KIND_WORDS, STEPS, UNLIT_KINDS
 
 
-def visit_problems(butler, instrument: str, epoch: str, selection: dict) -> list[str]:
-    """selection: {step: {"collections": [...], "units": {unit: [visits]}}}; one line per problem."""
+def visit_kind(record: Any) -> str:
+    """bias, dark, flat (quartz) or arc, as the real pipeline tells them: bias and dark by observation type;
+    otherwise by lamps as BootstrapTask does (quartz iff lamps == 'Quartz'); else by observation type, arcs
+    being `comparison` at Subaru and `arc` in simulator data."""
+    observation_type = (record.observation_type or "").lower()
+    if observation_type in UNLIT_KINDS:
+        return observation_type
+    lamps = getattr(record, "lamps", None) or ""
+    if lamps:
+        return "flat" if lamps == "Quartz" else "arc"
+    return {"comparison": "arc", "arc": "arc"}.get(observation_type, observation_type)
+
+
+def described(record: Any) -> str:
+    return f"observation_type {record.observation_type!r}, lamps {getattr(record, 'lamps', None)!r}"
+
+
+def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites: list[str]) -> list[str]:
+    """selection: {step: {"table", "collections", "validity": [begin, end|None],
+    "units": {unit: [[visit, row], ...]}}}."""
     from lsst.daf.butler import CollectionType
 
-    wanted = sorted({v for s in selection.values() for visits in s["units"].values() for v in visits})
+    out: list[str] = []
+    wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)
-    # each step's input collections that exist (PFS/bootstrap etc. appear only later in the chain),
-    # without CALIBRATION ones (raws live in RUNs or chains of RUNs)
     types = {c: butlerops.collection_type(butler, c) for s in selection.values() for c in s["collections"]}
+    for collection, kind in types.items():
+        if kind is None:
+            users = [step for step, s in selection.items() if collection in s["collections"]]
+            out.append(
+                f"input collection {collection!r} does not exist (read by {', '.join(users)}; config collections)"
+            )
+    if out:
+        return out  # every visit would look missing: say only what is missing
     raws: dict[tuple[str, ...], set[tuple[int, str]]] = {}
-    problems = []
-    for step, wanted_step in selection.items():
-        collections = tuple(c for c in wanted_step["collections"] if types[c] not in (None, CollectionType.CALIBRATION))
+    for step, chosen in selection.items():
+        s, table = STEPS[step], chosen["table"]
+        validity = butlerops.make_timespan(*chosen["validity"])
+        collections = tuple(c for c in chosen["collections"] if types[c] is not CollectionType.CALIBRATION)
         if collections not in raws:  # steps share input collections: one query per distinct set
             raws[collections] = butlerops.raw_cameras(butler, instrument, wanted, list(collections))
-        allowed = STEPS[step].observation_types
-        for unit, visits in wanted_step["units"].items():
-            for visit in visits:
+        allowed = " or ".join(KIND_WORDS[k] for k in s.visit_kinds)
+        for unit, pairs in chosen["units"].items():
+            kinds = []
+            for visit, row in pairs:
+                where = f"{table}: row {row}: visit {visit} ({step}, epoch {epoch}, {unit})"
                 record = records.get(visit)
                 if record is None:
-                    problems.append(f"{step} epoch {epoch}: visit {visit} is not in the registry")
-                elif (record.observation_type or "").lower() not in allowed:
-                    kind = record.observation_type
-                    problems.append(f"{step} epoch {epoch}: visit {visit} is a {kind!r}, not {' or '.join(allowed)}")
+                    out.append(f"{where}: not in the registry")
+                    continue
+                kind = visit_kind(record)
+                kinds.append(kind)
+                if kind not in s.visit_kinds:
+                    out.append(f"{where}: is {KIND_WORDS.get(kind, kind)} ({described(record)}), not {allowed}")
+                elif s.dither_zero and record.dither != 0:
+                    out.append(f"{where}: has dither {record.dither}; {step} takes undithered (dither 0) quartz")
+                elif not validity.contains(record.timespan.begin):
+                    span = f"[{chosen['validity'][0]}, {chosen['validity'][1] or 'unbounded'})"
+                    begin = record.timespan.begin.tai.isot[:19]
+                    out.append(f"{where}: taken at {begin} TAI, outside the epoch's validity {span}")
                 elif not any(v == visit and c.startswith(unit) for v, c in raws[collections]):
-                    problems.append(f"{step} epoch {epoch}: visit {visit} has no raw for {unit}")
-    return problems
+                    out.append(f"{where}: has no raw for {unit} in {', '.join(collections)}")
+            if s.exact_kinds and len(kinds) == len(pairs) and sorted(kinds) != sorted(s.exact_kinds):
+                need = " and ".join(KIND_WORDS[k] for k in s.exact_kinds)
+                got = ", ".join(KIND_WORDS.get(k, k) for k in kinds)
+                out.append(f"{table}: epoch {epoch}, {unit}: {step} needs {need}, got {got}")
+    out += missing_prerequisites(butler, instrument, epoch, selection, records, prerequisites)
+    return out
+
+
+def missing_prerequisites(
+    butler, instrument: str, epoch: str, selection: dict, records: dict, prerequisites: list[str]
+) -> list[str]:
+    """The site calibrations every camera needs before the first step (camera, defects...), certified in
+    the site's inputs at the time of the camera's first visit of the epoch."""
+    out = []
+    first: dict[str, Any] = {}  # camera -> its earliest visit record
+    for chosen in selection.values():
+        for unit, pairs in chosen["units"].items():
+            for visit, _ in pairs:
+                record = records.get(visit)
+                if record is not None and len(unit) == 2 and (unit not in first or record.id < first[unit].id):
+                    first[unit] = record
+    collections = sorted({c for s in selection.values() for c in s["collections"]})
+    for dataset_type in prerequisites:
+        for camera, record in sorted(first.items()):
+            data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
+            if not butlerops.find_calibration(butler, dataset_type, collections, data_id, record.timespan):
+                out.append(
+                    f"prerequisite {dataset_type} is not certified for camera {camera} at visit {record.id} "
+                    f"(epoch {epoch}) in {', '.join(collections)}: the site must certify it before the first build"
+                )
+    return out

@@ -7,6 +7,8 @@
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
     pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
+    pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
+    pfscalib rollback --repo R RECORD                    undo a promotion
 
 This module only parses arguments and dispatches: the job is in pfscalib.job, registry operations in
 pfscalib.butlerops.
@@ -54,13 +56,13 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import visit_problems
+    from .checks import problems
     from .job import write_json
 
-    problems = visit_problems(open_butler(args.repo), args.instrument, args.epoch, json.loads(args.selection))
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        log.error("check-visits: %s%s", problems[0], more)
+    found = problems(open_butler(args.repo), args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+    if found:
+        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+        log.error("check-visits: %s%s", found[0], more)
         return 1
     write_json(args.output, {"epoch": args.epoch, "checked": "ok"})
     return 0
@@ -96,13 +98,16 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    """Register every dataset type of the pipelines once, before parallel jobs: a type registered
-    while another process queries a CALIBRATION collection trips daf_butler's cache (seen as
-    "Dataset type should be checked to be calibration by calling code")."""
-    from .butlerops import open_butler, register_pipeline_dataset_types
+    """Register every dataset type of the pipelines, and make the workflow's own collections, once before
+    parallel jobs: a type registered while another process queries a CALIBRATION collection trips
+    daf_butler's cache (seen as "Dataset type should be checked to be calibration by calling code")."""
+    from .butlerops import ensure_own_collections, open_butler, register_pipeline_dataset_types
     from .job import write_json
 
-    register_pipeline_dataset_types(open_butler(args.repo, writeable=True), args.pipeline, args.config)
+    butler = open_butler(args.repo, writeable=True)
+    register_pipeline_dataset_types(butler, args.pipeline, args.config)
+    if args.calib_chain:
+        ensure_own_collections(butler, args.calib_chain, args.calib_collection, args.collection)
     write_json(args.output, {"pipelines": args.pipeline})
     return 0
 
@@ -115,6 +120,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Exception as exc:  # one line for the user, e.g. a missing repository
         log.error("status: %s", exc)
         return 2
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import ConfigError
+    from .promote import PromotionError, promote
+    from .workflow import Workflow
+
+    try:
+        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        chain = args.chain or f"{wf.instrument_name}/calib"
+        promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
+    except (ConfigError, PromotionError) as exc:
+        log.error("promote: %s", exc)
+        return 2
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .promote import PromotionError, rollback
+
+    try:
+        rollback(args.repo, args.record)
+    except PromotionError as exc:
+        log.error("rollback: %s", exc)
+        return 2
+    return 0
 
 
 def _certify_options(p: argparse.ArgumentParser) -> None:
@@ -148,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     for name in ("--repo", "--epoch", "--selection", "--output"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
+    p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output"):
@@ -169,7 +207,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("-p", "--pipeline", action="append", default=[])
     p.add_argument("-c", "--config", action="append", default=[], help="LABEL:KEY=VALUE connection overrides")
+    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
+    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
+    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
     p.set_defaults(func=cmd_register)
+    p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--ticket", required=True, help="e.g. PIPE2D-1234 (DMTN-222 collection name part)")
+    p.add_argument("--tag", required=True, help="e.g. run18")
+    p.add_argument("--chain", default=None, help="shared CHAINED collection (default <instrument>/calib)")
+    p.add_argument("--steps", default="", help="comma-separated (default: every product in the calib chain)")
+    p.add_argument("--cameras", default="", help="comma-separated cameras or arms (default: all)")
+    p.add_argument("--epochs", default="", help="comma-separated (default: all)")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("rollback", help="restore a chain's definition from before a promotion")
+    p.add_argument("--repo", required=True)
+    p.add_argument("record", help="the promotion's record, results/promotions/<time>.json")
+    p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")

@@ -108,13 +108,21 @@ class Commands:
         s = self.settings
         payload = {
             step: {
-                "collections": s.inputs(step),
-                "units": {unit: list(self.selections[(step, epoch, unit)].visits) for unit in s.units(step)},
+                "table": s.table(step),
+                "collections": s.site_inputs(step),
+                "validity": list(s.validity(step, epoch)),
+                "units": {
+                    unit: [list(pair) for pair in zip(selection.visits, selection.lines)]
+                    for unit in s.units(step)
+                    for selection in [self.selections[(step, epoch, unit)]]
+                },
             }
             for step in STEP_NAMES
         }
         argv = ["pfscalib", "check-visits", "--repo", s.datastore, "--instrument", s.instrument_name]
         argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
+        for dataset_type in s.config.get("prerequisites", []):
+            argv += ["--prerequisite", dataset_type]
         return shlex.join(argv)
 
     def register(self) -> str:
@@ -122,6 +130,12 @@ class Commands:
         for step in STEP_NAMES:
             argv += ["-p", self.settings.pipeline(step)]
             argv += [a for o in self.settings.step_config(step) if ":connections." in o for a in ("-c", o)]
+        argv += ["--calib-chain", self.settings.collections["calib"]]
+        for collection in self.settings.own_calib_collections():
+            argv += ["--calib-collection", collection]
+        outside = sorted({self.settings.calib_collection(s) for s in STEP_NAMES if STEPS[s].outside_calib_chain})
+        for collection in outside:
+            argv += ["--collection", collection]
         return shell_join(argv)
 
     def qa(self, sentinels: list[str], outdir: str) -> str:

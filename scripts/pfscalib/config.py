@@ -125,14 +125,51 @@ class Settings:
         span = self.steps[step].get("validity", {}).get(epoch, self.epochs[epoch])
         return Validity(span["begin"], span.get("end"))
 
+    # ------------------------------------------------------------------ collections
+    @property
+    def collections(self) -> dict[str, Any]:
+        """Every collection the workflow reads (site inputs) or writes (under the rerun)."""
+        prefix, chosen = self.instrument_name, self.config.get("collections", {})
+        return {
+            "inputs": list(chosen.get("inputs", [f"{prefix}/defaults"])),
+            "calib": chosen.get("calib", f"{self.config['rerun']}/calib"),
+            "bootstrap": chosen.get("bootstrap", f"{self.config['rerun']}/bootstrap"),
+            # where defineFiberProfilesInputs.py defines profiles_runs: fixed by drp_stella
+            "profiles": f"{prefix}/fiberProfilesInputs",
+        }
+
+    def calib_collection(self, step: str) -> str:
+        """The workflow's own CALIBRATION collection the step certifies into: one per product in the
+        rerun's calib chain, or the bootstrap maps' own."""
+        s = STEPS[step]
+        return (
+            self.collections["bootstrap"] if s.outside_calib_chain else f"{self.collections['calib']}/{s.certified_as}"
+        )
+
+    def own_calib_collections(self) -> list[str]:
+        """The CALIBRATION collections chained into the rerun's calib chain."""
+        return [self.calib_collection(s) for s in STEP_NAMES if not STEPS[s].outside_calib_chain]
+
     def inputs(self, step: str) -> list[str]:
-        return list(self.setting(step, "inputs", STEPS[step].inputs))
+        """pipetask -i: the workflow's own products first (so a build uses its own bias, not an overlapping
+        one of the site's), those certified outside the calib chain that the step reads, the profiles_run
+        definitions where the step selects by them, then the site's inputs."""
+        c = self.collections
+        outside = [self.calib_collection(n) for n in STEPS[step].needs if STEPS[n].outside_calib_chain]
+        profiles = [c["profiles"]] if STEPS[step].profile_groups else []
+        return [c["calib"], *outside, *profiles, *c["inputs"]]
+
+    def site_inputs(self, step: str) -> list[str]:
+        """The inputs the site provides (checked before any job), not the ones the workflow makes."""
+        return [c for c in self.inputs(step) if not self.is_own(c) and c != self.collections["profiles"]]
+
+    def is_own(self, collection: str) -> bool:
+        """Whether the workflow made (and may modify) a collection: only those under its rerun (the calib
+        and bootstrap collections must be, see _check_steps)."""
+        return collection.startswith(f"{self.config['rerun']}/")
 
     def pipeline(self, step: str) -> str:
         return f"{self.config['pipelines_dir']}/{self.setting(step, 'pipeline', STEPS[step].pipeline)}"
-
-    def calib_collection(self, step: str) -> str:
-        return self.setting(step, "calib_collection", STEPS[step].calib_collection)
 
     def step_config(self, step: str) -> list[str]:
         """The step's -c overrides for every camera."""
@@ -189,6 +226,14 @@ class Settings:
                     raise ConfigError(
                         f"{self.source}: steps.{step}.camera_config.{key}", "not a configured camera or arm"
                     )
+        for key in ("calib", "bootstrap"):
+            name = self.collections[key]
+            if not name.startswith(f"{self.config['rerun']}/"):
+                raise ConfigError(
+                    f"{self.source}: collections.{key}",
+                    f"{name!r} is not under the rerun {self.config['rerun']!r}: the workflow certifies only "
+                    "into collections of its own (promote into shared ones with `pfscalib promote`)",
+                )
         offsets = self.config.get("spectralOffset", {})
         for camera in self.cameras:
             if camera not in offsets:

@@ -17,6 +17,7 @@ FAULT_POINTS = (
     "before-pipetask", "sqlite-commit", "collections", "pipetask", "after-pipetask", "certify", "clean",
     "after-sentinel",
 )  # fmt: skip
+PROMOTE_FAULT_POINTS = ("promote-certify", "promote-chain")
 # The executor's progress line: some quanta are done, others not ("pipetask" point).
 QUANTA_DONE = re.compile(r"Executed [1-9]\d* quanta successfully")
 

@@ -110,7 +110,7 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
 
     arm_registry_faults(request.state)
     if butlerops.heal_hot_journal(request.repo):
-        log.info("rolled back the registry's hot journal left by a killed process")
+        log.info("removed the registry's journal left by a killed process (rolled back if it was hot)")
     ident = identity(argv, request.needs)
     if already_certified(request, ident):
         return 0

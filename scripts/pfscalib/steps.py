@@ -9,6 +9,11 @@ import dataclasses
 from typing import Literal
 
 QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
+# What a visit is, from its record (pfscalib.checks.visit_kind): arcs are `comparison` at Subaru
+# (`arc` in simulator data) and, as BootstrapTask tells them, any lamps other than 'Quartz'.
+VisitKind = Literal["bias", "dark", "flat", "arc"]
+KIND_WORDS = {"bias": "a bias", "dark": "a dark", "flat": "a quartz", "arc": "an arc"}
+UNLIT_KINDS = ("bias", "dark")  # told by observation_type alone (no lamps)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -18,17 +23,19 @@ class Step:
     pipeline: str  # file in the pipelines dir
     product: str  # dataset type the pipeline writes
     certified_as: str = ""  # dataset type certified, if not the product (detectorMap: a copy as detectorMap_calib)
-    calib_collection: str = "PFS/calib"
-    inputs: tuple[str, ...]  # pipetask -i
+    # Certified in a collection of its own outside the rerun's calib chain, read only by the steps that need
+    # it (the bootstrap maps, as the guide's PFS/bootstrap); otherwise in <calib chain>/<dataset type>.
+    outside_calib_chain: bool = False
     clean: tuple[str, ...] = ()  # intermediates removed after certification
-    observation_types: tuple[str, ...]  # allowed visit.observation_type (lower case, as obs_pfs writes)
+    visit_kinds: tuple[VisitKind, ...]  # what the step's visits may be
     needs: tuple[str, ...] = ()  # steps whose certified products this one reads
     config: tuple[str, ...] = ()  # default -c overrides (the seed's)
     per_arm: bool = False  # product spans spectrographs (dims instrument, arm): one job per arm
     # Visits come in bright/dark groups (table columns group, role), defined as a profiles_run by
     # defineFiberProfilesInputs.py before the step runs; pipetask then selects by profiles_run.
     profile_groups: bool = False
-    visit_roles: tuple[str, ...] = ()  # exactly these visits per camera and epoch, if set
+    exact_kinds: tuple[VisitKind, ...] = ()  # exactly these visits per camera and epoch (bootstrap: a quartz, an arc)
+    dither_zero: bool = False  # every visit at dither 0 (fiberNorms: undithered quartz)
     offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
     qa_plot: QaPlot
 
@@ -51,9 +58,6 @@ class Step:
         return frozenset({"epoch", "visits", "cameras", "comment"} | extra)
 
 
-RAW = ("PFS/raw/all", "PFS/calib")
-RAW_CONFIG = ("PFS/raw/all", "PFS/raw/pfsConfig", "PFS/calib")
-
 STEPS: dict[str, Step] = {
     s.name: s
     for s in [
@@ -62,9 +66,8 @@ STEPS: dict[str, Step] = {
             description="overscan-subtracted median of BIAS visits, per camera",
             pipeline="bias.yaml",
             product="bias",
-            inputs=("PFS/raw/sps", "PFS/calib"),
             clean=("biasProc",),
-            observation_types=("bias",),
+            visit_kinds=("bias",),
             qa_plot="image",
         ),
         Step(
@@ -72,9 +75,8 @@ STEPS: dict[str, Step] = {
             description="bias-subtracted, exposure-scaled combination of DARK visits",
             pipeline="dark.yaml",
             product="dark",
-            inputs=RAW,
             clean=("darkProc", "darkScaled"),
-            observation_types=("dark",),
+            visit_kinds=("dark",),
             needs=("bias",),
             qa_plot="image",
         ),
@@ -83,9 +85,8 @@ STEPS: dict[str, Step] = {
             description="fiberFlat from dithered quartz visits",
             pipeline="flat.yaml",
             product="fiberFlat",
-            inputs=RAW,
             clean=("flatProc", "ditherFlat"),
-            observation_types=("flat",),
+            visit_kinds=("flat",),
             needs=("dark",),
             qa_plot="image",
         ),
@@ -94,10 +95,9 @@ STEPS: dict[str, Step] = {
             description="rough detectorMap from one quartz and one arc with the camera's spectralOffset",
             pipeline="bootstrap.yaml",
             product="detectorMap_bootstrap",
-            calib_collection="PFS/bootstrap",  # apart from the final detectorMaps
-            inputs=RAW_CONFIG,
+            outside_calib_chain=True,  # apart from the final detectorMaps
             clean=("postISRCCD",),
-            observation_types=("flat", "arc"),
+            visit_kinds=("flat", "arc"),
             needs=("flat",),
             config=(
                 "isr:doCrosstalk=False",
@@ -105,7 +105,7 @@ STEPS: dict[str, Step] = {
                 "bootstrap:profiles.profileSwath=2500",
                 "bootstrap:profiles.profileOversample=3",
             ),
-            visit_roles=("a quartz", "an arc"),
+            exact_kinds=("flat", "arc"),
             offset_override="bootstrap:spectralOffset",
             qa_plot="traces",
         ),
@@ -115,9 +115,8 @@ STEPS: dict[str, Step] = {
             pipeline="detectorMap.yaml",
             product="detectorMap_candidate",
             certified_as="detectorMap_calib",  # certifyDetectorMaps.py behaviour
-            inputs=("PFS/raw/all", "PFS/raw/pfsConfig", "PFS/bootstrap", "PFS/calib"),
             clean=("postISRCCD", "crMask"),
-            observation_types=("arc", "flat"),
+            visit_kinds=("arc", "flat"),
             needs=("bootstrap",),
             config=(
                 "measureCentroids:connections.calibDetectorMap=detectorMap_bootstrap",
@@ -132,9 +131,8 @@ STEPS: dict[str, Step] = {
             description="fitFiberProfiles over the epoch's profiles_run (bright/dark groups)",
             pipeline="fitFiberProfiles.yaml",
             product="fiberProfiles",
-            inputs=("PFS/raw/all", "PFS/fiberProfilesInputs", "PFS/raw/pfsConfig", "PFS/calib"),
             clean=("postISRCCD", "crMask", "calexp"),
-            observation_types=("flat",),
+            visit_kinds=("flat",),
             needs=("detectorMap",),
             config=(
                 "fitProfiles:profiles.profileRadius=10",
@@ -149,11 +147,11 @@ STEPS: dict[str, Step] = {
             description="fibre normalisations of quartz visits, per arm over every spectrograph",
             pipeline="fiberNorms.yaml",
             product="fiberNorms_calib",
-            inputs=RAW_CONFIG,
             clean=("postISRCCD", "crMask", "calexp"),
-            observation_types=("flat",),
+            visit_kinds=("flat",),
             needs=("fiberProfiles",),
             per_arm=True,
+            dither_zero=True,
             qa_plot="norms",
         ),
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
-from .steps import STEP_NAMES, STEPS
+from .steps import KIND_WORDS, STEP_NAMES, STEPS
 from .visits import parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -39,6 +39,7 @@ class Selection:
     visits: tuple[int, ...]
     groups: tuple[tuple[str, str], ...] = ()  # (bright LIST, dark LIST) per group, PFS list syntax
     specs: tuple[str, ...] = ()  # the table's visit specs, for compact -d queries
+    lines: tuple[int, ...] = ()  # the table row of each visit (as an editor numbers it), for messages
 
 
 def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> list[Row]:
@@ -138,6 +139,7 @@ class Selections:
             for unit in self.settings.units(step):
                 mine = [r for r in rows if r.epoch == epoch and r.covers(unit)]
                 visits: list[int] = []
+                lines: list[int] = []
                 for row in mine:
                     for visit in row.visits:
                         previous = seen.setdefault((unit, visit), row.line)
@@ -146,19 +148,22 @@ class Selections:
                                 f"{path}: row {row.line}", f"visit {visit} is already selected in row {previous}"
                             )
                         visits.append(visit)
+                        lines.append(row.line)
                 if not visits:
                     raise ConfigError(
                         path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}"
                     )
-                if s.visit_roles and len(visits) != len(s.visit_roles):
-                    count = NUMBER_WORDS.get(len(s.visit_roles), str(len(s.visit_roles)))
+                if s.exact_kinds and len(visits) != len(s.exact_kinds):
+                    count = NUMBER_WORDS.get(len(s.exact_kinds), str(len(s.exact_kinds)))
+                    roles = " and ".join(KIND_WORDS[k] for k in s.exact_kinds)
                     raise ConfigError(
                         path,
-                        f"{step} needs exactly {count} visits ({' and '.join(s.visit_roles)}) for epoch {epoch} "
-                        f"camera {unit}, got {len(visits)}",
+                        f"{step} needs exactly {count} visits ({roles}) for epoch {epoch} camera {unit}, "
+                        f"got {len(visits)}",
                     )
                 groups = profile_groups(path, step, mine) if s.profile_groups else ()
-                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, tuple(r.spec for r in mine))
+                specs = tuple(r.spec for r in mine)
+                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, specs, tuple(lines))
 
     def profile_groups(self, epoch: str) -> tuple[tuple[str, str], ...]:
         """The epoch's fibre-profile groups (the first camera's: one profiles_run per epoch)."""

@@ -7,6 +7,8 @@ from typing import Any
 from lsst.daf.butler import DatasetType, Registry
 from lsst.pipe.base import Instrument
 
+from . import simulate
+
 ARMS = ("b", "r", "n", "m")
 SPECTROGRAPHS = (1, 2, 3, 4)
 
@@ -27,8 +29,26 @@ class PrimeFocusSpectrograph(Instrument):
     def getName(cls) -> str:
         return "PFS"
 
-    def getCamera(self) -> None:  # no afw camera geometry in the demo
-        return None
+    def getCamera(self) -> dict[str, Any]:
+        """Stand-in for the afw Camera (storage class StandinCamera): each detector's raw geometry, which the demo
+        ISR reads instead of config (data region, overscan columns)."""
+        detectors = {
+            f"{arm}{spectrograph}": {
+                "id": detector_id(arm, spectrograph),
+                "arm": arm,
+                "spectrograph": spectrograph,
+                "rawShape": [simulate.NY, simulate.NX + simulate.NOVERSCAN],
+                "dataColumns": [0, simulate.NX],  # [begin, end)
+                "overscanColumns": [simulate.NX, simulate.NX + simulate.NOVERSCAN],
+            }
+            for spectrograph in SPECTROGRAPHS
+            for arm in ARMS
+        }
+        return {"name": self.getName(), "detectors": detectors}
+
+    def makeDefaultRawIngestRunName(self) -> str:
+        """obs_pfs since d31ec29 (2024-11-01): raws are ingested into PFS/raw/sps (before: PFS/raw/all)."""
+        return self.makeCollectionName("raw", "sps")
 
     def register(self, registry: Registry, *, update: bool = False) -> None:
         name = self.getName()
@@ -57,17 +77,19 @@ class PrimeFocusSpectrograph(Instrument):
                         "purpose": "SCIENCE",
                     }
                     registry.syncDimensionData("detector", record, update=update)
-        # obs_pfs registers the certified detectorMap type itself (certifyDetectorMaps.py writes it);
-        # outside the transaction because it may create tables.
-        registry.registerDatasetType(
-            DatasetType(
-                "detectorMap_calib",
-                ("instrument", "arm", "spectrograph"),
-                "DetectorMap",
-                universe=registry.dimensions,
-                isCalibration=True,
+        # obs_pfs registers the certified detectorMap type itself (certifyDetectorMaps.py writes it), and
+        # defects (with detector too, found by a lookup function; the demo's are found by arm and spectrograph
+        # like every other calibration); outside the transaction because it may create tables.
+        for name, storage_class in (("detectorMap_calib", "DetectorMap"), ("defects", "StandinDefects")):
+            registry.registerDatasetType(
+                DatasetType(
+                    name,
+                    ("instrument", "arm", "spectrograph"),
+                    storage_class,
+                    universe=registry.dimensions,
+                    isCalibration=True,
+                )
             )
-        )
 
     def getRawFormatter(self, dataId: Any) -> type:
         from .formatters import FitsImageFormatter

@@ -28,6 +28,11 @@ NLINES = 18  # arc lines per arm
 # Per-camera spectral offsets (pixels) of the true wavelength solution w.r.t. the base optical model;
 # bootstrap must be told these (bootstrap:spectralOffset) to match arc lines.
 DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0}
+# Visit records are written as in one of two repository layouts (see make_repo): "current" as a Subaru
+# datastore has them today, "legacy" as the simulator and the guide's first revision did.
+CURRENT, LEGACY = "current", "legacy"
+LAYOUTS = (CURRENT, LEGACY)
+ARC_LAMPS = ("Ne", "HgAr", "Kr")  # one lamp per arc exposure, as the Subaru calibration sequences take them
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -37,6 +42,23 @@ def _rng(*key: object) -> np.random.Generator:
 
 def split_camera(camera: str) -> tuple[str, int]:
     return camera[0], int(camera[1:])
+
+
+def cam_index(camera: str) -> int:
+    arm, spectrograph = split_camera(camera)
+    return 4 * (spectrograph - 1) + ARM_NUM[arm]
+
+
+def hot_column(camera: str) -> int:
+    """Data column that turns hot in the later runs (see CameraTruth.bias_pattern)."""
+    return 40 + (7 * cam_index(camera)) % 150
+
+
+def defect_boxes(camera: str) -> list[tuple[int, int, int, int]]:
+    """The site's defect list of a camera: (x0, y0, width, height) boxes in data-region pixels, the columns of
+    lsst.ip.isr.Defects' table. The hot column is listed for every run, as a site's long-lived defect list
+    would be once the column has been seen."""
+    return [(hot_column(camera), 0, 1, NY)]
 
 
 def dither_shift_px(dither: int) -> float:
@@ -82,7 +104,7 @@ class CameraTruth:
 
     @property
     def cam_index(self) -> int:
-        return 4 * (self.spectrograph - 1) + ARM_NUM[self.arm]
+        return cam_index(self.camera)
 
     # --- detector ---
     @property
@@ -97,7 +119,7 @@ class CameraTruth:
         columns = 3.0 * np.sin(2 * np.pi * x / 97.0) + rng.normal(0.0, 1.0, NX)
         pattern = columns[np.newaxis, :] + rng.normal(0.0, 0.5, (NY, NX)) + self.epoch.bias_offset
         if self.epoch.index > 0:
-            pattern[:, 40 + 7 * self.cam_index % 150] += 25.0  # a hot column that appeared in later runs
+            pattern[:, hot_column(self.camera)] += 25.0  # a hot column that appeared in later runs
         return pattern.astype(np.float32)
 
     @cached_property
@@ -267,17 +289,24 @@ class VisitSpec:
     group: int = -1  # fibre-profile group
     design: int = 1
 
-    @property
-    def observation_type(self) -> str:
-        return {"bright": "flat", "dark_profile": "flat"}.get(self.kind, self.kind)
+    def observation_type(self, layout: str) -> str:
+        """Subaru writes arcs as 'comparison' (ics_utils DATA-TYP); 'arc' is the simulator's (legacy layout)."""
+        kind = {"bright": "flat", "dark_profile": "flat"}.get(self.kind, self.kind)
+        return "comparison" if kind == "arc" and layout == CURRENT else kind
 
-    @property
-    def target_name(self) -> str:
-        return self.observation_type.upper()
+    def target_name(self, layout: str) -> str:
+        """Lower case at Subaru since 2023-12; upper case ('BIAS') in the legacy layout, as the guide selects."""
+        name = self.observation_type(layout)
+        return name if layout == CURRENT else name.upper()
 
-    @property
-    def lamps(self) -> str:
-        return {"flat": "Quartz", "bright": "Quartz", "dark_profile": "Quartz", "arc": "Ar,Kr,Ne"}.get(self.kind, "")
+    def lamps(self, layout: str) -> str:
+        """'Quartz' for every quartz (BootstrapTask tells quartz from arc by it); arcs name their lamps. The
+        demo renders the whole line list of the arm whatever the lamps."""
+        if self.kind in ("flat", "bright", "dark_profile"):
+            return "Quartz"
+        if self.kind != "arc":
+            return ""
+        return ARC_LAMPS[self.visit % len(ARC_LAMPS)] if layout == CURRENT else "Ar,Kr,Ne"
 
     @property
     def science_program(self) -> str:
