@@ -61,7 +61,9 @@ def runs_of(butler: Butler, chain: str) -> list[str]:
 
 
 def orphans(repo: Path, butler: Butler, run_name: str) -> list[Path]:
-    known = {Path(butler.getURI(r).ospath) for r in butler.query_all_datasets(run_name, find_first=False, limit=None)}
+    """Files in the RUN's directory that no dataset of the RUN, or of a RUN named under it, owns."""
+    runs = [run_name, *butler.collections.query(f"{run_name}/*", CollectionType.RUN)]
+    known = {Path(butler.getURI(r).ospath) for r in butler.query_all_datasets(runs, find_first=False, limit=None)}
     return [p for p in (repo / run_name).rglob("*") if p.is_file() and p not in known]
 
 
@@ -195,6 +197,13 @@ def test_a_file_without_registry_row_is_removed_and_its_quantum_rerun(workdir, d
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_bytes(content)  # the row is gone, the file stays: as after the killed commit
     assert orphans(demo_repo, butler, run_name)
+    # a RUN named under the job's own keeps its files inside the job's RUN directory (the detectorMap copies'
+    # <run>/certify): they are not orphans
+    from pfscalib.butlerops import copy_datasets
+
+    bias_ref = butler.get_dataset(__import__("uuid").UUID(state["sentinel"]["datasetId"]))
+    nested = copy_datasets(butler, [bias_ref], "biasCopy", f"{run_name}/certify")[0]
+    assert Path(butler.getURI(nested).ospath).is_relative_to((demo_repo / run_name).resolve())
     # the job was killed during pipetask: its state says started
     write_json(str(state_path), {"identity": state["identity"], "run": run_name, "status": "started"})
     (workdir / paths.sentinel("bias", "run1", CAMERA)).unlink()
@@ -206,3 +215,4 @@ def test_a_file_without_registry_row_is_removed_and_its_quantum_rerun(workdir, d
     logs = butler.query_all_datasets(run_name, name="isr_log", find_first=False, limit=None)
     metadata = butler.query_all_datasets(run_name, name="isr_metadata", find_first=False, limit=None)
     assert len(logs) == len(metadata) == 5  # every ISR quantum has its log again
+    assert Path(butler.getURI(nested).ospath).exists()

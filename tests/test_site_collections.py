@@ -75,7 +75,7 @@ def certify_observatory_bias(repo: Path) -> str:
 
 @pytest.fixture(scope="module")
 def site_build(tmp_path_factory, demo_template):
-    """bias and dark of b1 for run1, built on a copy of the demo site that holds an observatory bias."""
+    """The whole chain of b1 for run1, built on a copy of the demo site that holds an observatory bias."""
     import shutil
 
     tmp = tmp_path_factory.mktemp("site")
@@ -85,7 +85,7 @@ def site_build(tmp_path_factory, demo_template):
     workdir = workdir_config(tmp / "wd", cameras=["b1"], epochs=("run1",))
     external_repo_config(workdir, str(repo), ["b1"])
     before = outside_dump(repo)
-    proc = snakemake(workdir, "results/certified/run1/dark/b1.json")
+    proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, repo, observatory, before
 
@@ -97,6 +97,12 @@ def test_the_build_leaves_the_site_collections_untouched(site_build):
     targets = ["results/certified/run1/bias/b1.json", "results/certified/run1/dark/b1.json"]
     proc = snakemake(workdir, *targets, "--forcerun", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outside_dump(repo) == before
+    # and a job killed inside its certification, then rerun
+    env = {**os.environ, "PFSCALIB_FAULT": "certify", "PFSCALIB_FAULT_DIR": str(workdir / "faults-site")}
+    killed = snakemake(workdir, targets[0], "--forcerun", targets[0], env=env)
+    assert killed.returncode != 0
+    assert snakemake(workdir, targets[0], env=env).returncode == 0
     assert outside_dump(repo) == before
     butler = Butler.from_config(str(repo))
     assert butler.collections.get_info(f"{RERUN}/calib").type is CollectionType.CHAINED

@@ -327,7 +327,10 @@ def repair_run(butler: Butler, run: str, repo: str) -> list[str]:
         done.append(f"{len(stale)} quanta without their log will run again")
     root = repo_directory(repo)
     if root is not None and (root / run).is_dir():
-        known = {Path(butler.getURI(ref).ospath).resolve() for ref in refs if ref not in stale}
+        # RUNs named under this one (the detectorMap copies' <run>/certify) keep their files in its directory
+        nested = runs_matching(butler, f"{run}/*")
+        owned = refs + (list(butler.query_all_datasets(nested, find_first=False, limit=None)) if nested else [])
+        known = {Path(butler.getURI(ref).ospath).resolve() for ref in owned if ref not in stale}
         orphans = [p for p in (root / run).resolve().rglob("*") if p.is_file() and p not in known]
         for path in orphans:
             path.unlink()
