@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lsst.daf.butler import Butler, CollectionType
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -89,3 +90,26 @@ def require_root(what: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{what} tests must run in CI, which is root")
         pytest.skip(f"{what} tests install and start real daemons and need root (CI runs them as root)")
+
+
+def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
+    """Every collection outside the build's own (not under the rerun): chain definitions and every
+    certification (type, data ID, dataset id, range) of every CALIBRATION collection; sorted lists, so that
+    it compares equal as JSON too."""
+    butler = Butler.from_config(str(repo))
+    calib_types = [t for t in butler.registry.queryDatasetTypes() if t.isCalibration()]
+    out: dict = {}
+    for info in butler.collections.query_info("*"):
+        if info.name.startswith(f"{rerun}/"):
+            continue
+        if info.type is CollectionType.CHAINED:
+            out[info.name] = ["CHAINED", list(info.children)]
+        elif info.type is CollectionType.CALIBRATION:
+            certs = set()
+            for dataset_type in calib_types:
+                for a in butler.registry.queryDatasetAssociations(dataset_type, collections=info.name):
+                    certs.add((dataset_type.name, str(a.ref.dataId.required), str(a.ref.id), str(a.timespan)))
+            out[info.name] = ["CALIBRATION", sorted(certs)]
+        else:
+            out[info.name] = [info.type.name]
+    return out

@@ -17,34 +17,12 @@ from pfscalib.demo import simulate
 from pfscalib.demo.make_repo import load_demo
 from pfscalib.faults import PROMOTE_FAULT_POINTS
 
-from conftest import PROJECT, run
+from conftest import PROJECT, outside_dump, run
 from test_databases import external_repo_config
 from test_workflow_e2e import workdir_config
 
 RERUN = "u/demo"
 OBSERVATORY = "PFS/calib/observatory/bias.20250201a"
-
-
-def outside_dump(repo: Path) -> dict:
-    """Every collection outside the build's own (not under the rerun): chain definitions and every
-    certification (type, data ID, dataset id, range) of every CALIBRATION collection."""
-    butler = Butler.from_config(str(repo))
-    calib_types = [t for t in butler.registry.queryDatasetTypes() if t.isCalibration()]
-    out: dict = {}
-    for info in butler.collections.query_info("*"):
-        if info.name.startswith(f"{RERUN}/"):
-            continue
-        if info.type is CollectionType.CHAINED:
-            out[info.name] = ("CHAINED", tuple(info.children))
-        elif info.type is CollectionType.CALIBRATION:
-            certs = set()
-            for dataset_type in calib_types:
-                for a in butler.registry.queryDatasetAssociations(dataset_type, collections=info.name):
-                    certs.add((dataset_type.name, str(a.ref.dataId.required), str(a.ref.id), str(a.timespan)))
-            out[info.name] = ("CALIBRATION", frozenset(certs))
-        else:
-            out[info.name] = (info.type.name,)
-    return out
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None):
@@ -75,7 +53,8 @@ def certify_observatory_bias(repo: Path) -> str:
 
 @pytest.fixture(scope="module")
 def site_build(tmp_path_factory, demo_template):
-    """The whole chain of b1 for run1, built on a copy of the demo site that holds an observatory bias."""
+    """bias and dark of b1 for run1, built on a copy of the demo site that holds an observatory bias (the
+    whole demo run is checked in test_workflow_e2e)."""
     import shutil
 
     tmp = tmp_path_factory.mktemp("site")
@@ -85,7 +64,7 @@ def site_build(tmp_path_factory, demo_template):
     workdir = workdir_config(tmp / "wd", cameras=["b1"], epochs=("run1",))
     external_repo_config(workdir, str(repo), ["b1"])
     before = outside_dump(repo)
-    proc = snakemake(workdir)
+    proc = snakemake(workdir, "results/certified/run1/dark/b1.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, repo, observatory, before
 

@@ -18,7 +18,7 @@ from pfscalib import butlerops
 from pfscalib.config import Settings
 from pfscalib.steps import STEP_NAMES, STEPS
 
-from conftest import PROJECT, run
+from conftest import PROJECT, outside_dump, run
 
 CAMERAS = ["b1", "r1"]
 
@@ -70,8 +70,19 @@ def certifications(repo: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     workdir = workdir_config(tmp_path_factory.mktemp("workflow"))
+    snakemake(workdir, "results/demo/repo/demo.json")  # the site as built, before the workflow runs
+    (workdir / "site-before.json").write_text(json.dumps(outside_dump(workdir / "results/demo/repo")))
     snakemake(workdir)
     return workdir
+
+
+def test_the_site_s_collections_are_untouched_by_a_whole_run(demo_run):
+    """PFS/calib, its children, PFS/defaults and the raws: the same chains and certifications after the run."""
+    before = json.loads((demo_run / "site-before.json").read_text())
+    after = json.loads(json.dumps(outside_dump(demo_run / "results/demo/repo")))
+    assert {name: after.get(name) for name in before} == before
+    # the one new collection outside the rerun: where defineFiberProfilesInputs.py defines profiles_runs
+    assert set(after) - set(before) == {"PFS/fiberProfilesInputs"}
 
 
 def test_demo_certifies_every_calibration(demo_run):

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def fault_due(point: str, job: str) -> bool:
-    """True once per job and point listed in PFSCALIB_FAULT."""
-    if point not in os.environ.get("PFSCALIB_FAULT", "").split(","):
+    """True once per job and point listed in PFSCALIB_FAULT: `point` for every job, `point@text` only for
+    jobs whose state path contains text (e.g. `sqlite-commit@/detectorMap/`)."""
+    listed = os.environ.get("PFSCALIB_FAULT", "").split(",")
+    if point not in listed and not any(e.startswith(f"{point}@") and e.split("@", 1)[1] in job for e in listed):
         return False
     marker = Path(os.environ["PFSCALIB_FAULT_DIR"]) / f"{point}--{job.replace('/', '_')}"
     if marker.exists():
@@ -64,7 +66,7 @@ def arm_registry_faults(job: str) -> None:
     set-up, the certification): "sqlite-commit" kills inside an SQLite commit, leaving a hot journal;
     "collections" kills between ctrl_mpexec's collection commits (a CHAINED or RUN collection
     registered, the chain not yet defined)."""
-    points = os.environ.get("PFSCALIB_FAULT", "").split(",")
+    points = [e.split("@", 1)[0] for e in os.environ.get("PFSCALIB_FAULT", "").split(",")]
     if "sqlite-commit" in points:
         import sqlalchemy
 
