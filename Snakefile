@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/checks.smk"
 include: "rules/fiber_profiles_inputs.smk"
+include: "rules/offsets.smk"
 include: "rules/steps.smk"
 include: "rules/qa.smk"
 

@@ -6,7 +6,7 @@ import sys
 
 from pfscalib import paths
 from pfscalib.snakemake_internals import declare_resource_evaluation, declared, rerun_trigger
-from pfscalib.steps import STEPS, priority as step_priority
+from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib.workflow import ConfigError, load as load_workflow
 
 declare_resource_evaluation()
@@ -48,14 +48,25 @@ def epoch_checks(epoch="{epoch}"):
     return [checked(epoch), ancient(paths.REGISTRY)]
 
 
-def step_inputs(step):
+def step_inputs(step, proposal=True):
     """The sentinels the job's inputs come from, its epoch's check and the dataset-type registration
     (and the epoch's profiles_run where the step reads one). A per-camera step reads its own camera's
     products: patterns, so Snakemake calls nothing per job. A per-arm step reads every spectrograph of
     its arm: a function of the cameras."""
     if not step.per_arm:
         needs = WF.needs(step.name, "{epoch}", "{arm}{spectrograph}") + epoch_checks()
-        return needs + ([paths.profiles("{epoch}")] if step.profile_groups else [])
+        needs += [paths.profiles("{epoch}")] if step.profile_groups else []
+        if not (proposal and step.offset_override and WF.auto_cameras):
+            return needs
+
+        @declared
+        def with_proposal(wildcards):  # spectralOffset auto: the camera's proposal too
+            epoch, camera = wildcards.epoch, unit_of(wildcards)
+            proposed = [paths.offset_proposal(epoch, camera)] if camera in WF.auto_cameras else []
+            profiles = [paths.profiles(epoch)] if step.profile_groups else []
+            return WF.needs(step.name, epoch, camera) + epoch_checks(epoch) + profiles + proposed
+
+        return with_proposal
 
     @declared
     def inputs(wildcards):
@@ -106,6 +117,11 @@ def check_command(wildcards, output):
     # dependants, and the mask is not undone across ancient edges), so an edited table would not
     # rerun its own jobs. Edited visits are checked by pipetask itself.
     return WF.commands.check(wildcards.epoch, output[0])
+
+
+@declared
+def scan_results(wildcards):
+    return WF.commands.scan_results(wildcards.epoch, unit_of(wildcards))
 
 
 @declared

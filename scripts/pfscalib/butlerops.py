@@ -389,3 +389,49 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
     current = list(butler.collections.get_info(chain).children)
     if current[: len(children)] != children:
         butler.collections.prepend_chain(chain, children)
+
+
+# ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)
+def log_messages(butler: Butler, dataset_type: str, run: str, data_id: dict) -> list[str] | None:
+    """The messages of a task's `<label>_log` (ButlerLogRecords) in a run; None if it wrote none."""
+    refs = query_refs(butler, dataset_type, run, data_id) if collection_type(butler, run) else []
+    if not refs:
+        return None
+    return [record.message for record in butler.get(refs[0])]
+
+
+def remove_collections(butler: Butler, patterns: list[str], log=print) -> int:
+    """Remove the workflow's own collections matching butler globs, with every dataset of their RUNs
+    (scan runs once the bootstrap is certified): chains first (a RUN in a chain cannot go), then RUNs."""
+    infos = [i for i in butler.collections.query_info("*") if any(fnmatch.fnmatchcase(i.name, p) for p in patterns)]
+    for info in infos:
+        if info.type is CollectionType.CHAINED:
+            butler.collections.x_remove(info.name)
+    runs = [i.name for i in infos if i.type is CollectionType.RUN]
+    if runs:
+        butler.removeRuns(runs, unstore=True)
+    if infos:
+        log(f"removed {len(infos)} collections matching {', '.join(patterns)}")
+    return len(infos)
+
+
+def build_quantum(butler: Butler, pipeline_uri: str, overrides: list[str], label: str, inputs: list[str], where: str):
+    """The quantum graph of one pipeline label, built once: (task node, its one quantum)."""
+    import os
+
+    from lsst.pipe.base import Pipeline
+    from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
+
+    pipeline = Pipeline.from_uri(os.path.expandvars(pipeline_uri))
+    for override in overrides:
+        task_label, _, assignment = override.partition(":")
+        key, _, value = assignment.partition("=")
+        pipeline.addConfigOverride(task_label, key, value)
+    graph = pipeline.to_graph(registry=butler.registry)
+    builder = AllDimensionsQuantumGraphBuilder(
+        graph, butler, where=where, input_collections=inputs, output_run=f"{inputs[0]}/scan-never-written"
+    )
+    quanta = [node.quantum for node in builder.build(attach_datastore_records=False) if node.taskDef.label == label]
+    if len(quanta) != 1:
+        raise LookupError(f"{len(quanta)} quanta of {label} for {where!r} in {', '.join(inputs)} (expected one)")
+    return graph.tasks[label], quanta[0]

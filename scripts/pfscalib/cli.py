@@ -6,6 +6,9 @@
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
+    pfscalib scan-offset | scan-offsets ... -- pipetask run ...   bootstrap task at grid offsets (auto)
+    pfscalib propose-offset ... SCAN.json ...           a camera's proposed spectralOffset
+    pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
     pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
@@ -30,7 +33,51 @@ log = logging.getLogger(__name__)
 def cmd_pipetask(args: argparse.Namespace) -> int:
     from . import job
 
-    return job.run_pipetask(args.command, args.state, args.in_process)
+    return job.run_pipetask(args.command, args.state, args.in_process, done=args.done)
+
+
+def cmd_scan_offset(args: argparse.Namespace) -> int:
+    from . import scan
+
+    return scan.scan_offset(
+        args.repo, args.instrument, args.epoch, args.camera, args.label, args.offset, args.state, args.result,
+        args.command,
+    )  # fmt: skip
+
+
+def cmd_scan_offsets(args: argparse.Namespace) -> int:
+    from . import scan
+    from .steps import OFFSET_STEP, STEPS
+
+    field = STEPS[OFFSET_STEP].offset_override.split(":", 1)[1]
+    offsets = [int(o) for o in args.offsets.split(",")]
+    return scan.scan_offsets(args.repo, args.camera, args.epoch, args.label, field, offsets, args.result, args.command)
+
+
+def cmd_propose_offset(args: argparse.Namespace) -> int:
+    from . import scan
+
+    return scan.propose_offset(args.camera, args.epoch, json.loads(args.search), args.output, args.plot, args.scans)
+
+
+def cmd_propose_offsets(args: argparse.Namespace) -> int:
+    import yaml
+
+    from . import scan
+    from .config import ConfigError
+    from .workflow import Workflow
+
+    try:
+        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        epoch = args.epoch or next(iter(wf.epochs))
+        cameras = _split(args.cameras) or wf.auto_cameras or wf.cameras
+        unknown = [c for c in cameras if c not in wf.cameras] + ([epoch] if epoch not in wf.epochs else [])
+        if unknown:
+            raise ConfigError(args.config, f"not a configured camera or epoch: {', '.join(unknown)}")
+    except ConfigError as exc:
+        log.error("propose-offsets: %s", exc)
+        return 2
+    return scan.propose_offsets(wf, epoch, cameras, args.output)
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -165,6 +212,16 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", action="append", default=[])
     p.add_argument("--visits", default="")
     p.add_argument("--needs", action="append", default=[], help="sentinel of a product the job reads")
+    p.add_argument("--spectral-offset-from", dest="offset_from", default=None, help="proposal (spectralOffset auto)")
+    p.add_argument("--offset-field", default=None, help="LABEL:FIELD the proposal sets, e.g. bootstrap:spectralOffset")
+    p.add_argument("--clean-collections", action="append", default=[], help="glob of scan collections to remove")
+
+
+def _scan_options(p: argparse.ArgumentParser) -> None:
+    for name in ("--repo", "--epoch", "--camera", "--label", "--result"):
+        p.add_argument(name, required=True)
+    p.add_argument("--instrument", default="PFS")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -172,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
     p.add_argument("--state", required=True)
+    p.add_argument("--done", default=None, help="written (RUN and chain) once pipetask has succeeded")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_pipetask, in_process=False)
     p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
@@ -224,6 +282,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True)
     p.add_argument("record", help="the promotion's record, results/promotions/<time>.json")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("scan-offset", help="the bootstrap task at one grid offset (spectralOffset auto)")
+    _scan_options(p)
+    p.add_argument("--offset", type=int, required=True)
+    p.add_argument("--state", required=True)
+    p.set_defaults(func=cmd_scan_offset)
+    p = sub.add_parser("scan-offsets", help="the bootstrap task at every grid offset, in one process")
+    _scan_options(p)
+    p.add_argument("--offsets", required=True, help="comma-separated pixels")
+    p.set_defaults(func=cmd_scan_offsets)
+    p = sub.add_parser("propose-offset", help="a camera's spectralOffset from its scan results")
+    for name in ("--epoch", "--camera", "--search", "--output", "--plot"):
+        p.add_argument(name, required=True)
+    p.add_argument("scans", nargs="+", help="scan result files")
+    p.set_defaults(func=cmd_propose_offset)
+    p = sub.add_parser("propose-offsets", help="scan and propose spectralOffsets, write a config snippet")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--epoch", default="", help="the epoch whose bootstrap visits are scanned (default: the first)")
+    p.add_argument("--cameras", default="", help="comma-separated (default: the auto cameras, else all)")
+    p.add_argument("--output", default="-", help="the config snippet (default: stdout)")
+    p.set_defaults(func=cmd_propose_offsets)
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")

@@ -8,7 +8,7 @@ import shlex
 
 from . import paths
 from .config import Settings
-from .steps import STEP_NAMES, STEPS
+from .steps import OFFSET_STEP, STEP_NAMES, STEPS
 from .tables import Selections
 
 
@@ -85,6 +85,9 @@ class Commands:
         ]  # fmt: skip
         for need in settings.needs(step, epoch, unit):
             argv += ["--needs", need]
+        if s.offset_override and unit in settings.auto_cameras:  # the proposal's value, at run time
+            argv += ["--spectral-offset-from", paths.offset_proposal(epoch, unit), "--offset-field", s.offset_override]
+            argv += [a for pattern in self.scan_collections(epoch, unit) for a in ("--clean-collections", pattern)]
         return argv
 
     def job(self, step: str, epoch: str, unit: str) -> str:
@@ -94,6 +97,79 @@ class Commands:
         trigger."""
         job = ["pfscalib", "job", *self.certify_options(step, epoch, unit), "--"]
         return shell_join(job + self.pipetask_argv(step, epoch, unit))
+
+    # ------------------------------------------------------------------ spectralOffset: auto
+    def offset_chain(self, epoch: str, camera: str, offset: int | None = None) -> str:
+        """Output chain of the ISR of the camera's bootstrap pair (offset None) or of one scan run."""
+        base = f"{self.settings.config['rerun']}/{epoch}/{OFFSET_STEP}"
+        return f"{base}Isr/{camera}" if offset is None else f"{base}Scan/{camera}/{offset}"
+
+    def scan_collections(self, epoch: str, camera: str) -> list[str]:
+        """Globs of the camera's ISR and scan collections, removed once its bootstrap is certified."""
+        if not self.settings.config.get("cleanup", True):
+            return []
+        return [f"{self.offset_chain(epoch, camera)}*", f"{self.offset_chain(epoch, camera, 0).rsplit('/', 1)[0]}/*"]
+
+    def offset_pipetask_argv(self, epoch: str, camera: str, offset: int | None) -> list[str]:
+        """`pipetask run` of the step's ISR labels on its visits (offset None), or of its scanned label at one
+        offset on the ISR's output, with the step's -c overrides of those labels."""
+        s, step = self.settings, STEPS[OFFSET_STEP]
+        labels = step.scan_prepare if offset is None else (step.scan_label,)
+        inputs = s.inputs(OFFSET_STEP) if offset is None else [self.offset_chain(epoch, camera)]
+        argv = [
+            s.executables["pipetask"], "run", "--register-dataset-types",
+            "-b", s.datastore, "--instrument", s.config["instrument"],
+            "-i", ",".join(inputs), "-o", self.offset_chain(epoch, camera, offset),
+            "-p", f"{s.pipeline(OFFSET_STEP)}#{','.join(labels)}",
+            "-d", self.where(OFFSET_STEP, epoch, camera), "--fail-fast",
+        ]  # fmt: skip
+        for override in s.config_overrides(OFFSET_STEP, camera):
+            if override.split(":", 1)[0] in labels:
+                argv += ["-c", override]
+        if offset is not None:
+            argv += ["-c", f"{step.offset_override}={offset}"]
+        return argv
+
+    def offset_isr(self, epoch: str, camera: str) -> str:
+        state = paths.state(f"{OFFSET_STEP}Isr", epoch, camera)
+        wrapper = ["pfscalib", "pipetask", "--state", state, "--done", paths.offset_isr(epoch, camera), "--"]
+        return shell_join(wrapper + self.offset_pipetask_argv(epoch, camera, None))
+
+    def _scan_options(self, epoch: str, camera: str) -> list[str]:
+        s = self.settings
+        return [
+            "--repo", s.datastore, "--instrument", s.instrument_name, "--epoch", epoch, "--camera", camera,
+            "--label", STEPS[OFFSET_STEP].scan_label,
+        ]  # fmt: skip
+
+    def offset_scan(self, epoch: str, camera: str, offset: int) -> str:
+        """One grid point (per_offset): pipetask into its own RUN, then its log's numbers."""
+        argv = ["pfscalib", "scan-offset", *self._scan_options(epoch, camera), "--offset", str(offset)]
+        argv += ["--state", paths.state(f"{OFFSET_STEP}Scan", epoch, f"{camera}/{offset}")]
+        argv += ["--result", paths.offset_scan(epoch, camera, str(offset)), "--"]
+        return shell_join(argv + self.offset_pipetask_argv(epoch, camera, offset))
+
+    def offset_scan_camera(self, epoch: str, camera: str) -> str:
+        """Every grid point in one process (per_camera)."""
+        argv = ["pfscalib", "scan-offsets", *self._scan_options(epoch, camera)]
+        argv += ["--offsets", ",".join(map(str, self.settings.offset_grid(camera)))]
+        argv += ["--result", paths.offset_scan(epoch, camera, "all"), "--"]
+        # the scanned label's query, inputs and -c overrides; it writes nothing (no -o), the offset is set per point
+        pipetask = self.offset_pipetask_argv(epoch, camera, 0)[:-2]
+        output = pipetask.index("-o")
+        return shell_join(argv + pipetask[:output] + pipetask[output + 2 :])
+
+    def scan_results(self, epoch: str, camera: str) -> list[str]:
+        if self.settings.offset_search["jobs"] == "per_camera":
+            return [paths.offset_scan(epoch, camera, "all")]
+        return [paths.offset_scan(epoch, camera, str(o)) for o in self.settings.offset_grid(camera)]
+
+    def propose(self, epoch: str, camera: str) -> str:
+        search = {**self.settings.offset_search, "capture": self.settings.capture_range(camera)}
+        argv = ["pfscalib", "propose-offset", "--epoch", epoch, "--camera", camera]
+        argv += ["--search", json.dumps(search, sort_keys=True)]
+        argv += ["--output", paths.offset_proposal(epoch, camera), "--plot", paths.offset_plot(epoch, camera)]
+        return shell_join(argv + self.scan_results(epoch, camera))
 
     def define_profiles(self, epoch: str) -> str:
         s, name = self.settings, self.selections.profiles_run(epoch)
@@ -153,4 +229,9 @@ class Commands:
         argv += ["--cameras", ",".join(self.settings.cameras)]
         if demo_epochs:
             argv += ["--epochs", ",".join(f"{k}={v}" for k, v in demo_epochs.items())]
+        demo = self.settings.config.get("demo", {})
+        if demo.get("spectral_offsets"):
+            argv += ["--spectral-offsets", ",".join(f"{k}={v:g}" for k, v in demo["spectral_offsets"].items())]
+        if demo.get("unlit_arcs"):
+            argv += ["--unlit-arcs", ",".join(demo["unlit_arcs"])]
         return shlex.join(argv)

@@ -12,7 +12,9 @@ from typing import Any, NamedTuple
 import yaml
 
 from . import paths
-from .steps import STEP_NAMES, STEPS
+from .steps import OFFSET_STEP, STEP_NAMES, STEPS
+
+AUTO = "auto"  # spectralOffset proposed from the data (pfscalib.offsets)
 
 
 class ConfigError(ValueError):
@@ -179,12 +181,39 @@ class Settings:
         """-c overrides of one job: the step's, the camera's spectralOffset where the step takes one,
         then the arm's and the camera's own."""
         overrides = self.step_config(step)
-        if STEPS[step].offset_override:
+        if STEPS[step].offset_override and unit not in self.auto_cameras:  # auto: the job adds the proposal
             overrides.append(f"{STEPS[step].offset_override}={self.config['spectralOffset'][unit]:g}")
         camera_config = self.setting(step, "camera_config", {})
         overrides += camera_config.get(unit[0], []) if unit[0] != unit else []
         overrides += camera_config.get(unit, [])
         return overrides
+
+    # ------------------------------------------------------------------ spectralOffset: auto
+    @property
+    def auto_cameras(self) -> list[str]:
+        """Cameras whose bootstrap spectralOffset is proposed from the data."""
+        return [c for c in self.cameras if self.config.get("spectralOffset", {}).get(c) == AUTO]
+
+    @property
+    def offset_search(self) -> dict[str, Any]:
+        return self.config["offset_search"]
+
+    def match_radius(self) -> float:
+        """The bootstrap task's matchRadius (nm): a -c override of the step wins over offset_search's."""
+        field = f"{STEPS[OFFSET_STEP].scan_label}:matchRadius="
+        given = [o.removeprefix(field) for o in self.step_config(OFFSET_STEP) if o.startswith(field)]
+        return float(given[-1]) if given else float(self.offset_search["matchRadius"])
+
+    def capture_range(self, camera: str) -> float:
+        """Pixels within which an offset still matches the arc lines: matchRadius / dispersion."""
+        return self.match_radius() / self.offset_search["dispersion"][camera[0]]
+
+    def offset_grid(self, camera: str) -> list[int]:
+        """The offsets scanned for a camera: from 0 outwards in steps no coarser than the capture range,
+        covering offset_search.range."""
+        low, high = self.offset_search["range"]
+        step = max(1, int(self.capture_range(camera)))
+        return [o for o in range(step * (low // step), high + step, step) if low - step < o < high + step]
 
     def clean(self, step: str) -> list[str]:
         return list(self.setting(step, "clean", STEPS[step].clean)) if self.config.get("cleanup", True) else []
@@ -235,6 +264,15 @@ class Settings:
                     "into collections of its own (promote into shared ones with `pfscalib promote`)",
                 )
         offsets = self.config.get("spectralOffset", {})
+        low, high = self.config["offset_search"]["range"]
+        if low >= high:
+            raise ConfigError(f"{self.source}: offset_search.range", f"[{low}, {high}] is not a range (low < high)")
+        for camera in self.auto_cameras:
+            if camera[0] not in self.config["offset_search"]["dispersion"]:
+                raise ConfigError(
+                    f"{self.source}: offset_search.dispersion",
+                    f"no dispersion (nm per pixel) for arm {camera[0]} of {camera}, whose spectralOffset is auto",
+                )
         for camera in self.cameras:
             if camera not in offsets:
                 raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {camera}")

@@ -55,6 +55,9 @@ class CertifyRequest:
     state: str
     sentinel: str
     needs: list[str] = dataclasses.field(default_factory=list)  # sentinels of the products the job reads
+    offset_from: str | None = None  # spectralOffset auto: the proposal whose value the job sets
+    offset_field: str | None = None  # ... as -c LABEL:FIELD=value
+    clean_collections: list[str] = dataclasses.field(default_factory=list)  # scan collections, once certified
 
     @property
     def data_id(self) -> dict:
@@ -111,6 +114,12 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
     arm_registry_faults(request.state)
     if butlerops.heal_hot_journal(request.repo):
         log.info("removed the registry's journal left by a killed process (rolled back if it was hot)")
+    if request.offset_from:
+        proposal = read_json(request.offset_from) or {}
+        if proposal.get("spectralOffset") is None:
+            log.error("%s: no proposed spectralOffset (%s)", request.offset_from, proposal.get("reason", "missing"))
+            return 1
+        argv = argv + ["-c", f"{request.offset_field}={proposal['spectralOffset']:g}"]
     ident = identity(argv, request.needs)
     if already_certified(request, ident):
         return 0
@@ -138,7 +147,9 @@ def already_certified(request: CertifyRequest, ident: dict) -> bool:
     return True
 
 
-def run_pipetask(argv: list[str], state_path: str, in_process: bool, ident: dict | None = None) -> int:
+def run_pipetask(
+    argv: list[str], state_path: str, in_process: bool, ident: dict | None = None, done: str | None = None
+) -> int:
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
     same build (same identity), skipping what it already wrote."""
     from . import butlerops
@@ -180,6 +191,8 @@ def run_pipetask(argv: list[str], state_path: str, in_process: bool, ident: dict
         log.info("nothing left to do in the resumed run (empty QuantumGraph): OK")
     write_json(state_path, {**state, "status": "pipetask-done", "argv": argv})
     fault_hook("after-pipetask", state_path)()
+    if done:  # a job whose output is pipetask's run itself (the ISR of an offset scan)
+        write_json(done, {"run": state["run"], "chain": _arg_after(argv, "-o"), "argv": argv})
     return 0
 
 
@@ -277,6 +290,8 @@ def certify(request: CertifyRequest) -> int:
             clean_hook()
 
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
+    if request.clean_collections:
+        cleaned += butlerops.remove_collections(butler, request.clean_collections, log=lambda m: log.info("%s", m))
     payload = sentinel(request, refs[0], state, cleaned)
     # the state first: a kill before the sentinel is written is then recognised as certified
     write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
@@ -313,6 +328,7 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int) -> dict:
     """What was certified, from which run and visits, by which commands and versions."""
     from importlib.metadata import version  # not `import lsst.pipe.base`: 2.4 s per job for a string
 
+    proposal = read_json(request.offset_from) if request.offset_from else None
     return {
         "step": request.step,
         "epoch": request.epoch,
@@ -328,4 +344,19 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int) -> dict:
         "cleaned": {"datasetTypes": request.clean, "count": cleaned},
         "versions": {name: version(name) for name in ("lsst-daf-butler", "lsst-pipe-base", "pfscalib")},
         "certified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **({"spectralOffsetProposal": _proposal_summary(request.offset_from, proposal)} if proposal else {}),
+    }
+
+
+def _proposal_summary(path: str, proposal: dict) -> dict:
+    """Provenance of an `auto` spectralOffset: the value, its score and the runner-up (the grid stays in
+    the proposal file)."""
+    keys = ("spectralOffset", "reason", "score", "runnerUpScore", "captureRange")
+    runner_up = proposal.get("runnerUp") or {}
+    return {
+        "file": path,
+        **{k: proposal.get(k) for k in keys},
+        "bestGridOffset": (proposal.get("best") or {}).get("offset"),
+        "runnerUpOffset": runner_up.get("offset"),
+        "gridPoints": len(proposal.get("grid", [])),
     }

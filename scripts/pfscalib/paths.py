@@ -49,3 +49,29 @@ def log(*parts: str) -> str:
 def benchmark(*parts: str) -> str:
     """benchmarks/[EPOCH/[STEP/]]NAME.tsv (Snakemake's per-job benchmark files)"""
     return "benchmarks/" + "/".join(parts) + ".tsv"
+
+
+# spectralOffset `auto` (pfscalib.offsets): per epoch and camera, the ISR of the bootstrap pair once, the
+# bootstrap task at each grid offset, and the proposal with its picture.
+def offset_dir(epoch: str, camera: str) -> str:
+    return f"results/offsets/{epoch}/{camera}"
+
+
+def offset_isr(epoch: str, camera: str) -> str:
+    """The ISR of the camera's bootstrap visits is done (its output chain)."""
+    return f"{offset_dir(epoch, camera)}/isr.json"
+
+
+def offset_scan(epoch: str, camera: str, offset: str) -> str:
+    """The bootstrap task's numbers at one grid offset (or, offset 'all', at every one: per_camera)."""
+    return f"{offset_dir(epoch, camera)}/scan/{offset}.json"
+
+
+def offset_proposal(epoch: str, camera: str) -> str:
+    """The proposed offset, its score and the runner-up: what the bootstrap job uses."""
+    return f"{offset_dir(epoch, camera)}/proposal.json"
+
+
+def offset_plot(epoch: str, camera: str) -> str:
+    """Score and RMS against offset, the chosen value and the capture range (in the report)."""
+    return f"{offset_dir(epoch, camera)}/proposal.png"

@@ -37,6 +37,10 @@ class Step:
     exact_kinds: tuple[VisitKind, ...] = ()  # exactly these visits per camera and epoch (bootstrap: a quartz, an arc)
     dither_zero: bool = False  # every visit at dither 0 (fiberNorms: undithered quartz)
     offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
+    # With spectralOffset `auto`: the pipeline's labels run once on the step's visits (the ISR), then the
+    # label run over a grid of offsets, scored from its `<label>_log` (pfscalib.offsets).
+    scan_prepare: tuple[str, ...] = ()
+    scan_label: str = ""
     qa_plot: QaPlot
 
     def __post_init__(self) -> None:
@@ -107,6 +111,8 @@ STEPS: dict[str, Step] = {
             ),
             exact_kinds=("flat", "arc"),
             offset_override="bootstrap:spectralOffset",
+            scan_prepare=("isr",),
+            scan_label="bootstrap",
             qa_plot="traces",
         ),
         Step(
@@ -157,6 +163,8 @@ STEPS: dict[str, Step] = {
     ]
 }
 STEP_NAMES = tuple(STEPS)
+# The step whose offset `auto` proposes (bootstrap): the one with an offset to scan.
+OFFSET_STEP = next(s.name for s in STEPS.values() if s.scan_label)
 
 
 def priority(step: str) -> int:

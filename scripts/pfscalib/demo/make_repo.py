@@ -67,6 +67,25 @@ SHIMS = {
 
 
 @dataclasses.dataclass
+class Truths:
+    """The truth a test chooses per camera, unknown to the workflow's config: true spectral offsets (pixels,
+    within +-simulate.MAX_SPECTRAL_OFFSET; others keep the demo's default) and cameras with no usable arc."""
+
+    spectral_offsets: dict[str, float]
+    unlit_arcs: list[str]
+
+    def check(self, cameras: tuple[str, ...]) -> None:
+        for camera in [*self.spectral_offsets, *self.unlit_arcs]:
+            if camera not in cameras:
+                raise ValueError(f"truth given for camera {camera}, which is not built ({', '.join(cameras)})")
+        for camera, offset in self.spectral_offsets.items():
+            if abs(offset) > simulate.MAX_SPECTRAL_OFFSET:
+                raise ValueError(
+                    f"spectral offset {offset:g} of camera {camera} is beyond +-{simulate.MAX_SPECTRAL_OFFSET:g} pixels"
+                )
+
+
+@dataclasses.dataclass
 class DemoSpec:
     """What make_repo simulated: enough to regenerate every truth (see simulate.CameraTruth)."""
 
@@ -75,6 +94,8 @@ class DemoSpec:
     epochs: dict[str, str]  # name -> start of the night (UTC ISO)
     visits: list[dict]
     layout: str = LEGACY  # a demo.json written before layouts existed is the legacy layout
+    spectral_offsets: dict[str, float] = dataclasses.field(default_factory=dict)  # true offsets (px) by camera
+    unlit_arcs: list[str] = dataclasses.field(default_factory=list)  # cameras whose arcs carry no lines
 
     @property
     def raw_run(self) -> str:
@@ -85,7 +106,9 @@ class DemoSpec:
         return simulate.Epoch(name, list(self.epochs).index(name))
 
     def truth(self, epoch: str, camera: str) -> simulate.CameraTruth:
-        return simulate.CameraTruth(self.seed, self.epoch(epoch), camera)
+        return simulate.CameraTruth(
+            self.seed, self.epoch(epoch), camera, self.spectral_offsets.get(camera), camera not in self.unlit_arcs
+        )
 
     def visit_specs(self, epoch: str | None = None) -> list[simulate.VisitSpec]:
         specs = [simulate.VisitSpec(**v) for v in self.visits]
@@ -112,12 +135,16 @@ def make_repo(
     seed: int = 20250310,
     registry_db: str | None = None,
     layout: str = DEFAULT_LAYOUT,
+    spectral_offsets: dict[str, float] | None = None,
+    unlit_arcs: tuple[str, ...] = (),
 ) -> DemoSpec:
     """Create and populate the demo repository at root; returns what was simulated. Atomic for a SQLite
     repository: built aside and renamed into place, so a build killed at any moment leaves no half-made
     repository (a rerun starts it again); a finished one (demo.json present) is kept, if of the same layout."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
+    truths = Truths(dict(spectral_offsets or {}), list(unlit_arcs))
+    truths.check(cameras)
     root = Path(root)
     if (root / DEMO_FILE).exists():
         demo = load_demo(root)
@@ -125,11 +152,11 @@ def make_repo(
             raise FileExistsError(f"{root} is a demo repository of the {demo.layout} layout, not {layout}")
         return demo
     if registry_db:  # the registry lives in the database: nothing to rename
-        return _build(root, cameras, epochs, seed, registry_db, layout)
+        return _build(root, cameras, epochs, seed, registry_db, layout, truths)
     for stale in root.parent.glob(f"{root.name}_building_*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
     aside = root.parent / f"{root.name}_building_{os.getpid()}"
-    demo = _build(aside, cameras, epochs, seed, None, layout)
+    demo = _build(aside, cameras, epochs, seed, None, layout, truths)
     if root.exists():  # the empty directory Snakemake makes for the rule's output; never anything else
         if any(root.iterdir()):
             shutil.rmtree(aside)
@@ -146,8 +173,10 @@ def _build(
     seed: int,
     registry_db: str | None,
     layout: str,
+    truths: Truths,
 ) -> DemoSpec:
     epochs = dict(epochs or DEFAULT_EPOCHS)
+    demo = DemoSpec(seed=seed, cameras=list(cameras), epochs=epochs, visits=[], layout=layout, **vars(truths))
     config = Config(_data_file("seed.yaml"))
     if registry_db:
         config["registry", "db"] = registry_db
@@ -179,7 +208,6 @@ def _build(
         specs += simulate.epoch_visits(epoch, first_visit=100 * (index + 1))
     spectrographs = sorted({simulate.split_camera(c)[1] for c in cameras})
     for spec in specs:
-        epoch_index = list(epochs).index(spec.epoch)
         begin = Time(epochs[spec.epoch], scale="utc") + (spec.visit % 100) * 5 * u.min
         end = begin + max(spec.exposure_time, 1.0) * u.s
         registry.syncDimensionData("pfs_design_id", {"instrument": name, "value": spec.design})
@@ -217,7 +245,7 @@ def _build(
         butler.put(pfs_config, "pfsConfig", instrument=name, visit=spec.visit, run=PFS_CONFIG_RUN)
         for camera in cameras:
             arm, spectrograph = simulate.split_camera(camera)
-            truth = simulate.CameraTruth(seed, simulate.Epoch(spec.epoch, epoch_index), camera)
+            truth = demo.truth(spec.epoch, camera)
             butler.put(
                 truth.raw(spec),
                 "raw",
@@ -227,9 +255,7 @@ def _build(
                 spectrograph=spectrograph,
                 run=raw_run,
             )
-    demo = DemoSpec(
-        seed=seed, cameras=list(cameras), epochs=epochs, visits=[dataclasses.asdict(s) for s in specs], layout=layout
-    )
+    demo.visits = [dataclasses.asdict(s) for s in specs]
     write_shims(bin_dir(root))
     (root / "truth.json").write_text(json.dumps(truth_summary(demo), indent=1))
     (root / DEMO_FILE).write_text(json.dumps(dataclasses.asdict(demo), indent=1))  # last: the build is complete
@@ -303,12 +329,17 @@ def truth_summary(demo: DemoSpec) -> dict:
                 "bias_offset": t.epoch.bias_offset,
                 "dark_current_median": float(np.median(t.dark_current)),
                 "spectral_offset": t.spectral_offset,
+                "arc_lit": t.arc_lit,
                 "epoch_spectral_shift": t.epoch.spectral_shift,
                 "fiber_sigma": t.fiber_sigma.round(4).tolist(),
                 "throughput": t.throughput.round(4).tolist(),
                 "defects": simulate.defect_boxes(camera),
             }
     return out
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_LAYOUT,
         help="current: a Subaru datastore today (default); legacy: the guide's first revision",
     )
+    parser.add_argument(
+        "--spectral-offsets",
+        default="",
+        help="true spectral offsets (pixels, within +-150) per camera, e.g. b1=-120,r1=37.5 (others: the default)",
+    )
+    parser.add_argument("--unlit-arcs", default="", help="cameras whose arcs carry no lines, e.g. r2")
     args = parser.parse_args(argv)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     bad = [c for c in cameras if not re.match(CAMERA_RE, c)]
@@ -338,7 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     epochs = dict(item.split("=", 1) for item in args.epochs.split(","))
-    make_repo(args.root, cameras, epochs, args.seed, args.registry_db, args.layout)
+    try:
+        offsets = {k: float(v) for k, v in (item.split("=", 1) for item in _items(args.spectral_offsets))}
+        make_repo(
+            args.root, cameras, epochs, args.seed, args.registry_db, args.layout, offsets, _items(args.unlit_arcs)
+        )
+    except ValueError as error:
+        print(f"make_repo: {error}", file=sys.stderr)
+        return 2
     print(
         f"demo repository ({args.layout} layout) written to {args.root}: cameras {','.join(cameras)}, "
         f"epochs {','.join(epochs)}; drp_stella script stand-ins in {bin_dir(args.root)}"

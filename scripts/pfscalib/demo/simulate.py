@@ -25,6 +25,7 @@ ARM_NUM = {"b": 1, "r": 2, "n": 3, "m": 4}
 LSF_SIGMA = 1.1  # spectral line width (pixels)
 READ_NOISE = 4.0  # ADU, gain 1
 NLINES = 18  # arc lines per arm
+MAX_SPECTRAL_OFFSET = 150.0  # |true spectral offset| the builder accepts (pixels)
 # Per-camera spectral offsets (pixels) of the true wavelength solution w.r.t. the base optical model;
 # bootstrap must be told these (bootstrap:spectralOffset) to match arc lines.
 DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0}
@@ -88,11 +89,14 @@ class Epoch:
 
 @dataclasses.dataclass(frozen=True)
 class CameraTruth:
-    """Truth of one camera in one epoch."""
+    """Truth of one camera in one epoch. offset: the camera's true spectral offset (pixels; None = the demo's
+    default); arc_lit False: the arc lamp did not fire, the arcs carry no lines (no usable arc)."""
 
     seed: int
     epoch: Epoch
     camera: str
+    offset: float | None = None
+    arc_lit: bool = True
 
     @property
     def arm(self) -> str:
@@ -171,6 +175,8 @@ class CameraTruth:
     # --- wavelengths ---
     @cached_property
     def spectral_offset(self) -> float:
+        if self.offset is not None:
+            return float(self.offset)
         return DEFAULT_SPECTRAL_OFFSET.get(self.camera, float(_rng(self.seed, "off", self.camera).uniform(-8, 8)))
 
     def line_y(self, wavelength: np.ndarray) -> np.ndarray:
@@ -235,7 +241,7 @@ class CameraTruth:
             elif visit.kind == "dark_profile":
                 lit = np.zeros(NFIBER, dtype=bool)
             signal = self.fiber_image(self.quartz_flux(), lit, visit.dither) + self.scattered_light()
-        elif visit.kind == "arc":
+        elif visit.kind == "arc" and self.arc_lit:
             signal = self.fiber_image(self.arc_flux(), lit, visit.dither)
         signal = signal * self.pixel_response + self.dark_current * visit.dark_time
         data = rng.poisson(np.clip(signal, 0, None)).astype(float)
