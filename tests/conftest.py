@@ -37,14 +37,14 @@ DEMO_INSTRUMENT = "pfscalib.demo.instrument.PrimeFocusSpectrograph"
 DEMO_PIPELINES = PROJECT / "scripts/pfscalib/demo/pipelines"
 
 
-def pipetask_run(repo: Path, inputs: str, output: str, pipeline: str, where: str, *overrides: str):
+def pipetask_run(repo: Path, inputs: str, output: str, pipeline: str, where: str, *overrides: str, env=None):
     """One `pipetask run` of a demo pipeline, by hand as a user types it (-j 1, --fail-fast)."""
     argv = ["pipetask", "run", "--register-dataset-types", "-j", "1", "-b", str(repo)]
     argv += ["--instrument", DEMO_INSTRUMENT, "-i", inputs, "-o", output, "-p", str(DEMO_PIPELINES / pipeline)]
     argv += ["-d", where, "--fail-fast"]
     for override in overrides:
         argv += ["-c", override]
-    return run(argv)
+    return run(argv, env=env)
 
 
 @pytest.fixture(scope="session")
