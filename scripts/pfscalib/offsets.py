@@ -7,10 +7,11 @@ as drp_stella's BootstrapTask does into `bootstrap_log`:
     Found %d lines in %d traces / Matched %d lines / Median difference from detectorMap: %f,%f pixels /
     Fit %d/%d points, rms: x=%f y=%f total=%f pixels        (Median and Fit once per CCD half)
 
-A grid point scores the lines its fit keeps, discounted by the fit's RMS: at a wrong offset lines still
-match (wrong reference lines) but the fit's RMS is large. The best point is refined by the median
-difference between the matched lines and the offset map. A camera is refused (no proposal) when the best
-point fits too few lines or too badly, or does not stand out from the best point outside its capture range.
+A grid point scores the lines its fit keeps, times the fraction of the lines found that matched, discounted
+by the fit's RMS (ScanPoint.score). The best point is refined by the median difference between the
+matched lines and the offset map. A camera is refused (no proposal) when the best point fits too few lines
+or too badly, or does not stand out from the best point that cannot share its capture range (more than
+twice the capture range away: the truth lies within one capture range of the best point).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ class ScanPoint:
     rms: float = math.nan  # total fit RMS (pixels)
     error: str = ""  # the task raised (e.g. no match in a CCD half)
 
-    def score(self, max_rms: float) -> float:
-        """Lines the fit keeps, discounted by its RMS (in units of the largest acceptable)."""
-        if not self.fitted or not math.isfinite(self.rms):
+    def score(self, rms_scale: float) -> float:
+        """Lines the fit keeps, times the fraction of the lines found that matched, discounted by the fit's
+        RMS in units of a good bootstrap's. At a wrong offset lines still match (other reference lines)
+        and the clipped fit of a subset can be tight, but fewer lines match and fewer are kept."""
+        if not self.fitted or not self.lines or not math.isfinite(self.rms):
             return 0.0
-        return self.fitted / (1.0 + (self.rms / max_rms) ** 2)
+        return self.fitted * (self.matched / self.lines) / (1.0 + (self.rms / rms_scale) ** 2)
 
 
 def parse_log(offset: float, messages: Iterable[str], error: str = "") -> ScanPoint:
@@ -117,7 +120,7 @@ def propose(
 ) -> Proposal:  # search: config offset_search
     points = sorted(points, key=lambda p: p.offset)
     max_rms = float(search["maxRms"])
-    scores = [p.score(max_rms) for p in points]
+    scores = [p.score(float(search["rmsScale"])) for p in points]
     proposal = Proposal(camera, epoch, None, "", None, 0.0, None, 0.0, capture, points)
     ran = [p for p in points if not p.error]
     if not ran:
@@ -126,7 +129,7 @@ def propose(
         return proposal
     index = max(range(len(points)), key=lambda i: scores[i])
     best = points[index]
-    outside = [i for i, p in enumerate(points) if abs(p.offset - best.offset) > capture]
+    outside = [i for i, p in enumerate(points) if abs(p.offset - best.offset) > 2 * capture]
     second = max(outside, key=lambda i: scores[i], default=None)
     proposal.best, proposal.best_score = best, scores[index]
     if second is not None:
@@ -172,16 +175,16 @@ def write_points(path: str, camera: str, epoch: str, points: list[ScanPoint]) ->
     write_json(path, {"camera": camera, "epoch": epoch, "points": [dataclasses.asdict(p) for p in points]})
 
 
-def plot(proposal: Proposal, path: str, max_rms: float) -> None:
+def plot(proposal: Proposal, path: str, search: dict) -> None:
     """Score and fit RMS against offset, the chosen value, the capture range around the best grid point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    offsets = [p.offset for p in proposal.points]
+    offsets, max_rms = [p.offset for p in proposal.points], float(search["maxRms"])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    top.plot(offsets, [p.score(max_rms) for p in proposal.points], "k.-", lw=0.8, label="score")
+    top.plot(offsets, [p.score(float(search["rmsScale"])) for p in proposal.points], "k.-", lw=0.8, label="score")
     top.plot(offsets, [p.fitted for p in proposal.points], ".", color="0.6", ms=3, label="lines fitted")
     bottom.semilogy(offsets, [p.rms if p.fitted else math.nan for p in proposal.points], "b.-", lw=0.8)
     bottom.axhline(max_rms, color="r", ls=":", lw=0.8, label=f"maxRms {max_rms:g} px")

@@ -140,7 +140,7 @@ def propose_offset(camera: str, epoch: str, search: dict, output: str, plot_path
     from .offsets import plot, propose, read_points
 
     proposal = propose(camera, epoch, read_points(scans), float(search["capture"]), search)
-    plot(proposal, plot_path, float(search["maxRms"]))
+    plot(proposal, plot_path, search)
     if proposal.refused:
         log.error("%s", proposal.line())
         return 1
@@ -176,7 +176,7 @@ def propose_offsets(wf, epoch: str, cameras: list[str], output: str) -> int:
         )
         points = scan(butler, node, quantum, field, wf.offset_grid(camera), log)
         proposal = propose(camera, epoch, points, wf.capture_range(camera), wf.offset_search)
-        plot(proposal, paths.offset_plot(epoch, camera), float(wf.offset_search["maxRms"]))
+        plot(proposal, paths.offset_plot(epoch, camera), wf.offset_search)
         write_json(paths.offset_proposal(epoch, camera), proposal.to_json())
         log.info("%s", proposal.line())
         if proposal.refused:
