@@ -178,10 +178,10 @@ def propose_offsets(wf, epoch: str, cameras: list[str], output: str) -> int:
         proposal = propose(camera, epoch, points, wf.capture_range(camera), wf.offset_search)
         plot(proposal, paths.offset_plot(epoch, camera), wf.offset_search)
         write_json(paths.offset_proposal(epoch, camera), proposal.to_json())
-        log.info("%s", proposal.line())
-        if proposal.refused:
+        if proposal.refused:  # said once, at the end
             refused.append(proposal.line())
         else:
+            log.info("%s", proposal.line())
             values[camera] = proposal.value
     lines = [f"# bootstrap spectralOffset proposed from epoch {epoch} by pfscalib propose-offsets"]
     lines += [f"# {line}" for line in refused]

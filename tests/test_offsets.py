@@ -1,0 +1,192 @@
+"""Issue #20: spectralOffset `auto`, proposed from the data by the site's own bootstrap task over a grid.
+
+- the site example's dry run lists the scan jobs with the commands a site would run;
+- on a demo repository whose true offsets the test draws at random (four cameras over +-150 px, one beyond
+  100, plus a camera whose arcs carry no lines), `pfscalib propose-offsets` (the grid in one process per
+  camera) recovers every offset within 1 px, refuses the camera with no usable arc in one line, and the
+  guide's single -10 fits at least one camera badly;
+- the workflow (one job per grid point) bootstraps a camera with its proposal (provenance in the sentinel,
+  scan runs removed after certification, the picture in the report) while a refused camera is not
+  bootstrapped and the other proceeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from lsst.daf.butler import Butler
+
+from conftest import PROJECT, run
+from test_workflow_e2e import snakemake, workdir_config
+
+SITE_AUTO = ["b1", "m1", "n2"]
+
+
+def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch):
+    from pfscalib.workflow import Workflow
+
+    config = yaml.safe_load((PROJECT / "config/pfs.example.yaml").read_text())
+    config["spectralOffset"].update({c: "auto" for c in SITE_AUTO})
+    config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(config))
+    out = run(
+        ["snakemake", "-s", str(PROJECT / "Snakefile"), "-n", "-p", "--cores", "16", "--configfile", "site.yaml"],
+        cwd=tmp_path,
+        check=True,
+    )
+    out = out.stdout + out.stderr
+    monkeypatch.chdir(PROJECT)
+    wf = Workflow(config)
+    commands = [shlex.split(c) for c in re.findall(r"\((pfscalib scan-offset .*?) -j 1\)", out)]
+    assert len(commands) == sum(len(wf.offset_grid(c)) for c in SITE_AUTO)
+    # grid steps no coarser than matchRadius / dispersion: b 14, m 25, n 12 px, covering +-150
+    assert {c: wf.offset_grid(c)[1] - wf.offset_grid(c)[0] for c in SITE_AUTO} == {"b1": 14, "m1": 25, "n2": 12}
+    for camera in SITE_AUTO:
+        grid = wf.offset_grid(camera)
+        assert grid[0] <= -150 and grid[-1] >= 150
+        mine = [c for c in commands if c[c.index("--camera") + 1] == camera]
+        offsets = sorted(int(c[c.index("--offset") + 1]) for c in mine)
+        assert offsets == grid
+        for c in mine:
+            pipetask = c[c.index("--") + 1 :]
+            assert pipetask[:2] == ["pipetask", "run"]
+            assert pipetask[pipetask.index("-p") + 1] == "$DRP_STELLA_DIR/pipelines/bootstrap.yaml#bootstrap"
+            assert pipetask[pipetask.index("-i") + 1] == f"u/pfsuser/run18/bootstrapIsr/{camera}"
+            assert pipetask[-1] == f"bootstrap:spectralOffset={c[c.index('--offset') + 1]}"
+    assert len(re.findall(r"\(pfscalib pipetask .*bootstrap\.yaml#isr", out)) == len(SITE_AUTO)
+    bootstraps = re.findall(r"\((pfscalib job .*?--step bootstrap .*?) -j \d+\)", out)
+    with_proposal = [b for b in bootstraps if "--spectral-offset-from" in b]
+    assert len(bootstraps) == 16 and len(with_proposal) == len(SITE_AUTO)
+    assert all("bootstrap:spectralOffset" not in b.split(" -- ")[1] for b in with_proposal)
+    assert all("-c bootstrap:spectralOffset=-10" in b for b in bootstraps if b not in with_proposal)
+
+
+def truth_offsets(cameras: list[str], seed: int) -> dict[str, float]:
+    """Offsets over +-150 px, at least one beyond 100, drawn from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    while True:
+        offsets = rng.uniform(-150, 150, len(cameras)).round(1)
+        if np.abs(offsets).max() > 100 and np.ptp(offsets) > 150:
+            return dict(zip(cameras, map(float, offsets)))
+
+
+def demo_config(workdir: Path, cameras: list[str], **changes) -> Path:
+    """The demo config on one epoch, every camera auto; the ISR of the bootstrap pair without the chain's
+    calibrations (this test is about the offset, not bias/dark/flat); matchRadius 4 nm (below half the demo's
+    line spacing) for a grid of 3 px (b) and 2 px (r)."""
+    workdir_config(
+        workdir,
+        cameras=cameras,
+        epochs=("run1",),
+        spectralOffset={c: "auto" for c in cameras},
+        steps={"bootstrap": {"config": ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False",
+                                        "bootstrap:matchRadius=4"]}},  # fmt: skip
+        **changes,
+    )
+    return workdir / "config/config.yaml"
+
+
+def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp_path):
+    from pfscalib import butlerops
+    from pfscalib.demo.make_repo import make_repo
+    from pfscalib.scan import scan
+    from pfscalib.workflow import Workflow
+
+    cameras, unlit = ["b1", "r1", "b2", "r2"], "b3"
+    truth = truth_offsets(cameras, seed=20)
+    demo = make_repo(tmp_path / "results/demo/repo", (*cameras, unlit), {"run1": "2025-03-10T08:00:00"},
+                     spectral_offsets=truth, unlit_arcs=(unlit,))  # fmt: skip
+    config = demo_config(tmp_path, [*cameras, unlit])
+    wf = Workflow(yaml.safe_load(config.read_text()))
+    run(wf.commands.register(), cwd=tmp_path, check=True)  # the build's own collections, as before any job
+    proc = run(["pfscalib", "propose-offsets", "--config", str(config), "--output", "snippet.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    snippet = yaml.safe_load((tmp_path / "snippet.yaml").read_text())["spectralOffset"]
+    expected = {c: demo.truth("run1", c).spectral_offset + demo.truth("run1", c).epoch.spectral_shift for c in cameras}
+    assert snippet.keys() == set(cameras)
+    for camera in cameras:
+        assert abs(snippet[camera] - expected[camera]) <= 1.0, (camera, snippet[camera], expected[camera])
+        proposal = json.loads((tmp_path / f"results/offsets/run1/{camera}/proposal.json").read_text())
+        assert proposal["score"] >= 2 * proposal["runnerUpScore"]
+        assert (tmp_path / f"results/offsets/run1/{camera}/proposal.png").stat().st_size > 10_000
+    refusals = [line for line in proc.stderr.splitlines() if "refused" in line]
+    assert len(refusals) == 1 and "of b3 (run1) refused" in refusals[0] and "no usable arc" in refusals[0]
+
+    # The guide's one value for every camera: the same task's numbers at -10 against each proposal's.
+    butler = butlerops.open_butler(str(tmp_path / "results/demo/repo"))
+    bad = []
+    for camera in cameras:
+        argv = wf.commands.offset_pipetask_argv("run1", camera, 0)
+        overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"][:-1]
+        node, quantum = butlerops.build_quantum(
+            butler, argv[argv.index("-p") + 1], overrides, "bootstrap", [argv[argv.index("-i") + 1]],
+            argv[argv.index("-d") + 1],
+        )  # fmt: skip
+        guide = scan(butler, node, quantum, "spectralOffset", [-10], logging.getLogger("test"))[0]
+        proposal = json.loads((tmp_path / f"results/offsets/run1/{camera}/proposal.json").read_text())
+        search = wf.offset_search
+        if guide.score(search["rmsScale"]) * search["minContrast"] < proposal["score"] and (
+            guide.rms > 3 * proposal["best"]["rms"] or guide.fitted < proposal["best"]["fitted"] / 2
+        ):
+            bad.append(camera)
+    assert bad, "the guide's -10 fitted every camera as well as its proposal"
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """The workflow with one job per grid point on a small range: b1 (true offset 4 px) and b2 whose arcs
+    carry no lines. The chain before bootstrap is given (its sentinels), the ISR takes no calibrations."""
+    workdir = tmp_path_factory.mktemp("auto")
+    demo_config(
+        workdir,
+        ["b1", "b2"],
+        demo={"enabled": True, "epochs": {"run1": "2025-03-10T08:00:00"}, "spectral_offsets": {"b1": 4.0},
+              "unlit_arcs": ["b2"]},
+        offset_search={"range": [-6, 8]},
+        executables={"defineFiberProfilesInputs": "results/demo/repo/bin/defineFiberProfilesInputs.py"},
+    )  # fmt: skip
+    snakemake(workdir, "results/demo/repo/demo.json")
+    for step in ("bias", "dark", "flat"):
+        for camera in ("b1", "b2"):
+            path = workdir / f"results/certified/run1/{step}/{camera}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+    targets = [f"results/certified/run1/bootstrap/{c}.json" for c in ("b1", "b2")]
+    proc = snakemake(workdir, "--keep-going", *targets, check=False)
+    return workdir, proc
+
+
+def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_lines(auto_run):
+    workdir, proc = auto_run
+    assert proc.returncode != 0  # b2 refused
+    sentinel = json.loads((workdir / "results/certified/run1/bootstrap/b1.json").read_text())
+    provenance = sentinel["spectralOffsetProposal"]
+    assert abs(provenance["spectralOffset"] - 4.0) <= 1.0
+    assert provenance["score"] > 0 and provenance["runnerUpOffset"] is not None
+    assert f"bootstrap:spectralOffset={provenance['spectralOffset']:g}" in sentinel["commands"][0]
+    assert not (workdir / "results/certified/run1/bootstrap/b2.json").exists()
+    log = (workdir / "logs/run1/propose_offset/b2.log").read_text().strip().splitlines()
+    assert "spectralOffset of b2 (run1) refused, not bootstrapped: no clear peak" in log[-1]
+    # the scan runs of the certified camera are gone, the refused camera's stay for inspection
+    butler = Butler.from_config(str(workdir / "results/demo/repo"))
+    names = [c for c in butler.collections.query("u/demo/run1/*")]
+    assert not [n for n in names if "/bootstrapScan/b1" in n or "/bootstrapIsr/b1" in n]
+    assert [n for n in names if "/bootstrapScan/b2/" in n]
+    scans = sorted((workdir / "results/offsets/run1/b1/scan").glob("*.json"))
+    assert [int(p.stem) for p in sorted(scans, key=lambda p: int(p.stem))] == [-6, -3, 0, 3, 6, 9]  # 3 px steps
+
+
+def test_the_proposal_pictures_are_in_the_report(auto_run, tmp_path):
+    workdir, _ = auto_run
+    report = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(report), "results/certified/run1/bootstrap/b1.json")
+    html = report.read_text()
+    assert "spectralOffset proposals" in html and "proposal.png" in html
+    assert re.search(r"data:image/png;[^,\"]*base64,[A-Za-z0-9+/=]{10000}", html)
