@@ -128,3 +128,12 @@ def forget_finished_jobs():
     from pfscalib.job import forget_finished
 
     forget_finished(paths.STATE_ROOT)
+
+
+def report_held():
+    """One line on stderr: the products held by the quality gate (results/held), and the failing rules."""
+    from pfscalib.gate import held_summary
+
+    line = held_summary(paths.HELD_ROOT)
+    if line:
+        print(f"pfscalib: {line}", file=sys.stderr)

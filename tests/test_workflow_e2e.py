@@ -39,6 +39,8 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
         config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
     config.update(changes)
     (tmp / "config").mkdir(parents=True, exist_ok=True)
+    if config.get("limits"):  # the demo's limits file, at the same relative path
+        (tmp / config["limits"]).write_text((PROJECT / config["limits"]).read_text())
     (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
     return tmp
 

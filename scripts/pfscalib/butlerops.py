@@ -389,3 +389,28 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
     current = list(butler.collections.get_info(chain).children)
     if current[: len(children)] != children:
         butler.collections.prepend_chain(chain, children)
+
+
+def run_product(butler: Butler, dataset_type: str, run: str, data_id: dict) -> Any | None:
+    """The one dataset of a type and data ID in a run (e.g. the detectorMapLines beside a detectorMap), or None."""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        refs = query_refs(butler, dataset_type, run, data_id)
+    except MissingDatasetTypeError:
+        return None
+    return butler.get(refs[0]) if refs else None
+
+
+def task_log(butler: Butler, label: str, run: str, data_id: dict) -> list:
+    """The records of a task's `<label>_log` (ButlerLogRecords) for a data ID in a run; none if absent."""
+    records = run_product(butler, f"{label}_log", run, data_id)
+    return list(records) if records is not None else []
+
+
+def incumbent(butler: Butler, collection: str, dataset_type: str, data_id: dict, timespan: Timespan) -> Any | None:
+    """The certification a build of this camera and range would replace (same range), or None."""
+    for c in certified(butler, collection, dataset_type, data_id):
+        if same_span(c, timespan):
+            return c["ref"]
+    return None

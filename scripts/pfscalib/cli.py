@@ -165,6 +165,10 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", action="append", default=[])
     p.add_argument("--visits", default="")
     p.add_argument("--needs", action="append", default=[], help="sentinel of a product the job reads")
+    p.add_argument("--held", default="", help="where the record of a held product goes")
+    p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
+    p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
+    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -85,6 +85,14 @@ class Commands:
         ]  # fmt: skip
         for need in settings.needs(step, epoch, unit):
             argv += ["--needs", need]
+        argv += ["--held", paths.held(step, epoch, unit)]
+        if settings.config.get("limits"):
+            argv += ["--limits", settings.config["limits"]]
+        accepted = settings.accepted(epoch, step, unit)
+        if accepted:  # only this job's command changes: adding an acceptance reruns only the held job
+            argv += ["--accept", json.dumps(accepted, sort_keys=True)]
+        for root in settings.config["task_log_roots"]:
+            argv += ["--log-root", root]
         return argv
 
     def job(self, step: str, epoch: str, unit: str) -> str:
@@ -153,4 +161,6 @@ class Commands:
         argv += ["--cameras", ",".join(self.settings.cameras)]
         if demo_epochs:
             argv += ["--epochs", ",".join(f"{k}={v}" for k, v in demo_epochs.items())]
+        for fault in self.settings.config.get("demo", {}).get("faults", []):
+            argv += ["--fault", fault]
         return shlex.join(argv)

@@ -14,6 +14,14 @@ def sentinel(step: str, epoch: str, unit: str) -> str:
     return f"results/certified/{epoch}/{step}/{unit}.json"
 
 
+HELD_ROOT = "results/held"
+
+
+def held(step: str, epoch: str, unit: str) -> str:
+    """A product the quality gate held (not certified): its metrics and the failing rule."""
+    return f"{HELD_ROOT}/{epoch}/{step}/{unit}.json"
+
+
 STATE_ROOT = "results/state"
 
 

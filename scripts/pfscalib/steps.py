@@ -9,6 +9,8 @@ import dataclasses
 from typing import Literal
 
 QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
+# What a product is measured as by the gate (pfscalib.metrics.measure)
+Measure = Literal["bias_frame", "dark_frame", "flat_field", "bootstrap_lines", "detector_map", "profiles", "norms"]
 # What a visit is, from its record (pfscalib.checks.visit_kind): arcs are `comparison` at Subaru
 # (`arc` in simulator data) and, as BootstrapTask tells them, any lamps other than 'Quartz'.
 VisitKind = Literal["bias", "dark", "flat", "arc"]
@@ -38,10 +40,15 @@ class Step:
     dither_zero: bool = False  # every visit at dither 0 (fiberNorms: undithered quartz)
     offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
     qa_plot: QaPlot
+    measure: Measure  # how the gate measures the product (pfscalib.metrics)
+    # prefix of the product's metrics in the limits file (pfscalib/limits.yaml); the certified type's name
+    metric_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not self.certified_as:
             object.__setattr__(self, "certified_as", self.product)
+        if not self.metric_prefix:
+            object.__setattr__(self, "metric_prefix", self.name)
 
     @property
     def copies_product(self) -> bool:
@@ -69,6 +76,7 @@ STEPS: dict[str, Step] = {
             clean=("biasProc",),
             visit_kinds=("bias",),
             qa_plot="image",
+            measure="bias_frame",
         ),
         Step(
             name="dark",
@@ -79,6 +87,7 @@ STEPS: dict[str, Step] = {
             visit_kinds=("dark",),
             needs=("bias",),
             qa_plot="image",
+            measure="dark_frame",
         ),
         Step(
             name="flat",
@@ -89,6 +98,8 @@ STEPS: dict[str, Step] = {
             visit_kinds=("flat",),
             needs=("dark",),
             qa_plot="image",
+            measure="flat_field",
+            metric_prefix="fiberFlat",
         ),
         Step(
             name="bootstrap",
@@ -108,6 +119,7 @@ STEPS: dict[str, Step] = {
             exact_kinds=("flat", "arc"),
             offset_override="bootstrap:spectralOffset",
             qa_plot="traces",
+            measure="bootstrap_lines",
         ),
         Step(
             name="detectorMap",
@@ -125,6 +137,7 @@ STEPS: dict[str, Step] = {
                 "fitDetectorMap:fitDetectorMap.soften=0.03",
             ),
             qa_plot="traces_and_lines",
+            measure="detector_map",
         ),
         Step(
             name="fiberProfiles",
@@ -141,6 +154,7 @@ STEPS: dict[str, Step] = {
             ),
             profile_groups=True,
             qa_plot="profiles",
+            measure="profiles",
         ),
         Step(
             name="fiberNorms",
@@ -153,6 +167,7 @@ STEPS: dict[str, Step] = {
             per_arm=True,
             dither_zero=True,
             qa_plot="norms",
+            measure="norms",
         ),
     ]
 }

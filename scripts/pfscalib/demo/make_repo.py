@@ -75,6 +75,7 @@ class DemoSpec:
     epochs: dict[str, str]  # name -> start of the night (UTC ISO)
     visits: list[dict]
     layout: str = LEGACY  # a demo.json written before layouts existed is the legacy layout
+    faults: list[str] = dataclasses.field(default_factory=list)  # CAMERA:KIND defects simulated (simulate.FAULTS)
 
     @property
     def raw_run(self) -> str:
@@ -85,7 +86,7 @@ class DemoSpec:
         return simulate.Epoch(name, list(self.epochs).index(name))
 
     def truth(self, epoch: str, camera: str) -> simulate.CameraTruth:
-        return simulate.CameraTruth(self.seed, self.epoch(epoch), camera)
+        return simulate.CameraTruth(self.seed, self.epoch(epoch), camera, simulate.faults_of(self.faults, camera))
 
     def visit_specs(self, epoch: str | None = None) -> list[simulate.VisitSpec]:
         specs = [simulate.VisitSpec(**v) for v in self.visits]
@@ -112,6 +113,7 @@ def make_repo(
     seed: int = 20250310,
     registry_db: str | None = None,
     layout: str = DEFAULT_LAYOUT,
+    faults: tuple[str, ...] = (),
 ) -> DemoSpec:
     """Create and populate the demo repository at root; returns what was simulated. Atomic for a SQLite
     repository: built aside and renamed into place, so a build killed at any moment leaves no half-made
@@ -125,11 +127,11 @@ def make_repo(
             raise FileExistsError(f"{root} is a demo repository of the {demo.layout} layout, not {layout}")
         return demo
     if registry_db:  # the registry lives in the database: nothing to rename
-        return _build(root, cameras, epochs, seed, registry_db, layout)
+        return _build(root, cameras, epochs, seed, registry_db, layout, faults)
     for stale in root.parent.glob(f"{root.name}_building_*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
     aside = root.parent / f"{root.name}_building_{os.getpid()}"
-    demo = _build(aside, cameras, epochs, seed, None, layout)
+    demo = _build(aside, cameras, epochs, seed, None, layout, faults)
     if root.exists():  # the empty directory Snakemake makes for the rule's output; never anything else
         if any(root.iterdir()):
             shutil.rmtree(aside)
@@ -146,6 +148,7 @@ def _build(
     seed: int,
     registry_db: str | None,
     layout: str,
+    faults: tuple[str, ...] = (),
 ) -> DemoSpec:
     epochs = dict(epochs or DEFAULT_EPOCHS)
     config = Config(_data_file("seed.yaml"))
@@ -217,7 +220,9 @@ def _build(
         butler.put(pfs_config, "pfsConfig", instrument=name, visit=spec.visit, run=PFS_CONFIG_RUN)
         for camera in cameras:
             arm, spectrograph = simulate.split_camera(camera)
-            truth = simulate.CameraTruth(seed, simulate.Epoch(spec.epoch, epoch_index), camera)
+            truth = simulate.CameraTruth(
+                seed, simulate.Epoch(spec.epoch, epoch_index), camera, simulate.faults_of(faults, camera)
+            )
             butler.put(
                 truth.raw(spec),
                 "raw",
@@ -228,7 +233,12 @@ def _build(
                 run=raw_run,
             )
     demo = DemoSpec(
-        seed=seed, cameras=list(cameras), epochs=epochs, visits=[dataclasses.asdict(s) for s in specs], layout=layout
+        seed=seed,
+        cameras=list(cameras),
+        epochs=epochs,
+        visits=[dataclasses.asdict(s) for s in specs],
+        layout=layout,
+        faults=list(faults),
     )
     write_shims(bin_dir(root))
     (root / "truth.json").write_text(json.dumps(truth_summary(demo), indent=1))
@@ -328,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_LAYOUT,
         help="current: a Subaru datastore today (default); legacy: the guide's first revision",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        help="simulate a defect, CAMERA:KIND with KIND one of " + ", ".join(simulate.FAULTS),
+    )
     args = parser.parse_args(argv)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     bad = [c for c in cameras if not re.match(CAMERA_RE, c)]
@@ -338,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     epochs = dict(item.split("=", 1) for item in args.epochs.split(","))
-    make_repo(args.root, cameras, epochs, args.seed, args.registry_db, args.layout)
+    make_repo(args.root, cameras, epochs, args.seed, args.registry_db, args.layout, tuple(args.fault))
     print(
         f"demo repository ({args.layout} layout) written to {args.root}: cameras {','.join(cameras)}, "
         f"epochs {','.join(epochs)}; drp_stella script stand-ins in {bin_dir(args.root)}"
