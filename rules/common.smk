@@ -114,12 +114,22 @@ def qa_command(wildcards, input, output):
 
 
 @declared
+def drift_command(wildcards, input, output):
+    return WF.commands.drift(list(input), output[0])
+
+
+@declared
+def quality_command(wildcards, input, output):
+    return WF.commands.quality_table(list(input), output[0])
+
+
+@declared
 def epoch_sentinels(wildcards):
     return WF.epoch_sentinels(wildcards.epoch)
 
 
 def report_targets():
-    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.CERTIFICATIONS]
+    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.DRIFT_DIR, paths.QUALITY, paths.CERTIFICATIONS]
 
 
 def forget_finished_jobs():

@@ -151,6 +151,15 @@ class Commands:
             ["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels]
         )
 
+    def drift(self, sentinels: list[str], outdir: str) -> str:
+        epochs = [a for e in self.settings.epochs for a in ("--drift", e)]
+        return shell_join(["python", "-m", "pfscalib.qa", "--outdir", outdir, *epochs, *sentinels])
+
+    @staticmethod
+    def quality_table(sentinels: list[str], output: str) -> str:
+        argv = ["python", "-m", "pfscalib.qa", "--table", output, "--held-root", paths.HELD_ROOT]
+        return shell_join([*argv, *sentinels])
+
     @staticmethod
     def status(config_file: str) -> str:
         return shell_join(["pfscalib", "status", "--config", config_file, "--format", "tsv"])

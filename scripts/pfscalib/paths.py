@@ -7,6 +7,8 @@ from __future__ import annotations
 
 REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
 CERTIFICATIONS = "results/qa/certifications.tsv"
+QUALITY = "results/qa/quality.tsv"  # the gate's verdict of every product
+DRIFT_DIR = "results/qa/drift"  # one drift panel per camera
 
 
 def sentinel(step: str, epoch: str, unit: str) -> str:

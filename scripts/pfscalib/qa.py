@@ -114,12 +114,97 @@ def plot(butler, sentinel: dict, out: Path) -> None:
     plt.close(fig)
 
 
+# The drift panels: per camera, these metrics across the epochs (fiberNorms from the camera's arm)
+DRIFT = (
+    ("bias.mean", "bias level (ADU)"),
+    ("bias.noise", "bias noise (ADU)"),
+    ("dark.current", "dark current (ADU/s)"),
+    ("detectorMap.wavelength_center", "wavelength at the centre (nm)"),
+    ("fiberNorms.median", "fiberNorms median"),
+)
+
+
+def _sentinels(paths: list[str]) -> list[dict]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _unit(sentinel: dict) -> str:
+    return sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
+
+
+def drift(sentinels: list[dict], epochs: list[str], outdir: Path) -> None:
+    """One picture per camera: the drift metrics across epochs (from the sentinels' gate metrics)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    values: dict[tuple[str, str, str], float] = {}
+    for sentinel in sentinels:
+        for name, value in ((sentinel.get("quality") or {}).get("metrics") or {}).items():
+            values[(_unit(sentinel), name, sentinel["epoch"])] = value
+    cameras = sorted({_unit(s) for s in sentinels if len(_unit(s)) > 1})
+    for camera in cameras:
+        fig, axes = plt.subplots(1, len(DRIFT), figsize=(3 * len(DRIFT), 3))
+        for ax, (name, label) in zip(axes, DRIFT):
+            unit = camera[0] if name.startswith("fiberNorms.") else camera
+            ys = [values.get((unit, name, e), np.nan) for e in epochs]
+            ax.plot(range(len(epochs)), ys, "o-")
+            ax.set_xticks(range(len(epochs)), epochs)
+            ax.set_title(label, fontsize=8)
+        fig.suptitle(f"{camera}: drift across epochs")
+        fig.tight_layout()
+        fig.savefig(outdir / f"{camera}.png", dpi=70)
+        plt.close(fig)
+
+
+def quality_table(sentinels: list[dict], held: list[dict]):
+    """The gate's verdict of every product: pass / yellow / accepted / held, and why."""
+    import pandas as pd
+
+    rows = []
+    for sentinel in sentinels:
+        quality = sentinel.get("quality") or {}
+        verdict = quality.get("verdict", "not measured")
+        accepted = quality.get("accepted")
+        why = [r["rule"] for r in quality.get("rules", []) if r["level"] != "green"]
+        rows.append(
+            {
+                "epoch": sentinel["epoch"],
+                "calibration": sentinel["step"],
+                "camera": _unit(sentinel),
+                "verdict": f"accepted ({accepted['reason']}, by {accepted['by']})" if accepted
+                else {"green": "pass"}.get(verdict, verdict),
+                "why": "; ".join(why),
+            }
+        )  # fmt: skip
+    for record in held:
+        rows.append(
+            {
+                "epoch": record["epoch"],
+                "calibration": record["step"],
+                "camera": record["unit"],
+                "verdict": "held",
+                "why": "; ".join(record["failing"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["epoch", "calibration", "camera", "verdict", "why"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", required=True)
-    parser.add_argument("--outdir", required=True)
+    parser.add_argument("--repo", default=None, help="pictures of the products (needs the repository)")
+    parser.add_argument("--outdir", default=".")
+    parser.add_argument("--drift", action="append", default=None, help="drift panels over these epochs")
+    parser.add_argument("--table", default=None, help="write the verdict table (TSV) here instead")
+    parser.add_argument("--held-root", default=None, help="held products' records (with --table)")
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
+    if args.table:
+        from .gate import held_records
+
+        held = held_records(args.held_root) if args.held_root else []
+        quality_table(_sentinels(args.sentinels), held).to_csv(args.table, sep="\t", index=False)
+        return 0
+    if args.drift:
+        drift(_sentinels(args.sentinels), args.drift, Path(args.outdir))
+        return 0
     from .butlerops import open_butler
 
     butler = open_butler(args.repo)
