@@ -28,6 +28,11 @@ onsuccess:
     forget_finished_jobs()
 
 
+# A failed run says in one line which products the quality gate held, and why.
+onerror:
+    report_held()
+
+
 rule all:
     default_target: True
     input:

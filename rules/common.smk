@@ -130,12 +130,22 @@ def qa_command(wildcards, input, output):
 
 
 @declared
+def drift_command(wildcards, input, output):
+    return WF.commands.drift(list(input), output[0])
+
+
+@declared
+def quality_command(wildcards, input, output):
+    return WF.commands.quality_table(list(input), output[0])
+
+
+@declared
 def epoch_sentinels(wildcards):
     return WF.epoch_sentinels(wildcards.epoch)
 
 
 def report_targets():
-    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.CERTIFICATIONS]
+    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.DRIFT_DIR, paths.QUALITY, paths.CERTIFICATIONS]
 
 
 def forget_finished_jobs():
@@ -144,3 +154,12 @@ def forget_finished_jobs():
     from pfscalib.job import forget_finished
 
     forget_finished(paths.STATE_ROOT)
+
+
+def report_held():
+    """One line on stderr: the products held by the quality gate (results/held), and the failing rules."""
+    from pfscalib.gate import held_summary
+
+    line = held_summary(paths.HELD_ROOT)
+    if line:
+        print(f"pfscalib: {line}", file=sys.stderr)

@@ -1,4 +1,5 @@
-# QA pictures and the certification table, for `snakemake --report report.html`.
+# QA pictures, the gate's verdicts, drift panels and the certification table, for `snakemake --report`:
+# organised camera x calibration (categories and subcategories from the picture names).
 
 
 rule qa:
@@ -7,10 +8,11 @@ rule qa:
     output:
         report(
             directory(paths.qa_dir("{epoch}")),
-            patterns=["{name}.png"],
+            patterns=["{calibration}_{camera}.png"],
             caption="../report/qa.rst",
-            category="QA pictures",
-            subcategory="{epoch}",
+            category="{camera}",
+            subcategory="{calibration}",
+            labels={"camera": "{camera}", "calibration": "{calibration}", "epoch": "{epoch}"},
         ),
     log:
         paths.log("{epoch}", "qa"),
@@ -21,6 +23,45 @@ rule qa:
         "../envs/pfscalib.yaml"
     params:
         cmd=qa_command,
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule drift:
+    input:
+        WF.all_sentinels(),
+    output:
+        report(
+            directory(paths.DRIFT_DIR),
+            patterns=["{camera}.png"],
+            caption="../report/drift.rst",
+            category="{camera}",
+            subcategory="drift across epochs",
+            labels={"camera": "{camera}", "calibration": "drift", "epoch": "all"},
+        ),
+    log:
+        paths.log("drift"),
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
+    params:
+        cmd=drift_command,
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule quality:
+    input:
+        WF.all_sentinels(),
+    output:
+        report(paths.QUALITY, caption="../report/quality.rst", category="Quality gate"),
+    log:
+        paths.log("quality"),
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
+    params:
+        cmd=quality_command,
     shell:
         "{params.cmd} > {log} 2>&1"
 

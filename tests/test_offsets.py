@@ -27,6 +27,7 @@ from conftest import PROJECT, run
 from test_workflow_e2e import snakemake, workdir_config
 
 SITE_AUTO = ["b1", "m1", "n2"]
+NO_ISR_CALIBS = ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False"]
 
 
 def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch):
@@ -86,8 +87,7 @@ def demo_config(workdir: Path, cameras: list[str], **changes) -> Path:
         cameras=cameras,
         epochs=("run1",),
         spectralOffset={c: "auto" for c in cameras},
-        steps={"bootstrap": {"config": ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False",
-                                        "bootstrap:matchRadius=4"]}},  # fmt: skip
+        steps={"bootstrap": {"config": [*NO_ISR_CALIBS, "bootstrap:matchRadius=4"]}},
         **changes,
     )
     return workdir / "config/config.yaml"

@@ -39,6 +39,8 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
         config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
     config.update(changes)
     (tmp / "config").mkdir(parents=True, exist_ok=True)
+    if config.get("limits"):  # the demo's limits file, at the same relative path
+        (tmp / config["limits"]).write_text((PROJECT / config["limits"]).read_text())
     (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
     return tmp
 
@@ -98,6 +100,8 @@ def test_demo_certifies_every_calibration(demo_run):
                 assert certs[key] == (sentinel["datasetId"], end + "T00:00:00"), (step, epoch, unit)
                 assert sentinel["validity"]["begin"].startswith(begin)
                 assert sentinel["commands"][0][:2] == ["pipetask", "run"]
+                # make demo's config trips none of the shipped limits (issue #19)
+                assert sentinel["quality"]["verdict"] == "green", (step, epoch, unit, sentinel["quality"]["rules"])
     assert len(certs) == 2 * (6 * len(CAMERAS) + 2)
     # intermediates are gone, certified products are not
     butler = Butler.from_config(str(repo))
@@ -349,7 +353,10 @@ def test_report_shows_a_picture_per_calibration_and_camera(demo_run, tmp_path):
         assert matplotlib.image.imread(io.BytesIO(png)).shape[0] > 100
     for step in STEP_NAMES:
         assert f"{step}_{'b' if STEPS[step].per_arm else 'b1'}.png" in html
-    assert "certifications.tsv" in html
+    assert "certifications.tsv" in html and "quality.tsv" in html
+    # camera x calibration: a category per camera, with a drift panel across the epochs
+    for camera in CAMERAS:
+        assert f'"{camera}"' in html and "drift across epochs" in html
     # in headless Chromium: every picture decodes, and the report page renders
     browser = chromium()
     page = tmp_path / "images.html"

@@ -392,14 +392,6 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)
-def log_messages(butler: Butler, dataset_type: str, run: str, data_id: dict) -> list[str] | None:
-    """The messages of a task's `<label>_log` (ButlerLogRecords) in a run; None if it wrote none."""
-    refs = query_refs(butler, dataset_type, run, data_id) if collection_type(butler, run) else []
-    if not refs:
-        return None
-    return [record.message for record in butler.get(refs[0])]
-
-
 def remove_collections(butler: Butler, patterns: list[str], log=print) -> int:
     """Remove the workflow's own collections matching butler globs, with every dataset of their RUNs
     (scan runs once the bootstrap is certified): chains first (a RUN in a chain cannot go), then RUNs."""
@@ -435,3 +427,28 @@ def build_quantum(butler: Butler, pipeline_uri: str, overrides: list[str], label
     if len(quanta) != 1:
         raise LookupError(f"{len(quanta)} quanta of {label} for {where!r} in {', '.join(inputs)} (expected one)")
     return graph.tasks[label], quanta[0]
+
+
+def run_product(butler: Butler, dataset_type: str, run: str, data_id: dict) -> Any | None:
+    """The one dataset of a type and data ID in a run (e.g. the detectorMapLines beside a detectorMap), or None."""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        refs = query_refs(butler, dataset_type, run, data_id)
+    except MissingDatasetTypeError:
+        return None
+    return butler.get(refs[0]) if refs else None
+
+
+def task_log(butler: Butler, label: str, run: str, data_id: dict) -> list:
+    """The records of a task's `<label>_log` (ButlerLogRecords) for a data ID in a run; none if absent."""
+    records = run_product(butler, f"{label}_log", run, data_id)
+    return list(records) if records is not None else []
+
+
+def incumbent(butler: Butler, collection: str, dataset_type: str, data_id: dict, timespan: Timespan) -> Any | None:
+    """The certification a build of this camera and range would replace (same range), or None."""
+    for c in certified(butler, collection, dataset_type, data_id):
+        if same_span(c, timespan):
+            return c["ref"]
+    return None

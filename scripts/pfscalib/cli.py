@@ -41,7 +41,7 @@ def cmd_scan_offset(args: argparse.Namespace) -> int:
 
     return scan.scan_offset(
         args.repo, args.instrument, args.epoch, args.camera, args.label, args.offset, args.state, args.result,
-        args.command,
+        args.command, args.log_root,
     )  # fmt: skip
 
 
@@ -222,6 +222,10 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
+    p.add_argument("--held", default="", help="where the record of a held product goes")
+    p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
+    p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
+    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -286,6 +290,7 @@ def parser() -> argparse.ArgumentParser:
     _scan_options(p)
     p.add_argument("--offset", type=int, required=True)
     p.add_argument("--state", required=True)
+    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
     p.set_defaults(func=cmd_scan_offset)
     p = sub.add_parser("scan-offsets", help="the bootstrap task at every grid offset, in one process")
     _scan_options(p)

@@ -88,6 +88,14 @@ class Commands:
         if s.offset_override and unit in settings.auto_cameras:  # the proposal's value, at run time
             argv += ["--spectral-offset-from", paths.offset_proposal(epoch, unit), "--offset-field", s.offset_override]
             argv += [a for pattern in self.scan_collections(epoch, unit) for a in ("--clean-collections", pattern)]
+        argv += ["--held", paths.held(step, epoch, unit)]
+        if settings.config.get("limits"):
+            argv += ["--limits", settings.config["limits"]]
+        accepted = settings.accepted(epoch, step, unit)
+        if accepted:  # only this job's command changes: adding an acceptance reruns only the held job
+            argv += ["--accept", json.dumps(accepted, sort_keys=True)]
+        for root in settings.config["task_log_roots"]:
+            argv += ["--log-root", root]
         return argv
 
     def job(self, step: str, epoch: str, unit: str) -> str:
@@ -145,6 +153,8 @@ class Commands:
     def offset_scan(self, epoch: str, camera: str, offset: int) -> str:
         """One grid point (per_offset): pipetask into its own RUN, then its log's numbers."""
         argv = ["pfscalib", "scan-offset", *self._scan_options(epoch, camera), "--offset", str(offset)]
+        for root in self.settings.config["task_log_roots"]:  # the numbers are read from the task's log
+            argv += ["--log-root", root]
         argv += ["--state", paths.state(f"{OFFSET_STEP}Scan", epoch, f"{camera}/{offset}")]
         argv += ["--result", paths.offset_scan(epoch, camera, str(offset)), "--"]
         return shell_join(argv + self.offset_pipetask_argv(epoch, camera, offset))
@@ -219,6 +229,15 @@ class Commands:
             ["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels]
         )
 
+    def drift(self, sentinels: list[str], outdir: str) -> str:
+        epochs = [a for e in self.settings.epochs for a in ("--drift", e)]
+        return shell_join(["python", "-m", "pfscalib.qa", "--outdir", outdir, *epochs, *sentinels])
+
+    @staticmethod
+    def quality_table(sentinels: list[str], output: str) -> str:
+        argv = ["python", "-m", "pfscalib.qa", "--table", output, "--held-root", paths.HELD_ROOT]
+        return shell_join([*argv, *sentinels])
+
     @staticmethod
     def status(config_file: str) -> str:
         return shell_join(["pfscalib", "status", "--config", config_file, "--format", "tsv"])
@@ -234,4 +253,6 @@ class Commands:
             argv += ["--spectral-offsets", ",".join(f"{k}={v:g}" for k, v in demo["spectral_offsets"].items())]
         if demo.get("unlit_arcs"):
             argv += ["--unlit-arcs", ",".join(demo["unlit_arcs"])]
+        for fault in self.settings.config.get("demo", {}).get("faults", []):
+            argv += ["--fault", fault]
         return shlex.join(argv)

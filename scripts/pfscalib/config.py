@@ -94,6 +94,7 @@ class Settings:
             raise ConfigError(f"{source}: visits", f"no visit table for step(s) {', '.join(missing)}")
         self._check_validity()
         self._check_steps()
+        self._check_quality()
 
     @property
     def datastore(self) -> str:
@@ -215,6 +216,12 @@ class Settings:
         step = max(1, int(self.capture_range(camera)))
         return [o for o in range(step * (low // step), high + step, step) if low - step < o < high + step]
 
+    def accepted(self, epoch: str, step: str, unit: str) -> dict | None:
+        """The config's acceptance of a held product of this job, if any."""
+        from .gate import accepted
+
+        return accepted(self.config.get("accept", []), epoch, step, unit)
+
     def clean(self, step: str) -> list[str]:
         return list(self.setting(step, "clean", STEPS[step].clean)) if self.config.get("cleanup", True) else []
 
@@ -279,3 +286,18 @@ class Settings:
         for camera in offsets:
             if camera not in self.cameras:
                 raise ConfigError(f"{self.source}: spectralOffset.{camera}", "not a configured camera")
+
+    def _check_quality(self) -> None:
+        """The limits file validates (one line before any job); acceptances name a real job."""
+        from .gate import LimitsError, load_limits
+
+        try:
+            load_limits(self.config.get("limits"))
+        except LimitsError as exc:
+            raise ConfigError(f"{self.source}: limits", str(exc)) from None
+        for row, entry in enumerate(self.config.get("accept", [])):
+            where = f"{self.source}: accept[{row}]"
+            if entry["epoch"] not in self.epochs:
+                raise ConfigError(where, f"unknown epoch {entry['epoch']!r}")
+            if entry["camera"] not in self.units(entry["step"]):
+                raise ConfigError(where, f"{entry['camera']!r} is not a camera (or arm) of step {entry['step']}")

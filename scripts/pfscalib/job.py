@@ -58,6 +58,10 @@ class CertifyRequest:
     offset_from: str | None = None  # spectralOffset auto: the proposal whose value the job sets
     offset_field: str | None = None  # ... as -c LABEL:FIELD=value
     clean_collections: list[str] = dataclasses.field(default_factory=list)  # scan collections, once certified
+    held: str = ""  # where a held product's record goes (paths.held)
+    limits: str | None = None  # a site's limits file (None: the shipped pfscalib/limits.yaml)
+    accept: str | None = None  # JSON of the config's acceptance of this job's held product
+    log_root: list[str] = dataclasses.field(default_factory=list)  # task loggers whose INFO reaches <label>_log
 
     @property
     def data_id(self) -> dict:
@@ -112,6 +116,7 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
     from . import butlerops
 
     arm_registry_faults(request.state)
+    route_task_logs(request.log_root)
     if butlerops.heal_hot_journal(request.repo):
         log.info("removed the registry's journal left by a killed process (rolled back if it was hot)")
     if request.offset_from:
@@ -124,6 +129,13 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
     if already_certified(request, ident):
         return 0
     return run_pipetask(argv, request.state, in_process, ident) or certify(request)
+
+
+def route_task_logs(log_roots: list[str]) -> None:
+    """As `pipetask --log-level pfs=INFO`: the tasks' INFO lines reach their _log datasets."""
+    if log_roots:
+        roots = {*filter(None, os.environ.get("DAF_BUTLER_ROOT_LOGGER", "").split(":")), *log_roots}
+        os.environ["DAF_BUTLER_ROOT_LOGGER"] = ":".join(sorted(roots))
 
 
 def already_certified(request: CertifyRequest, ident: dict) -> bool:
@@ -275,6 +287,10 @@ def certify(request: CertifyRequest) -> int:
         )
         return 1
     timespan = butlerops.make_timespan(request.begin_date, request.end_date)
+    quality = assess(butler, request, refs[0], state["run"], timespan)
+    if quality["verdict"] == "red" and not quality["accepted"]:
+        hold(request, refs[0], quality)
+        return 1
     with butler.transaction():
         if request.copy_as:  # certifyDetectorMaps.py behaviour: copy candidate -> detectorMap_calib
             refs = butlerops.copy_datasets(butler, refs, request.copy_as, f"{state['run']}/certify")
@@ -292,10 +308,12 @@ def certify(request: CertifyRequest) -> int:
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
     if request.clean_collections:
         cleaned += butlerops.remove_collections(butler, request.clean_collections, log=lambda m: log.info("%s", m))
-    payload = sentinel(request, refs[0], state, cleaned)
+    payload = {**sentinel(request, refs[0], state, cleaned), "quality": quality}
     # the state first: a kill before the sentinel is written is then recognised as certified
     write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
     write_json(request.sentinel, payload)
+    if request.held:
+        Path(request.held).unlink(missing_ok=True)
     log.info(
         "certified %s %s from %s into %s [%s, %s); cleaned %d intermediates",
         refs[0].datasetType.name, data_id, refs[0].run, request.calib,
@@ -303,6 +321,65 @@ def certify(request: CertifyRequest) -> int:
     )  # fmt: skip
     fault_hook("after-sentinel", request.state)()
     return 0
+
+
+def assess(butler, request: CertifyRequest, ref, run: str, timespan) -> dict:
+    """The gate: the product's metrics against the limits and against the incumbent it would replace (the
+    certification of this camera over the same range), both measured the same way."""
+    from . import butlerops, gate, metrics
+    from .steps import STEPS
+
+    step = STEPS[request.step]
+    limits = gate.load_limits(request.limits)
+    visits = len([v for v in request.visits.split(",") if v])
+    noise = gate.read_noise(limits, request.arm)
+    values = metrics.measure(butler, step.measure, ref, run, request.data_id, visits, noise)
+    rules = gate.judge(values, limits, step.metric_prefix, request.arm)
+    incumbent = None
+    old = butlerops.incumbent(butler, request.calib, step.certified_as, request.data_id, timespan)
+    if old is not None and old.run.removesuffix("/certify") != run:
+        # a copy made at certification (detectorMap_calib) lives in <run>/certify, its lines in <run>
+        old_run = old.run.removesuffix("/certify")
+        old_values = metrics.measure(butler, step.measure, old, old_run, request.data_id, visits, noise)
+        rules += gate.compare(values, old_values, limits, step.metric_prefix)
+        incumbent = {"datasetId": str(old.id), "run": old.run, "metrics": old_values}
+    level = gate.verdict(rules)
+    accepted = json.loads(request.accept) if request.accept and level == "red" else None
+    for rule in rules:
+        if rule["level"] != "green":
+            log.warning("gate %s %s: %s: %s", request.step, request.data_id, rule["level"], rule["rule"])
+    if accepted:
+        log.warning("gate: held product accepted by %s: %s", accepted["by"], accepted["reason"])
+    return {
+        "verdict": level,
+        "failing": gate.failing(rules),
+        "metrics": values,
+        "rules": rules,
+        "incumbent": incumbent,
+        "accepted": accepted,
+        "limits": {"file": limits["file"], "version": limits["version"]},
+    }
+
+
+def hold(request: CertifyRequest, ref, quality: dict) -> None:
+    """A red product: nothing certified, no sentinel; the record says what and why (pfscalib status shows it)."""
+    unit = request.arm + (str(request.spectrograph) if request.spectrograph is not None else "")
+    record = {
+        "epoch": request.epoch,
+        "step": request.step,
+        "unit": unit,
+        "datasetType": ref.datasetType.name,
+        "datasetId": str(ref.id),
+        "run": ref.run,
+        **quality,
+        "held_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    if request.held:
+        write_json(request.held, record)
+    log.error(
+        "held %s %s: %s (not certified; accept it with config accept: {epoch: %s, step: %s, camera: %s, reason, by})",
+        request.step, unit, "; ".join(quality["failing"]), request.epoch, request.step, unit,
+    )  # fmt: skip
 
 
 def forget_finished(state_root: str) -> int:

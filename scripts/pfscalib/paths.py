@@ -7,11 +7,21 @@ from __future__ import annotations
 
 REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
 CERTIFICATIONS = "results/qa/certifications.tsv"
+QUALITY = "results/qa/quality.tsv"  # the gate's verdict of every product
+DRIFT_DIR = "results/qa/drift"  # one drift panel per camera
 
 
 def sentinel(step: str, epoch: str, unit: str) -> str:
     """Written last by a job, once its product is certified: the job's Snakemake output."""
     return f"results/certified/{epoch}/{step}/{unit}.json"
+
+
+HELD_ROOT = "results/held"
+
+
+def held(step: str, epoch: str, unit: str) -> str:
+    """A product the quality gate held (not certified): its metrics and the failing rule."""
+    return f"{HELD_ROOT}/{epoch}/{step}/{unit}.json"
 
 
 STATE_ROOT = "results/state"

@@ -90,21 +90,22 @@ def _data_id(instrument: str, camera: str) -> dict:
 
 
 def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str, offset: int, state: str,
-                result: str, argv: list[str]) -> int:  # fmt: skip
+                result: str, argv: list[str], log_roots: list[str]) -> int:  # fmt: skip
     """One grid point (per_offset job): the task by `pipetask run` into the point's own RUN (resumable),
     then the numbers of its `<label>_log`. A task that raised is a point with an error (score 0), not a
     failed job; a pipetask that wrote no log (bad query, broken repository) is."""
     from pathlib import Path
 
     from . import butlerops
-    from .job import read_json, run_pipetask
+    from .job import read_json, route_task_logs, run_pipetask
     from .offsets import write_points
 
+    route_task_logs(log_roots)
     rc = run_pipetask(argv, state, in_process=True)
     run = (read_json(state) or {}).get("run", "")
     butler = butlerops.open_butler(repo)
-    messages = butlerops.log_messages(butler, f"{label}_log", run, _data_id(instrument, camera))
-    if messages is None:
+    messages = [r.message for r in butlerops.task_log(butler, label, run, _data_id(instrument, camera))]
+    if not messages:
         log.error(
             "scan %s %s offset %d: no %s_log in %s (pipetask exit status %d)", camera, epoch, offset, label, run, rc
         )

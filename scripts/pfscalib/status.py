@@ -71,6 +71,10 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                         row["status"] = "differs from sentinel"
                     else:
                         row["status"] = "ok" if exact else "ok (range differs from config)"
+                held = workdir / paths.held(step, epoch, unit)
+                if held.exists():  # the quality gate held the last build: say why (any incumbent stays)
+                    record = json.loads(held.read_text())
+                    row["status"] = f"HELD: {'; '.join(record['failing'])}" + (" (incumbent stays)" if mine else "")
                 rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -9,6 +9,8 @@ import dataclasses
 from typing import Literal
 
 QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
+# What a product is measured as by the gate (pfscalib.metrics.measure)
+Measure = Literal["bias_frame", "dark_frame", "flat_field", "bootstrap_lines", "detector_map", "profiles", "norms"]
 # What a visit is, from its record (pfscalib.checks.visit_kind): arcs are `comparison` at Subaru
 # (`arc` in simulator data) and, as BootstrapTask tells them, any lamps other than 'Quartz'.
 VisitKind = Literal["bias", "dark", "flat", "arc"]
@@ -42,10 +44,15 @@ class Step:
     scan_prepare: tuple[str, ...] = ()
     scan_label: str = ""
     qa_plot: QaPlot
+    measure: Measure  # how the gate measures the product (pfscalib.metrics)
+    # prefix of the product's metrics in the limits file (pfscalib/limits.yaml); the certified type's name
+    metric_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not self.certified_as:
             object.__setattr__(self, "certified_as", self.product)
+        if not self.metric_prefix:
+            object.__setattr__(self, "metric_prefix", self.name)
 
     @property
     def copies_product(self) -> bool:
@@ -73,6 +80,7 @@ STEPS: dict[str, Step] = {
             clean=("biasProc",),
             visit_kinds=("bias",),
             qa_plot="image",
+            measure="bias_frame",
         ),
         Step(
             name="dark",
@@ -83,6 +91,7 @@ STEPS: dict[str, Step] = {
             visit_kinds=("dark",),
             needs=("bias",),
             qa_plot="image",
+            measure="dark_frame",
         ),
         Step(
             name="flat",
@@ -93,6 +102,8 @@ STEPS: dict[str, Step] = {
             visit_kinds=("flat",),
             needs=("dark",),
             qa_plot="image",
+            measure="flat_field",
+            metric_prefix="fiberFlat",
         ),
         Step(
             name="bootstrap",
@@ -114,6 +125,7 @@ STEPS: dict[str, Step] = {
             scan_prepare=("isr",),
             scan_label="bootstrap",
             qa_plot="traces",
+            measure="bootstrap_lines",
         ),
         Step(
             name="detectorMap",
@@ -131,6 +143,7 @@ STEPS: dict[str, Step] = {
                 "fitDetectorMap:fitDetectorMap.soften=0.03",
             ),
             qa_plot="traces_and_lines",
+            measure="detector_map",
         ),
         Step(
             name="fiberProfiles",
@@ -147,6 +160,7 @@ STEPS: dict[str, Step] = {
             ),
             profile_groups=True,
             qa_plot="profiles",
+            measure="profiles",
         ),
         Step(
             name="fiberNorms",
@@ -159,6 +173,7 @@ STEPS: dict[str, Step] = {
             per_arm=True,
             dither_zero=True,
             qa_plot="norms",
+            measure="norms",
         ),
     ]
 }

@@ -96,6 +96,7 @@ class DemoSpec:
     layout: str = LEGACY  # a demo.json written before layouts existed is the legacy layout
     spectral_offsets: dict[str, float] = dataclasses.field(default_factory=dict)  # true offsets (px) by camera
     unlit_arcs: list[str] = dataclasses.field(default_factory=list)  # cameras whose arcs carry no lines
+    faults: list[str] = dataclasses.field(default_factory=list)  # CAMERA:KIND defects simulated (simulate.FAULTS)
 
     @property
     def raw_run(self) -> str:
@@ -107,8 +108,9 @@ class DemoSpec:
 
     def truth(self, epoch: str, camera: str) -> simulate.CameraTruth:
         return simulate.CameraTruth(
-            self.seed, self.epoch(epoch), camera, self.spectral_offsets.get(camera), camera not in self.unlit_arcs
-        )
+            self.seed, self.epoch(epoch), camera, self.spectral_offsets.get(camera), camera not in self.unlit_arcs,
+            simulate.faults_of(self.faults, camera),
+        )  # fmt: skip
 
     def visit_specs(self, epoch: str | None = None) -> list[simulate.VisitSpec]:
         specs = [simulate.VisitSpec(**v) for v in self.visits]
@@ -137,6 +139,7 @@ def make_repo(
     layout: str = DEFAULT_LAYOUT,
     spectral_offsets: dict[str, float] | None = None,
     unlit_arcs: tuple[str, ...] = (),
+    faults: tuple[str, ...] = (),
 ) -> DemoSpec:
     """Create and populate the demo repository at root; returns what was simulated. Atomic for a SQLite
     repository: built aside and renamed into place, so a build killed at any moment leaves no half-made
@@ -152,11 +155,11 @@ def make_repo(
             raise FileExistsError(f"{root} is a demo repository of the {demo.layout} layout, not {layout}")
         return demo
     if registry_db:  # the registry lives in the database: nothing to rename
-        return _build(root, cameras, epochs, seed, registry_db, layout, truths)
+        return _build(root, cameras, epochs, seed, registry_db, layout, truths, faults)
     for stale in root.parent.glob(f"{root.name}_building_*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
     aside = root.parent / f"{root.name}_building_{os.getpid()}"
-    demo = _build(aside, cameras, epochs, seed, None, layout, truths)
+    demo = _build(aside, cameras, epochs, seed, None, layout, truths, faults)
     if root.exists():  # the empty directory Snakemake makes for the rule's output; never anything else
         if any(root.iterdir()):
             shutil.rmtree(aside)
@@ -174,9 +177,12 @@ def _build(
     registry_db: str | None,
     layout: str,
     truths: Truths,
+    faults: tuple[str, ...] = (),
 ) -> DemoSpec:
     epochs = dict(epochs or DEFAULT_EPOCHS)
-    demo = DemoSpec(seed=seed, cameras=list(cameras), epochs=epochs, visits=[], layout=layout, **vars(truths))
+    demo = DemoSpec(
+        seed=seed, cameras=list(cameras), epochs=epochs, visits=[], layout=layout, faults=list(faults), **vars(truths)
+    )
     config = Config(_data_file("seed.yaml"))
     if registry_db:
         config["registry", "db"] = registry_db
@@ -365,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         help="true spectral offsets (pixels, within +-150) per camera, e.g. b1=-120,r1=37.5 (others: the default)",
     )
     parser.add_argument("--unlit-arcs", default="", help="cameras whose arcs carry no lines, e.g. r2")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        help="simulate a defect, CAMERA:KIND with KIND one of " + ", ".join(simulate.FAULTS),
+    )
     args = parser.parse_args(argv)
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     bad = [c for c in cameras if not re.match(CAMERA_RE, c)]
@@ -378,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         offsets = {k: float(v) for k, v in (item.split("=", 1) for item in _items(args.spectral_offsets))}
         make_repo(
-            args.root, cameras, epochs, args.seed, args.registry_db, args.layout, offsets, _items(args.unlit_arcs)
-        )
+            args.root, cameras, epochs, args.seed, args.registry_db, args.layout, offsets, _items(args.unlit_arcs),
+            tuple(args.fault),
+        )  # fmt: skip
     except ValueError as error:
         print(f"make_repo: {error}", file=sys.stderr)
         return 2

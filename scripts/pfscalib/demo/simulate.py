@@ -34,6 +34,14 @@ DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0}
 CURRENT, LEGACY = "current", "legacy"
 LAYOUTS = (CURRENT, LEGACY)
 ARC_LAMPS = ("Ne", "HgAr", "Kr")  # one lamp per arc exposure, as the Subaru calibration sequences take them
+# Defects the demo builder can simulate in one camera (make_repo --fault CAMERA:KIND): its frames of that
+# kind carry this many times the read noise (for the quality gate's tests).
+FAULTS = {"bias-noise": ("bias", 3.0), "dark-noise": ("dark", 3.0)}
+
+
+def faults_of(faults, camera: str) -> tuple[str, ...]:
+    """The kinds of the CAMERA:KIND faults that are this camera's."""
+    return tuple(sorted(kind for cam, _, kind in (f.partition(":") for f in faults) if cam == camera))
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -97,6 +105,7 @@ class CameraTruth:
     camera: str
     offset: float | None = None
     arc_lit: bool = True
+    faults: tuple[str, ...] = ()  # FAULTS kinds simulated in this camera
 
     @property
     def arm(self) -> str:
@@ -245,8 +254,9 @@ class CameraTruth:
             signal = self.fiber_image(self.arc_flux(), lit, visit.dither)
         signal = signal * self.pixel_response + self.dark_current * visit.dark_time
         data = rng.poisson(np.clip(signal, 0, None)).astype(float)
-        data += self.bias_level + self.bias_pattern + rng.normal(0.0, READ_NOISE, (NY, NX))
-        overscan = self.bias_level + rng.normal(0.0, READ_NOISE, (NY, NOVERSCAN))
+        noise = READ_NOISE * max([FAULTS[f][1] for f in self.faults if FAULTS[f][0] == visit.kind] + [1.0])
+        data += self.bias_level + self.bias_pattern + rng.normal(0.0, noise, (NY, NX))
+        overscan = self.bias_level + rng.normal(0.0, noise, (NY, NOVERSCAN))
         return np.hstack([data, overscan]).astype(np.float32)
 
 

@@ -7,7 +7,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import detmap, simulate
+from .. import detmap, products, simulate
 from . import measure
 from .calib import IAS, IVAS, camera_of, visit_record
 
@@ -346,6 +346,7 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
                             "xErr": 0.05,
                             "yErr": float("nan"),
                             "flux": 0.0,
+                            "fluxErr": float("nan"),
                             "description": "Trace",
                         }
                     )
@@ -357,7 +358,7 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
             isolated[1:] &= gaps > self.config.readLineList.exclusionRadius
             rows = measure.arc_centroids(image, dm, wavelengths[isolated])
         self.log.info("visit %d: measured %d centroids", visit, len(rows))
-        keys = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "description"]
+        keys = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "fluxErr", "description"]
         return {"visit": int(visit), **{k: [r[k] for r in rows] for k in keys}}
 
 
@@ -473,7 +474,7 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
         cfg = self.config.fitDetectorMap
         fiber_ids = sorted({f for s in line_sets for f in s["fiberId"]})
         dm = detmap.new(arm, spectrograph, fiber_ids)
-        cols = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "description"]
+        cols = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "fluxErr", "description"]
         table = {k: np.array([v for s in line_sets for v in s[k]]) for k in cols}
         visits = np.array([s["visit"] for s in line_sets for _ in s["fiberId"]])
         index = np.array([fiber_ids.index(f) for f in table["fiberId"]])
@@ -535,14 +536,13 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
             rms_used,
             rms_reserved,
         )
+        # drp_stella's detectorMapLines: the ArcLineSet of the fit, status bits DETECTORMAP_USED/RESERVED
+        status = np.where(reserved, products.DETECTORMAP_RESERVED, np.where(used, products.DETECTORMAP_USED, 0))
         lines = {
-            "fiberId": table["fiberId"][arcs].tolist(),
-            "wavelength": wl.tolist(),
-            "x": table["x"][arcs].tolist(),
-            "y": y.tolist(),
-            "yFit": (y - resid).tolist(),
-            "residual": resid.tolist(),
+            **{k: table[k][arcs].tolist() for k in cols if k != "description"},
+            "flag": [False] * len(arcs),
+            "status": status.astype(int).tolist(),
+            "description": table["description"][arcs].tolist(),
             "visit": visits[arcs].tolist(),
-            "status": np.where(reserved, "RESERVED", np.where(used, "USED", "REJECTED")).tolist(),
         }
         return pipeBase.Struct(detectorMap=dm, lines=lines)

@@ -102,6 +102,8 @@ def arc_centroids(
                     "xErr": 0.05,
                     "yErr": float(simulate.LSF_SIGMA * np.sqrt(2.0 / max(flux, 1.0)) + 0.005),
                     "flux": flux,
+                    # photon noise and the read noise of the extraction box
+                    "fluxErr": float(np.sqrt(max(flux, 0.0) + (2 * radius + 1) * simulate.READ_NOISE**2)),
                     "description": "ArKrNe",
                 }
             )

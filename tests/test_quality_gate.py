@@ -1,0 +1,203 @@
+"""Issue #19: the quality gate between pipetask and certification.
+
+One run on a demo with several defects at once (b1's biases noisy, r1's spectralOffset wrong, b2 clean; one
+epoch): each defect holds exactly that camera x step with the metric named, the clean camera goes to the end
+of its chain, the run exits non-zero with a one-line summary, and an acceptance in the config certifies the
+held bias with its reason. Then the candidate-vs-incumbent rule on b2's bias. Plus the static checks: no
+workflow module imports the demo, and the metrics/QA code touches products only through the real API names.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from lsst.daf.butler import Butler
+
+from pfscalib import butlerops
+
+from conftest import PROJECT, run
+from test_workflow_e2e import calib_collection, snakemake, workdir_config
+
+PACKAGE = PROJECT / "scripts/pfscalib"
+
+# pfs-real-site.md section 6 (the real classes' Python API) and the getters of what those return
+REAL_API = {
+    "image", "mask", "variance", "array", "getMetadata",  # lsst.afw.image.ExposureF
+    "getFiberId", "getXCenter", "findPoint", "findWavelength", "getBBox",  # pfs.drp.stella.DetectorMap
+    "getMinX", "getMaxX", "getMinY", "getMaxY",  # lsst.geom.Box2I
+    "fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "fluxErr", "flag", "status", "description",  # ArcLineSet
+    "index", "profiles",  # FiberProfileSet[fiberId] -> FiberProfile
+    "values",  # PfsFiberNorms
+}  # fmt: skip
+# the middleware's (daf_butler Butler, DatasetRef, ButlerLogRecords) and Python's own (str, dict, re.Match)
+MIDDLEWARE = {"get", "get_dataset", "query_datasets", "run", "id", "message", "datasetType", "name", "dataId"}
+PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "append", "split", "read_text", "sum",
+          "update", "splitlines", "__name__", "warning", "mkdir", "parse_args", "add_argument", "UUID", "rule", "level",
+          "to_csv"}  # fmt: skip
+NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "qa_plot"}  # argparse's; steps.Step's
+MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",
+              "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "savefig"}  # fmt: skip
+
+
+def attribute_names(path: Path) -> set[str]:
+    """Attributes the module reads on objects (not on imported modules such as np, plt, math, re)."""
+    tree = ast.parse(path.read_text())
+    modules = {alias.asname or alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}  # fmt: skip
+    modules |= {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}  # fmt: skip
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id in modules):
+            names.add(node.attr)
+    return names
+
+
+def test_no_workflow_module_imports_the_demo():
+    offenders = []
+    for path in [*PACKAGE.glob("*.py"), PROJECT / "Snakefile", *PROJECT.glob("rules/*.smk")]:
+        text = path.read_text()
+        if path.suffix == ".py":
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ImportFrom) and (
+                    (node.module or "").startswith(("pfscalib.demo", "demo"))
+                    or any(a.name == "demo" for a in node.names)
+                ):
+                    offenders.append(f"{path.name}:{node.lineno}")
+                if isinstance(node, ast.Import) and any(a.name.startswith("pfscalib.demo") for a in node.names):
+                    offenders.append(f"{path.name}:{node.lineno}")
+        elif re.search(r"^\s*(from|import)\s+pfscalib\.demo", text, re.M):
+            offenders.append(path.name)
+    assert offenders == []
+
+
+@pytest.mark.parametrize("module", ["metrics.py", "qa.py"])
+def test_metrics_and_qa_use_only_the_real_api(module):
+    """What QA and the gate call on objects: the real classes' names, the middleware's, and Python's/matplotlib's
+    own (qa: axes methods). A demo-only name (dm["trace"], .residual, ...) would show up here."""
+    used = attribute_names(PACKAGE / module)
+    allowed = REAL_API | MIDDLEWARE | PYTHON | (NAMESPACES | MATPLOTLIB if module == "qa.py" else set())
+    assert used - allowed == set()
+
+
+def test_malformed_limits_file_is_one_line_before_any_job(tmp_path):
+    workdir = workdir_config(tmp_path / "wd", cameras=["b1"], epochs=("run1",))
+    (workdir / "bad-limits.yaml").write_text(
+        "version: 1\nmetrics:\n  bias.noise_ratio: {max: {yellow: 1.3}, source: x}\n"
+    )
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["limits"] = "bad-limits.yaml"
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("pfscalib:")]
+    assert lines == [
+        "pfscalib: config/config.yaml: limits: bad-limits.yaml: "
+        "metrics.bias.noise_ratio.max: 'red' is a required property"
+    ]
+    assert not (workdir / "results").exists()
+
+
+# ------------------------------------------------------------------ one run, several defects
+CAMERAS = ["b1", "r1", "b2"]
+
+
+def set_config(workdir: Path, **changes) -> None:
+    path = workdir / "config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    workdir = workdir_config(tmp_path_factory.mktemp("gate"), cameras=CAMERAS, epochs=("run1",))
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    set_config(
+        workdir,
+        demo={**config["demo"], "faults": ["b1:bias-noise"]},
+        spectralOffset={**config["spectralOffset"], "r1": 0},  # the truth is 6 pixels
+    )
+    # b2's bias from 4 frames (the others' from 5): its candidates below are measured against it
+    (workdir / "visits/bias.tsv").write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1\nrun1\t100..103\tb2\n")
+    proc = snakemake(workdir, "--keep-going", check=False)
+    return workdir, proc
+
+
+def held(workdir: Path) -> dict[str, dict]:
+    return {str(p.relative_to(workdir / "results/held")): json.loads(p.read_text())
+            for p in (workdir / "results/held").rglob("*.json")}  # fmt: skip
+
+
+def test_each_defect_holds_exactly_its_camera_and_step(faulty_run):
+    workdir, proc = faulty_run
+    assert proc.returncode != 0
+    records = held(workdir)
+    assert sorted(records) == ["run1/bias/b1.json", "run1/bootstrap/r1.json"]
+    assert any(r.startswith("bias.noise_ratio ") and "> red" in r for r in records["run1/bias/b1.json"]["failing"])
+    assert any(r.startswith("bootstrap.matched_fraction ") for r in records["run1/bootstrap/r1.json"]["failing"])
+    summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("pfscalib: held 2: ")]
+    assert len(summary) == 1 and "run1/bias/b1 (bias.noise_ratio" in summary[0]
+    assert "run1/bootstrap/r1 (bootstrap.matched_fraction" in summary[0]
+    certified = workdir / "results/certified/run1"
+    # nothing of a held product is certified, nothing downstream of it ran
+    assert not (certified / "bias/b1.json").exists() and not (certified / "dark/b1.json").exists()
+    assert not (certified / "bootstrap/r1.json").exists() and not (certified / "detectorMap/r1.json").exists()
+    repo = Butler.from_config(str(workdir / "results/demo/repo"))
+    for step, camera in (("bias", "b1"), ("bootstrap", "r1")):
+        data_id = {"arm": camera[0], "spectrograph": int(camera[1])}
+        product = "bias" if step == "bias" else "detectorMap_bootstrap"
+        assert butlerops.certified(repo, calib_collection(step), product, data_id) == []
+    # r1 up to its held step, and the clean camera to the end of its chain (fiberNorms b needs b1 too)
+    assert all((certified / f"{s}/r1.json").exists() for s in ("bias", "dark", "flat"))
+    for step in ("bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"):
+        sentinel = json.loads((certified / f"{step}/b2.json").read_text())
+        assert sentinel["quality"]["verdict"] == "green", (step, sentinel["quality"]["failing"])
+    status = run(["pfscalib", "status", "--config", "config/config.yaml", "--format", "json"], cwd=workdir)
+    rows = {(r["step"], r["camera"]): r["status"] for r in json.loads(status.stdout)}
+    assert rows[("bias", "b1")].startswith("HELD: bias.noise_ratio")
+
+
+def test_accepting_a_held_product_certifies_it_with_the_reason(faulty_run):
+    workdir, _ = faulty_run
+    reason = "b1 read noise known high this run (ticket PIPE2D-0000)"
+    set_config(workdir, accept=[{"epoch": "run1", "step": "bias", "camera": "b1", "reason": reason, "by": "gate-test"}])
+    snakemake(workdir, "results/certified/run1/bias/b1.json")
+    quality = json.loads((workdir / "results/certified/run1/bias/b1.json").read_text())["quality"]
+    assert quality["verdict"] == "red" and quality["accepted"]["reason"] == reason
+    assert not (workdir / "results/held/run1/bias/b1.json").exists()
+
+
+def test_a_worse_candidate_is_held_and_a_better_one_replaces_the_incumbent(faulty_run):
+    """b2's bias (4 frames) is the incumbent; from 2 frames it is noisier by more than the margin: held, the
+    incumbent stays certified; from 5 frames it is better and replaces it."""
+    workdir, _ = faulty_run
+    target = "results/certified/run1/bias/b2.json"
+    incumbent = json.loads((workdir / target).read_text())
+    repo = workdir / "results/demo/repo"
+
+    def certified_ids() -> list[str]:
+        certs = butlerops.certified(
+            Butler.from_config(str(repo)), calib_collection("bias"), "bias", {"arm": "b", "spectrograph": 2}
+        )
+        return [str(c["ref"].id) for c in certs]
+
+    table = workdir / "visits/bias.tsv"
+    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1\nrun1\t100..101\tb2\n")
+    worse = snakemake(workdir, target, check=False)
+    assert worse.returncode != 0
+    record = json.loads((workdir / "results/held/run1/bias/b2.json").read_text())
+    assert any("bias.noise" in r and "vs incumbent" in r for r in record["failing"]), record["failing"]
+    assert record["incumbent"]["datasetId"] == incumbent["datasetId"]
+    assert certified_ids() == [incumbent["datasetId"]]
+    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1,b2\n")
+    snakemake(workdir, target)
+    better = json.loads((workdir / target).read_text())
+    assert certified_ids() == [better["datasetId"]] != [incumbent["datasetId"]]
+    assert better["quality"]["incumbent"]["datasetId"] == incumbent["datasetId"]
+    assert better["quality"]["metrics"]["bias.noise"] < better["quality"]["incumbent"]["metrics"]["bias.noise"]
