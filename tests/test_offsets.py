@@ -149,10 +149,10 @@ def auto_run(tmp_path_factory):
         ["b1", "b2"],
         demo={"enabled": True, "epochs": {"run1": "2025-03-10T08:00:00"}, "spectral_offsets": {"b1": 4.0},
               "unlit_arcs": ["b2"]},
-        offset_search={"range": [-6, 8]},
+        offset_search={**yaml.safe_load((PROJECT / "config/config.yaml").read_text())["offset_search"], "range": [-6, 8]},
         executables={"defineFiberProfilesInputs": "results/demo/repo/bin/defineFiberProfilesInputs.py"},
     )  # fmt: skip
-    snakemake(workdir, "results/demo/repo/demo.json")
+    snakemake(workdir, "results/registry/dataset_types.json")  # the repository, its checks, the registration
     for step in ("bias", "dark", "flat"):
         for camera in ("b1", "b2"):
             path = workdir / f"results/certified/run1/{step}/{camera}.json"

@@ -215,6 +215,10 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spectral-offset-from", dest="offset_from", default=None, help="proposal (spectralOffset auto)")
     p.add_argument("--offset-field", default=None, help="LABEL:FIELD the proposal sets, e.g. bootstrap:spectralOffset")
     p.add_argument("--clean-collections", action="append", default=[], help="glob of scan collections to remove")
+    p.add_argument("--held", default="", help="where the record of a held product goes")
+    p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
+    p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
+    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
 
 
 def _scan_options(p: argparse.ArgumentParser) -> None:
@@ -222,10 +226,6 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
-    p.add_argument("--held", default="", help="where the record of a held product goes")
-    p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
-    p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
-    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
 
 
 def parser() -> argparse.ArgumentParser:
