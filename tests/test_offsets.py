@@ -27,6 +27,7 @@ from conftest import PROJECT, run
 from test_workflow_e2e import snakemake, workdir_config
 
 SITE_AUTO = ["b1", "m1", "n2"]
+DEMO_SEARCH = yaml.safe_load((PROJECT / "config/config.yaml").read_text())["offset_search"]
 NO_ISR_CALIBS = ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False"]
 
 
@@ -149,7 +150,7 @@ def auto_run(tmp_path_factory):
         ["b1", "b2"],
         demo={"enabled": True, "epochs": {"run1": "2025-03-10T08:00:00"}, "spectral_offsets": {"b1": 4.0},
               "unlit_arcs": ["b2"]},
-        offset_search={**yaml.safe_load((PROJECT / "config/config.yaml").read_text())["offset_search"], "range": [-6, 8]},
+        offset_search={**DEMO_SEARCH, "range": [-6, 8]},
         executables={"defineFiberProfilesInputs": "results/demo/repo/bin/defineFiberProfilesInputs.py"},
     )  # fmt: skip
     snakemake(workdir, "results/registry/dataset_types.json")  # the repository, its checks, the registration
@@ -173,7 +174,7 @@ def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_
     assert f"bootstrap:spectralOffset={provenance['spectralOffset']:g}" in sentinel["commands"][0]
     assert not (workdir / "results/certified/run1/bootstrap/b2.json").exists()
     log = (workdir / "logs/run1/propose_offset/b2.log").read_text().strip().splitlines()
-    assert "spectralOffset of b2 (run1) refused, not bootstrapped: no clear peak" in log[-1]
+    assert "spectralOffset of b2 (run1) refused, not bootstrapped: no usable arc: at most" in log[-1]
     # the scan runs of the certified camera are gone, the refused camera's stay for inspection
     butler = Butler.from_config(str(workdir / "results/demo/repo"))
     names = [c for c in butler.collections.query("u/demo/run1/*")]

@@ -122,10 +122,15 @@ def propose(
     max_rms = float(search["maxRms"])
     scores = [p.score(float(search["rmsScale"])) for p in points]
     proposal = Proposal(camera, epoch, None, "", None, 0.0, None, 0.0, capture, points)
-    ran = [p for p in points if not p.error]
-    if not ran:
-        first = points[0].error if points else "no grid point was run"
-        proposal.reason = f"the bootstrap task failed at every grid offset ({first})"
+    most = max(points, key=lambda p: p.lines, default=None)
+    if most is None or most.lines < int(search["minLines"]):
+        found = f"at most {most.lines} arc lines found in {most.traces} traces" if most else "no grid point was run"
+        proposal.reason = (
+            f"no usable arc: {found}, fewer than minLines {search['minLines']} (no lines, or the wrong lamps?)"
+        )
+        return proposal
+    if all(p.error for p in points):
+        proposal.reason = f"the bootstrap task failed at every grid offset ({points[0].error})"
         return proposal
     index = max(range(len(points)), key=lambda i: scores[i])
     best = points[index]
@@ -134,11 +139,10 @@ def propose(
     proposal.best, proposal.best_score = best, scores[index]
     if second is not None:
         proposal.runner_up, proposal.runner_up_score = points[second], scores[second]
-    most_lines = max(p.lines for p in points)
     if best.fitted < int(search["minLines"]):
         proposal.reason = (
-            f"no clear peak: at best {best.fitted} lines fitted (offset {best.offset:g}; at most {most_lines} arc "
-            f"lines found), fewer than {search['minLines']}: no usable arc (no lines, or the wrong lamps?)"
+            f"no clear peak: at best {best.fitted} lines fitted (offset {best.offset:g}; {most.lines} arc lines "
+            f"found), fewer than minLines {search['minLines']}"
         )
     elif not best.rms <= max_rms:
         proposal.reason = (
