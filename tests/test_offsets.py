@@ -81,14 +81,14 @@ def truth_offsets(cameras: list[str], seed: int) -> dict[str, float]:
 
 def demo_config(workdir: Path, cameras: list[str], **changes) -> Path:
     """The demo config on one epoch, every camera auto; the ISR of the bootstrap pair without the chain's
-    calibrations (this test is about the offset, not bias/dark/flat); matchRadius 4 nm (below half the demo's
-    line spacing) for a grid of 3 px (b) and 2 px (r)."""
+    calibrations (this test is about the offset, not bias/dark/flat); matchRadius 4.5 nm (below half the demo's
+    line spacing) for a grid of 4 px (b) and 3 px (r)."""
     workdir_config(
         workdir,
         cameras=cameras,
         epochs=("run1",),
         spectralOffset={c: "auto" for c in cameras},
-        steps={"bootstrap": {"config": [*NO_ISR_CALIBS, "bootstrap:matchRadius=4"]}},
+        steps={"bootstrap": {"config": [*NO_ISR_CALIBS, "bootstrap:matchRadius=4.5"]}},
         **changes,
     )
     return workdir / "config/config.yaml"
@@ -181,7 +181,7 @@ def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_
     assert not [n for n in names if "/bootstrapScan/b1" in n or "/bootstrapIsr/b1" in n]
     assert [n for n in names if "/bootstrapScan/b2/" in n]
     scans = sorted((workdir / "results/offsets/run1/b1/scan").glob("*.json"))
-    assert [int(p.stem) for p in sorted(scans, key=lambda p: int(p.stem))] == [-6, -3, 0, 3, 6, 9]  # 3 px steps
+    assert [int(p.stem) for p in sorted(scans, key=lambda p: int(p.stem))] == [-8, -4, 0, 4, 8]  # 4 px steps
 
 
 def test_the_proposal_pictures_are_in_the_report(auto_run, tmp_path):
