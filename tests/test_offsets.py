@@ -191,3 +191,29 @@ def test_the_proposal_pictures_are_in_the_report(auto_run, tmp_path):
     html = report.read_text()
     assert "spectralOffset proposals" in html and "proposal.png" in html
     assert re.search(r"data:image/png;[^,\"]*base64,[A-Za-z0-9+/=]{10000}", html)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"spectralOffset": {"b1": "automatic"}},
+            "spectralOffset.b1: 'automatic' is neither a number of pixels nor auto",
+        ),
+        ({"offset_search": {"dispersion": {"r": 0.09}}}, "no dispersion (nm per pixel) for arm b of b1"),
+        ({"offset_search": {"range": [20, -20]}}, "offset_search.range: [20, -20] is not a range"),
+    ],
+)
+def test_a_bad_offset_setting_is_one_line_before_any_job(change, message, monkeypatch):
+    from pfscalib.config import ConfigError
+    from pfscalib.workflow import Workflow
+
+    monkeypatch.chdir(PROJECT)
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["spectralOffset"]["b1"] = "auto"
+    for key, value in change.items():
+        config[key] = {**config[key], **value}
+    with pytest.raises(ConfigError) as error:
+        Workflow(config, source="my.yaml")
+    assert str(error.value).startswith("my.yaml") and message in str(error.value)
+    assert "\n" not in str(error.value)
