@@ -121,7 +121,7 @@ def faulty_run(tmp_path_factory):
     set_config(
         workdir,
         demo={**config["demo"], "faults": ["b1:bias-noise"]},
-        spectralOffset={**config["spectralOffset"], "r1": 0},  # the truth is 6 pixels
+        spectralOffset={**config["spectralOffset"], "r1": -3},  # the truth is 6: 9 pixels off
     )
     # b2's bias from 4 frames (the others' from 5): its candidates below are measured against it
     (workdir / "visits/bias.tsv").write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1\nrun1\t100..103\tb2\n")

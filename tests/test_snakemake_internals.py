@@ -21,13 +21,14 @@ def test_a_command_of_the_wildcards_is_a_params_rerun_trigger():
 
 
 def test_every_rule_command_is_built_as_intended():
-    """Step and fiberProfilesInputs commands are rerun triggers (built by rerun_trigger); the check and
-    QA commands take output on purpose (see rules/common.smk). A params function written directly in a
-    rule would bypass that choice."""
+    """Step and fiberProfilesInputs commands are rerun triggers (built by rerun_trigger); the check, QA,
+    drift and quality-table commands take output on purpose (see rules/common.smk). A params function
+    written directly in a rule would bypass that choice."""
     rules = "\n".join(p.read_text() for p in sorted((PROJECT / "rules").glob("*.smk")))
     commands = re.findall(r"^\s+cmd=(.*),$", rules, re.M)
     assert commands and all(
-        c.startswith(("rerun_trigger(", "step_command(", "WF.commands.")) or c in ("check_command", "qa_command")
+        c.startswith(("rerun_trigger(", "step_command(", "WF.commands."))
+        or c in ("check_command", "qa_command", "drift_command", "quality_command")
         for c in commands
     ), commands
     assert "return rerun_trigger(" in (PROJECT / "rules/common.smk").read_text()

@@ -36,7 +36,7 @@ LAYOUTS = (CURRENT, LEGACY)
 ARC_LAMPS = ("Ne", "HgAr", "Kr")  # one lamp per arc exposure, as the Subaru calibration sequences take them
 # Defects the demo builder can simulate in one camera (make_repo --fault CAMERA:KIND): its frames of that
 # kind carry this many times the read noise (for the quality gate's tests).
-FAULTS = {"bias-noise": ("bias", 3.0), "dark-noise": ("dark", 3.0)}
+FAULTS = {"bias-noise": ("bias", 3.0), "dark-noise": ("dark", 5.0)}
 
 
 def faults_of(faults, camera: str) -> tuple[str, ...]:
