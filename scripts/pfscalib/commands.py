@@ -111,8 +111,10 @@ class Commands:
                 "table": s.table(step),
                 "collections": s.site_inputs(step),
                 "validity": list(s.validity(step, epoch)),
+                # the table's specs with their rows, not the expanded visits: one argument stays far
+                # below the kernel's 128 kB limit on a 16-camera site
                 "units": {
-                    unit: [list(pair) for pair in zip(selection.visits, selection.lines)]
+                    unit: [list(pair) for pair in zip(selection.specs, selection.spec_lines)]
                     for unit in s.units(step)
                     for selection in [self.selections[(step, epoch, unit)]]
                 },
