@@ -48,6 +48,10 @@ def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites
     from lsst.daf.butler import CollectionType
 
     selection = expanded(selection)
+    registered = butlerops.registered_instruments(butler)
+    if instrument not in registered:  # every visit would look missing: say what is wrong
+        return [f"instrument {instrument!r} (config instrument_name) is not registered in the repository "
+                f"(registered: {', '.join(registered) or 'none'})"]  # fmt: skip
     out: list[str] = []
     wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)

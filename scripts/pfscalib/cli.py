@@ -59,6 +59,9 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
     from .checks import problems
     from .job import write_json
 
+    if not Path(args.repo).exists() and "://" not in args.repo:
+        log.error("check-visits: datastore %s does not exist", args.repo)
+        return 1
     found = problems(open_butler(args.repo), args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
@@ -101,10 +104,19 @@ def cmd_register(args: argparse.Namespace) -> int:
     """Register every dataset type of the pipelines, and make the workflow's own collections, once before
     parallel jobs: a type registered while another process queries a CALIBRATION collection trips
     daf_butler's cache (seen as "Dataset type should be checked to be calibration by calling code")."""
-    from .butlerops import ensure_own_collections, open_butler, register_pipeline_dataset_types
+    from lsst.daf.butler import CollectionType
+
+    from .butlerops import ensure_own_collections, open_butler, own_collection_problems, register_pipeline_dataset_types
     from .job import write_json
 
     butler = open_butler(args.repo, writeable=True)
+    if args.calib_chain and args.rerun:  # before any write: a typo must not create a collection
+        wanted = {args.calib_chain: CollectionType.CHAINED}
+        wanted |= {c: CollectionType.CALIBRATION for c in args.calib_collection + args.collection}
+        found = own_collection_problems(butler, args.rerun, wanted, [args.calib_chain, *args.collection])
+        if found:
+            log.error("register-dataset-types: %s", found[0])
+            return 1
     register_pipeline_dataset_types(butler, args.pipeline, args.config)
     if args.calib_chain:
         ensure_own_collections(butler, args.calib_chain, args.calib_collection, args.collection)
@@ -210,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
     p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
     p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+    p.add_argument("--rerun", default=None, help="the workflow's rerun (its collections lie under it)")
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
     p.add_argument("--config", default="config/config.yaml")

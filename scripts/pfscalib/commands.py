@@ -132,7 +132,7 @@ class Commands:
         for step in STEP_NAMES:
             argv += ["-p", self.settings.pipeline(step)]
             argv += [a for o in self.settings.step_config(step) if ":connections." in o for a in ("-c", o)]
-        argv += ["--calib-chain", self.settings.collections["calib"]]
+        argv += ["--rerun", self.settings.config["rerun"], "--calib-chain", self.settings.collections["calib"]]
         for collection in self.settings.own_calib_collections():
             argv += ["--calib-collection", collection]
         outside = sorted({self.settings.calib_collection(s) for s in STEP_NAMES if STEPS[s].outside_calib_chain})

@@ -23,6 +23,14 @@ def state(step: str, epoch: str, unit: str) -> str:
     return f"{STATE_ROOT}/{epoch}/{step}/{unit}.json"
 
 
+PREFLIGHT = "results/preflight"
+
+
+def preflight_pass(root: str, step: str, fingerprint: str) -> str:
+    """A step's pipeline accepted its -c overrides and clean list (fingerprint: their content)."""
+    return f"{root}/{step}-{fingerprint}.json"
+
+
 def check(epoch: str) -> str:
     """The epoch's tables passed their checks against the registry."""
     return f"results/checks/{epoch}.json"
