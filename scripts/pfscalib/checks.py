@@ -28,6 +28,17 @@ def described(record: Any) -> str:
     return f"observation_type {record.observation_type!r}, lamps {getattr(record, 'lamps', None)!r}"
 
 
+def instrument_problems(butler, instrument: str) -> list[str]:
+    """The instrument is registered: otherwise every visit and collection would look missing."""
+    registered = butlerops.registered_instruments(butler)
+    if instrument in registered:
+        return []
+    return [
+        f"instrument {instrument!r} (config instrument_name) is not registered in the repository "
+        f"(registered: {', '.join(registered) or 'none'})"
+    ]
+
+
 def expanded(selection: dict) -> dict:
     """The selection with each unit's [visit list, row] pairs expanded to [visit, row]."""
     return {
@@ -48,10 +59,6 @@ def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites
     from lsst.daf.butler import CollectionType
 
     selection = expanded(selection)
-    registered = butlerops.registered_instruments(butler)
-    if instrument not in registered:  # every visit would look missing: say what is wrong
-        return [f"instrument {instrument!r} (config instrument_name) is not registered in the repository "
-                f"(registered: {', '.join(registered) or 'none'})"]  # fmt: skip
     out: list[str] = []
     wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)

@@ -302,6 +302,14 @@ class Settings:
             problem = collection_name_problem(name)
             if problem:
                 raise ConfigError(f"{self.source}: {key}", problem)
+        chain, own = self.collections["calib"], self.own_calib_collections()
+        for step in STEP_NAMES:
+            name = self.calib_collection(step)
+            if STEPS[step].outside_calib_chain and (name == chain or name in own or name.startswith(f"{chain}/")):
+                raise ConfigError(
+                    f"{self.source}: collections.bootstrap",
+                    f"{name!r} is the calib chain {chain!r} or lies in it; {step} certifies into a collection of its own",
+                )
         rerun, site = self.config["rerun"], self.instrument_name
         if rerun == site or rerun.startswith(f"{site}/"):
             raise ConfigError(

@@ -102,12 +102,12 @@ def check_columns(path: str, step: str, columns: list[str]) -> None:
         )
 
 
-def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> list[Row]:
-    """Read and validate one visit-selection table."""
+def read_table(path: str, step: str, epochs: dict, cameras: list[str], source: str = "config") -> list[Row]:
+    """Read and validate one visit-selection table (source: the config file that names it)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    columns, records = read_lines(path, f"config visits.{step}")
+    columns, records = read_lines(path, f"{source}: visits.{step}")
     check_columns(path, step, columns)
     if not records:
         raise ConfigError(path, "table has no rows")
@@ -172,7 +172,7 @@ class Selections:
         self._by_job: dict[tuple[str, str, str], Selection] = {}
         for step in STEP_NAMES:
             path = settings.table(step)
-            self._select(step, path, read_table(path, step, settings.epochs, settings.cameras))
+            self._select(step, path, read_table(path, step, settings.epochs, settings.cameras, settings.source))
 
     def __getitem__(self, job: tuple[str, str, str]) -> Selection:
         return self._by_job[job]
