@@ -230,9 +230,17 @@ BAD_TABLES = [
         "epoch\tvisits\nrun1\t12..5\nrun2\t200..204\n",
         "row 2 (column visits): bad visit range '12..5'",
     ),
-    ("garbage visits", "epoch\tvisits\nrun1\t10-12\nrun2\t200\n", "row 2: visits: '10-12' is not a visit list: visits must be N, A..B or A..B:S joined by ^"),
+    (
+        "garbage visits",
+        "epoch\tvisits\nrun1\t10-12\nrun2\t200\n",
+        "row 2: visits: '10-12' is not a visit list: visits must be N, A..B or A..B:S joined by ^",
+    ),
     ("unknown epoch", "epoch\tvisits\nrun9\t100\n", "row 2: epoch 'run9' is not in config epochs"),
-    ("unknown camera", "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n", "row 2: cameras: 'z1' is not a list of cameras"),
+    (
+        "unknown camera",
+        "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n",
+        "row 2: cameras: 'z1' is not a list of cameras",
+    ),
     ("camera not configured", "epoch\tvisits\tcameras\nrun1\t100\tn1\nrun2\t200\t\n", "camera(s) n1 not in config"),
     (
         "duplicate visit",

@@ -343,7 +343,9 @@ def registered_instruments(butler: Butler) -> list[str]:
     return sorted(r.name for r in butler.query_dimension_records("instrument", explain=False))
 
 
-def own_collection_problems(butler: Butler, rerun: str, wanted: dict[str, CollectionType], named: list[str]) -> list[str]:
+def own_collection_problems(
+    butler: Butler, rerun: str, wanted: dict[str, CollectionType], named: list[str]
+) -> list[str]:
     """Before the workflow makes its own collections: each is absent or of the type it makes; and a
     collection named in the config (named: the calib chain, the bootstrap maps' collection) that is
     absent while the rerun already holds collections of this workflow is a typo, not a first build: a new

@@ -74,7 +74,9 @@ def plain_date(value: Any, where: str) -> Any:
     one with a time zone is not (validity ranges are TAI, without a zone)."""
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None:
-            raise ConfigError(where, f"{value.isoformat()} has a time zone; give TAI without one (e.g. 2025-03-01T00:00:00)")
+            raise ConfigError(
+                where, f"{value.isoformat()} has a time zone; give TAI without one (e.g. 2025-03-01T00:00:00)"
+            )
         return value.isoformat()
     if isinstance(value, datetime.date):
         return value.isoformat()
@@ -308,7 +310,7 @@ class Settings:
             if STEPS[step].outside_calib_chain and (name == chain or name in own or name.startswith(f"{chain}/")):
                 raise ConfigError(
                     f"{self.source}: collections.bootstrap",
-                    f"{name!r} is the calib chain {chain!r} or lies in it; {step} certifies into a collection of its own",
+                    f"{name!r} is the calib chain {chain!r} or lies in it; {step} certifies into one of its own",
                 )
         rerun, site = self.config["rerun"], self.instrument_name
         if rerun == site or rerun.startswith(f"{site}/"):

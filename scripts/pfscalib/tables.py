@@ -53,7 +53,7 @@ def read_lines(path: str, where: str) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}); save the table as UTF-8 tab-separated text")
+        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8 tab-separated text") from None
     # split at \n only: str.splitlines also splits at form feeds and Unicode separators, which editors
     # do not count as lines
     lines = (line.removesuffix("\r") for line in text.split("\n"))
