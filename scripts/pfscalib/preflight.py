@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,8 +165,8 @@ def check_pipeline(wf: Workflow, step: str, cache: str = paths.PREFLIGHT) -> Non
     overrides = step_overrides(wf, step)
     clean = list(wf.setting(step, "clean", STEPS[step].clean))
     fingerprint = hashlib.sha256(
-        json.dumps([path.read_text(), overrides, clean, os.environ.get("DRP_STELLA_DIR", "")]).encode()
-    ).hexdigest()[:16]
+        json.dumps([path.read_text(), overrides, clean, *environment_identity()]).encode()
+    ).hexdigest()[:20]
     passed = Path(paths.preflight_pass(cache, step, fingerprint))
     if passed.exists():
         return
@@ -184,8 +185,25 @@ def check_pipeline(wf: Workflow, step: str, cache: str = paths.PREFLIGHT) -> Non
             f"{wf.source}: {key}",
             f"{', '.join(unknown)}: not produced by {path.name} (it produces {', '.join(sorted(produced))})",
         )
-    passed.parent.mkdir(parents=True, exist_ok=True)
-    passed.write_text(json.dumps({"pipeline": str(path), "overrides": overrides, "clean": clean}) + "\n")
+    try:
+        passed.parent.mkdir(parents=True, exist_ok=True)
+        passed.write_text(json.dumps({"pipeline": str(path), "overrides": overrides, "clean": clean}) + "\n")
+    except OSError:  # an unwritable cache costs the next run the check again, nothing else
+        pass
+
+
+def environment_identity() -> list[str]:
+    """What else decides whether a pipeline takes an override: the software stack and where its tasks
+    come from (the pipeline's imports and task classes)."""
+    from importlib import metadata
+
+    versions = []
+    for package in ("lsst-pipe-base", "lsst-pex-config"):
+        try:
+            versions.append(metadata.version(package))
+        except metadata.PackageNotFoundError:  # an LSST stack installs them under EUPS, not as dists
+            versions.append("")
+    return [sys.prefix, os.environ.get("DRP_STELLA_DIR", ""), os.environ.get("OBS_PFS_DIR", ""), *versions]
 
 
 def pipeline_graph(path: Path, overrides: list[str]):
