@@ -269,6 +269,8 @@ RANGES = [
          tables={"bias": tsv("epoch\tvisits", "run1\t300..1000000")}),
     Case("items adding up", "dag", ("selects 12,002 visits",),
          tables={"bias": tsv("epoch\tvisits", "run1\t1..6000^7000..13001")}),
+    Case("rows adding up", "dag", ("bias.tsv", "12,000 visits for epoch run1 and b1, more than 10,000 in a job"),
+         tables={"bias": tsv("epoch\tvisits", "run1\t1..6000", "run1\t7001..13000")}),
     Case("visit beyond 32 bits", "dag", ("bias.tsv: row 2 (column visits)", "beyond the largest visit number"),
          tables={"bias": tsv("epoch\tvisits", "run1\t99999999999")}),
     Case("range beyond 32 bits", "dag", ("beyond the largest visit number",),

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
 from .steps import KIND_WORDS, STEP_NAMES, STEPS
-from .visits import parse_visit_list
+from .visits import MAX_VISITS, parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
@@ -194,6 +194,10 @@ class Selections:
                             )
                         visits.append(visit)
                         lines.append(row.line)
+                if len(visits) > MAX_VISITS:  # one job's --visits must stay one command-line argument
+                    raise ConfigError(
+                        path, f"{len(visits):,} visits for epoch {epoch} and {unit}, more than {MAX_VISITS:,} in a job"
+                    )
                 if not visits:
                     raise ConfigError(
                         path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}"
