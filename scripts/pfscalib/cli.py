@@ -164,11 +164,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     import yaml
 
     from .config import ConfigError
+    from .preflight import load
     from .promote import PromotionError, promote
-    from .workflow import Workflow
 
     try:
-        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
     except (ConfigError, PromotionError) as exc:
