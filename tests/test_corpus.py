@@ -154,7 +154,7 @@ CONFIG = [
          config=lambda c: c["spectralOffset"].pop("r1")),
     Case("spectralOffset of another camera", "dag", ("spectralOffset.n4", "not a configured camera"),
          config=lambda c: c["spectralOffset"].update(n4=1)),
-    Case("spectralOffset in words", "dag", ("spectralOffset.b1", "'ten' is not of type 'number'"),
+    Case("spectralOffset in words", "dag", ("spectralOffset.b1", "'ten' is neither a number of pixels nor auto"),
          config=lambda c: c["spectralOffset"].update(b1="ten")),
     Case("malformed -c", "dag", ("steps.flat.config.0", "is not a -c override (LABEL:FIELD=VALUE"),
          config=steps(flat={"config": ["isr.doFlat"]})),
