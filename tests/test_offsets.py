@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shlex
 from pathlib import Path
@@ -95,9 +94,9 @@ def demo_config(workdir: Path, cameras: list[str], **changes) -> Path:
 
 
 def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp_path):
-    from pfscalib import butlerops
+    from pfscalib import butlerops, gate, metrics
     from pfscalib.demo.make_repo import make_repo
-    from pfscalib.scan import scan
+    from pfscalib.scan import run_point
     from pfscalib.workflow import Workflow
 
     cameras, unlit = ["b1", "r1", "b2", "r2"], "b3"
@@ -120,8 +119,9 @@ def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp
     refusals = [line for line in proc.stderr.splitlines() if "refused" in line]
     assert len(refusals) == 1 and "of b3 (run1) refused" in refusals[0] and "no usable arc" in refusals[0]
 
-    # The guide's one value for every camera: the same task's numbers at -10 against each proposal's.
+    # The guide's one value for every camera: the same task at -10, judged by the quality gate (#19).
     butler = butlerops.open_butler(str(tmp_path / "results/demo/repo"))
+    limits = gate.load_limits(str(tmp_path / wf.config["limits"]))
     bad = []
     for camera in cameras:
         argv = wf.commands.offset_pipetask_argv("run1", camera, 0)
@@ -130,14 +130,11 @@ def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp
             butler, argv[argv.index("-p") + 1], overrides, "bootstrap", [argv[argv.index("-i") + 1]],
             argv[argv.index("-d") + 1],
         )  # fmt: skip
-        guide = scan(butler, node, quantum, "spectralOffset", [-10], logging.getLogger("test"))[0]
-        proposal = json.loads((tmp_path / f"results/offsets/run1/{camera}/proposal.json").read_text())
-        search = wf.offset_search
-        if guide.score(search["rmsScale"]) * search["minContrast"] < proposal["score"] and (
-            guide.rms > 3 * proposal["best"]["rms"] or guide.fitted < proposal["best"]["fitted"] / 2
-        ):
+        _, messages = run_point(butler, node, quantum, "spectralOffset", -10)
+        rules = gate.judge(metrics.bootstrap_metrics(messages), limits, "bootstrap", camera[0])
+        if gate.verdict(rules) == "red":
             bad.append(camera)
-    assert bad, "the guide's -10 fitted every camera as well as its proposal"
+    assert bad, "the gate passed the guide's -10 for every camera"
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +169,7 @@ def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_
     assert abs(provenance["spectralOffset"] - 4.0) <= 1.0
     assert provenance["score"] > 0 and provenance["runnerUpOffset"] is not None
     assert f"bootstrap:spectralOffset={provenance['spectralOffset']:g}" in sentinel["commands"][0]
+    assert sentinel["quality"]["verdict"] != "red"  # the gate judged the proposal's map and let it through
     assert not (workdir / "results/certified/run1/bootstrap/b2.json").exists()
     log = (workdir / "logs/run1/propose_offset/b2.log").read_text().strip().splitlines()
     assert "spectralOffset of b2 (run1) refused, not bootstrapped: no usable arc: at most" in log[-1]

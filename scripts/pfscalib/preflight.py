@@ -150,8 +150,9 @@ def step_overrides(wf: Workflow, step: str) -> list[tuple[str, str]]:
     """(config key, LABEL:FIELD=VALUE) of every -c override any job of the step passes."""
     out = [(f"steps.{step}.config", o) for o in wf.step_config(step)]
     if STEPS[step].offset_override:
-        out += [(f"spectralOffset.{c}", f"{STEPS[step].offset_override}={wf.config['spectralOffset'][c]:g}")
-                for c in wf.cameras]  # fmt: skip
+        # auto: the field is checked with 0 (the scan and the proposal set numbers)
+        offsets = {c: 0 if c in wf.auto_cameras else wf.config["spectralOffset"][c] for c in wf.cameras}
+        out += [(f"spectralOffset.{c}", f"{STEPS[step].offset_override}={offsets[c]:g}") for c in wf.cameras]
     for unit, overrides in wf.setting(step, "camera_config", {}).items():
         out += [(f"steps.{step}.camera_config.{unit}", o) for o in overrides]
     return out

@@ -49,32 +49,41 @@ def _set_field(config, field: str, value: float) -> None:
 
 def scan(butler, task_node, quantum, field: str, offsets: list[int], log: logging.Logger) -> list[ScanPoint]:
     """The task at each offset: its logged numbers (an exception is recorded, as the pipetask jobs do)."""
-    from lsst.pipe.base import QuantumContext
-
     points = []
     for offset in offsets:
-        config = copy.deepcopy(task_node.config)
-        _set_field(config, field, float(offset))
-        task = task_node.task_class(config=config)
-        logger = getattr(task.log, "logger", task.log)
-        capture, level = _Capture(), logger.level
-        logger.addHandler(capture)
-        logger.setLevel(logging.INFO)
-        error = ""
-        try:
-            inputs, outputs = config.connections.ConnectionsClass(config=config).buildDatasetRefs(quantum)
-            task.runQuantum(QuantumContext(_ReadOnlyButler(butler), quantum), inputs, outputs)
-        except Exception as exc:  # the real task raises on no match in a CCD half: a score of 0, not a failure
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            logger.removeHandler(capture)
-            logger.setLevel(level)
-        point = parse_log(offset, capture.messages, error)
+        point, _ = run_point(butler, task_node, quantum, field, offset)
         log.info(
-            "offset %+d: %d lines fitted, RMS %.3f px%s", offset, point.fitted, point.rms, f" ({error})" * bool(error)
+            "offset %+d: %d lines fitted, RMS %.3f px%s",
+            offset,
+            point.fitted,
+            point.rms,
+            f" ({point.error})" * bool(point.error),
         )
         points.append(point)
     return points
+
+
+def run_point(butler, task_node, quantum, field: str, offset: float) -> tuple[ScanPoint, list[str]]:
+    """The task at one offset: its numbers and the log messages they come from."""
+    from lsst.pipe.base import QuantumContext
+
+    config = copy.deepcopy(task_node.config)
+    _set_field(config, field, float(offset))
+    task = task_node.task_class(config=config)
+    logger = getattr(task.log, "logger", task.log)
+    capture, level = _Capture(), logger.level
+    logger.addHandler(capture)
+    logger.setLevel(logging.INFO)
+    error = ""
+    try:
+        inputs, outputs = config.connections.ConnectionsClass(config=config).buildDatasetRefs(quantum)
+        task.runQuantum(QuantumContext(_ReadOnlyButler(butler), quantum), inputs, outputs)
+    except Exception as exc:  # the real task raises on no match in a CCD half: a score of 0, not a failure
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        logger.removeHandler(capture)
+        logger.setLevel(level)
+    return parse_log(offset, capture.messages, error), capture.messages
 
 
 # ---------------------------------------------------------------- the jobs (`pfscalib scan-offset` ...)
