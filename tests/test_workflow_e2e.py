@@ -39,8 +39,9 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
         config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
     config.update(changes)
     (tmp / "config").mkdir(parents=True, exist_ok=True)
-    if config.get("limits"):  # the demo's limits file, at the same relative path
+    if config.get("limits"):  # a copy of the demo's limits file, named absolutely (configs are copied about)
         (tmp / config["limits"]).write_text((PROJECT / config["limits"]).read_text())
+        config["limits"] = str(tmp / config["limits"])
     (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
     return tmp
 
