@@ -6,7 +6,8 @@
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
-    pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
+    pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
+    pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
 
@@ -124,9 +125,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
     try:
-        return status.main(args.config, args.format)
+        return status.main(args.config, args.format, args.wide)
     except Exception as exc:  # one line for the user, e.g. a missing repository
         log.error("status: %s", exc)
+        return 2
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from . import status
+
+    try:
+        return status.main_summary(args.config)
+    except Exception as exc:  # one line for the user, e.g. a missing repository
+        log.error("summary: %s", exc)
         return 2
 
 
@@ -237,7 +248,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="table: each cell's status in words and validity range")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("summary", help="what was certified per epoch and camera, and where to look (a few lines)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(func=cmd_summary)
     return top
 
 
