@@ -37,7 +37,8 @@ def check_request(settings: Settings, request: Request) -> None:
         raise ConfigError("--kind", f"{request.kind!r} is not a visit kind ({', '.join(KINDS)})")
     unknown = [c for c in request.cameras if c not in settings.cameras]
     if unknown:
-        raise ConfigError("--cameras", f"camera(s) {', '.join(unknown)} not in {source} ({', '.join(settings.cameras)})")
+        known = ", ".join(settings.cameras)
+        raise ConfigError("--cameras", f"camera(s) {', '.join(unknown)} not in {source} ({known})")
 
 
 def describe(record: Any) -> tuple[str, str, str, str]:

@@ -157,7 +157,8 @@ def render(df: pd.DataFrame, fmt: str, wf: Workflow | None = None) -> str:
 def summary(df: pd.DataFrame, wf: Workflow) -> str:
     """What was certified per epoch and camera, where, and where to look next: a few lines."""
     grid = camera_states(df, wf.cameras)
-    lines = [f"pfscalib: certified in {wf.datastore} (collections {wf.collections['calib']}, {wf.collections['bootstrap']}):"]
+    collections = f"{wf.collections['calib']}, {wf.collections['bootstrap']}"
+    lines = [f"pfscalib: certified in {wf.datastore} (collections {collections}):"]
     for epoch, v in wf.epochs.items():
         head = f"  {epoch} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]}):"
         done, parts = [], []
