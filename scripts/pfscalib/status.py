@@ -22,9 +22,9 @@ COLUMNS = ["epoch", "step", "camera", "datasetType", "state", "status", "begin",
 
 @dataclasses.dataclass(frozen=True)
 class State:
-    """One state of a camera's calibration: `short` is its cell in the compact table (at most 13
-    characters, the width of a step's name, so that the table fits in 100 columns), `text` its words in
-    the wide table, tsv and json. A new state (held, not applicable) is one more entry in STATES."""
+    """One state of a camera's calibration: `short` is its cell in the compact table (at most 8
+    characters: with the steps' names as headers the table then fits in 100 columns), `text` its words
+    in the wide table, tsv and json. A new state (held, not applicable) is one more entry in STATES."""
 
     short: str
     text: str
@@ -36,7 +36,7 @@ STATES = {
     "range": State("ok*", "ok (range differs from config)", ok=True),
     "missing": State("MISSING", "NOT CERTIFIED"),
     "lost": State("LOST", "NOT CERTIFIED (sentinel says certified)"),
-    "unrecorded": State("no sentinel", "certified, no sentinel"),
+    "unrecorded": State("FOREIGN", "certified, no sentinel"),
     "differs": State("DIFFERS", "differs from sentinel"),
     "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
 }
