@@ -134,15 +134,17 @@ def render_compact(df: pd.DataFrame, wf: Workflow) -> str:
     return text + "\n\n" + "\n".join(notes) + "\n"
 
 
-def render(df: pd.DataFrame, fmt: str, wf: Workflow | None = None) -> str:
+def render(df: pd.DataFrame, fmt: str, wf: Workflow, wide: bool = False) -> str:
     if fmt == "tsv":
         return df.to_csv(sep="\t", index=False)
     if fmt == "json":
         return df.to_json(orient="records", indent=1)
-    if fmt == "table" and wf is not None:
-        return render_compact(df, wf)
-    # wide: camera x calibration grid per epoch with each certification's range; fiberNorms is per arm,
-    # so it gets rows of its own
+    return render_wide(df) if wide else render_compact(df, wf)
+
+
+def render_wide(df: pd.DataFrame) -> str:
+    """Camera x calibration grid per epoch, each state in words with its certification's range;
+    fiberNorms is per arm, so it gets rows of its own."""
     cells = df.assign(
         cell=[f"{st} [{b[:10]}, {e[:10]})" if b else st for st, b, e in zip(df["status"], df["begin"], df["end"])]
     )
@@ -185,7 +187,7 @@ def load(config_path: str) -> Workflow:
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
     wf = load(config_path)
     df = status_table(wf)
-    text = render(df, fmt, None if wide else wf)
+    text = render(df, fmt, wf, wide)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0 if all_ok(df) else 1
 
