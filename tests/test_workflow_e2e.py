@@ -402,8 +402,11 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     assert [(r["epoch"], r["step"], r["camera"], r["status"]) for r in broken] == [
         ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")
     ]
-    table = run(["pfscalib", "status"], cwd=workdir).stdout
-    assert "NOT CERTIFIED" in table and "ok [2025-03-01, 2025-04-01)" in table
+    table = run(["pfscalib", "status"], cwd=workdir).stdout.splitlines()
+    assert table[2].split() == ["run1", "r1", "ok", "LOST", *["ok"] * 5]
+    assert "LOST: NOT CERTIFIED (sentinel says certified)" in table
+    wide = run(["pfscalib", "status", "--wide"], cwd=workdir).stdout
+    assert "NOT CERTIFIED" in wide and "ok [2025-03-01, 2025-04-01)" in wide
 
 
 def chromium() -> str:

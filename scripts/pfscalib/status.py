@@ -17,7 +17,7 @@ from . import paths
 from .steps import STEP_NAMES, STEPS
 from .workflow import Workflow
 
-COLUMNS = ["epoch", "step", "camera", "datasetType", "state", "status", "begin", "end", "run", "datasetId", "visits"]
+COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state"]
 
 
 @dataclasses.dataclass(frozen=True)
