@@ -165,8 +165,8 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
         head = f"  {epoch} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]}):"
         done, parts = [], []
         for camera in wf.cameras:
-            bad = [f"{step} {STATES[state].short}" for step, state in grid.loc[(epoch, camera)].items()
-                   if not STATES[state].ok]  # fmt: skip
+            states = grid.loc[(epoch, camera)].items()
+            bad = [f"{step} {STATES[state].text.format(n='several')}" for step, state in states if not STATES[state].ok]
             if bad:
                 parts.append(f"{camera} {', '.join(bad)}")
             else:
