@@ -114,18 +114,16 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    import yaml
-
     from .butlerops import QueryError
-    from .config import ConfigError, Settings
-    from .select_visits import Request, select
+    from .config import ConfigError
+    from .select_visits import Request, select, settings
 
     request = Request(
         args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
     )
     try:
-        settings = Settings(yaml.safe_load(Path(args.config).read_text()), source=args.config)
-        text = select(settings, args.repo or settings.datastore, request)
+        config = settings(args.config)
+        text = select(config, args.repo or config.datastore, request)
     except (ConfigError, QueryError) as exc:
         log.error("select-visits: %s", exc)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 from typing import Any, get_args
 
 from .config import ConfigError, Settings
@@ -57,6 +58,16 @@ def table(epoch: str, records: list[Any], cameras: tuple[str, ...] = ()) -> str:
         columns = [epoch, compact_visit_list(visits), *([",".join(cameras)] if cameras else []), comment]
         lines.append("\t".join(columns))
     return "\n".join(lines) + "\n"
+
+
+def settings(config_path: str) -> Settings:
+    """The config as the Snakefile reads it (no duplicated key); its tables are not needed."""
+    import yaml
+
+    from .preflight import check_config_files
+
+    check_config_files([config_path])
+    return Settings(yaml.safe_load(Path(config_path).read_text()), source=config_path)
 
 
 def select(settings: Settings, repo: str, request: Request) -> str:

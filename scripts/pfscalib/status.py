@@ -181,7 +181,10 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
 
 
 def load(config_path: str) -> Workflow:
-    return Workflow(yaml.safe_load(Path(config_path).read_text()), source=config_path)
+    """The config as the Snakefile reads it (one file, no duplicated key)."""
+    from .preflight import load
+
+    return load(yaml.safe_load(Path(config_path).read_text()), [config_path])
 
 
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
