@@ -223,11 +223,3 @@ class Selections:
         """Content-addressed: an edited table defines a new profiles_run."""
         digest = hashlib.sha1(json.dumps(self.profile_groups(epoch)).encode()).hexdigest()[:8]
         return f"{epoch}_{digest}"
-
-
-def visit_table(epoch: str, records: list) -> str:
-    """A visit-selection table of visit records, one visit a row, described in the comment column."""
-    lines = ["epoch\tvisits\tcomment"]
-    for r in records:
-        lines.append(f"{epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}")
-    return "\n".join(lines) + "\n"
