@@ -212,6 +212,14 @@ def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
     return bool(list(records))
 
 
+def profiles_run_visits(butler: Butler, instrument: str, name: str) -> set[int]:
+    """The visits a profiles_run's groups hold (empty if it is not defined)."""
+    records = butler.query_dimension_records(
+        "profiles_visits", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
+    )
+    return {r.visit for r in records}
+
+
 def select_visits(
     butler: Butler, instrument: str, where: str = "", target_name: str | None = None,
     observation_type: str | None = None,
