@@ -372,6 +372,20 @@ def find_calibration(butler: Butler, dataset_type: str, collections: list[str], 
     return butler.find_dataset(dataset_type, restricted, collections=collections, timespan=timespan) is not None
 
 
+def calibration_spans(butler: Butler, dataset_type: str, collections: list[str], data_id: dict) -> list[Timespan]:
+    """The validity ranges over which a calibration of this type is certified for the data ID in the
+    CALIBRATION collections reached from these collections (chains followed); none for an unknown type."""
+    from lsst.daf.butler import CollectionType, MissingDatasetTypeError
+
+    try:
+        associations = butler.registry.queryDatasetAssociations(
+            dataset_type, collections=collections, collectionTypes={CollectionType.CALIBRATION}, flattenChains=True
+        )
+        return [a.timespan for a in associations if all(a.ref.dataId[k] == v for k, v in data_id.items())]
+    except MissingDatasetTypeError:
+        return []
+
+
 # ---------------------------------------------------------------- promotion (pfscalib.promote)
 def certify_copies(butler: Butler, collections: dict[str, str], sentinels: list[dict]) -> None:
     """Certify the sentinels' datasets, with their validity ranges, into the product's new CALIBRATION

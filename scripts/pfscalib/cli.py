@@ -56,10 +56,13 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import problems
+    from .checks import missing_site_calibrations, problems
     from .job import write_json
 
-    found = problems(open_butler(args.repo), args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+    butler = open_butler(args.repo)
+    found = problems(butler, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+    if args.site_calibrations:
+        found += missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations))
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
         log.error("check-visits: %s%s", found[0], more)
@@ -193,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
+    p.add_argument("--site-calibrations", default="", help="JSON: an arm's site calibrations, range, collections")
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output", "--groups"):

@@ -126,6 +126,15 @@ class Commands:
         argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
         for dataset_type in s.config.get("prerequisites", []):
             argv += ["--prerequisite", dataset_type]
+        site = {c: list(s.site_calibrations(c)) for c in s.cameras if s.site_calibrations(c)}
+        if site:
+            span = s.epochs[epoch]
+            wanted = {
+                "range": [span["begin"], span.get("end")],
+                "collections": s.collections["inputs"],
+                "cameras": site,
+            }
+            argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
         return shlex.join(argv)
 
     def register(self) -> str:
@@ -142,9 +151,13 @@ class Commands:
         return shell_join(argv)
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
-        return shell_join(
-            ["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels]
-        )
+        s = self.settings
+        argv = ["python", "-m", "pfscalib.qa", "--repo", s.datastore, "--outdir", outdir]
+        for step in STEP_NAMES:
+            for unit in s.all_units(step):
+                if s.role(step, unit) != "build":
+                    argv += ["--not-built", f"{step}:{unit}:{s.role_words(step, unit)}"]
+        return shell_join(argv + sentinels)
 
     @staticmethod
     def status(config_file: str) -> str:
