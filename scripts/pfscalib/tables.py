@@ -15,6 +15,7 @@ from .steps import KIND_WORDS, STEP_NAMES, STEPS
 from .visits import parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+GROUP_ROLE_WORDS = {"bright": "", "dark": " dark"}  # "group 2", "group 2 dark" in messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +202,7 @@ class Selections:
             for camera in cameras:
                 own = {(int(r.group), r.role) for r in mine if r.covers(camera)}
                 lacking = [
-                    f"group {n}{' dark' if role == 'dark' else ''}" for n, role in wanted if (n, role) not in own
+                    f"group {n}{ {'bright': '', 'dark': ' dark'}[role] }" for n, role in wanted if (n, role) not in own
                 ]
                 if lacking:
                     raise ConfigError(
