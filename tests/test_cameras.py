@@ -3,7 +3,7 @@
 n (NIR, H4RG): no bias or dark job; its ISR reads the site's nirDark, checked over the epoch before any job.
 m (medium resolution): bias and dark from r of the same spectrograph (the ISR's r<->m fallback); its own
 bootstrap pair and fibre-profile groups (one profiles_run per epoch and mode: <epoch>_brn, <epoch>_m).
-One end-to-end run on r1, n1, m1 and one epoch, compared with the simulated truth (README tolerances).
+One end-to-end run on r2, n1, m2 and one epoch, compared with the simulated truth (README tolerances).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pfscalib.workflow import Workflow
 
 from conftest import PROJECT, run
 
-CAMERAS = ["r1", "n1", "m1"]  # b behaves as r (tested everywhere else)
+CAMERAS = ["r2", "n1", "m2"]  # b behaves as r (tested everywhere else)
 BRN, M = "r,n", "m"
 # run1's visits (pfscalib.demo.simulate.epoch_visits): brn mode 100..127, the same lit set in m mode 128..147
 TABLES = {
@@ -106,7 +106,7 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
         for p in cameras_run.glob("results/certified/run1/*/*.json")
     }
     expected = {f"{s}/{c}.json" for s in ("flat", "bootstrap", "detectorMap", "fiberProfiles") for c in CAMERAS}
-    expected |= {f"{s}/r1.json" for s in ("bias", "dark")}  # none for n1 (no bias), m1 (r1's)
+    expected |= {f"{s}/r2.json" for s in ("bias", "dark")}  # none for n1 (no bias), m2 (r2's)
     assert built == expected | {f"fiberNorms/{a}.json" for a in "rnm"}
     assert not list(cameras_run.glob("logs/run1/bias/[nm]1.log")) and not list(
         cameras_run.glob("logs/run1/dark/[nm]1.log")
@@ -119,8 +119,8 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
         )
     for camera in CAMERAS:
         sentinel = json.loads((cameras_run / f"results/certified/run1/fiberProfiles/{camera}.json").read_text())
-        assert f"profiles_run = 'run1_{'m' if camera == 'm1' else 'brn'}'" in " ".join(sentinel["commands"][0])
-    # m1's and n1's ISRs ran with doBias and doDark, where no m or n bias or dark exists: m1's took r1's (the
+        assert f"profiles_run = 'run1_{'m' if camera == 'm2' else 'brn'}'" in " ".join(sentinel["commands"][0])
+    # m2's and n1's ISRs ran with doBias and doDark, where no m or n bias or dark exists: m2's took r2's (the
     # r<->m fallback), n1's took none and the site's nirDark (without it: test_missing_site_nir_dark_...)
     butler = Butler.from_config(str(cameras_run / "results/demo/repo"))
     for dataset_type in ("bias", "dark"):
@@ -152,8 +152,8 @@ def test_status_shows_what_does_not_apply(cameras_run, monkeypatch):
     monkeypatch.chdir(cameras_run)
     wf = Workflow(yaml.safe_load(Path("config/config.yaml").read_text()))
     table = status_table(wf).set_index(["step", "camera"])["status"]
-    assert table[("bias", "n1")] == "n/a" and table[("dark", "m1")] == "n/a: from r1"
-    assert table[("flat", "n1")] == "ok" and table[("bias", "r1")] == "ok"
+    assert table[("bias", "n1")] == "n/a" and table[("dark", "m2")] == "n/a: from r2"
+    assert table[("flat", "n1")] == "ok" and table[("bias", "r2")] == "ok"
 
 
 def test_missing_site_nir_dark_stops_the_run_before_any_job(cameras_run, tmp_path):
@@ -227,12 +227,12 @@ def test_bad_inputs_one_line_each(tmp_path):
     assert "mode m: either every fiberProfiles group has dark visits or none has" in bad(
         tmp_path / "1", profiles=lacking
     )
-    only_m1 = [(v, "m1" if (c == M and g == 3) else c, g, r) for v, c, g, r in PROFILES]
-    message = bad(tmp_path / "2", cameras=[*CAMERAS, "m2", "r2"], profiles=only_m1)
-    assert "camera m2 lacks group 3, group 3 dark of mode m's fibre-profile groups" in message
+    only_m2 = [(v, "m2" if (c == M and g == 3) else c, g, r) for v, c, g, r in PROFILES]
+    message = bad(tmp_path / "2", cameras=[*CAMERAS, "m1", "r1"], profiles=only_m2)
+    assert "camera m1 lacks group 3, group 3 dark of mode m's fibre-profile groups" in message
     no_m_pair = {**TABLES, "bootstrap": [("108^114", BRN)]}
-    assert bad(tmp_path / "3", tables=no_m_pair).endswith("bootstrap.tsv: no visits for epoch run1 and camera m1")
-    n_bias = {**TABLES, "bias": [("100..104", "r1"), ("100..104", "n1")]}
+    assert bad(tmp_path / "3", tables=no_m_pair).endswith("bootstrap.tsv: no visits for epoch run1 and camera m2")
+    n_bias = {**TABLES, "bias": [("100..104", "r2"), ("100..104", "n1")]}
     message = bad(tmp_path / "4", tables=n_bias)
     assert (
         "bias.tsv: row 3 (column cameras): bias is not built for n1: the ISR of an n (H4RG) camera takes no bias"

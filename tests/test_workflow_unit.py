@@ -232,7 +232,11 @@ BAD_TABLES = [
     ),
     ("garbage visits", "epoch\tvisits\nrun1\t10-12\nrun2\t200\n", "row 2: visits: '10-12' does not match"),
     ("unknown epoch", "epoch\tvisits\nrun9\t100\n", "row 2: epoch 'run9' is not in config epochs"),
-    ("unknown camera", "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n", "row 2: cameras: 'z1' is not a comma-separated list of cameras (b1) or arms (b)"),
+    (
+        "unknown camera",
+        "epoch\tvisits\tcameras\nrun1\t100\tz1\nrun2\t200\t\n",
+        "row 2: cameras: 'z1' is not a comma-separated list of cameras (b1) or arms (b)",
+    ),
     ("camera not configured", "epoch\tvisits\tcameras\nrun1\t100\tn1\nrun2\t200\t\n", "camera(s) n1 not in config"),
     (
         "duplicate visit",

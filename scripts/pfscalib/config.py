@@ -148,9 +148,8 @@ class Settings:
         """Sentinels this job's inputs come from: its camera's, its lender's (m: r's bias and dark), or those of
         every camera of its arm; none for a product the camera's ISR does not read."""
         cameras = self.cameras_of(unit) if STEPS[step].per_arm else [unit]
-        makers = [self.maker(need, c) for need in STEPS[step].needs for c in cameras]
-        needs = [need for need in STEPS[step].needs for c in cameras]
-        return list(dict.fromkeys(paths.sentinel(n, epoch, m) for n, m in zip(needs, makers) if m))
+        makers = [(need, self.maker(need, c)) for need in STEPS[step].needs for c in cameras]
+        return list(dict.fromkeys(paths.sentinel(need, epoch, maker) for need, maker in makers if maker))
 
     def setting(self, step: str, key: str, default: Any = None) -> Any:
         return self.steps[step].get(key, default)

@@ -201,9 +201,7 @@ class Selections:
             ]
             for camera in cameras:
                 own = {(int(r.group), r.role) for r in mine if r.covers(camera)}
-                lacking = [
-                    f"group {n}{ {'bright': '', 'dark': ' dark'}[role] }" for n, role in wanted if (n, role) not in own
-                ]
+                lacking = [f"group {n}{GROUP_ROLE_WORDS[role]}" for n, role in wanted if (n, role) not in own]
                 if lacking:
                     raise ConfigError(
                         path,

@@ -187,8 +187,9 @@ class CameraTruth:
 
     @cached_property
     def fiber_sigma(self) -> np.ndarray:
-        """Gaussian profile width (pixels) of each fibre: the truth of fiberProfiles."""
-        return 1.2 + 0.6 * _rng(self.seed, "sigma", self.camera).random(NFIBER)
+        """Gaussian profile width (pixels) of each fibre: the truth of fiberProfiles; like the traces, the slit's
+        image through the camera, so m's are r's."""
+        return 1.2 + 0.6 * _rng(self.seed, "sigma", self.detector).random(NFIBER)
 
     @cached_property
     def throughput(self) -> np.ndarray:
@@ -202,7 +203,9 @@ class CameraTruth:
 
     @cached_property
     def trace_coeffs(self) -> tuple[float, float]:
-        rng = _rng(self.seed, "trace", self.camera)
+        """Tilt and curvature of the traces: the slit's image on the detector, which m's grating leaves where
+        r's puts it (a grating disperses along the rows only)."""
+        rng = _rng(self.seed, "trace", self.detector)
         return float(rng.uniform(-2.5, 2.5)), float(rng.uniform(0.5, 2.0))
 
     def fiber_x(self, y: np.ndarray, dither: int = 0) -> np.ndarray:
