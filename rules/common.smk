@@ -7,16 +7,26 @@ import sys
 from pfscalib import paths
 from pfscalib.snakemake_internals import declare_resource_evaluation, declared, rerun_trigger
 from pfscalib.steps import STEPS, priority as step_priority
-from pfscalib.workflow import ConfigError, load as load_workflow
+from pfscalib import preflight
+from pfscalib.config import ConfigError
 
 declare_resource_evaluation()
 
-CONFIG_SOURCE = ",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+CONFIG_SOURCE = CONFIG_FILES[0]
 try:
-    WF = load_workflow(config, source=CONFIG_SOURCE)
+    WF = preflight.load(config, CONFIG_FILES)
 except ConfigError as error:
-    # One line naming file, row/key and problem, before any job is scheduled.
+    # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
+
+
+def preflight_environment():
+    """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job."""
+    try:
+        preflight.environment(WF)
+    except ConfigError as error:
+        sys.exit(f"pfscalib: {error}")
 
 
 wildcard_constraints:

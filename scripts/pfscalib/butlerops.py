@@ -347,6 +347,34 @@ def repair_run(butler: Butler, run: str, repo: str) -> list[str]:
     return done
 
 
+def registered_instruments(butler: Butler) -> list[str]:
+    return sorted(r.name for r in butler.query_dimension_records("instrument", explain=False))
+
+
+def own_collection_problems(
+    butler: Butler, rerun: str, wanted: dict[str, CollectionType], named: list[str]
+) -> list[str]:
+    """Before the workflow makes its own collections: each is absent or of the type it makes; and a
+    collection named in the config (named: the calib chain, the bootstrap maps' collection) that is
+    absent while the rerun already holds collections of this workflow is a typo, not a first build: a new
+    one would certify where no later step reads and hide what was built."""
+    out = []
+    for name, kind in wanted.items():
+        found = collection_type(butler, name)
+        if found is not None and found is not kind:
+            out.append(f"collection {name!r} exists as a {found.name} collection; the workflow needs it {kind.name}")
+    absent = [name for name in named if collection_type(butler, name) is None]
+    if absent:
+        others = [c for c in butler.collections.query(f"{rerun}/*") if c not in wanted]
+        if others:
+            out.append(
+                f"collection {absent[0]!r} (config collections) does not exist, but rerun {rerun!r} already holds "
+                f"this workflow's collections ({', '.join(sorted(others)[:2])} ...): correct the name, or start a "
+                "new rerun"
+            )
+    return out
+
+
 def ensure_own_collections(butler: Butler, chain: str, members: list[str], others: list[str]) -> None:
     """The workflow's own collections, made once before any job writes (jobs never race to make them):
     a CALIBRATION collection per product, chained into a CHAINED chain (children the user added stay),

@@ -54,15 +54,43 @@ def cmd_job(args: argparse.Namespace) -> int:
     return job.run_job(certify_request(args), args.command, args.in_process)
 
 
+def own_problems(butler, args: argparse.Namespace) -> list[str]:
+    """The workflow's own collections (--rerun, --calib-chain, --calib-collection, --collection) are
+    absent or of their type, and none named in the config is a typo (butlerops.own_collection_problems)."""
+    from lsst.daf.butler import CollectionType
+
+    from .butlerops import own_collection_problems
+
+    if not (args.calib_chain and args.rerun):
+        return []
+    wanted = {args.calib_chain: CollectionType.CHAINED}
+    wanted |= {c: CollectionType.CALIBRATION for c in args.calib_collection + args.collection}
+    return own_collection_problems(butler, args.rerun, wanted, [args.calib_chain, *args.collection])
+
+
+def _own_collection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rerun", default=None, help="the workflow's rerun (its collections lie under it)")
+    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
+    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
+    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+
+
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import missing_site_calibrations, problems
+    from .checks import instrument_problems, missing_site_calibrations, problems
     from .job import write_json
 
+    if not Path(args.repo).exists() and "://" not in args.repo:
+        log.error("check-visits: datastore %s does not exist", args.repo)
+        return 1
     butler = open_butler(args.repo)
-    found = problems(butler, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
-    if args.site_calibrations:
-        found += missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations))
+    # in this order: a wrong instrument or a typo'd collection would make every visit look missing
+    found = (
+        instrument_problems(butler, args.instrument)
+        or own_problems(butler, args)
+        or problems(butler, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+        + missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations or "{}"))
+    )
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
         log.error("check-visits: %s%s", found[0], more)
@@ -115,6 +143,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     from .job import write_json
 
     butler = open_butler(args.repo, writeable=True)
+    found = own_problems(butler, args)  # before any write: a typo must not create a collection
+    if found:
+        log.error("register-dataset-types: %s", found[0])
+        return 1
     register_pipeline_dataset_types(butler, args.pipeline, args.config)
     if args.calib_chain:
         ensure_own_collections(butler, args.calib_chain, args.calib_collection, args.collection)
@@ -140,11 +172,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     import yaml
 
     from .config import ConfigError
+    from .preflight import load
     from .promote import PromotionError, promote
-    from .workflow import Workflow
 
     try:
-        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
     except (ConfigError, PromotionError) as exc:
@@ -197,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
     p.add_argument("--site-calibrations", default="", help="JSON: an arm's site calibrations, range, collections")
+    _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output", "--groups"):
@@ -218,9 +251,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("-p", "--pipeline", action="append", default=[])
     p.add_argument("-c", "--config", action="append", default=[], help="LABEL:KEY=VALUE connection overrides")
-    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
-    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
-    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+    _own_collection_options(p)
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
     p.add_argument("--config", default="config/config.yaml")
