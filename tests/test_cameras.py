@@ -168,6 +168,7 @@ def test_missing_site_nir_dark_stops_the_run_before_any_job(cameras_run, tmp_pat
     line = "n1: the site's nirDark is not certified over [2025-03-01T00:00:00, 2025-04-01T00:00:00) (epoch run1)"
     log = (workdir / "logs/run1/check_visits.log").read_text()
     assert line in log and len([ln for ln in log.splitlines() if "check-visits" in ln]) == 1
+    assert line in proc.stdout + proc.stderr  # on the console, not only in the job's log
     assert not (workdir / "results/registry").exists() and not list(workdir.glob("logs/run1/*/"))
 
 
