@@ -5,8 +5,9 @@
     pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
-    pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
-    pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
+    pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
+    pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
+    pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
 
@@ -121,13 +122,19 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, select_visits
-    from .tables import visit_table
+    from .butlerops import QueryError
+    from .config import ConfigError
+    from .select_visits import Request, select, settings
 
-    records = select_visits(
-        open_butler(args.repo), args.instrument, args.where, args.target_name, args.observation_type
+    request = Request(
+        args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
     )
-    text = visit_table(args.epoch, records)
+    try:
+        config = settings(args.config)
+        text = select(config, args.repo or config.datastore, request)
+    except (ConfigError, QueryError) as exc:
+        log.error("select-visits: %s", exc)
+        return 2
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -158,9 +165,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
     try:
-        return status.main(args.config, args.format)
+        return status.main(args.config, args.format, args.wide)
     except Exception as exc:  # one line for the user, e.g. a missing repository
         log.error("status: %s", exc)
+        return 2
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from . import status
+
+    try:
+        return status.main_summary(args.config)
+    except Exception as exc:  # one line for the user, e.g. a missing repository
+        log.error("summary: %s", exc)
         return 2
 
 
@@ -238,12 +255,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
     p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
-    p.add_argument("--repo", required=True)
+    p.add_argument("--config", default="config/config.yaml", help="its epochs, cameras, datastore, instrument")
+    p.add_argument("--epoch", required=True, help="visits that start within this epoch's validity range")
+    p.add_argument("--kind", default=None, help="bias, dark, flat (quartz) or arc, as the checks tell them")
+    p.add_argument("--cameras", default="", help="comma-separated: only visits with raws of these cameras")
+    p.add_argument("--repo", default=None, help="default: the config's datastore")
     p.add_argument("--where", default="", help='registry query, e.g. "visit.day_obs = 20250310"')
     p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
-    p.add_argument("--epoch", required=True)
-    p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
     p = sub.add_parser("register-dataset-types", help="register the dataset types of pipelines")
@@ -269,7 +288,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="table: each cell's status in words and validity range")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("summary", help="what was certified per epoch and camera, and where to look (a few lines)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(func=cmd_summary)
     return top
 
 

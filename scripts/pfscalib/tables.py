@@ -277,11 +277,3 @@ class Selections:
             digest = hashlib.sha1(json.dumps(groups).encode()).hexdigest()[:6]
             name = f"{name}_{digest}"
         return name
-
-
-def visit_table(epoch: str, records: list) -> str:
-    """A visit-selection table of visit records, one visit a row, described in the comment column."""
-    lines = ["epoch\tvisits\tcomment"]
-    for r in records:
-        lines.append(f"{epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}")
-    return "\n".join(lines) + "\n"
