@@ -33,6 +33,7 @@ wildcard_constraints:
     epoch="|".join(map(re.escape, WF.epochs)),
     arm="|".join(WF.arms),
     spectrograph="|".join(sorted({c[1:] for c in WF.cameras})),
+    mode="|".join(WF.modes()),
 
 
 def unit_of(wildcards):
@@ -59,28 +60,19 @@ def epoch_checks(epoch="{epoch}"):
 
 
 def step_inputs(step, proposal=True):
-    """The sentinels the job's inputs come from, its epoch's check and the dataset-type registration
-    (and the epoch's profiles_run where the step reads one). A per-camera step reads its own camera's
-    products: patterns, so Snakemake calls nothing per job. A per-arm step reads every spectrograph of
-    its arm: a function of the cameras."""
-    if not step.per_arm:
-        needs = WF.needs(step.name, "{epoch}", "{arm}{spectrograph}") + epoch_checks()
-        needs += [paths.profiles("{epoch}")] if step.profile_groups else []
-        if not (proposal and step.offset_override and WF.auto_cameras):
-            return needs
-
-        @declared
-        def with_proposal(wildcards):  # spectralOffset auto: the camera's proposal too
-            epoch, camera = wildcards.epoch, unit_of(wildcards)
-            proposed = [paths.offset_proposal(epoch, camera)] if camera in WF.auto_cameras else []
-            profiles = [paths.profiles(epoch)] if step.profile_groups else []
-            return WF.needs(step.name, epoch, camera) + epoch_checks(epoch) + profiles + proposed
-
-        return with_proposal
+    """The sentinels the job's inputs come from (its camera's, its lender's, or every camera of its arm;
+    none for a product its camera's ISR does not read: pfscalib.steps.ARMS), its epoch's check and the
+    dataset-type registration, the profiles_run of its camera's mode where the step reads one, and with
+    spectralOffset auto the camera's proposal (proposal=False: the scan's own ISR job)."""
 
     @declared
     def inputs(wildcards):
-        return WF.needs(step.name, wildcards.epoch, wildcards.arm) + epoch_checks(wildcards.epoch)
+        unit = unit_of(wildcards)
+        profiles = [paths.profiles(wildcards.epoch, WF.mode(unit))] if step.profile_groups else []
+        proposed = []
+        if proposal and step.offset_override and unit in WF.auto_cameras:
+            proposed = [paths.offset_proposal(wildcards.epoch, unit)]
+        return WF.needs(step.name, wildcards.epoch, unit) + epoch_checks(wildcards.epoch) + profiles + proposed
 
     return inputs
 

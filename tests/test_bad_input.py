@@ -179,4 +179,4 @@ def test_select_visits_binds_target_names(demo_repo):
         ],
         check=True,
     )
-    assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105", "106", "107"]
+    assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105..107"]

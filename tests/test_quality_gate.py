@@ -39,7 +39,8 @@ MIDDLEWARE = {"get", "get_dataset", "query_datasets", "run", "id", "message", "d
 PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "append", "split", "read_text", "sum",
           "update", "splitlines", "__name__", "warning", "mkdir", "parse_args", "add_argument", "UUID", "rule", "level",
           "to_csv"}  # fmt: skip
-NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "qa_plot"}  # argparse's; steps.Step's
+# argparse's namespace; steps.Step's
+NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot"}
 MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",
               "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "savefig"}  # fmt: skip
 

@@ -212,25 +212,53 @@ def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
     return bool(list(records))
 
 
+def profiles_run_visits(butler: Butler, instrument: str, name: str) -> set[int]:
+    """The visits a profiles_run's groups hold (empty if it is not defined)."""
+    records = butler.query_dimension_records(
+        "profiles_visits", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
+    )
+    return {r.visit for r in records}
+
+
+class QueryError(ValueError):
+    """A user's query the registry cannot run; str() is one line naming it and why."""
+
+
 def select_visits(
     butler: Butler, instrument: str, where: str = "", target_name: str | None = None,
-    observation_type: str | None = None,
+    observation_type: str | None = None, begin: str | None = None, end: str | None = None,
 ) -> list[Any]:  # fmt: skip
-    """Visit records matching a user's query (its own text) and bound target name / observation type."""
-    clauses, bind = ["instrument = inst"], {"inst": instrument}
+    """Visit records matching a user's query (its own text) and bound target name / observation type,
+    that start within [begin, end) (TAI ISO-8601, None unbounded), ordered by visit."""
+    import re
+
+    from lsst.daf.butler import InvalidQueryError
+
+    span = make_timespan(begin, end)
+    # The user's text first, so that a parse error's character position is the user's (+1 for "(").
+    clauses, bind = ["instrument = inst", "visit.timespan OVERLAPS span"], {"inst": instrument, "span": span}
     if where:
-        clauses.append(f"({where})")
+        clauses.insert(0, f"({where})")
     if target_name is not None:
         clauses.append("visit.target_name = target")
         bind["target"] = target_name
     if observation_type is not None:
         clauses.append("visit.observation_type = obstype")
         bind["obstype"] = observation_type
-    return list(
-        butler.query_dimension_records(
-            "visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False
+    try:
+        records = list(
+            butler.query_dimension_records(
+                "visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False
+            )
         )
-    )
+    except InvalidQueryError as exc:
+        cause = str(exc).splitlines()[0]
+        at = re.search(r"position (\d+)", str(exc.__cause__))
+        if str(exc).startswith("Failed to parse"):  # the position counts the "(" before the user's text
+            cause = f"cannot parse it at character {at[1]} ({where[int(at[1]) - 1 :]!r})" if at else "cannot parse it"
+        raise QueryError(f"--where {where!r} is not a valid registry query: {cause}") from None
+    # OVERLAPS also takes a visit that straddles a boundary: a visit belongs to the range it starts in.
+    return [r for r in records if span.contains(r.timespan.begin)]
 
 
 def register_pipeline_dataset_types(butler: Butler, pipelines: list[str], overrides: list[str]) -> None:
@@ -390,6 +418,20 @@ def find_calibration(butler: Butler, dataset_type: str, collections: list[str], 
         return False
     restricted = {k: v for k, v in data_id.items() if k in dimensions}
     return butler.find_dataset(dataset_type, restricted, collections=collections, timespan=timespan) is not None
+
+
+def calibration_spans(butler: Butler, dataset_type: str, collections: list[str], data_id: dict) -> list[Timespan]:
+    """The validity ranges over which a calibration of this type is certified for the data ID in the
+    CALIBRATION collections reached from these collections (chains followed); none for an unknown type."""
+    from lsst.daf.butler import CollectionType, MissingDatasetTypeError
+
+    try:
+        associations = butler.registry.queryDatasetAssociations(
+            dataset_type, collections=collections, collectionTypes={CollectionType.CALIBRATION}, flattenChains=True
+        )
+        return [a.timespan for a in associations if all(a.ref.dataId[k] == v for k, v in data_id.items())]
+    except MissingDatasetTypeError:
+        return []
 
 
 # ---------------------------------------------------------------- promotion (pfscalib.promote)

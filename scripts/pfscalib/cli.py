@@ -5,11 +5,12 @@
     pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
-    pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
+    pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
     pfscalib scan-offset | scan-offsets ... -- pipetask run ...   bootstrap task at grid offsets (auto)
     pfscalib propose-offset ... SCAN.json ...           a camera's proposed spectralOffset
     pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
-    pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
+    pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
+    pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
 
@@ -124,7 +125,7 @@ def _own_collection_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import instrument_problems, problems
+    from .checks import instrument_problems, missing_site_calibrations, problems
     from .job import write_json
 
     if not Path(args.repo).exists() and "://" not in args.repo:
@@ -136,6 +137,7 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
         instrument_problems(butler, args.instrument)
         or own_problems(butler, args)
         or problems(butler, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+        + missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations or "{}"))
     )
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
@@ -146,27 +148,40 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, profiles_run_exists
+    from .butlerops import open_butler, profiles_run_exists, profiles_run_visits
     from .job import write_json
+    from .visits import parse_visit_list
 
-    if profiles_run_exists(open_butler(args.repo), args.instrument, args.name):
+    groups = json.loads(args.groups)
+    butler = open_butler(args.repo)
+    if profiles_run_exists(butler, args.instrument, args.name):
+        wanted = {v for pair in groups for spec in pair if spec for v in parse_visit_list(spec)}
+        if profiles_run_visits(butler, args.instrument, args.name) != wanted:
+            log.error("define-profiles: profiles_run %s is already defined with other visits", args.name)
+            return 1
         log.info("profiles_run %s already defined (same content): skipping", args.name)
     else:
         rc = subprocess.call(args.command)
         if rc:
             return rc
-    write_json(args.output, {"profiles_run": args.name, "command": args.command})
+    write_json(args.output, {"profiles_run": args.name, "groups": groups, "command": args.command})
     return 0
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, select_visits
-    from .tables import visit_table
+    from .butlerops import QueryError
+    from .config import ConfigError
+    from .select_visits import Request, select, settings
 
-    records = select_visits(
-        open_butler(args.repo), args.instrument, args.where, args.target_name, args.observation_type
+    request = Request(
+        args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
     )
-    text = visit_table(args.epoch, records)
+    try:
+        config = settings(args.config)
+        text = select(config, args.repo or config.datastore, request)
+    except (ConfigError, QueryError) as exc:
+        log.error("select-visits: %s", exc)
+        return 2
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -197,9 +212,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
     try:
-        return status.main(args.config, args.format)
+        return status.main(args.config, args.format, args.wide)
     except Exception as exc:  # one line for the user, e.g. a missing repository
         log.error("status: %s", exc)
+        return 2
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from . import status
+
+    try:
+        return status.main_summary(args.config)
+    except Exception as exc:  # one line for the user, e.g. a missing repository
+        log.error("summary: %s", exc)
         return 2
 
 
@@ -282,21 +307,24 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
+    p.add_argument("--site-calibrations", default="", help="JSON: an arm's site calibrations, range, collections")
     _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
-    for name in ("--repo", "--name", "--output"):
+    for name in ("--repo", "--name", "--output", "--groups"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
     p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
-    p.add_argument("--repo", required=True)
+    p.add_argument("--config", default="config/config.yaml", help="its epochs, cameras, datastore, instrument")
+    p.add_argument("--epoch", required=True, help="visits that start within this epoch's validity range")
+    p.add_argument("--kind", default=None, help="bias, dark, flat (quartz) or arc, as the checks tell them")
+    p.add_argument("--cameras", default="", help="comma-separated: only visits with raws of these cameras")
+    p.add_argument("--repo", default=None, help="default: the config's datastore")
     p.add_argument("--where", default="", help='registry query, e.g. "visit.day_obs = 20250310"')
     p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
-    p.add_argument("--epoch", required=True)
-    p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
     p = sub.add_parser("register-dataset-types", help="register the dataset types of pipelines")
@@ -343,7 +371,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="table: each cell's status in words and validity range")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("summary", help="what was certified per epoch and camera, and where to look (a few lines)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(func=cmd_summary)
     return top
 
 

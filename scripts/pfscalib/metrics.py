@@ -106,8 +106,9 @@ def line_residuals(detector_map: Any, lines: Any) -> dict[str, np.ndarray]:
     status = np.asarray(lines.status, dtype=int)
     wavelength = np.asarray(lines.wavelength, dtype=float)
     keep = np.isfinite(wavelength) & ~np.asarray(lines.flag, dtype=bool)
-    fiber = np.asarray(lines.fiberId)[keep]
-    y = np.asarray(lines.y, dtype=float)[keep]
+    # the dtypes drp_stella's array overloads take (FiberIds: int32; rows: float64, contiguous)
+    fiber = np.ascontiguousarray(np.asarray(lines.fiberId)[keep], dtype=np.int32)
+    y = np.ascontiguousarray(np.asarray(lines.y, dtype=float)[keep])
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = (np.asarray(lines.flux, dtype=float) / np.asarray(lines.fluxErr, dtype=float))[keep]
     residual = np.asarray(detector_map.findWavelength(fiber, y), dtype=float) - wavelength[keep]

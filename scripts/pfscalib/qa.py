@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", action="append", default=None, help="drift panels over these epochs")
     parser.add_argument("--table", default=None, help="write the verdict table (TSV) here instead")
     parser.add_argument("--held-root", default=None, help="held products' records (with --table)")
+    parser.add_argument("--not-built", action="append", default=[], help="STEP:UNIT:WORDS, a picture saying so")
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
     if args.table:
@@ -214,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         sentinel = json.loads(Path(path).read_text())
         unit = sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
         plot(butler, sentinel, out / f"{sentinel['step']}_{unit}.png")
+    for entry in args.not_built:  # a camera x step that does not apply is shown as such, not left missing
+        step, unit, words = entry.split(":", 2)
+        fig = plt.figure(figsize=(6, 1.2))
+        fig.text(0.5, 0.5, f"{step} {unit}: not built ({words})", ha="center", va="center", wrap=True)
+        fig.savefig(out / f"{step}_{unit}.png", dpi=80)
+        plt.close(fig)
     return 0
 
 

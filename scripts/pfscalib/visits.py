@@ -30,3 +30,28 @@ def parse_visit_list(text: str, limit: int = MAX_VISITS) -> list[int]:
     if count > limit:
         raise ValueError(f"{str(text).strip()!r} selects {count:,} visits, more than {limit:,} in one row (a typo?)")
     return [v for start, stop, stride in bounds for v in range(start, stop + 1, stride)]
+
+
+def compact_visit_list(visits: list[int]) -> str:
+    """The shortest-looking PFS list of these visits: runs of a constant step become A..B or A..B:S
+    (a stride only for three visits or more), the rest single numbers, joined by '^'."""
+    ordered = sorted(set(visits))
+    items: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i + 1
+        if j < len(ordered):
+            step = ordered[j] - ordered[i]
+            while j + 1 < len(ordered) and ordered[j + 1] - ordered[j] == step:
+                j += 1
+            if step > 1 and j == i + 1:  # two visits far apart: no stride for a pair
+                j = i
+        else:
+            j = i
+        if j == i:
+            items.append(str(ordered[i]))
+        else:
+            step = ordered[i + 1] - ordered[i]
+            items.append(f"{ordered[i]}..{ordered[j]}" + (f":{step}" if step > 1 else ""))
+        i = j + 1
+    return "^".join(items)
