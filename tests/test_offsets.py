@@ -33,7 +33,8 @@ NO_ISR_CALIBS = ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False"]
 def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch):
     from pfscalib.workflow import Workflow
 
-    config = yaml.safe_load((PROJECT / "config/pfs.example.yaml").read_text())
+    # the site example of a run that uses m (b, m, n x 4)
+    config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())
     config["spectralOffset"].update({c: "auto" for c in SITE_AUTO})
     config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(config))
