@@ -33,6 +33,11 @@ def profiles(epoch: str) -> str:
     return f"results/fiberProfilesInputs/{epoch}.json"
 
 
+def pipeline_outputs(digest: str) -> str:
+    """The dataset types a pipeline writes (pfscalib.disk), cached by the pipeline's text and overrides."""
+    return f"results/disk/pipelines/{digest}.json"
+
+
 def qa_dir(epoch: str) -> str:
     return f"results/qa/{epoch}"
 
