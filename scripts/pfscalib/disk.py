@@ -309,7 +309,8 @@ def format_plan(p: Plan, unlisted: list[str]) -> str:
     total = sum(s.total for s in p.steps)
     lines.append(f"{'total':<14}{sum(s.jobs for s in p.steps):>5}{'':>14}{human(total):>12}{human(p.stays):>12}")
     budget = f"disk_mb={p.budget_mb}" if p.budget_mb is not None else "no disk budget"
-    lines.append(f"predicted peak of the datastore's growth: {human(p.peak)} ({budget}, {p.cores} cores)")
+    peak = human(p.peak) if p.holds else "none (the largest job exceeds the budget)"
+    lines.append(f"predicted peak of the datastore's growth: {peak} ({budget}, {p.cores} cores)")
     lines.append(f"certified products and metadata that stay: {human(p.stays)}")
     lines.append(f"largest job: {p.largest.name}, {human(p.largest.written)} (disk_mb={p.largest.disk_mb})")
     if p.budget_mb is not None:
