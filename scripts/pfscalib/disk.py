@@ -96,6 +96,7 @@ def read_pipeline_outputs(pipeline: str, overrides: Iterable[str]) -> list[Outpu
     for node in graph.tasks.values():
         for edge in node.iter_all_outputs():
             out.add(Output(edge.parent_dataset_type_name, frozenset(edge.raw_dimensions)))
+        out.add(Output(node.init.config_output.parent_dataset_type_name, frozenset()))  # <label>_config
     return sorted(out, key=lambda o: o.dataset_type)
 
 
@@ -328,7 +329,8 @@ SMALL_MB = 0.01  # metadata, logs, configs: one other_mb for all of them
 def measured_sizes(sentinels: Iterable[dict]) -> dict:
     """The `disk` config measured from finished jobs: each sentinel records, per dataset type, how many
     datasets its job wrote and their file sizes in the datastore before cleaning. MB per dataset per
-    detector kind; types under SMALL_MB share one other_mb (their mean)."""
+    detector kind; types under SMALL_MB share one other_mb (their mean), unless a default names them (the
+    measured size must replace the default)."""
     totals: dict[str, dict[str, list[int]]] = {}
     for s in sentinels:
         kind = DETECTOR_OF_ARM[s["dataId"]["arm"]]
@@ -341,7 +343,7 @@ def measured_sizes(sentinels: Iterable[dict]) -> dict:
     for kind, types in sorted(totals.items()):
         for dataset_type, (count, nbytes) in sorted(types.items()):
             mb = nbytes / count / MB
-            if mb < SMALL_MB:
+            if mb < SMALL_MB and dataset_type not in default_sizes_mb()[kind]:
                 small.append(mb)
             else:
                 sizes.setdefault(kind, {})[dataset_type] = float(f"{mb:.4g}")
