@@ -401,7 +401,10 @@ def test_disk_prediction_is_within_10_percent_of_what_each_job_wrote(demo_run, m
         unit = "b" if STEPS[step].per_arm else "b1"
         predicted = wf.disk.job(step, "run1", unit)
         written = json.loads((demo_run / f"results/certified/run1/{step}/{unit}.json").read_text())["written"]
-        assert {t: n for t, (n, _) in predicted.datasets.items()} == {t: n for t, (n, _) in written.items()}, step
+        # every type written is predicted, in number at least (a quantum may find no work: the dark visits
+        # of a fibre-profile group write no adjusted detectorMap)
+        assert set(predicted.datasets) == set(written), step
+        assert all(predicted.datasets[t][0] >= n for t, (n, _) in written.items()), step
         measured = sum(nbytes for _, nbytes in written.values())
         assert abs(predicted.written / measured - 1) < 0.10, (step, predicted.written, measured)
 

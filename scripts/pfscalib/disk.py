@@ -68,6 +68,9 @@ def default_sizes_mb() -> dict[str, dict[str, float]]:
     return out
 
 
+CACHE_FORMAT = 2  # bump when read_pipeline_outputs changes what it reads: older caches are then ignored
+
+
 class DiskModelError(ConfigError):
     """A pipeline could not be read to predict what a job writes."""
 
@@ -108,7 +111,7 @@ def pipeline_outputs(pipeline: str, overrides: list[str]) -> list[Output]:
         text = Path(path).read_text()
     except OSError as exc:
         raise DiskModelError(pipeline, f"cannot read the pipeline to predict disk use ({exc.strerror})") from None
-    digest = hashlib.sha1(json.dumps([text, sorted(overrides)]).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(json.dumps([CACHE_FORMAT, text, sorted(overrides)]).encode()).hexdigest()[:16]
     cache = Path(paths.pipeline_outputs(digest))
     if cache.is_file():
         return [Output(name, frozenset(dims)) for name, dims in json.loads(cache.read_text())]
@@ -192,12 +195,14 @@ class Disk:
         check = read_json(paths.check(epoch)) or {}
         return check.get("implied", {}).get(step, {}).get(unit, {})
 
-    def count(self, dimensions: frozenset[str], visits: int, cameras: int, groups: int, implied: dict) -> int:
-        if dimensions & VISIT_DIMENSIONS:
+    @staticmethod
+    def count(dimensions: frozenset[str], selection, cameras: int, implied: dict) -> int:
+        visits = len(selection.visits)
+        if dimensions & VISIT_DIMENSIONS:  # an upper bound: a quantum may find no work (NoWorkFound)
             return visits * (cameras if dimensions & CAMERA_DIMENSIONS else 1)
         n = cameras if dimensions & CAMERA_DIMENSIONS else 1
         if GROUP_DIMENSION in dimensions:
-            n *= groups
+            n *= len(selection.groups)
         for other in dimensions - CAMERA_DIMENSIONS - JOB_DIMENSIONS - {GROUP_DIMENSION}:
             n *= min(implied.get(other, visits), visits)  # at most one value per visit
         return n
@@ -208,7 +213,7 @@ class Disk:
         implied = self.implied_counts(step, epoch, unit)
         datasets: dict[str, tuple[int, float]] = {}
         for output in self.outputs(step):
-            n = self.count(output.dimensions, len(selection.visits), len(cameras), len(selection.groups), implied)
+            n = self.count(output.dimensions, selection, len(cameras), implied)
             datasets[output.dataset_type] = (n, n * self.size(output.dataset_type, unit[0]))
         if s.copies_product:  # certifyDetectorMaps.py behaviour: a copy under the certified name
             n, _ = datasets[s.product]
