@@ -29,6 +29,7 @@ MB = 1_000_000  # Snakemake's disk_mb is decimal megabytes
 VISIT_DIMENSIONS = frozenset({"visit", "exposure"})
 CAMERA_DIMENSIONS = frozenset({"spectrograph", "detector"})  # one dataset per camera of the job
 GROUP_DIMENSION = "profiles_group"
+MIDDLEWARE_SUFFIXES = ("_config", "_metadata", "_log")  # what pipetask writes per task besides its outputs
 # One dataset per job: the instrument, the job's arm, its profiles_run (one per epoch).
 JOB_DIMENSIONS = frozenset({"instrument", "arm", "profiles_run"})
 
@@ -183,9 +184,11 @@ class Disk:
         return self.sizes[DETECTOR_OF_ARM[arm]].get(dataset_type, self.other_mb) * MB
 
     def unlisted(self) -> list[str]:
-        """Dataset types the pipelines write that no size names (they count other_mb each)."""
+        """Dataset types the pipelines write that no size names (they count other_mb each), besides the
+        middleware's own per-task configs, metadata and logs and the RUN's packages."""
         known = {t for sizes in self.sizes.values() for t in sizes}
-        return sorted({o.dataset_type for s in STEP_NAMES for o in self.outputs(s)} - known - {"packages"})
+        written = {o.dataset_type for s in STEP_NAMES for o in self.outputs(s)}
+        return sorted(t for t in written - known - {"packages"} if not t.endswith(MIDDLEWARE_SUFFIXES))
 
     def implied_counts(self, step: str, epoch: str, unit: str) -> dict[str, int]:
         """Distinct values of dimensions the tables do not determine (dither), as the epoch's visit check
