@@ -127,6 +127,7 @@ def main() -> int:
     parser.add_argument("--jobs-in-budget", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument("--modes", default="UB", help="U unconstrained, B with the budget (default: both)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pfscalib-disk-"))
     first = workdir(base / "template")
@@ -142,36 +143,33 @@ def main() -> int:
     budget = int(largest.disk_mb * args.jobs_in_budget)
     runs = []
     for i in range(args.repeats):
-        runs.append(one_run(template, base, f"U{i}", args.cores, None))
-        runs.append(one_run(template, base, f"B{i}", args.cores, budget))
+        for mode in args.modes:
+            runs.append(one_run(template, base, f"{mode}{i}", args.cores, budget if mode == "B" else None))
     for run in runs:
         print(
             f"{run['name']}: {run['wall']:.1f} s, datastore peak growth {run['peak'] / 1e6:.2f} MB, "
             f"held by running jobs at most {run['held'] / 1e6:.2f} MB"
         )
-    u = statistics.median(r["wall"] for r in runs if r["name"][0] == "U")
-    b = statistics.median(r["wall"] for r in runs if r["name"][0] == "B")
-    jobs, peak_b, _ = predictions(Path(next(r for r in runs if r["name"][0] == "B")["workdir"]), args.cores, budget)
-    _, peak_u, _ = predictions(Path(runs[0]["workdir"]), args.cores, None)
-    errors = {name: predicted / measured - 1 for name, (predicted, measured) in jobs.items()}
-    worst = max(errors, key=lambda n: abs(errors[n]))
-    measured_b = max(r["peak"] for r in runs if r["name"][0] == "B")
-    measured_u = max(r["peak"] for r in runs if r["name"][0] == "U")
     print()
     print(f"largest job: {largest.name}, predicted {largest.disk_mb} MB; budget disk_mb={budget}")
-    print("| | unconstrained | budget |")
-    print("|---|---|---|")
-    print(f"| wall time (median of {args.repeats}) | {u:.1f} s | {b:.1f} s ({b / u:.2f}x) |")
-    print(f"| datastore peak growth, measured | {measured_u / 1e6:.2f} MB | {measured_b / 1e6:.2f} MB |")
-    print(f"| predicted peak (pfscalib plan) | {peak_u / 1e6:.2f} MB | {peak_b / 1e6:.2f} MB |")
-    held_u = max(r["held"] for r in runs if r["name"][0] == "U")
-    held_b = max(r["held"] for r in runs if r["name"][0] == "B")
-    print(f"| held by running jobs, measured peak | {held_u / 1e6:.2f} MB | {held_b / 1e6:.2f} MB |")
-    print(f"| under the budget ({budget} MB) | | {'yes' if held_b <= budget * 1e6 else 'NO'} |")
-    print(
-        f"per job prediction vs measured ({len(jobs)} jobs): worst {worst} {errors[worst]:+.1%}, "
-        f"median |error| {statistics.median(abs(e) for e in errors.values()):.1%}"
-    )
+    for mode, limit in (("U", None), ("B", budget)):
+        mine = [r for r in runs if r["name"][0] == mode]
+        if not mine:
+            continue
+        jobs, peak, _ = predictions(Path(mine[0]["workdir"]), args.cores, limit)
+        errors = {name: predicted / measured - 1 for name, (predicted, measured) in jobs.items()}
+        worst = max(errors, key=lambda n: abs(errors[n]))
+        measured, held = max(r["peak"] for r in mine), max(r["held"] for r in mine)
+        print(
+            f"{mode}: wall {statistics.median(r['wall'] for r in mine):.1f} s (median of {len(mine)}); "
+            f"datastore peak growth {measured / 1e6:.2f} MB, predicted {peak / 1e6:.2f} MB "
+            f"({peak / measured - 1:+.1%}); held by running jobs at most {held / 1e6:.2f} MB"
+            + (f" (budget {limit} MB: {'under' if held <= limit * 1e6 else 'OVER'})" if limit else "")
+        )
+        print(
+            f"   per job prediction vs measured ({len(jobs)} jobs): worst {worst} {errors[worst]:+.1%}, "
+            f"median |error| {statistics.median(abs(e) for e in errors.values()):.1%}"
+        )
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     return 0
