@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SNAKEMAKE_FILES := Snakefile rules
 
-.PHONY: demo test lint fmt venv dag clean
+.PHONY: demo status report test lint fmt venv dag clean
 
 venv: $(VENV)/.installed
 
@@ -18,6 +18,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: venv
 	snakemake --profile profiles/local
+	@pfscalib summary
+	@echo "In a new shell: source .venv/bin/activate (puts pfscalib and snakemake on PATH), or: make status, make report"
+
+# After `make demo` (no venv prerequisite: never a reinstall); this Makefile puts .venv/bin on PATH.
+status:
+	pfscalib status
+
+report:
+	snakemake --report report.html
+	@echo "report.html: open it in a browser"
 
 # The format and lint gate of the model workflows: ruff (Python) and snakefmt + snakemake --lint.
 lint: venv
@@ -35,9 +45,10 @@ fmt: venv
 test: lint
 	pytest -ra --durations=15
 
+# Untracked pictures (.gitignore); docs/rulegraph.svg is a copy of rulegraph.svg made by hand.
 dag: venv
 	snakemake --dag | sed -n '/^digraph/,$$ p' | dot -Tsvg > dag.svg
-	snakemake --rulegraph | sed -n '/^digraph/,$$ p' | dot -Tsvg > docs/rulegraph.svg
+	snakemake --rulegraph | sed -n '/^digraph/,$$ p' | dot -Tsvg > rulegraph.svg
 
 clean:
 	rm -rf results logs .snakemake

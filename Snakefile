@@ -22,6 +22,12 @@ include: "rules/steps.smk"
 include: "rules/qa.smk"
 
 
+# Before the first job of a real run (Snakemake skips onstart in a dry run): what the run needs besides
+# the registry, each problem one line (pfscalib.preflight).
+onstart:
+    preflight_environment()
+
+
 # A successful run forgets the states of its finished jobs (a killed run keeps them: the rerun uses them).
 onsuccess:
     forget_finished_jobs()

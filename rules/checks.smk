@@ -1,5 +1,7 @@
 # Before any pipetask job: each step's visits exist, have the right observation type and raws
 # (one job per epoch: one registry open for all seven tables); then every dataset type is registered.
+# A failed check's one line (the last of its log) is also printed to the console: these are local jobs,
+# so their stderr is Snakemake's, and the user sees the cause without opening the log.
 
 
 rule check_visits:
@@ -20,7 +22,7 @@ rule check_visits:
     params:
         cmd=check_command,
     shell:
-        "{params.cmd} 2> {log}"
+        "{params.cmd} 2> {log} || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 # Registering dataset types writes to the registry: only after every table passed its checks.
@@ -42,4 +44,4 @@ rule register_dataset_types:
     params:
         cmd=WF.commands.register(),
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"

@@ -7,20 +7,30 @@ import sys
 from pfscalib import paths
 from pfscalib.snakemake_internals import declare_resource_evaluation, declared, disk_budget, rerun_trigger
 from pfscalib.steps import STEPS, priority as step_priority
-from pfscalib.workflow import ConfigError, load as load_workflow
+from pfscalib import preflight
+from pfscalib.config import ConfigError
 
 declare_resource_evaluation()
 
-CONFIG_SOURCE = ",".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+CONFIG_SOURCE = CONFIG_FILES[0]
 try:
-    WF = load_workflow(config, source=CONFIG_SOURCE)
+    WF = preflight.load(config, CONFIG_FILES)
 except ConfigError as error:
-    # One line naming file, row/key and problem, before any job is scheduled.
+    # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
 # A job larger than the whole --resources disk_mb budget: one line before any job (Snakemake itself
 # would cap the job's disk_mb at the budget and run it).
 if problem := WF.budget_problem(disk_budget(workflow)):
     sys.exit(f"pfscalib: {problem}")
+
+
+def preflight_environment():
+    """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job."""
+    try:
+        preflight.environment(WF)
+    except ConfigError as error:
+        sys.exit(f"pfscalib: {error}")
 
 
 wildcard_constraints:

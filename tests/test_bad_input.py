@@ -134,8 +134,8 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("rerun", "u/x; rm -rf ~", "rerun: 'u/x; rm -rf ~' does not match"),
-        ("instrument_name", "PFS' OR '1'='1", "instrument_name: \"PFS' OR '1'='1\" does not match"),
+        ("rerun", "u/x; rm -rf ~", "rerun: 'u/x; rm -rf ~' is not a collection name"),
+        ("instrument_name", "PFS' OR '1'='1", "instrument_name: \"PFS' OR '1'='1\" is not an instrument name"),
     ],
 )
 def test_strings_that_reach_query_literals_are_constrained(monkeypatch, key, value, message):
@@ -179,4 +179,4 @@ def test_select_visits_binds_target_names(demo_repo):
         ],
         check=True,
     )
-    assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105", "106", "107"]
+    assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105..107"]

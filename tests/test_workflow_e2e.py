@@ -6,8 +6,12 @@ cameras and both epochs; the tests after it inspect, rerun and rebuild it in ord
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +80,129 @@ def demo_run(tmp_path_factory):
     return workdir
 
 
+# ------------------------------------------------------------------ the README's newcomer path
+README_MARK = "<!-- newcomer:"
+# Links that make the finished demo work directory look like a clone in which `make demo` has run.
+CLONE_LINKS = ("Snakefile", "rules", "report", "profiles", "Makefile")
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """(setup, command) for every line of the README's marked blocks: `source` lines are the block's
+    setup, typed once in a new shell before the block's other commands."""
+    lines = (PROJECT / "README.md").read_text().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.startswith(README_MARK):
+            assert lines[i + 1] == "```", f"README line {i + 2}: a fenced block must follow the mark"
+            end = lines.index("```", i + 2)
+            block = lines[i + 2 : end]
+            setup = "\n".join(c for c in block if c.startswith("source "))
+            out += [(setup, c) for c in block if c.strip() and not c.startswith("source ")]
+    return out
+
+
+def clean_environment() -> dict[str, str]:
+    """A new login shell's environment: no venv on PATH; PYTHONPATH only where a developer's worktree
+    set it to make its own package win over the venv's editable install."""
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env.update({k: os.environ[k] for k in ("PYTHONPATH", "TMPDIR") if k in os.environ})
+    return env
+
+
+def check_summary(workdir: Path, out: str) -> None:
+    assert [ln for ln in out.splitlines() if "all 7 calibrations certified" in ln] == [
+        "  run1 [2025-03-01, 2025-04-01): b1 r1: all 7 calibrations certified",
+        "  run2 [2025-04-01, 2025-05-01): b1 r1: all 7 calibrations certified",
+    ]
+    assert "Report: snakemake --report report.html" in out
+
+
+def check_status(workdir: Path, out: str) -> None:
+    lines = out.splitlines()
+    lines = lines[lines.index(next(ln for ln in lines if ln.startswith("epoch "))) :]  # after make's echo
+    assert lines[0].split() == ["epoch", "camera", *STEP_NAMES] and max(map(len, lines)) <= 100
+    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["ok"] * 7] for e in ("run1", "run2") for c in CAMERAS]
+
+
+def check_nothing_to_do(workdir: Path, out: str) -> None:
+    assert "Nothing to be done" in out
+
+
+def check_forced_plan(workdir: Path, out: str) -> None:
+    assert len([ln for ln in out.splitlines() if "pfscalib job" in ln]) == 2 * (6 * len(CAMERAS) + 2)
+    assert "This was a dry-run" in out
+
+
+def check_bias_table(workdir: Path, out: str) -> None:
+    text = out or (workdir / "bias.tsv").read_text()
+    assert text.splitlines()[:2] == ["epoch\tvisits\tcomment", "run1\t100..104\t5 bias, target bias, 2025-03-10"]
+    assert len(text.splitlines()) == 2  # run2's bias visits are outside run1's range
+
+
+def check_quartz_table(workdir: Path, out: str) -> None:
+    assert out.splitlines()[1].split("\t")[:3] == ["run1", "108..109^116..127", "b1,r1"]
+
+
+def check_collections(workdir: Path, out: str) -> None:
+    assert "u/demo/calib/bias" in out and "u/demo/bootstrap" in out
+
+
+def check_report(workdir: Path, out: str) -> None:
+    assert "report.html" in out and (workdir / "report.html").stat().st_size > 100_000
+
+
+# What each README command (as written, without its comment) must show; a README command without a
+# check here fails the test.
+README_CHECKS = {
+    "pfscalib summary": check_summary,
+    "pfscalib status": check_status,
+    "make status": check_status,
+    "snakemake -n -p": check_nothing_to_do,
+    "snakemake -n -p -F": check_forced_plan,
+    "pfscalib select-visits --epoch run1 --kind bias": check_bias_table,
+    "pfscalib select-visits --epoch run1 --kind bias > bias.tsv": check_bias_table,
+    "pfscalib select-visits --epoch run1 --where \"visit.target_name = 'flat' AND visit.dither = 0\" --cameras b1,r1": (
+        check_quartz_table
+    ),
+    'butler query-collections results/demo/repo "u/demo/*"': check_collections,
+    "make report": check_report,
+}
+
+
+@pytest.fixture(scope="module")
+def readme_run(demo_run):
+    """Every newcomer command of the README, each in a new shell with a clean environment, in the demo's
+    finished work directory (made to look like a clone): {command: (returncode, stdout + stderr)}."""
+    links = [demo_run / name for name in (*CLONE_LINKS, ".venv")]
+    for name in CLONE_LINKS:
+        (demo_run / name).symlink_to(PROJECT / name)
+    (demo_run / ".venv").symlink_to(Path(sys.prefix))  # the venv `make demo` made
+
+    def shell(setup: str, command: str) -> tuple[str, tuple[int, str]]:
+        proc = subprocess.run(
+            ["bash", "-c", f"{setup}\n{command}"], cwd=demo_run, env=clean_environment(), capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        return command, (proc.returncode, proc.stdout + proc.stderr)
+
+    try:  # two at a time (they only read the repository and Snakemake's records): the time budget
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            results = dict(pool.map(lambda line: shell(*line), readme_commands()))
+    finally:
+        for link in links:  # later tests copy the directory: no links to the project or the venv
+            link.unlink()
+    return results
+
+
+def test_readme_newcomer_commands_work_as_written(demo_run, readme_run):
+    assert len(readme_run) >= 8
+    for command, (returncode, out) in readme_run.items():
+        assert returncode == 0, f"README command {command!r} failed ({returncode}):\n{out[-3000:]}"
+        bare = command.split(" #")[0].strip()
+        assert bare in README_CHECKS, f"README command {bare!r} has no check in README_CHECKS"
+        README_CHECKS[bare](demo_run, out)
+
+
 def test_the_site_s_collections_are_untouched_by_a_whole_run(demo_run):
     """PFS/calib, its children, PFS/defaults and the raws: the same chains and certifications after the run."""
     before = json.loads((demo_run / "site-before.json").read_text())
@@ -104,11 +231,6 @@ def test_demo_certifies_every_calibration(demo_run):
     assert not list(
         butler.query_datasets("biasProc", collections="u/demo/run1/bias/b1", find_first=False, explain=False)
     )
-
-
-def test_second_run_schedules_nothing(demo_run):
-    proc = snakemake(demo_run, "-n")
-    assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_target_for_one_camera_schedules_only_that_camera(tmp_path):
@@ -148,25 +270,6 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     assert re.search(r"resources: .*runtime=240, mem_mb=32000", job) and "threads: 16" in job
     # with scarce cores the jobs with the most chain ahead start first (bias 7 ... fiberNorms 1)
     assert "priority: 2" in job and "priority: 1" in output[output.index("rule fiberNorms:") :]
-
-
-def test_select_visits_writes_a_valid_table(demo_run):
-    proc = run(
-        [
-            "pfscalib",
-            "select-visits",
-            "--repo",
-            "results/demo/repo",
-            "--epoch",
-            "run1",
-            "--where",
-            "visit.target_name = 'bias' AND visit.day_obs = 20250310",
-        ],
-        cwd=demo_run,
-        check=True,
-    )
-    rows = [line.split("\t") for line in proc.stdout.splitlines()]
-    assert rows[0] == ["epoch", "visits", "comment"] and [r[1] for r in rows[1:]] == [str(v) for v in range(100, 105)]
 
 
 @pytest.mark.parametrize(
@@ -299,8 +402,11 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     assert [(r["epoch"], r["step"], r["camera"], r["status"]) for r in broken] == [
         ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")
     ]
-    table = run(["pfscalib", "status"], cwd=workdir).stdout
-    assert "NOT CERTIFIED" in table and "ok [2025-03-01, 2025-04-01)" in table
+    table = run(["pfscalib", "status"], cwd=workdir).stdout.splitlines()
+    assert table[2].split() == ["run1", "r1", "ok", "LOST", *["ok"] * 5]
+    assert "LOST: NOT CERTIFIED (sentinel says certified)" in table
+    wide = run(["pfscalib", "status", "--wide"], cwd=workdir).stdout
+    assert "NOT CERTIFIED" in wide and "ok [2025-03-01, 2025-04-01)" in wide
 
 
 def chromium() -> str:
@@ -331,14 +437,13 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def test_report_shows_a_picture_per_calibration_and_camera(demo_run, tmp_path):
+def test_report_shows_a_picture_per_calibration_and_camera(demo_run, readme_run, tmp_path):
     import base64
     import io
 
     import matplotlib.image
 
-    report = tmp_path / "report.html"
-    snakemake(demo_run, "--report", str(report))
+    report = demo_run / "report.html"  # written by the README's `make report`
     html = report.read_text()
     uris = re.findall(r"data:image/png;[^,\"]*base64,[A-Za-z0-9+/=]+", html)
     images = [u.split("base64,", 1)[1] for u in uris]

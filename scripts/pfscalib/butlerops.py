@@ -227,25 +227,45 @@ def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
     return bool(list(records))
 
 
+class QueryError(ValueError):
+    """A user's query the registry cannot run; str() is one line naming it and why."""
+
+
 def select_visits(
     butler: Butler, instrument: str, where: str = "", target_name: str | None = None,
-    observation_type: str | None = None,
+    observation_type: str | None = None, begin: str | None = None, end: str | None = None,
 ) -> list[Any]:  # fmt: skip
-    """Visit records matching a user's query (its own text) and bound target name / observation type."""
-    clauses, bind = ["instrument = inst"], {"inst": instrument}
+    """Visit records matching a user's query (its own text) and bound target name / observation type,
+    that start within [begin, end) (TAI ISO-8601, None unbounded), ordered by visit."""
+    import re
+
+    from lsst.daf.butler import InvalidQueryError
+
+    span = make_timespan(begin, end)
+    # The user's text first, so that a parse error's character position is the user's (+1 for "(").
+    clauses, bind = ["instrument = inst", "visit.timespan OVERLAPS span"], {"inst": instrument, "span": span}
     if where:
-        clauses.append(f"({where})")
+        clauses.insert(0, f"({where})")
     if target_name is not None:
         clauses.append("visit.target_name = target")
         bind["target"] = target_name
     if observation_type is not None:
         clauses.append("visit.observation_type = obstype")
         bind["obstype"] = observation_type
-    return list(
-        butler.query_dimension_records(
-            "visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False
+    try:
+        records = list(
+            butler.query_dimension_records(
+                "visit", where=" AND ".join(clauses), bind=bind, order_by=["visit"], explain=False
+            )
         )
-    )
+    except InvalidQueryError as exc:
+        cause = str(exc).splitlines()[0]
+        at = re.search(r"position (\d+)", str(exc.__cause__))
+        if str(exc).startswith("Failed to parse"):  # the position counts the "(" before the user's text
+            cause = f"cannot parse it at character {at[1]} ({where[int(at[1]) - 1 :]!r})" if at else "cannot parse it"
+        raise QueryError(f"--where {where!r} is not a valid registry query: {cause}") from None
+    # OVERLAPS also takes a visit that straddles a boundary: a visit belongs to the range it starts in.
+    return [r for r in records if span.contains(r.timespan.begin)]
 
 
 def register_pipeline_dataset_types(butler: Butler, pipelines: list[str], overrides: list[str]) -> None:
@@ -352,6 +372,34 @@ def repair_run(butler: Butler, run: str, repo: str) -> list[str]:
         if orphans:
             done.append(f"removed {len(orphans)} datastore files without a registry row")
     return done
+
+
+def registered_instruments(butler: Butler) -> list[str]:
+    return sorted(r.name for r in butler.query_dimension_records("instrument", explain=False))
+
+
+def own_collection_problems(
+    butler: Butler, rerun: str, wanted: dict[str, CollectionType], named: list[str]
+) -> list[str]:
+    """Before the workflow makes its own collections: each is absent or of the type it makes; and a
+    collection named in the config (named: the calib chain, the bootstrap maps' collection) that is
+    absent while the rerun already holds collections of this workflow is a typo, not a first build: a new
+    one would certify where no later step reads and hide what was built."""
+    out = []
+    for name, kind in wanted.items():
+        found = collection_type(butler, name)
+        if found is not None and found is not kind:
+            out.append(f"collection {name!r} exists as a {found.name} collection; the workflow needs it {kind.name}")
+    absent = [name for name in named if collection_type(butler, name) is None]
+    if absent:
+        others = [c for c in butler.collections.query(f"{rerun}/*") if c not in wanted]
+        if others:
+            out.append(
+                f"collection {absent[0]!r} (config collections) does not exist, but rerun {rerun!r} already holds "
+                f"this workflow's collections ({', '.join(sorted(others)[:2])} ...): correct the name, or start a "
+                "new rerun"
+            )
+    return out
 
 
 def ensure_own_collections(butler: Butler, chain: str, members: list[str], others: list[str]) -> None:

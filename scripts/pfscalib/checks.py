@@ -8,6 +8,7 @@ from typing import Any
 
 from . import butlerops
 from .steps import KIND_WORDS, STEPS, UNLIT_KINDS
+from .visits import parse_visit_list
 
 
 def visit_kind(record: Any) -> str:
@@ -27,11 +28,37 @@ def described(record: Any) -> str:
     return f"observation_type {record.observation_type!r}, lamps {getattr(record, 'lamps', None)!r}"
 
 
+def instrument_problems(butler, instrument: str) -> list[str]:
+    """The instrument is registered: otherwise every visit and collection would look missing."""
+    registered = butlerops.registered_instruments(butler)
+    if instrument in registered:
+        return []
+    return [
+        f"instrument {instrument!r} (config instrument_name) is not registered in the repository "
+        f"(registered: {', '.join(registered) or 'none'})"
+    ]
+
+
+def expanded(selection: dict) -> dict:
+    """The selection with each unit's [visit list, row] pairs expanded to [visit, row]."""
+    return {
+        step: {
+            **chosen,
+            "units": {
+                unit: [[v, row] for spec, row in pairs for v in parse_visit_list(spec)]
+                for unit, pairs in chosen["units"].items()
+            },
+        }
+        for step, chosen in selection.items()
+    }
+
+
 def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites: list[str]) -> list[str]:
     """selection: {step: {"table", "collections", "validity": [begin, end|None],
-    "units": {unit: [[visit, row], ...]}}}."""
+    "units": {unit: [[visit list, row], ...]}}}."""
     from lsst.daf.butler import CollectionType
 
+    selection = expanded(selection)
     out: list[str] = []
     wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)

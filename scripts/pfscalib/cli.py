@@ -5,8 +5,9 @@
     pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
-    pfscalib select-visits --repo R --where Q --epoch E  write a visit table from a registry query
-    pfscalib status [--config C] [--format table|tsv|json]   what is certified vs the sentinels
+    pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
+    pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
+    pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
     pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
@@ -56,13 +57,42 @@ def cmd_job(args: argparse.Namespace) -> int:
     return job.run_job(certify_request(args), args.command, args.in_process)
 
 
+def own_problems(butler, args: argparse.Namespace) -> list[str]:
+    """The workflow's own collections (--rerun, --calib-chain, --calib-collection, --collection) are
+    absent or of their type, and none named in the config is a typo (butlerops.own_collection_problems)."""
+    from lsst.daf.butler import CollectionType
+
+    from .butlerops import own_collection_problems
+
+    if not (args.calib_chain and args.rerun):
+        return []
+    wanted = {args.calib_chain: CollectionType.CHAINED}
+    wanted |= {c: CollectionType.CALIBRATION for c in args.calib_collection + args.collection}
+    return own_collection_problems(butler, args.rerun, wanted, [args.calib_chain, *args.collection])
+
+
+def _own_collection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rerun", default=None, help="the workflow's rerun (its collections lie under it)")
+    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
+    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
+    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+
+
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import implied_counts, problems
+    from .checks import implied_counts, instrument_problems, problems
     from .job import write_json
 
+    if not Path(args.repo).exists() and "://" not in args.repo:
+        log.error("check-visits: datastore %s does not exist", args.repo)
+        return 1
     butler, selection = open_butler(args.repo), json.loads(args.selection)
-    found = problems(butler, args.instrument, args.epoch, selection, args.prerequisite)
+    # in this order: a wrong instrument or a typo'd collection would make every visit look missing
+    found = (
+        instrument_problems(butler, args.instrument)
+        or own_problems(butler, args)
+        or problems(butler, args.instrument, args.epoch, selection, args.prerequisite)
+    )
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
         log.error("check-visits: %s%s", found[0], more)
@@ -87,13 +117,19 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, select_visits
-    from .tables import visit_table
+    from .butlerops import QueryError
+    from .config import ConfigError
+    from .select_visits import Request, select, settings
 
-    records = select_visits(
-        open_butler(args.repo), args.instrument, args.where, args.target_name, args.observation_type
+    request = Request(
+        args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
     )
-    text = visit_table(args.epoch, records)
+    try:
+        config = settings(args.config)
+        text = select(config, args.repo or config.datastore, request)
+    except (ConfigError, QueryError) as exc:
+        log.error("select-visits: %s", exc)
+        return 2
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -109,6 +145,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     from .job import write_json
 
     butler = open_butler(args.repo, writeable=True)
+    found = own_problems(butler, args)  # before any write: a typo must not create a collection
+    if found:
+        log.error("register-dataset-types: %s", found[0])
+        return 1
     register_pipeline_dataset_types(butler, args.pipeline, args.config)
     if args.calib_chain:
         ensure_own_collections(butler, args.calib_chain, args.calib_collection, args.collection)
@@ -120,9 +160,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
     try:
-        return status.main(args.config, args.format)
+        return status.main(args.config, args.format, args.wide)
     except Exception as exc:  # one line for the user, e.g. a missing repository
         log.error("status: %s", exc)
+        return 2
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from . import status
+
+    try:
+        return status.main_summary(args.config)
+    except Exception as exc:  # one line for the user, e.g. a missing repository
+        log.error("summary: %s", exc)
         return 2
 
 
@@ -134,11 +184,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     import yaml
 
     from .config import ConfigError
+    from .preflight import load
     from .promote import PromotionError, promote
-    from .workflow import Workflow
 
     try:
-        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
     except (ConfigError, PromotionError) as exc:
@@ -163,10 +213,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from .config import ConfigError
     from .disk import format_plan, plan
-    from .workflow import Workflow
+    from .preflight import load
 
     try:
-        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
         predicted = plan(wf.disk, args.budget_mb, args.cores)
         print(format_plan(predicted, wf.disk.unlisted()))
     except ConfigError as exc:
@@ -221,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
+    _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output"):
@@ -229,12 +280,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
     p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
-    p.add_argument("--repo", required=True)
+    p.add_argument("--config", default="config/config.yaml", help="its epochs, cameras, datastore, instrument")
+    p.add_argument("--epoch", required=True, help="visits that start within this epoch's validity range")
+    p.add_argument("--kind", default=None, help="bias, dark, flat (quartz) or arc, as the checks tell them")
+    p.add_argument("--cameras", default="", help="comma-separated: only visits with raws of these cameras")
+    p.add_argument("--repo", default=None, help="default: the config's datastore")
     p.add_argument("--where", default="", help='registry query, e.g. "visit.day_obs = 20250310"')
     p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
-    p.add_argument("--epoch", required=True)
-    p.add_argument("--instrument", default="PFS")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
     p = sub.add_parser("register-dataset-types", help="register the dataset types of pipelines")
@@ -242,9 +295,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("-p", "--pipeline", action="append", default=[])
     p.add_argument("-c", "--config", action="append", default=[], help="LABEL:KEY=VALUE connection overrides")
-    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
-    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
-    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+    _own_collection_options(p)
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
     p.add_argument("--config", default="config/config.yaml")
@@ -270,7 +321,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    p.add_argument("--wide", action="store_true", help="table: each cell's status in words and validity range")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("summary", help="what was certified per epoch and camera, and where to look (a few lines)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(func=cmd_summary)
     return top
 
 

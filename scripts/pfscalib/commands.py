@@ -111,8 +111,10 @@ class Commands:
                 "table": s.table(step),
                 "collections": s.site_inputs(step),
                 "validity": list(s.validity(step, epoch)),
+                # the table's specs with their rows, not the expanded visits: one argument stays far
+                # below the kernel's 128 kB limit on a 16-camera site
                 "units": {
-                    unit: [list(pair) for pair in zip(selection.visits, selection.lines)]
+                    unit: [list(pair) for pair in zip(selection.specs, selection.spec_lines)]
                     for unit in s.units(step)
                     for selection in [self.selections[(step, epoch, unit)]]
                 },
@@ -123,20 +125,25 @@ class Commands:
         argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
         for dataset_type in s.config.get("prerequisites", []):
             argv += ["--prerequisite", dataset_type]
-        return shlex.join(argv)
+        return shlex.join(argv + self.own_collections())
 
     def register(self) -> str:
         argv = ["pfscalib", "register-dataset-types", "--repo", self.settings.datastore, "--output", paths.REGISTRY]
         for step in STEP_NAMES:
             argv += ["-p", self.settings.pipeline(step)]
             argv += [a for o in self.settings.step_config(step) if ":connections." in o for a in ("-c", o)]
-        argv += ["--calib-chain", self.settings.collections["calib"]]
+        return shell_join(argv + self.own_collections())
+
+    def own_collections(self) -> list[str]:
+        """The options naming the workflow's own collections (check-visits and register-dataset-types
+        check them; register makes them)."""
+        argv = ["--rerun", self.settings.config["rerun"], "--calib-chain", self.settings.collections["calib"]]
         for collection in self.settings.own_calib_collections():
             argv += ["--calib-collection", collection]
         outside = sorted({self.settings.calib_collection(s) for s in STEP_NAMES if STEPS[s].outside_calib_chain})
         for collection in outside:
             argv += ["--collection", collection]
-        return shell_join(argv)
+        return argv
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
         return shell_join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,6 +36,10 @@ def schema_error_line(instance: Any, schema_file: str) -> str:
     path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if "errorMessage" in error.schema:  # the schema says what is meant (as ajv-errors does), not a regex
         return f"{path}: {error.instance!r} {error.schema['errorMessage']}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known]
+        return f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
     return f"{path}: {error.message}"
 
 
@@ -64,6 +69,77 @@ def parse_time(value: str, where: str) -> datetime.datetime:
         raise ConfigError(where, f"{value!r} is not an ISO-8601 date (e.g. 2025-03-01T00:00:00)") from None
 
 
+def plain_date(value: Any, where: str) -> Any:
+    """An unquoted YAML date (2025-03-01 or 2025-03-01T00:00:00) is accepted as the same ISO-8601 text;
+    one with a time zone is not (validity ranges are TAI, without a zone)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            raise ConfigError(
+                where, f"{value.isoformat()} has a time zone; give TAI without one (e.g. 2025-03-01T00:00:00)"
+            )
+        return value.isoformat()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def string_keys(mapping: Any) -> Any:
+    """A mapping whose keys YAML read as numbers (epoch 18:) with string keys, as they are used in paths,
+    collection names and tables."""
+    return {str(k): v for k, v in mapping.items()} if isinstance(mapping, dict) else mapping
+
+
+def check_control_characters(value: Any, source: str, path: str = "") -> None:
+    """No newline, tab or other control character in any key or value: the schema's patterns are
+    matched by Python's re, whose $ also matches before a final newline."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        for text in (key, item):
+            if isinstance(text, str) and any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise ConfigError(f"{source}: {where}", f"{text!r} contains a newline, tab or other control character")
+        check_control_characters(item, source, where)
+
+
+def normalize_config(config: dict, source: str) -> None:
+    """What YAML reads differently from what is meant, made what is meant (in place, before the schema):
+    numeric epoch names, unquoted dates."""
+    check_control_characters(config, source)
+    if "epochs" in config:
+        config["epochs"] = string_keys(config["epochs"])
+    for name, span in (config.get("epochs") or {}).items():
+        for key in ("begin", "end") if isinstance(span, dict) else ():
+            if key in span:
+                span[key] = plain_date(span[key], f"{source}: epochs.{name}.{key}")
+    for step, settings in (config.get("steps") or {}).items():
+        if isinstance(settings, dict) and isinstance(settings.get("validity"), dict):
+            settings["validity"] = string_keys(settings["validity"])
+            for name, span in settings["validity"].items():
+                for key in ("begin", "end") if isinstance(span, dict) else ():
+                    if key in span:
+                        span[key] = plain_date(span[key], f"{source}: steps.{step}.validity.{name}.{key}")
+    demo = config.get("demo")
+    if isinstance(demo, dict) and isinstance(demo.get("epochs"), dict):
+        demo["epochs"] = {str(k): plain_date(v, f"{source}: demo.epochs.{k}") for k, v in demo["epochs"].items()}
+
+
+COLLECTION_PART = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def collection_name_problem(name: str) -> str | None:
+    """Why a name cannot be a collection the workflow reads or writes (None if it can). RUN collections
+    name directories of the datastore: a '.' or '..' part would put them outside the repository."""
+    parts = name.split("/")
+    if not all(COLLECTION_PART.fullmatch(part) for part in parts):
+        return (
+            f"{name!r} is not a collection name: parts of letters, digits, _ . + - joined by / "
+            "(no spaces, quotes, commas, non-ASCII or shell characters)"
+        )
+    if any(part in (".", "..") for part in parts):
+        return f"{name!r} has a '.' or '..' part: collection names may not climb out of the repository"
+    return None
+
+
 class Validity(NamedTuple):
     """A calibration's validity range [begin, end) in TAI ISO-8601; end None is unbounded."""
 
@@ -75,6 +151,7 @@ class Settings:
     """The validated configuration, and each step's setting with the step's default."""
 
     def __init__(self, config: dict, source: str = "config"):
+        normalize_config(config, source)
         validate_config(config, source)
         self.config = config
         self.source = source
@@ -92,6 +169,7 @@ class Settings:
             raise ConfigError(f"{source}: visits", f"no visit table for step(s) {', '.join(missing)}")
         self._check_validity()
         self._check_steps()
+        self._check_collection_names()
 
     @property
     def datastore(self) -> str:
@@ -214,6 +292,33 @@ class Settings:
                         f"{step} validity of epoch {name2} overlaps epoch {name1} "
                         "(ranges are [begin, end) and may not overlap)",
                     )
+
+    def _check_collection_names(self) -> None:
+        """Every collection the workflow names: a plain collection name, and the rerun apart from the
+        site's own collections (<instrument_name>/...)."""
+        chosen = self.config.get("collections", {})
+        named = [("rerun", self.config["rerun"])]
+        named += [(f"collections.inputs.{i}", c) for i, c in enumerate(chosen.get("inputs", []))]
+        named += [(f"collections.{k}", chosen[k]) for k in ("calib", "bootstrap") if k in chosen]
+        for key, name in named:
+            problem = collection_name_problem(name)
+            if problem:
+                raise ConfigError(f"{self.source}: {key}", problem)
+        chain, own = self.collections["calib"], self.own_calib_collections()
+        for step in STEP_NAMES:
+            name = self.calib_collection(step)
+            if STEPS[step].outside_calib_chain and (name == chain or name in own or name.startswith(f"{chain}/")):
+                raise ConfigError(
+                    f"{self.source}: collections.bootstrap",
+                    f"{name!r} is the calib chain {chain!r} or lies in it; {step} certifies into one of its own",
+                )
+        rerun, site = self.config["rerun"], self.instrument_name
+        if rerun == site or rerun.startswith(f"{site}/"):
+            raise ConfigError(
+                f"{self.source}: rerun",
+                f"{rerun!r} lies among the site's collections ({site}/...): a build writes only under its own "
+                "rerun, e.g. u/<username>",
+            )
 
     def _check_steps(self) -> None:
         for step, settings in self.steps.items():

@@ -5,6 +5,8 @@ Arguments may be values ("run1") or Snakemake wildcard patterns ("{epoch}").
 
 from __future__ import annotations
 
+import os
+
 REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
 CERTIFICATIONS = "results/qa/certifications.tsv"
 
@@ -21,6 +23,16 @@ def state(step: str, epoch: str, unit: str) -> str:
     """The job's build (identity, RUN, progress) until Snakemake has recorded it finished: what a rerun
     after a kill resumes or recognises as done."""
     return f"{STATE_ROOT}/{epoch}/{step}/{unit}.json"
+
+
+# A pipeline's acceptance of -c overrides depends on the pipeline and the installed tasks, not on the run:
+# remembered per user (as Snakemake's own ~/.cache/snakemake), so a new work directory does not pay it.
+PREFLIGHT = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pfscalib", "preflight")
+
+
+def preflight_pass(root: str, step: str, fingerprint: str) -> str:
+    """A step's pipeline accepted its -c overrides and clean list (fingerprint: their content)."""
+    return f"{root}/{step}-{fingerprint}.json"
 
 
 def check(epoch: str) -> str:

@@ -1,10 +1,12 @@
 """What is certified, from the registry, next to what the sentinels claim.
 
-pfscalib status [--config config/config.yaml] [--format table|tsv|json]
+pfscalib status [--config config/config.yaml] [--format table|tsv|json] [--wide]
+pfscalib summary [--config config/config.yaml]      what `make demo` prints at its end
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +17,29 @@ from . import paths
 from .steps import STEP_NAMES, STEPS
 from .workflow import Workflow
 
-COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits"]
+COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state"]
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """One state of a camera's calibration: `short` is its cell in the compact table (at most 8
+    characters: with the steps' names as headers the table then fits in 100 columns), `text` its words
+    in the wide table, tsv and json. A new state (held, not applicable) is one more entry in STATES."""
+
+    short: str
+    text: str
+    ok: bool = False
+
+
+STATES = {
+    "ok": State("ok", "ok", ok=True),
+    "range": State("ok*", "ok (range differs from config)", ok=True),
+    "missing": State("MISSING", "NOT CERTIFIED"),
+    "lost": State("LOST", "NOT CERTIFIED (sentinel says certified)"),
+    "unrecorded": State("FOREIGN", "certified, no sentinel"),
+    "differs": State("DIFFERS", "differs from sentinel"),
+    "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
+}
 
 
 def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
@@ -53,10 +77,9 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                     "visits": len(sentinel["visits"]) if sentinel else "",
                 }
                 if not mine:
-                    row["status"] = "NOT CERTIFIED" + (" (sentinel says certified)" if sentinel else "")
+                    state = "lost" if sentinel else "missing"
                 else:
                     cert = mine[0]
-                    exact = Timespan(cert["begin"], cert["end"]) == span
                     row.update(
                         begin=cert["begin"].isot[:19] if cert["begin"] else "-inf",
                         end=cert["end"].isot[:19] if cert["end"] else "inf",
@@ -64,23 +87,64 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                         datasetId=str(cert["ref"].id),
                     )
                     if len(mine) > 1:
-                        row["status"] = f"{len(mine)} certifications overlap the epoch"
+                        state = "overlap"
                     elif sentinel is None:
-                        row["status"] = "certified, no sentinel"
+                        state = "unrecorded"
                     elif sentinel["datasetId"] != str(cert["ref"].id):
-                        row["status"] = "differs from sentinel"
+                        state = "differs"
                     else:
-                        row["status"] = "ok" if exact else "ok (range differs from config)"
-                rows.append(row)
+                        state = "ok" if Timespan(cert["begin"], cert["end"]) == span else "range"
+                rows.append({**row, "state": state, "status": STATES[state].text.format(n=len(mine))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def render(df: pd.DataFrame, fmt: str) -> str:
+def all_ok(df: pd.DataFrame) -> bool:
+    return all(STATES[state].ok for state in df["state"])
+
+
+def camera_states(df: pd.DataFrame, cameras: list[str]) -> pd.DataFrame:
+    """One row per epoch and camera, one column per step: the state's key. A per-arm step's state is
+    that of the camera's arm."""
+    states = {(r.epoch, r.step, r.camera): r.state for r in df.itertuples()}
+    epochs = list(dict.fromkeys(df["epoch"]))
+    rows = {
+        (epoch, camera): [states[(epoch, step, camera[0] if STEPS[step].per_arm else camera)] for step in STEP_NAMES]
+        for epoch in epochs
+        for camera in cameras
+    }
+    index = pd.MultiIndex.from_tuples(list(rows), names=["epoch", "camera"])
+    return pd.DataFrame(list(rows.values()), index=index, columns=list(STEP_NAMES))
+
+
+def render_compact(df: pd.DataFrame, wf: Workflow) -> str:
+    """Fits in 100 columns: the states in short words, the validity ranges and the legend below."""
+    grid = camera_states(df, wf.cameras)
+    rows = [["epoch", "camera", *grid.columns]]
+    rows += [[epoch, camera, *(STATES[s].short for s in states)] for (epoch, camera), states in grid.iterrows()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    ranges = ", ".join(f"{e} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]})" for e, v in wf.epochs.items())
+    notes = [f"epochs: {ranges}"]
+    per_arm = [s for s in STEP_NAMES if STEPS[s].per_arm]
+    if per_arm:
+        notes.append(f"{', '.join(per_arm)}: one per arm, shown on each camera of the arm")
+    seen = dict.fromkeys(grid.to_numpy().ravel())
+    notes += [f"{STATES[s].short}: {STATES[s].text.format(n='several')}" for s in seen if STATES[s].short != "ok"]
+    notes.append("--wide: validity ranges per cell; --format tsv|json: runs and dataset ids")
+    return text + "\n\n" + "\n".join(notes) + "\n"
+
+
+def render(df: pd.DataFrame, fmt: str, wf: Workflow, wide: bool = False) -> str:
     if fmt == "tsv":
         return df.to_csv(sep="\t", index=False)
     if fmt == "json":
         return df.to_json(orient="records", indent=1)
-    # camera x calibration grid per epoch; fiberNorms is per arm, so it gets rows of its own
+    return render_wide(df) if wide else render_compact(df, wf)
+
+
+def render_wide(df: pd.DataFrame) -> str:
+    """Camera x calibration grid per epoch, each state in words with its certification's range;
+    fiberNorms is per arm, so it gets rows of its own."""
     cells = df.assign(
         cell=[f"{st} [{b[:10]}, {e[:10]})" if b else st for st, b, e in zip(df["status"], df["begin"], df["end"])]
     )
@@ -92,9 +156,47 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     return grid.to_string()
 
 
-def main(config_path: str, fmt: str) -> int:
-    wf = Workflow(yaml.safe_load(Path(config_path).read_text()), source=config_path)
+def summary(df: pd.DataFrame, wf: Workflow) -> str:
+    """What was certified per epoch and camera, where, and where to look next: a few lines."""
+    grid = camera_states(df, wf.cameras)
+    collections = f"{wf.collections['calib']}, {wf.collections['bootstrap']}"
+    lines = [f"pfscalib: certified in {wf.datastore} (collections {collections}):"]
+    for epoch, v in wf.epochs.items():
+        head = f"  {epoch} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]}):"
+        done, parts = [], []
+        for camera in wf.cameras:
+            states = grid.loc[(epoch, camera)].items()
+            bad = [f"{step} {STATES[state].text.format(n='several')}" for step, state in states if not STATES[state].ok]
+            if bad:
+                parts.append(f"{camera} {', '.join(bad)}")
+            else:
+                done.append(camera)
+        if done:
+            parts.insert(0, f"{' '.join(done)}: all {len(STEP_NAMES)} calibrations certified")
+        lines.append(f"{head} {'; '.join(parts)}")
+    lines.append(f"  ({', '.join(STEPS[s].certified_as for s in STEP_NAMES)})")
+    lines.append(f"QA pictures: {', '.join(paths.qa_dir(e) for e in wf.epochs)}; table: {paths.CERTIFICATIONS}")
+    lines.append("Report: snakemake --report report.html    Status: pfscalib status")
+    return "\n".join(lines) + "\n"
+
+
+def load(config_path: str) -> Workflow:
+    """The config as the Snakefile reads it (one file, no duplicated key)."""
+    from .preflight import load
+
+    return load(yaml.safe_load(Path(config_path).read_text()), [config_path])
+
+
+def main(config_path: str, fmt: str, wide: bool = False) -> int:
+    wf = load(config_path)
     df = status_table(wf)
-    text = render(df, fmt)
+    text = render(df, fmt, wf, wide)
     print(text, end="" if text.endswith("\n") else "\n")
-    return 0 if (df["status"].str.startswith("ok")).all() else 1
+    return 0 if all_ok(df) else 1
+
+
+def main_summary(config_path: str) -> int:
+    wf = load(config_path)
+    df = status_table(wf)
+    print(summary(df, wf), end="")
+    return 0 if all_ok(df) else 1

@@ -6,12 +6,13 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
 from .steps import KIND_WORDS, STEP_NAMES, STEPS
-from .visits import parse_visit_list
+from .visits import MAX_VISITS, parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
@@ -40,40 +41,84 @@ class Selection:
     groups: tuple[tuple[str, str], ...] = ()  # (bright LIST, dark LIST) per group, PFS list syntax
     specs: tuple[str, ...] = ()  # the table's visit specs, for compact -d queries
     lines: tuple[int, ...] = ()  # the table row of each visit (as an editor numbers it), for messages
+    spec_lines: tuple[int, ...] = ()  # the table row of each spec
 
 
-def read_table(path: str, step: str, epochs: dict, cameras: list[str]) -> list[Row]:
-    """Read and validate one visit-selection table."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
+def read_lines(path: str, where: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The header's columns and every row as {column: value, "line": N}, N as an editor numbers lines
+    (comment and blank lines count). Read line by line, not by a CSV parser, so that each spreadsheet
+    habit gets its own message: a trailing tab, a comma- or space-separated table, two rows on one line."""
     if not Path(path).is_file():
-        raise ConfigError(f"config visits.{step}", f"table {path} does not exist")
+        raise ConfigError(where, f"table {path} does not exist")
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, comment="#", keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, f"not a readable TSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [c.strip() for c in df.columns]
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8 tab-separated text") from None
+    # split at \n only: str.splitlines also splits at form feeds and Unicode separators, which editors
+    # do not count as lines
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    numbered = [(n, line.split("#", 1)[0]) for n, line in enumerate(lines, start=1)]
+    numbered = [(n, line) for n, line in numbered if line.strip()]
+    if not numbered:
+        raise ConfigError(path, "table is empty (expected a header line: epoch<TAB>visits...)")
+    header_line, header = numbered[0]
+    if "\t" not in header:
+        if "," in header:
+            raise ConfigError(f"{path}: row {header_line}", "the table is comma-separated; use tabs")
+        if len(header.split()) > 1:
+            raise ConfigError(f"{path}: row {header_line}", "columns are separated by spaces; use tabs")
+    columns = [c.strip() for c in header.split("\t")]
+    while columns and not columns[-1]:  # a spreadsheet's trailing tab
+        columns.pop()
+    if "" in columns:
+        raise ConfigError(f"{path}: row {header_line}", f"column {columns.index('') + 1} of the header has no name")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: row {header_line}", f"column(s) {', '.join(map(repr, repeated))} appear twice")
+    rows = []
+    for n, line in numbered[1:]:
+        fields = [f.strip() for f in line.split("\t")]
+        while len(fields) > len(columns) and not fields[-1]:
+            fields.pop()
+        if len(fields) > len(columns):
+            raise ConfigError(
+                f"{path}: row {n}",
+                f"{len(fields)} fields, but the header names {len(columns)} columns ({', '.join(columns)}): "
+                "two rows on one line, or a tab inside a value?",
+            )
+        rows.append({**dict(zip(columns, fields + [""] * (len(columns) - len(fields)))), "line": n})
+    return columns, rows
+
+
+def check_columns(path: str, step: str, columns: list[str]) -> None:
     for column in ("epoch", "visits"):
-        if column not in df.columns:
-            raise ConfigError(path, f"missing column {column!r} (columns: {', '.join(df.columns)})")
+        if column not in columns:
+            raise ConfigError(path, f"missing column {column!r} (the header names: {', '.join(columns)})")
     allowed = STEPS[step].table_columns
-    extra = [c for c in df.columns if c not in allowed]
+    extra = [c for c in columns if c not in allowed]
     if extra:
         raise ConfigError(
             path, f"unexpected column(s) {', '.join(map(repr, extra))} (allowed: {', '.join(sorted(allowed))})"
         )
-    if df.empty:
+
+
+def read_table(path: str, step: str, epochs: dict, cameras: list[str], source: str = "config") -> list[Row]:
+    """Read and validate one visit-selection table (source: the config file that names it)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    columns, records = read_lines(path, f"{source}: visits.{step}")
+    check_columns(path, step, columns)
+    if not records:
         raise ConfigError(path, "table has no rows")
-    df = df.apply(lambda col: col.str.strip())
     try:  # one validation of the whole table; only on failure look for the row to name
-        validate(df, schema_path("visits"), set_default=False)
+        validate(pd.DataFrame(records, columns=columns), schema_path("visits"), set_default=False)
         schema_ok = True
     except WorkflowError:
         schema_ok = False
     rows = []
-    for index, row in zip(df.index, df.to_dict("records")):  # plain dicts: iterrows builds a Series per row
-        line = index + 2  # +1 header, +1 one-based
+    for row in records:
+        line = row.pop("line")
         where = f"{path}: row {line}"
         if not schema_ok:
             record = {k: v for k, v in row.items() if v != "" or k in ("epoch", "visits")}
@@ -127,7 +172,7 @@ class Selections:
         self._by_job: dict[tuple[str, str, str], Selection] = {}
         for step in STEP_NAMES:
             path = settings.table(step)
-            self._select(step, path, read_table(path, step, settings.epochs, settings.cameras))
+            self._select(step, path, read_table(path, step, settings.epochs, settings.cameras, settings.source))
 
     def __getitem__(self, job: tuple[str, str, str]) -> Selection:
         return self._by_job[job]
@@ -149,6 +194,10 @@ class Selections:
                             )
                         visits.append(visit)
                         lines.append(row.line)
+                if len(visits) > MAX_VISITS:  # one job's --visits must stay one command-line argument
+                    raise ConfigError(
+                        path, f"{len(visits):,} visits for epoch {epoch} and {unit}, more than {MAX_VISITS:,} in a job"
+                    )
                 if not visits:
                     raise ConfigError(
                         path, f"no visits for epoch {epoch} and {'arm' if s.per_arm else 'camera'} {unit}"
@@ -162,8 +211,8 @@ class Selections:
                         f"got {len(visits)}",
                     )
                 groups = profile_groups(path, step, mine) if s.profile_groups else ()
-                specs = tuple(r.spec for r in mine)
-                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, specs, tuple(lines))
+                specs, spec_lines = tuple(r.spec for r in mine), tuple(r.line for r in mine)
+                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, specs, tuple(lines), spec_lines)
 
     def profile_groups(self, epoch: str) -> tuple[tuple[str, str], ...]:
         """The epoch's fibre-profile groups (the first camera's: one profiles_run per epoch)."""
@@ -174,11 +223,3 @@ class Selections:
         """Content-addressed: an edited table defines a new profiles_run."""
         digest = hashlib.sha1(json.dumps(self.profile_groups(epoch)).encode()).hexdigest()[:8]
         return f"{epoch}_{digest}"
-
-
-def visit_table(epoch: str, records: list) -> str:
-    """A visit-selection table of visit records, one visit a row, described in the comment column."""
-    lines = ["epoch\tvisits\tcomment"]
-    for r in records:
-        lines.append(f"{epoch}\t{r.id}\t{r.observation_type} {r.target_name} {r.timespan.begin.utc.isot[:19]}")
-    return "\n".join(lines) + "\n"

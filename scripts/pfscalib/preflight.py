@@ -1,0 +1,226 @@
+"""The preflight: every bad input is one line before any job.
+
+- At DAG time (`load`, called by rules/common.smk; no registry, no pipelines, so `snakemake -n -p` works
+  anywhere): the config files as written (one file, no duplicated key), then the configuration and the
+  visit tables (pfscalib.config, pfscalib.tables).
+- Before the first job of a real run (`environment`, called by the Snakefile's `onstart`, which Snakemake
+  skips in a dry run): the datastore, the demo's target, the executables, the pipeline files, and every
+  step's `-c` overrides and `clean:` types against the pipeline itself (pipe_base, no registry), once
+  per pipeline content and overrides (a passed check is remembered under paths.PREFLIGHT).
+- What needs the registry is checked by the epoch's check job (pfscalib.checks) and, for the collections
+  the workflow creates, by register-dataset-types (butlerops.own_collection_problems).
+
+One function per check; each raises ConfigError (one line naming the file, row, key or collection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .config import ConfigError
+from .steps import STEP_NAMES, STEPS
+from .workflow import Workflow
+
+
+# ---------------------------------------------------------------- DAG time
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML, and so Snakemake, keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: line {line}",
+                    f"key {key!r} appears twice in the same mapping (first on line {seen[key]}); "
+                    "YAML would silently keep only the last",
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def check_config_files(files: Sequence[str]) -> None:
+    """One config file, written without duplicated keys. Several --configfile values are refused: the
+    tools that read the config outside Snakemake (`pfscalib status`, `pfscalib promote`, the
+    certification table) take one file, and a target written after --configfile is taken for one."""
+    if len(files) > 1:
+        raise ConfigError(
+            "--configfile",
+            f"{len(files)} files given ({', '.join(map(str, files))}): give one config file "
+            "(and put targets before --configfile, which takes every word after it)",
+        )
+    for file in files:
+        check_duplicate_keys(str(file))
+
+
+def check_duplicate_keys(file: str) -> None:
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, f"cannot be read ({exc.strerror})") from None
+    loader = StrictLoader(text)
+    loader.name = file
+    try:
+        loader.get_single_data()
+    except yaml.YAMLError as exc:  # Snakemake read it already; only a construct it accepts lands here
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}: line {mark.line + 1}" if mark else file
+        raise ConfigError(where, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    finally:
+        loader.dispose()
+
+
+def load(config: dict, files: Sequence[str]) -> Workflow:
+    """The Snakefile's entry: the config files, then the configuration and tables; ConfigError if bad."""
+    check_config_files(files)
+    return Workflow(config, source=str(files[0]) if files else "config")
+
+
+# ---------------------------------------------------------------- before the first job
+def environment(wf: Workflow, cache: str = paths.PREFLIGHT) -> None:
+    """What a real run needs besides the registry: one ConfigError at the first problem."""
+    check_datastore(wf)
+    check_executables(wf)
+    for step in STEP_NAMES:
+        check_pipeline(wf, step, cache)
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def check_datastore(wf: Workflow) -> None:
+    """The repository exists (a Butler repo: butler.yaml); with demo: enabled, the datastore is the
+    demo's own or absent (the demo would otherwise be built over a site's repository)."""
+    location = wf.datastore
+    if is_url(location):
+        return  # a remote repository: the check job opens it
+    root = Path(location)
+    where = f"{wf.source}: datastore"
+    if wf.demo_enabled:
+        if root.exists() and not Path(paths.demo_marker(location)).exists():
+            raise ConfigError(
+                f"{wf.source}: demo.enabled",
+                f"datastore {location} is an existing repository the demo did not build: set demo.enabled "
+                "to false to use it, or point datastore at a new directory for the demo",
+            )
+        return
+    if not root.exists():
+        raise ConfigError(where, f"{location} does not exist (a Butler repository: `butler create`, or the site's)")
+    if root.is_dir() and not (root / "butler.yaml").is_file():
+        raise ConfigError(where, f"{location} is not a Butler repository (no butler.yaml in it)")
+
+
+def check_executables(wf: Workflow) -> None:
+    """Every program a job runs is there; the demo's stand-ins, made with its repository, are not yet."""
+    for key, program in wf.executables.items():
+        if wf.demo_enabled and Path(program).resolve().is_relative_to(Path(wf.datastore).resolve()):
+            continue
+        where = f"{wf.source}: executables.{key}"
+        if "/" in program:
+            if not (Path(program).is_file() and os.access(program, os.X_OK)):
+                raise ConfigError(where, f"{program!r} is not an executable file")
+        elif shutil.which(program) is None:
+            raise ConfigError(where, f"{program!r} is not found on PATH (activate the LSST/PFS stack)")
+
+
+def pipeline_file(wf: Workflow, step: str) -> Path:
+    key = f"steps.{step}.pipeline" if "pipeline" in wf.steps[step] else "pipelines_dir"
+    path = os.path.expandvars(wf.pipeline(step))
+    if "$" in path:
+        unset = path[path.index("$") :].split("/")[0]
+        raise ConfigError(f"{wf.source}: {key}", f"{unset} is not set in this shell (activate the LSST/PFS stack)")
+    if not Path(path).is_file():
+        raise ConfigError(f"{wf.source}: {key}", f"pipeline {path} of step {step} does not exist")
+    return Path(path)
+
+
+def step_overrides(wf: Workflow, step: str) -> list[tuple[str, str]]:
+    """(config key, LABEL:FIELD=VALUE) of every -c override any job of the step passes."""
+    out = [(f"steps.{step}.config", o) for o in wf.step_config(step)]
+    if STEPS[step].offset_override:
+        out += [(f"spectralOffset.{c}", f"{STEPS[step].offset_override}={wf.config['spectralOffset'][c]:g}")
+                for c in wf.cameras]  # fmt: skip
+    for unit, overrides in wf.setting(step, "camera_config", {}).items():
+        out += [(f"steps.{step}.camera_config.{unit}", o) for o in overrides]
+    return out
+
+
+def check_pipeline(wf: Workflow, step: str, cache: str = paths.PREFLIGHT) -> None:
+    """The step's -c overrides are accepted by its pipeline (the task labels and config fields exist and
+    take the values, as `pipetask build -p ... -c ...` checks them), and its `clean:` names dataset types
+    the pipeline produces. Remembered per pipeline content, overrides and clean list."""
+    path = pipeline_file(wf, step)
+    overrides = step_overrides(wf, step)
+    clean = list(wf.setting(step, "clean", STEPS[step].clean))
+    fingerprint = hashlib.sha256(
+        json.dumps([path.read_text(), overrides, clean, *environment_identity()]).encode()
+    ).hexdigest()[:20]
+    passed = Path(paths.preflight_pass(cache, step, fingerprint))
+    if passed.exists():
+        return
+    graph = pipeline_graph(path, [o for _, o in overrides])
+    if isinstance(graph, Exception):  # name the override: apply each alone
+        for key, override in overrides:
+            alone = pipeline_graph(path, [override])
+            if isinstance(alone, Exception):
+                raise ConfigError(f"{wf.source}: {key}", f"-c {override} is refused by {path.name}: {reason(alone)}")
+        raise ConfigError(f"{wf.source}: steps.{step}", f"{path.name} with the step's -c overrides: {reason(graph)}")
+    produced = {name for name in graph.dataset_types if graph.producer_of(name) is not None}
+    unknown = [t for t in clean if t not in produced]
+    if unknown:
+        key = f"steps.{step}.clean" if "clean" in wf.steps[step] else f"steps.{step}.clean (default)"
+        raise ConfigError(
+            f"{wf.source}: {key}",
+            f"{', '.join(unknown)}: not produced by {path.name} (it produces {', '.join(sorted(produced))})",
+        )
+    try:
+        passed.parent.mkdir(parents=True, exist_ok=True)
+        passed.write_text(json.dumps({"pipeline": str(path), "overrides": overrides, "clean": clean}) + "\n")
+    except OSError:  # an unwritable cache costs the next run the check again, nothing else
+        pass
+
+
+def environment_identity() -> list[str]:
+    """What else decides whether a pipeline takes an override: the software stack and where its tasks
+    come from (the pipeline's imports and task classes)."""
+    from importlib import metadata
+
+    versions = []
+    for package in ("lsst-pipe-base", "lsst-pex-config"):
+        try:
+            versions.append(metadata.version(package))
+        except metadata.PackageNotFoundError:  # an LSST stack installs them under EUPS, not as dists
+            versions.append("")
+    return [sys.prefix, os.environ.get("DRP_STELLA_DIR", ""), os.environ.get("OBS_PFS_DIR", ""), *versions]
+
+
+def pipeline_graph(path: Path, overrides: list[str]):
+    """The pipeline's graph with the overrides applied as pipetask applies -c (LABEL:KEY=VALUE), without
+    a registry; the exception if the pipeline refuses them."""
+    from lsst.pipe.base import Pipeline
+
+    try:
+        pipeline = Pipeline.from_uri(str(path))
+        for override in overrides:
+            label, _, assignment = override.partition(":")
+            key, _, value = assignment.partition("=")
+            pipeline.addConfigOverride(label, key, value)
+        return pipeline.to_graph()
+    except Exception as exc:  # any refusal by pipe_base or pex_config is the user's input
+        return exc
+
+
+def reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip("'\"")
