@@ -136,6 +136,7 @@ def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[s
     """{step: {unit: {dimension: distinct values}}} of the dimensions a visit implies (dither,
     pfs_design_id) over each job's visits: how many datasets a type with such a dimension has
     (pfscalib.disk), which the tables do not say."""
+    selection = expanded(selection)
     wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)
     out: dict[str, dict[str, dict[str, int]]] = {}
