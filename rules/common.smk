@@ -37,6 +37,7 @@ wildcard_constraints:
     epoch="|".join(map(re.escape, WF.epochs)),
     arm="|".join(WF.arms),
     spectrograph="|".join(sorted({c[1:] for c in WF.cameras})),
+    mode="|".join(WF.modes()),
 
 
 def unit_of(wildcards):
@@ -63,17 +64,15 @@ def epoch_checks(epoch="{epoch}"):
 
 
 def step_inputs(step):
-    """The sentinels the job's inputs come from, its epoch's check and the dataset-type registration
-    (and the epoch's profiles_run where the step reads one). A per-camera step reads its own camera's
-    products: patterns, so Snakemake calls nothing per job. A per-arm step reads every spectrograph of
-    its arm: a function of the cameras."""
-    if not step.per_arm:
-        needs = WF.needs(step.name, "{epoch}", "{arm}{spectrograph}") + epoch_checks()
-        return needs + ([paths.profiles("{epoch}")] if step.profile_groups else [])
+    """The sentinels the job's inputs come from (its camera's, its lender's, or every camera of its arm;
+    none for a product its camera's ISR does not read: pfscalib.steps.ARMS), its epoch's check and the
+    dataset-type registration, and the profiles_run of its camera's mode where the step reads one."""
 
     @declared
     def inputs(wildcards):
-        return WF.needs(step.name, wildcards.epoch, wildcards.arm) + epoch_checks(wildcards.epoch)
+        unit = unit_of(wildcards)
+        profiles = [paths.profiles(wildcards.epoch, WF.mode(unit))] if step.profile_groups else []
+        return WF.needs(step.name, wildcards.epoch, unit) + epoch_checks(wildcards.epoch) + profiles
 
     return inputs
 

@@ -1,5 +1,5 @@
-# defineFiberProfilesInputs.py: the epoch's bright/dark groups become one profiles_run, which every
-# step with profile groups (fiberProfiles) selects its visits by.
+# defineFiberProfilesInputs.py: the epoch's bright/dark groups of one mode (brn: b, r, n; m) become one
+# profiles_run, which every step with profile groups (fiberProfiles) of the mode's cameras selects by.
 
 
 rule fiberProfilesInputs:
@@ -8,11 +8,11 @@ rule fiberProfilesInputs:
         # dataset type, so it runs beside the registration (one core is otherwise idle there).
         checked(),
     output:
-        paths.profiles("{epoch}"),
+        paths.profiles("{epoch}", "{mode}"),
     log:
-        paths.log("{epoch}", "fiberProfilesInputs"),
+        paths.log("{epoch}", "fiberProfilesInputs", "{mode}"),
     benchmark:
-        paths.benchmark("{epoch}", "fiberProfilesInputs")
+        paths.benchmark("{epoch}", "fiberProfilesInputs", "{mode}")
     priority: step_priority("detectorMap")  # all of the epoch's fiberProfiles jobs wait for it
     localrule: True
     conda:
@@ -21,6 +21,6 @@ rule fiberProfilesInputs:
         disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         # an edited group defines a new profiles_run: reruns this job and the steps behind it
-        cmd=rerun_trigger(lambda wildcards: WF.commands.define_profiles(wildcards.epoch)),
+        cmd=rerun_trigger(lambda wildcards: WF.commands.define_profiles(wildcards.epoch, wildcards.mode)),
     shell:
         "{params.cmd} > {log} 2>&1"

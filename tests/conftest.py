@@ -113,3 +113,11 @@ def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
         else:
             out[info.name] = [info.type.name]
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), the tests that install and start daemons
+    (apt/dpkg, one PostgreSQL data directory, one SLURM controller) share one worker, one after another."""
+    for item in items:
+        if item.get_closest_marker("postgres") or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("daemons"))

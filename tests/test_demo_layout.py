@@ -27,6 +27,7 @@ from pfscalib.demo.make_repo import (
     SITE_CALIBRATIONS,
     SITE_CAMERA,
     SITE_DEFECTS,
+    SITE_NIR_DARK,
     bin_dir,
     load_demo,
     main,
@@ -63,7 +64,7 @@ def check_current_collections(butler: Butler) -> None:
     assert types[PFS_CONFIG_RUN] is CollectionType.RUN
     assert RAW_ALL not in types  # only older repositories have it
     assert types[CALIB] is CollectionType.CHAINED
-    assert chain(butler, CALIB) == list(SITE_CALIBRATIONS) == [SITE_DEFECTS, SITE_CAMERA]
+    assert chain(butler, CALIB) == list(SITE_CALIBRATIONS) == [SITE_NIR_DARK, SITE_DEFECTS, SITE_CAMERA]
     assert all(types[c] is CollectionType.CALIBRATION for c in SITE_CALIBRATIONS)
     assert types[DEFAULTS] is CollectionType.CHAINED
     assert chain(butler, DEFAULTS) == ["PFS/raw/pfsConfig", "PFS/raw/sps", "PFS/calib"]

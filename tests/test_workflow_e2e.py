@@ -258,7 +258,12 @@ def test_dry_run_of_site_config_needs_no_datastore(tmp_path):
     assert not Path("/work/pfs/data/datastore").exists()
     output = proc.stdout + proc.stderr
     commands = [line for line in output.splitlines() if "pfscalib job" in line]
-    assert len(commands) == 7 * 16 - 12  # 16 cameras x 6 per-camera steps + 4 arms of fiberNorms
+    # 12 cameras (b, r, n x 4): 6 per-camera steps for b and r, 4 for n (no bias, no dark), fiberNorms per arm
+    assert len(commands) == 8 * 6 + 4 * 4 + 3
+    assert not [c for c in commands if re.search(r"--arm n .*--step (bias|dark) ", c)]
+    # one defineFiberProfilesInputs.py per mode and epoch: brn only here
+    defines = [line for line in output.splitlines() if "-- defineFiberProfilesInputs.py" in line]
+    assert len(defines) == 1 and "--name run18_brn" in defines[0]
     b1 = next(c for c in commands if "logs/run18/bootstrap/b1.log" in c)
     assert "-c bootstrap:spectralOffset=-10" in b1 and "visit IN (11, 22)" in b1
     # 16 threads configured; a bootstrap has 2 visits: -j 2 (and 2 CPUs on SLURM)

@@ -123,13 +123,13 @@ def test_bootstrap_query_and_offset_per_camera(pfs_config):
 
 def test_fiber_profiles_inputs_reproduce_the_seed_groups(pfs_config):
     wf = Workflow(pfs_config)
-    argv = argv_of(wf.commands.define_profiles("run18"))
+    argv = argv_of(wf.commands.define_profiles("run18", "brn"))
     seed = argv[argv.index("--") + 1 :]
-    assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", wf.profiles_run("run18")]
+    assert seed[:4] == ["defineFiberProfilesInputs.py", "/work/pfs/data/datastore", "PFS", "run18_brn"]
     assert option(seed, "--bright") == ["113855..113863", "113903..113911", "114190..114198", "114238..114246"]
     assert option(seed, "--dark") == ["113845..113853", "113893..113901", "114180..114188", "114228..114236"]
     p, _ = split_job(wf.commands.job("fiberProfiles", "run18", "n3"))
-    assert option(p, "-d") == [f"profiles_run = '{wf.profiles_run('run18')}' AND arm='n' AND spectrograph=3"]
+    assert option(p, "-d") == ["profiles_run = 'run18_brn' AND arm='n' AND spectrograph=3"]
 
 
 def test_per_camera_config_overrides(pfs_config):

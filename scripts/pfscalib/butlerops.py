@@ -227,6 +227,14 @@ def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
     return bool(list(records))
 
 
+def profiles_run_visits(butler: Butler, instrument: str, name: str) -> set[int]:
+    """The visits a profiles_run's groups hold (empty if it is not defined)."""
+    records = butler.query_dimension_records(
+        "profiles_visits", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
+    )
+    return {r.visit for r in records}
+
+
 class QueryError(ValueError):
     """A user's query the registry cannot run; str() is one line naming it and why."""
 
@@ -425,6 +433,20 @@ def find_calibration(butler: Butler, dataset_type: str, collections: list[str], 
         return False
     restricted = {k: v for k, v in data_id.items() if k in dimensions}
     return butler.find_dataset(dataset_type, restricted, collections=collections, timespan=timespan) is not None
+
+
+def calibration_spans(butler: Butler, dataset_type: str, collections: list[str], data_id: dict) -> list[Timespan]:
+    """The validity ranges over which a calibration of this type is certified for the data ID in the
+    CALIBRATION collections reached from these collections (chains followed); none for an unknown type."""
+    from lsst.daf.butler import CollectionType, MissingDatasetTypeError
+
+    try:
+        associations = butler.registry.queryDatasetAssociations(
+            dataset_type, collections=collections, collectionTypes={CollectionType.CALIBRATION}, flattenChains=True
+        )
+        return [a.timespan for a in associations if all(a.ref.dataId[k] == v for k, v in data_id.items())]
+    except MissingDatasetTypeError:
+        return []
 
 
 # ---------------------------------------------------------------- promotion (pfscalib.promote)

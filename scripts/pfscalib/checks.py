@@ -146,3 +146,26 @@ def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[s
             names = mine[0].definition.implied.names if mine else ()
             out.setdefault(step, {})[unit] = {name: len({getattr(r, name) for r in mine}) for name in names}
     return out
+
+
+def missing_site_calibrations(butler, instrument: str, epoch: str, wanted: dict) -> list[str]:
+    """The site calibrations an arm's ISR looks up (n: nirDark; pfscalib.steps.ARMS) are certified over the
+    epoch's whole range in the site's inputs: the workflow never builds them.
+    wanted: {"range": [begin, end|None], "collections": [...], "cameras": {camera: [dataset type, ...]}}."""
+    if not wanted:  # no camera of an arm with site calibrations
+        return []
+    begin, end = wanted["range"]
+    out = []
+    for camera, dataset_types in sorted(wanted["cameras"].items()):
+        data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
+        for dataset_type in dataset_types:
+            uncovered = [butlerops.make_timespan(begin, end)]
+            for span in butlerops.calibration_spans(butler, dataset_type, wanted["collections"], data_id):
+                uncovered = [part for gap in uncovered for part in gap.difference(span)]
+            if uncovered:
+                out.append(
+                    f"{camera}: the site's {dataset_type} is not certified over [{begin}, {end or 'unbounded'}) "
+                    f"(epoch {epoch}) in {', '.join(wanted['collections'])}; the {camera[0]} ISR needs it and the "
+                    "workflow does not build it"
+                )
+    return out

@@ -80,7 +80,7 @@ def _own_collection_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import implied_counts, instrument_problems, problems
+    from .checks import implied_counts, instrument_problems, missing_site_calibrations, problems
     from .job import write_json
 
     if not Path(args.repo).exists() and "://" not in args.repo:
@@ -92,6 +92,7 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
         instrument_problems(butler, args.instrument)
         or own_problems(butler, args)
         or problems(butler, args.instrument, args.epoch, selection, args.prerequisite)
+        + missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations or "{}"))
     )
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
@@ -103,16 +104,23 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, profiles_run_exists
+    from .butlerops import open_butler, profiles_run_exists, profiles_run_visits
     from .job import write_json
+    from .visits import parse_visit_list
 
-    if profiles_run_exists(open_butler(args.repo), args.instrument, args.name):
+    groups = json.loads(args.groups)
+    butler = open_butler(args.repo)
+    if profiles_run_exists(butler, args.instrument, args.name):
+        wanted = {v for pair in groups for spec in pair if spec for v in parse_visit_list(spec)}
+        if profiles_run_visits(butler, args.instrument, args.name) != wanted:
+            log.error("define-profiles: profiles_run %s is already defined with other visits", args.name)
+            return 1
         log.info("profiles_run %s already defined (same content): skipping", args.name)
     else:
         rc = subprocess.call(args.command)
         if rc:
             return rc
-    write_json(args.output, {"profiles_run": args.name, "command": args.command})
+    write_json(args.output, {"profiles_run": args.name, "groups": groups, "command": args.command})
     return 0
 
 
@@ -271,10 +279,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
+    p.add_argument("--site-calibrations", default="", help="JSON: an arm's site calibrations, range, collections")
     _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
-    for name in ("--repo", "--name", "--output"):
+    for name in ("--repo", "--name", "--output", "--groups"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER)

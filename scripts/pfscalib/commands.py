@@ -32,7 +32,7 @@ class Commands:
     def where(self, step: str, epoch: str, unit: str) -> str:
         """The -d data query: constrained instrument + visits (or profiles_run) + camera or arm."""
         if STEPS[step].profile_groups:
-            query = f"profiles_run = '{self.selections.profiles_run(epoch)}'"
+            query = f"profiles_run = '{self.selections.profiles_run(epoch, self.settings.mode(unit))}'"
         else:
             # PFS list syntax maps onto the query grammar: A..B:S is a range, ^ separates items
             visits = ", ".join(spec.replace("^", ", ") for spec in self.selections[(step, epoch, unit)].specs)
@@ -95,13 +95,16 @@ class Commands:
         job = ["pfscalib", "job", *self.certify_options(step, epoch, unit), "--"]
         return shell_join(job + self.pipetask_argv(step, epoch, unit))
 
-    def define_profiles(self, epoch: str) -> str:
-        s, name = self.settings, self.selections.profiles_run(epoch)
+    def define_profiles(self, epoch: str, mode: str) -> str:
+        """One defineFiberProfilesInputs.py per epoch and mode (brn, m): the mode's groups as its profiles_run."""
+        s, name = self.settings, self.selections.profiles_run(epoch, mode)
+        groups = self.selections.profile_groups(epoch, mode)
         argv = [s.executables["defineFiberProfilesInputs"], s.datastore, s.instrument_name, name]
-        for bright, dark in self.selections.profile_groups(epoch):
+        for bright, dark in groups:
             argv += ["--bright", bright] + (["--dark", dark] if dark else [])
         wrapper = ["pfscalib", "define-profiles", "--repo", s.datastore, "--instrument", s.instrument_name]
-        return shell_join([*wrapper, "--name", name, "--output", paths.profiles(epoch), "--", *argv])
+        wrapper += ["--name", name, "--groups", json.dumps([list(g) for g in groups])]
+        return shell_join([*wrapper, "--output", paths.profiles(epoch, mode), "--", *argv])
 
     def check(self, epoch: str, output: str) -> str:
         """One check of every step's visits for the epoch (one registry open, not one per step)."""
@@ -125,6 +128,15 @@ class Commands:
         argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
         for dataset_type in s.config.get("prerequisites", []):
             argv += ["--prerequisite", dataset_type]
+        site = {c: list(s.site_calibrations(c)) for c in s.cameras if s.site_calibrations(c)}
+        if site:
+            span = s.epochs[epoch]
+            wanted = {
+                "range": [span["begin"], span.get("end")],
+                "collections": s.collections["inputs"],
+                "cameras": site,
+            }
+            argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
         return shlex.join(argv + self.own_collections())
 
     def register(self) -> str:
@@ -146,9 +158,13 @@ class Commands:
         return argv
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
-        return shell_join(
-            ["python", "-m", "pfscalib.qa", "--repo", self.settings.datastore, "--outdir", outdir, *sentinels]
-        )
+        s = self.settings
+        argv = ["python", "-m", "pfscalib.qa", "--repo", s.datastore, "--outdir", outdir]
+        for step in STEP_NAMES:
+            for unit in s.all_units(step):
+                if s.role(step, unit) != "build":
+                    argv += ["--not-built", f"{step}:{unit}:{s.role_words(step, unit)}"]
+        return shell_join(argv + sentinels)
 
     @staticmethod
     def status(config_file: str) -> str:

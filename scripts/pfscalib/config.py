@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from . import paths
-from .steps import STEP_NAMES, STEPS
+from .steps import ARMS, MODES, STEP_NAMES, STEPS, Role, lender, role, role_words
 
 
 class ConfigError(ValueError):
@@ -158,6 +158,7 @@ class Settings:
         self.cameras: list[str] = list(config["cameras"])
         self.arms = sorted({c[0] for c in self.cameras}, key="brnm".index)
         self.epochs: dict[str, dict] = config["epochs"]
+        self.camera_steps: dict[str, dict[str, str]] = config.get("camera_steps", {})
         self.steps: dict[str, dict] = {name: dict(config.get("steps", {}).get(name, {})) for name in STEP_NAMES}
         self.executables = {
             "pipetask": "pipetask",
@@ -169,6 +170,7 @@ class Settings:
             raise ConfigError(f"{source}: visits", f"no visit table for step(s) {', '.join(missing)}")
         self._check_validity()
         self._check_steps()
+        self._check_roles()
         self._check_collection_names()
 
     @property
@@ -182,19 +184,50 @@ class Settings:
     def table(self, step: str) -> str:
         return self.config["visits"][step]
 
-    def units(self, step: str) -> list[str]:
-        """The jobs of a step: one per camera, or one per arm."""
+    def all_units(self, step: str) -> list[str]:
+        """Every camera, or every arm for a per-arm step, whether the step is built for it or not."""
         return self.arms if STEPS[step].per_arm else self.cameras
+
+    def units(self, step: str) -> list[str]:
+        """The jobs of a step: one per camera, or one per arm, for which the step is built."""
+        return [u for u in self.all_units(step) if self.role(step, u) == "build"]
+
+    def role(self, step: str, unit: str) -> Role:
+        """build, skip or borrow (pfscalib.steps.ARMS, overridden by the config's camera_steps)."""
+        return role(step, unit, self.camera_steps)
+
+    def role_words(self, step: str, unit: str) -> str:
+        return role_words(step, unit, self.camera_steps)
+
+    def mode(self, camera: str) -> str:
+        """The camera's fibre-profile mode (brn or m)."""
+        return ARMS[camera[0]].mode
+
+    def modes(self) -> list[str]:
+        return sorted({self.mode(c) for c in self.cameras}, key=MODES.index)
+
+    def site_calibrations(self, camera: str) -> tuple[str, ...]:
+        """The site calibrations the camera's ISR looks up besides the config's prerequisites (n: nirDark)."""
+        return ARMS[camera[0]].site_calibrations
 
     def cameras_of(self, unit: str) -> list[str]:
         """The cameras a job covers: the camera itself, or every camera of the arm."""
         return [c for c in self.cameras if c.startswith(unit)]
 
+    def maker(self, step: str, camera: str) -> str | None:
+        """The camera whose job builds the product the camera's ISR reads: itself, its lender (m1 reads r1's
+        bias), or none (n1's bias)."""
+        chosen = self.role(step, camera)
+        if chosen == "borrow":
+            return lender(step, camera)
+        return camera if chosen == "build" else None
+
     def needs(self, step: str, epoch: str, unit: str) -> list[str]:
-        """Sentinels this job's inputs come from: its camera's (unit may be a wildcard pattern), or every
-        camera of its arm."""
+        """Sentinels this job's inputs come from: its camera's, its lender's (m: r's bias and dark), or those of
+        every camera of its arm; none for a product the camera's ISR does not read."""
         cameras = self.cameras_of(unit) if STEPS[step].per_arm else [unit]
-        return [paths.sentinel(need, epoch, c) for need in STEPS[step].needs for c in cameras]
+        makers = [(need, self.maker(need, c)) for need in STEPS[step].needs for c in cameras]
+        return list(dict.fromkeys(paths.sentinel(need, epoch, maker) for need, maker in makers if maker))
 
     def setting(self, step: str, key: str, default: Any = None) -> Any:
         return self.steps[step].get(key, default)
@@ -341,8 +374,31 @@ class Settings:
                 )
         offsets = self.config.get("spectralOffset", {})
         for camera in self.cameras:
-            if camera not in offsets:
+            if camera not in offsets and any(STEPS[s].offset_override for s in STEP_NAMES if camera in self.units(s)):
                 raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {camera}")
         for camera in offsets:
             if camera not in self.cameras:
                 raise ConfigError(f"{self.source}: spectralOffset.{camera}", "not a configured camera")
+
+    def _check_roles(self) -> None:
+        """camera_steps names configured cameras or arms and asks only what the ISR can use; a borrowing camera
+        (m) has its lender (r of the same spectrograph) configured and building the product."""
+        for key, chosen in self.camera_steps.items():
+            if key not in self.cameras and key not in self.arms:
+                raise ConfigError(f"{self.source}: camera_steps.{key}", "not a configured camera or arm")
+            for step, what in chosen.items():
+                if what == "build" and step in ARMS[key[0]].never:
+                    raise ConfigError(
+                        f"{self.source}: camera_steps.{key}.{step}", f"cannot be built: {ARMS[key[0]].why}"
+                    )
+        for step in STEP_NAMES:
+            for camera in self.all_units(step):
+                if self.role(step, camera) != "borrow":
+                    continue
+                source = lender(step, camera)
+                if source not in self.cameras or self.role(step, source) != "build":
+                    raise ConfigError(
+                        f"{self.source}: cameras",
+                        f"{camera} takes its {step} from {source} (the ISR's r<->m fallback), but {source} does not "
+                        f"build one: add {source} to cameras, or set camera_steps.{camera}.{step}: build",
+                    )

@@ -40,9 +40,9 @@ def check(epoch: str) -> str:
     return f"results/checks/{epoch}.json"
 
 
-def profiles(epoch: str) -> str:
-    """The epoch's profiles_run is defined."""
-    return f"results/fiberProfilesInputs/{epoch}.json"
+def profiles(epoch: str, mode: str) -> str:
+    """The epoch's profiles_run of a fibre-profile mode (brn, m) is defined: its name and groups."""
+    return f"results/fiberProfilesInputs/{epoch}/{mode}.json"
 
 
 def pipeline_outputs(digest: str) -> str:

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", required=True)
     parser.add_argument("--outdir", required=True)
+    parser.add_argument("--not-built", action="append", default=[], help="STEP:UNIT:WORDS, a picture saying so")
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
     from .butlerops import open_butler
@@ -138,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         sentinel = json.loads(Path(path).read_text())
         unit = sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
         plot(butler, sentinel, out / f"{sentinel['step']}_{unit}.png")
+    for entry in args.not_built:  # a camera x step that does not apply is shown as such, not left missing
+        step, unit, words = entry.split(":", 2)
+        fig = plt.figure(figsize=(6, 1.2))
+        fig.text(0.5, 0.5, f"{step} {unit}: not built ({words})", ha="center", va="center", wrap=True)
+        fig.savefig(out / f"{step}_{unit}.png", dpi=80)
+        plt.close(fig)
     return 0
 
 

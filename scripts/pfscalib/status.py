@@ -39,6 +39,9 @@ STATES = {
     "unrecorded": State("FOREIGN", "certified, no sentinel"),
     "differs": State("DIFFERS", "differs from sentinel"),
     "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
+    # a camera x step the workflow does not build (pfscalib.steps.ARMS, config camera_steps): shown as such
+    "n/a": State("n/a", "n/a: its ISR does not read it (n: bias, dark), or camera_steps skips it", ok=True),
+    "borrowed": State("from r", "n/a: from r of the spectrograph (the ISR's r<->m fallback)", ok=True),
 }
 
 
@@ -55,7 +58,13 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
         certs = butlerops.certified(butler, collection, s.certified_as)
         for epoch in wf.epochs:
             span = butlerops.make_timespan(*wf.validity(step, epoch))
-            for unit in wf.units(step):
+            for unit in wf.all_units(step):
+                if wf.role(step, unit) != "build":
+                    maker = wf.maker(step, unit)
+                    row = dict.fromkeys(COLUMNS, "") | {"epoch": epoch, "step": step, "camera": unit}
+                    state, words = ("borrowed", f"n/a: from {maker}") if maker else ("n/a", "n/a")
+                    rows.append(row | {"datasetType": s.certified_as, "state": state, "status": words})
+                    continue
                 data_id = {"arm": unit[0], **({} if s.per_arm else {"spectrograph": int(unit[1:])})}
                 mine = [
                     c

@@ -165,3 +165,82 @@ def priority(step: str) -> int:
     the longest chain ahead first (highest level first), so cameras advance together and no camera's
     whole chain is left to run alone at the end."""
     return len(STEP_NAMES) - STEP_NAMES.index(step)
+
+
+# ------------------------------------------------------------------ which steps apply to which camera
+# A PFS spectrograph has arms b, r (or m, the medium-resolution grating on the r detector) and n (an H4RG).
+# Each arm's ISR needs different products (obs_pfs isrTask.py), so not every step runs for every camera:
+# what a camera x step is, by default per arm, overridable per camera or arm in the config (camera_steps).
+Role = Literal["build", "skip", "borrow"]
+BRN, MEDIUM = "brn", "m"  # fibre-profile modes: one profiles_run each per epoch (drp_doc: run18_brn, 2026may_m)
+MODES = (BRN, MEDIUM)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Arm:
+    name: str
+    mode: Literal["brn", "m"]  # the fibre-profile groups (profiles_run) the arm's cameras use
+    # Steps whose product the arm's ISR never reads, so never built for it (n: it drops the bias and reads the
+    # site's nirDark instead of a dark); `why` says so in messages.
+    never: tuple[str, ...] = ()
+    why: str = ""
+    # Steps whose product the ISR falls back to from another arm of the same spectrograph (m: r's bias and dark,
+    # isrTask.py lookupBiasDark): not run for the arm unless the config asks (camera_steps: build).
+    borrows: tuple[str, ...] = ()
+    borrows_from: str = ""
+    # Site calibrations the arm's ISR looks up, certified by the site (obs_pfs combineNirDark.py), checked
+    # over each epoch's range before any job.
+    site_calibrations: tuple[str, ...] = ()
+
+
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in [
+        Arm(name="b", mode=BRN),
+        Arm(name="r", mode=BRN),
+        Arm(
+            name="n",
+            mode=BRN,
+            never=("bias", "dark"),
+            why="the ISR of an n (H4RG) camera takes no bias and reads the site's nirDark instead of a dark",
+            site_calibrations=("nirDark",),
+        ),
+        Arm(name="m", mode=MEDIUM, borrows=("bias", "dark"), borrows_from="r"),
+    ]
+}
+ARM_NAMES = tuple(ARMS)
+
+
+def default_role(step: str, arm: str) -> Role:
+    """What a step is for an arm's cameras by default."""
+    a = ARMS[arm]
+    if step in a.never:
+        return "skip"
+    return "borrow" if step in a.borrows else "build"
+
+
+def role(step: str, unit: str, overrides: dict[str, dict[str, str]]) -> Role:
+    """What a step is for a camera (b1) or arm (b): the config's camera_steps for the camera, else for its arm,
+    else the arm's default. An override `build` of a borrowed step builds it; `skip` skips any step."""
+    for key in (unit, unit[0]):
+        chosen = overrides.get(key, {}).get(step)
+        if chosen == "build":
+            return "build"
+        if chosen == "skip":
+            return "skip"
+    return default_role(step, unit[0])
+
+
+def lender(step: str, camera: str) -> str:
+    """The camera whose product a borrowing camera's ISR falls back to (m1 -> r1)."""
+    return f"{ARMS[camera[0]].borrows_from}{camera[1:]}"
+
+
+def role_words(step: str, unit: str, overrides: dict[str, dict[str, str]]) -> str:
+    """How status and messages say a step that is not built for a camera."""
+    r = role(step, unit, overrides)
+    if r == "borrow":
+        return f"from {lender(step, unit)} (the ISR's r<->m fallback)"
+    if r == "skip":
+        return ARMS[unit[0]].why if step in ARMS[unit[0]].never else "skipped (config camera_steps)"
+    return "built"

@@ -10,11 +10,13 @@ from typing import Any
 
 import pandas as pd
 
+from . import paths
 from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
 from .steps import KIND_WORDS, STEP_NAMES, STEPS
 from .visits import MAX_VISITS, parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+GROUP_ROLE_WORDS = {"bright": "", "dark": " dark"}  # "group 2", "group 2 dark" in messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,14 +25,15 @@ class Row:
 
     line: int  # as an editor shows it: 1 is the header
     epoch: str
-    cameras: tuple[str, ...]  # empty: every camera
+    cameras: tuple[str, ...]  # cameras (b1) or arms (b); empty: every camera
     visits: tuple[int, ...]
     spec: str  # the visits column (PFS list syntax)
     group: str = ""
     role: str = ""
 
     def covers(self, unit: str) -> bool:
-        return not self.cameras or any(c.startswith(unit) for c in self.cameras)
+        """Whether the row selects visits for a camera (b1) or, for a per-arm step, an arm (b)."""
+        return not self.cameras or any(c.startswith(unit) or c == unit[0] for c in self.cameras)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +134,11 @@ def read_table(path: str, step: str, epochs: dict, cameras: list[str], source: s
         except ValueError as exc:
             raise ConfigError(f"{where} (column visits)", str(exc)) from None
         row_cameras = tuple(c for c in (row.get("cameras") or "").split(",") if c)
-        unknown = [c for c in row_cameras if c not in cameras]
+        unknown = [c for c in row_cameras if c not in cameras and c not in {x[0] for x in cameras}]
         if unknown:
             raise ConfigError(
                 f"{where} (column cameras)",
-                f"camera(s) {', '.join(unknown)} not in config cameras ({', '.join(cameras)})",
+                f"camera(s) {', '.join(unknown)} not in config cameras ({', '.join(cameras)}) or their arms",
             )
         if STEPS[step].profile_groups and (not row.get("group") or not row.get("role")):
             raise ConfigError(where, f"{step} rows need a group number and a role (bright or dark)")
@@ -170,6 +173,7 @@ class Selections:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._by_job: dict[tuple[str, str, str], Selection] = {}
+        self._modes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         for step in STEP_NAMES:
             path = settings.table(step)
             self._select(step, path, read_table(path, step, settings.epochs, settings.cameras, settings.source))
@@ -179,6 +183,7 @@ class Selections:
 
     def _select(self, step: str, path: str, rows: list[Row]) -> None:
         s = STEPS[step]
+        self._check_rows_apply(step, path, rows)
         seen: dict[tuple[str, int], int] = {}  # (unit, visit) -> line that selected it
         for epoch in self.settings.epochs:
             for unit in self.settings.units(step):
@@ -210,16 +215,65 @@ class Selections:
                         f"{step} needs exactly {count} visits ({roles}) for epoch {epoch} camera {unit}, "
                         f"got {len(visits)}",
                     )
-                groups = profile_groups(path, step, mine) if s.profile_groups else ()
                 specs, spec_lines = tuple(r.spec for r in mine), tuple(r.line for r in mine)
-                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), groups, specs, tuple(lines), spec_lines)
+                self._by_job[(step, epoch, unit)] = Selection(tuple(visits), (), specs, tuple(lines), spec_lines)
+            if s.profile_groups:
+                self._mode_groups(step, path, epoch, rows)
 
-    def profile_groups(self, epoch: str) -> tuple[tuple[str, str], ...]:
-        """The epoch's fibre-profile groups (the first camera's: one profiles_run per epoch)."""
-        step = next(s for s in STEP_NAMES if STEPS[s].profile_groups)
-        return self[(step, epoch, self.settings.cameras[0])].groups
+    def _check_rows_apply(self, step: str, path: str, rows: list[Row]) -> None:
+        """A row may name only cameras (or arms) the step is built for: bias visits for n1 are a mistake."""
+        settings = self.settings
+        for row in rows:
+            for entry in row.cameras:
+                if STEPS[step].per_arm:
+                    units = [entry[0]]
+                else:
+                    units = settings.cameras_of(entry) if len(entry) == 1 else [entry]
+                if not any(settings.role(step, u) == "build" for u in units):
+                    raise ConfigError(
+                        f"{path}: row {row.line} (column cameras)",
+                        f"{step} is not built for {entry}: {settings.role_words(step, units[0])}",
+                    )
 
-    def profiles_run(self, epoch: str) -> str:
-        """Content-addressed: an edited table defines a new profiles_run."""
-        digest = hashlib.sha1(json.dumps(self.profile_groups(epoch)).encode()).hexdigest()[:8]
-        return f"{epoch}_{digest}"
+    def _mode_groups(self, step: str, path: str, epoch: str, rows: list[Row]) -> None:
+        """One profiles_run per epoch and mode (brn, m): the groups of the rows of the mode's cameras, which
+        every camera of the mode must get completely (each group's bright, and dark where the mode has any)."""
+        for mode in self.settings.modes():
+            cameras = [c for c in self.settings.units(step) if self.settings.mode(c) == mode]
+            if not cameras:
+                continue
+            mine = [r for r in rows if r.epoch == epoch and any(r.covers(c) for c in cameras)]
+            groups = profile_groups(f"{path}: epoch {epoch}, mode {mode}", step, mine)
+            self._modes[(epoch, mode)] = groups
+            wanted = [
+                (n, role) for n, pair in enumerate(groups) for role, spec in zip(("bright", "dark"), pair) if spec
+            ]
+            for camera in cameras:
+                own = {(int(r.group), r.role) for r in mine if r.covers(camera)}
+                lacking = [f"group {n}{GROUP_ROLE_WORDS[role]}" for n, role in wanted if (n, role) not in own]
+                if lacking:
+                    raise ConfigError(
+                        path,
+                        f"epoch {epoch}: camera {camera} lacks {', '.join(lacking)} of mode {mode}'s fibre-profile "
+                        "groups (give it rows, or name its arm in the cameras column)",
+                    )
+                job = (step, epoch, camera)
+                self._by_job[job] = dataclasses.replace(self._by_job[job], groups=groups)
+
+    def profile_groups(self, epoch: str, mode: str) -> tuple[tuple[str, str], ...]:
+        """The (bright, dark) groups of an epoch's profiles_run of one mode (brn or m)."""
+        return self._modes[(epoch, mode)]
+
+    def profiles_run(self, epoch: str, mode: str) -> str:
+        """<epoch>_<mode>, as PFS names them (run18_brn, run18_m); once defined with other groups (the table was
+        edited since), <epoch>_<mode>_<hash of the groups>: a new, still readable profiles_run."""
+        groups = [list(g) for g in self.profile_groups(epoch, mode)]
+        record = Path(paths.profiles(epoch, mode))
+        name = f"{epoch}_{mode}"
+        if record.is_file():
+            previous = json.loads(record.read_text())
+            if previous.get("groups") == groups:
+                return previous["profiles_run"]
+            digest = hashlib.sha1(json.dumps(groups).encode()).hexdigest()[:6]
+            name = f"{name}_{digest}"
+        return name

@@ -36,8 +36,8 @@ class Workflow(Settings):
             epoch: [paths.sentinel(s, epoch, u) for s in STEP_NAMES for u in self.units(s)] for epoch in self.epochs
         }
 
-    def profiles_run(self, epoch: str) -> str:
-        return self.selections.profiles_run(epoch)
+    def profiles_run(self, epoch: str, mode: str) -> str:
+        return self.selections.profiles_run(epoch, mode)
 
     def all_sentinels(self) -> list[str]:
         return [p for e in self.epochs for p in self.epoch_sentinels(e)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -52,7 +53,11 @@ SITE_DEFECTS = "PFS/calib/demo/site/defects.20250101a"  # CALIBRATION (current: 
 SITE_DEFECTS_RUN = "PFS/calib/demo/site/defectsGen.20250101a"
 SITE_CAMERA = "PFS/calib/demo/site/camera.20250101a"  # CALIBRATION (current: child of CALIB)
 SITE_CAMERA_RUN = "PFS/calib/demo/site/cameraGen.20250101a"
-SITE_CALIBRATIONS = (SITE_DEFECTS, SITE_CAMERA)  # current: CALIB's children, in this order
+# The n (NIR) cameras' dark cubes (obs_pfs combineNirDark.py, certified by the site, one per observing run):
+# the ISR of an n camera needs one, and never a bias.
+SITE_NIR_DARK = "PFS/calib/demo/site/nirDark.20250101a"  # CALIBRATION (current: child of CALIB)
+SITE_NIR_DARK_RUN = "PFS/calib/demo/site/nirDarkGen.20250101a"
+SITE_CALIBRATIONS = (SITE_NIR_DARK, SITE_DEFECTS, SITE_CAMERA)  # current: CALIB's children, in this order
 
 # Stand-ins for drp_stella's scripts, written as executable shims into ROOT/bin (never installed under these
 # names: at a site they would shadow the real ones): file name -> function of pfscalib.demo.bin.
@@ -173,10 +178,17 @@ def _build(
         registry.setCollectionChain(RAW_SPS, [RAW_ALL])
         raw_run = RAW_ALL
     _write_site_calibrations(butler, instrument, cameras, layout)
+    _write_nir_darks(butler, instrument, cameras, epochs, seed, layout)
+    if layout == CURRENT:
+        registry.registerCollection(CALIB, CollectionType.CHAINED)
+        registry.setCollectionChain(CALIB, list(SITE_CALIBRATIONS))
+        registry.registerCollection(DEFAULTS, CollectionType.CHAINED)
+        registry.setCollectionChain(DEFAULTS, [PFS_CONFIG_RUN, RAW_SPS, CALIB])
 
     specs: list[simulate.VisitSpec] = []
+    modes = (simulate.BRN, simulate.MEDIUM) if any(c.startswith("m") for c in cameras) else (simulate.BRN,)
     for index, epoch in enumerate(epochs):
-        specs += simulate.epoch_visits(epoch, first_visit=100 * (index + 1))
+        specs += simulate.epoch_visits(epoch, first_visit=100 * (index + 1), modes=modes)
     spectrographs = sorted({simulate.split_camera(c)[1] for c in cameras})
     for spec in specs:
         epoch_index = list(epochs).index(spec.epoch)
@@ -215,7 +227,7 @@ def _build(
             "targetType": ["SCIENCE"] * len(fiber_ids),
         }
         butler.put(pfs_config, "pfsConfig", instrument=name, visit=spec.visit, run=PFS_CONFIG_RUN)
-        for camera in cameras:
+        for camera in filter(spec.has_raw, cameras):
             arm, spectrograph = simulate.split_camera(camera)
             truth = simulate.CameraTruth(seed, simulate.Epoch(spec.epoch, epoch_index), camera)
             butler.put(
@@ -269,11 +281,44 @@ def _write_site_calibrations(
         defects.append(butler.put(table, "defects", data_id, run=SITE_DEFECTS_RUN))
     registry.certify(targets["defects"], defects, forever)
 
-    if layout == CURRENT:
-        registry.registerCollection(CALIB, CollectionType.CHAINED)
-        registry.setCollectionChain(CALIB, list(SITE_CALIBRATIONS))
-        registry.registerCollection(DEFAULTS, CollectionType.CHAINED)
-        registry.setCollectionChain(DEFAULTS, [PFS_CONFIG_RUN, RAW_SPS, CALIB])
+
+def _write_nir_darks(
+    butler: Butler,
+    instrument: PrimeFocusSpectrograph,
+    cameras: tuple[str, ...],
+    epochs: dict[str, str],
+    seed: int,
+    layout: str,
+) -> None:
+    """The site's nirDark (ImageCube, dimensions instrument, arm, spectrograph, as obs_pfs's isrTask.py
+    connection) of each n camera and observing run, valid from halfway since the previous run's night to
+    halfway to the next one's (the first from -inf, the last to +inf); then PFS/calib and PFS/defaults."""
+    registry = butler.registry
+    name = instrument.getName()
+    registry.registerDatasetType(
+        DatasetType(
+            "nirDark",
+            ("instrument", "arm", "spectrograph"),
+            "ImageCube",
+            universe=registry.dimensions,
+            isCalibration=True,
+        )
+    )
+    target = SITE_NIR_DARK if layout == CURRENT else CALIB
+    registry.registerCollection(target, CollectionType.CALIBRATION)
+    nights = [Time(night, scale="utc") for night in epochs.values()]
+    bounds = [None, *(a + (b - a) / 2 for a, b in itertools.pairwise(nights)), None]
+    for index, epoch in enumerate(epochs):
+        refs = []
+        for camera in (c for c in cameras if c.startswith("n")):
+            arm, spectrograph = simulate.split_camera(camera)
+            cube = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera).nir_dark()
+            data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
+            run = f"{SITE_NIR_DARK_RUN}/{epoch}"  # a RUN holds one cube per camera: one RUN per observing run
+            registry.registerRun(run)
+            refs.append(butler.put(cube, "nirDark", data_id, run=run))
+        if refs:
+            registry.certify(target, refs, Timespan(bounds[index], bounds[index + 1]))
 
 
 def write_shims(directory: Path) -> None:

@@ -20,14 +20,29 @@ NFIBER = 16  # fibres per spectrograph in the demo (651 on the real instrument)
 FIBER_PITCH = 14.0  # pixels between fibres
 FIBER_X0 = 22.0  # x of the first fibre at the central row
 PIXEL_MM = 0.015  # 15 micron pixels: dither values are slit offsets in 1e-4 mm units
-ARM_RANGE = {"b": (380.0, 650.0), "r": (630.0, 970.0), "n": (940.0, 1260.0), "m": (710.0, 885.0)}
+# Dispersion of the real arms (A/px on 4096 rows; pfs-real-site.md section 4). The demo's 256 rows keep the real
+# b, r, n ranges; m's range is set so that its dispersion is r's x 0.4/0.9, as on the real detectors.
+DISPERSION_A_PER_PX = {"b": 0.7, "r": 0.9, "n": 0.8, "m": 0.4}
+ARM_RANGE = {
+    "b": (380.0, 650.0),
+    "r": (630.0, 970.0),
+    "n": (940.0, 1260.0),
+    "m": (710.0, 710.0 + 340.0 * DISPERSION_A_PER_PX["m"] / DISPERSION_A_PER_PX["r"]),
+}
 ARM_NUM = {"b": 1, "r": 2, "n": 3, "m": 4}
 LSF_SIGMA = 1.1  # spectral line width (pixels)
 READ_NOISE = 4.0  # ADU, gain 1
 NLINES = 18  # arc lines per arm
 # Per-camera spectral offsets (pixels) of the true wavelength solution w.r.t. the base optical model;
 # bootstrap must be told these (bootstrap:spectralOffset) to match arc lines.
-DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0}
+DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0, "n1": 4.0, "m1": -5.0, "m2": 2.0}
+# The NIR (n) arm is an H4RG read up the ramp: no bias frame (reference pixels, here the overscan columns,
+# remove the offset) and a dark that comes as a cube of reads (the site's nirDark, obs_pfs combineNirDark.py).
+NIR_READ_TIME = 10.857  # seconds between reads of the H4RG
+NIR_DARK_READS = 4  # reads in the demo's nirDark cube
+# Modes of a spectrograph's red arm: brn (low resolution: b, r, n) or m (medium resolution: b, m, n). Lit
+# visits are taken in one mode; a visit in m mode has no r raw and a visit in brn mode no m raw.
+BRN, MEDIUM = "brn", "m"
 # Visit records are written as in one of two repository layouts (see make_repo): "current" as a Subaru
 # datastore has them today, "legacy" as the simulator and the guide's first revision did.
 CURRENT, LEGACY = "current", "legacy"
@@ -44,14 +59,26 @@ def split_camera(camera: str) -> tuple[str, int]:
     return camera[0], int(camera[1:])
 
 
+def detector_of(camera: str) -> str:
+    """The CCD a camera reads: m is the r detector with the medium-resolution grating (obs_pfs numbers m as
+    the negative of r's detector id), so m<k> shares r<k>'s bias, dark, pixel response and defects."""
+    arm, spectrograph = split_camera(camera)
+    return f"r{spectrograph}" if arm == "m" else camera
+
+
 def cam_index(camera: str) -> int:
     arm, spectrograph = split_camera(camera)
     return 4 * (spectrograph - 1) + ARM_NUM[arm]
 
 
+def in_mode(camera: str, mode: str) -> bool:
+    """Whether a camera has a raw of a lit visit taken in this mode (r only in brn, m only in m mode)."""
+    return {"r": mode == BRN, "m": mode == MEDIUM}.get(camera[0], True)
+
+
 def hot_column(camera: str) -> int:
-    """Data column that turns hot in the later runs (see CameraTruth.bias_pattern)."""
-    return 40 + (7 * cam_index(camera)) % 150
+    """Data column that turns hot in the later runs (see CameraTruth.bias_pattern); a property of the CCD."""
+    return 40 + (7 * cam_index(detector_of(camera))) % 150
 
 
 def defect_boxes(camera: str) -> list[tuple[int, int, int, int]]:
@@ -106,15 +133,26 @@ class CameraTruth:
     def cam_index(self) -> int:
         return cam_index(self.camera)
 
-    # --- detector ---
+    @property
+    def detector(self) -> str:
+        return detector_of(self.camera)
+
+    @property
+    def is_nir(self) -> bool:
+        return self.arm == "n"
+
+    # --- detector (m shares r's CCD) ---
     @property
     def bias_level(self) -> float:
-        return 1000.0 + 50.0 * self.cam_index
+        return 1000.0 + 50.0 * cam_index(self.detector)
 
     @cached_property
     def bias_pattern(self) -> np.ndarray:
-        """Bias structure left after overscan subtraction (the certified bias should equal this)."""
-        rng = _rng(self.seed, "bias", self.camera)
+        """Bias structure left after overscan subtraction (the certified bias should equal this); none on the
+        H4RG (n), whose reference pixels take the whole offset."""
+        if self.is_nir:
+            return np.zeros((NY, NX), dtype=np.float32)
+        rng = _rng(self.seed, "bias", self.detector)
         x = np.arange(NX)
         columns = 3.0 * np.sin(2 * np.pi * x / 97.0) + rng.normal(0.0, 1.0, NX)
         pattern = columns[np.newaxis, :] + rng.normal(0.0, 0.5, (NY, NX)) + self.epoch.bias_offset
@@ -125,8 +163,8 @@ class CameraTruth:
     @cached_property
     def dark_current(self) -> np.ndarray:
         """Dark current (ADU/s) per pixel."""
-        rng = _rng(self.seed, "dark", self.camera)
-        dark = np.full((NY, NX), 0.01 * (1 + 0.1 * self.cam_index) * self.epoch.dark_scale)
+        rng = _rng(self.seed, "dark", self.detector)
+        dark = np.full((NY, NX), 0.01 * (1 + 0.1 * cam_index(self.detector)) * self.epoch.dark_scale)
         hot = rng.integers(0, NY * NX, 12)
         dark.flat[hot] *= 30.0
         return dark.astype(np.float32)
@@ -134,7 +172,13 @@ class CameraTruth:
     @cached_property
     def pixel_response(self) -> np.ndarray:
         """Pixel-to-pixel response: the truth of fiberFlat."""
-        return (1.0 + 0.01 * _rng(self.seed, "flat", self.camera).normal(0.0, 1.0, (NY, NX))).astype(np.float32)
+        return (1.0 + 0.01 * _rng(self.seed, "flat", self.detector).normal(0.0, 1.0, (NY, NX))).astype(np.float32)
+
+    def nir_dark(self) -> np.ndarray:
+        """The site's nirDark of an n camera: the dark charge accumulated at each read (NIR_DARK_READS x NY x NX,
+        read k at (k+1) x NIR_READ_TIME seconds), as obs_pfs combineNirDark.py's cube holds per-read darks."""
+        reads = (np.arange(NIR_DARK_READS) + 1.0) * NIR_READ_TIME
+        return (reads[:, np.newaxis, np.newaxis] * self.dark_current[np.newaxis]).astype(np.float32)
 
     # --- fibres ---
     @cached_property
@@ -143,8 +187,9 @@ class CameraTruth:
 
     @cached_property
     def fiber_sigma(self) -> np.ndarray:
-        """Gaussian profile width (pixels) of each fibre: the truth of fiberProfiles."""
-        return 1.2 + 0.6 * _rng(self.seed, "sigma", self.camera).random(NFIBER)
+        """Gaussian profile width (pixels) of each fibre: the truth of fiberProfiles; like the traces, the slit's
+        image through the camera, so m's are r's."""
+        return 1.2 + 0.6 * _rng(self.seed, "sigma", self.detector).random(NFIBER)
 
     @cached_property
     def throughput(self) -> np.ndarray:
@@ -158,7 +203,9 @@ class CameraTruth:
 
     @cached_property
     def trace_coeffs(self) -> tuple[float, float]:
-        rng = _rng(self.seed, "trace", self.camera)
+        """Tilt and curvature of the traces: the slit's image on the detector, which m's grating leaves where
+        r's puts it (a grating disperses along the rows only)."""
+        rng = _rng(self.seed, "trace", self.detector)
         return float(rng.uniform(-2.5, 2.5)), float(rng.uniform(0.5, 2.0))
 
     def fiber_x(self, y: np.ndarray, dither: int = 0) -> np.ndarray:
@@ -288,6 +335,11 @@ class VisitSpec:
     dither: int = 0
     group: int = -1  # fibre-profile group
     design: int = 1
+    mode: str = BRN  # lit visits: the red arm's mode (brn or m) they were taken in
+
+    def has_raw(self, camera: str) -> bool:
+        """Bias and dark are read out by every camera; a lit visit only by the cameras of its mode."""
+        return self.kind in ("bias", "dark") or in_mode(camera, self.mode)
 
     def observation_type(self, layout: str) -> str:
         """Subaru writes arcs as 'comparison' (ics_utils DATA-TYP); 'arc' is the simulator's (legacy layout)."""
@@ -316,12 +368,13 @@ class VisitSpec:
 DITHERS = (0, 675, -675)  # dither values: 0 and +-4.5 pixels
 
 
-def epoch_visits(epoch: str, first_visit: int) -> list[VisitSpec]:
-    """The visits of one observing run, in observing order."""
+def epoch_visits(epoch: str, first_visit: int, modes: tuple[str, ...] = (BRN,)) -> list[VisitSpec]:
+    """The visits of one observing run, in observing order: the brn-mode set, then (with m cameras) the same
+    lit set taken in m mode (m needs its own quartz, arcs and fibre-profile groups)."""
     specs: list[VisitSpec] = []
     v = first_visit
 
-    def add(kind: str, exptime: float, **kw: int) -> None:
+    def add(kind: str, exptime: float, **kw: int | str) -> None:
         nonlocal v
         specs.append(VisitSpec(v, kind, epoch, exptime, exptime, **kw))
         v += 1
@@ -330,13 +383,16 @@ def epoch_visits(epoch: str, first_visit: int) -> list[VisitSpec]:
         add("bias", 0.0)
     for _ in range(3):
         add("dark", 900.0)
-    for dither in DITHERS:
+    for mode in (BRN, MEDIUM):
+        if mode not in modes:
+            continue
+        for dither in DITHERS:
+            for _ in range(2):
+                add("flat", 30.0, dither=dither, mode=mode)
         for _ in range(2):
-            add("flat", 30.0, dither=dither)
-    for _ in range(2):
-        add("arc", 15.0)
-    for group in range(4):
-        for _ in range(2):
-            add("bright", 30.0, group=group, design=10 + group)
-        add("dark_profile", 30.0, group=group, design=20)
+            add("arc", 15.0, mode=mode)
+        for group in range(4):
+            for _ in range(2):
+                add("bright", 30.0, group=group, design=10 + group, mode=mode)
+            add("dark_profile", 30.0, group=group, design=20, mode=mode)
     return specs

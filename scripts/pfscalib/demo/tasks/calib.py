@@ -6,6 +6,8 @@ drp_stella; storage classes are the demo's (numpy images in FITS, dicts in JSON)
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 import lsst.pex.config as pexConfig
@@ -29,6 +31,46 @@ def visit_record(data_id):
 
 
 # ----------------------------------------------------------------------------------------------- isr
+# r and m are one CCD behind two gratings: a camera of either arm takes its own bias or dark if certified, else
+# the other arm's (obs_pfs isrTask.py lookupBiasDark).
+OTHER_ARM = {"r": "m", "m": "r"}
+
+
+def lookup_bias_dark(dataset_type, registry, data_id, collections, allow_empty=False):
+    """Stand-in for obs_pfs lookupBiasDark, by the visit's timespan, with the r<->m fallback. An n camera
+    (H4RG) is not looked up at all: the real ISR drops its bias (adjustQuantum) and reads the nirDark."""
+    arm = data_id["arm"]
+    if arm == "n":
+        return []
+    refs = []
+    for candidate in (arm, OTHER_ARM.get(arm)):
+        if candidate:
+            # as obs_pfs: a type not registered yet, or nothing found, is no candidate
+            with contextlib.suppress(Exception):
+                refs.append(
+                    registry.findDataset(
+                        dataset_type,
+                        collections=collections,
+                        instrument=data_id["instrument"],
+                        arm=candidate,
+                        spectrograph=data_id["spectrograph"],
+                        timespan=data_id.timespan,
+                    )
+                )
+    found = [ref for ref in refs if ref is not None][:1]
+    if not found and not allow_empty:
+        raise RuntimeError(f"Unable to find {dataset_type.name} for {data_id}")
+    return found
+
+
+def lookup_nir_dark(dataset_type, registry, data_id, collections):
+    """Stand-in for obs_pfs lookupNirDark: the n camera's dark cube valid at the visit (none for a CCD)."""
+    if data_id["arm"] != "n":
+        return []
+    ref = registry.findDataset(dataset_type, collections=collections, dataId=data_id, timespan=data_id.timespan)
+    return [ref] if ref is not None else []
+
+
 class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     ccdExposure = cT.Input(name="raw", storageClass="PfsRaw", dimensions=IVAS, doc="raw camera image")
     # The site prerequisites the guide does not build (obs_pfs isrTask.py): no minimum=0, so a camera without
@@ -53,7 +95,8 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
         dimensions=IAS,
         isCalibration=True,
         minimum=0,
-        doc="bias, looked up in the calibration collections by visit time",
+        lookupFunction=functools.partial(lookup_bias_dark, allow_empty=True),
+        doc="bias, looked up in the calibration collections by visit time (r<->m fallback; none for n)",
     )
     dark = cT.PrerequisiteInput(
         name="dark",
@@ -61,7 +104,17 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
         dimensions=IAS,
         isCalibration=True,
         minimum=0,
-        doc="dark current per second",
+        lookupFunction=functools.partial(lookup_bias_dark, allow_empty=True),
+        doc="dark current per second (r<->m fallback; n reads nirDark instead)",
+    )
+    nirDark = cT.PrerequisiteInput(
+        name="nirDark",
+        storageClass="ImageCube",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,  # allowed to not exist, since a CCD uses dark instead
+        lookupFunction=lookup_nir_dark,
+        doc="NIR dark cube (dark charge per read) of an n camera, built and certified by the site",
     )
     flat = cT.PrerequisiteInput(
         name="fiberFlat",
@@ -80,6 +133,7 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
             del self.bias
         if not config.doDark:
             del self.dark
+            del self.nirDark
         if not config.doDefect:
             del self.defects
         if not config.doFlat:
@@ -117,13 +171,32 @@ class PfsIsrTask(pipeBase.PipelineTask):
         data_id = butlerQC.quantum.dataId
         inputs = butlerQC.get(inputRefs)
         record = visit_record(data_id)
-        where = f"camera {camera_of(data_id)} visit {data_id['visit']} ({record.timespan.begin.utc.isot[:19]} UTC)"
+        camera = camera_of(data_id)
+        where = f"camera {camera} visit {data_id['visit']} ({record.timespan.begin.utc.isot[:19]} UTC)"
+        nir = data_id["arm"] == "n"
+        if nir and self.config.doDark and inputs.get("nirDark") is None:
+            raise RuntimeError(f"No NIR dark cube found for {camera}")  # obs_pfs isrTask.py's words
         for name, flag in (("bias", "doBias"), ("dark", "doDark")):
-            if getattr(self.config, flag) and inputs.get(name) is None:
+            if not nir and getattr(self.config, flag) and inputs.get(name) is None:
                 raise RuntimeError(
                     f"isr: {flag}=True but no {name} is certified for {where} in the input "
                     f"calibration collections; build and certify the {name} first"
                 )
+        for name in ("bias", "dark"):
+            ref = getattr(inputRefs, name, None)
+            if ref is not None and ref.dataId["arm"] != data_id["arm"]:
+                self.log.info(
+                    "%s: using the %s of %s%d (r<->m fallback)",
+                    camera,
+                    name,
+                    ref.dataId["arm"],
+                    data_id["spectrograph"],
+                )
+        if nir and inputs.get("nirDark") is not None:
+            # the cube holds the dark charge of each read: its slope is the dark current
+            cube = np.asarray(inputs.pop("nirDark"), dtype=np.float64)
+            inputs["dark"] = (cube[-1] - cube[0]) / ((len(cube) - 1) * simulate.NIR_READ_TIME)
+            self.log.info("%s: dark current from the nirDark cube (%d reads)", camera, len(cube))
         detector = inputs["camera"]["detectors"].get(camera_of(data_id))
         if detector is None:
             raise RuntimeError(f"isr: the camera has no detector {camera_of(data_id)}")
