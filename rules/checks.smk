@@ -17,6 +17,8 @@ rule check_visits:
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=check_command,
     shell:
@@ -37,6 +39,8 @@ rule register_dataset_types:
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=WF.commands.register(),
     shell:

@@ -5,7 +5,7 @@ import re
 import sys
 
 from pfscalib import paths
-from pfscalib.snakemake_internals import declare_resource_evaluation, declared, rerun_trigger
+from pfscalib.snakemake_internals import declare_resource_evaluation, declared, disk_budget, rerun_trigger
 from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib import preflight
 from pfscalib.config import ConfigError
@@ -19,6 +19,10 @@ try:
 except ConfigError as error:
     # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
+# A job larger than the whole --resources disk_mb budget: one line before any job (Snakemake itself
+# would cap the job's disk_mb at the budget and run it).
+if problem := WF.budget_problem(disk_budget(workflow)):
+    sys.exit(f"pfscalib: {problem}")
 
 
 def preflight_environment():
@@ -105,6 +109,17 @@ def step_runtime(step):
         return WF.setting(step.name, "runtime", 60) * attempt
 
     return runtime
+
+
+def step_disk_mb(step):
+    """The MB the job writes into the datastore (intermediates and products): with --resources
+    disk_mb=N, Snakemake keeps the running jobs' sum under N."""
+
+    @declared
+    def disk_mb(wildcards):
+        return WF.disk_mb(step.name, wildcards.epoch, unit_of(wildcards))
+
+    return disk_mb
 
 
 def site_resources():

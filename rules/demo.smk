@@ -11,6 +11,8 @@ if WF.demo_enabled:
         localrule: True
         conda:
             "../envs/pfscalib.yaml"
+        resources:
+            disk_mb=0,  # the site's raws, before any budgeted job
         params:
             cmd=WF.commands.demo(),
         shell:

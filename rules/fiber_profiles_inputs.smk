@@ -17,6 +17,8 @@ rule fiberProfilesInputs:
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         # an edited group defines a new profiles_run: reruns this job and the steps behind it
         cmd=rerun_trigger(lambda wildcards: WF.commands.define_profiles(wildcards.epoch, wildcards.mode)),

@@ -21,6 +21,8 @@ rule qa:
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=qa_command,
     shell:
@@ -78,6 +80,8 @@ rule certifications:
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # registry rows or files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=WF.commands.status(CONFIG_SOURCE),
     shell:

@@ -22,6 +22,7 @@ for step in STEPS.values():
             **site_resources(),
             mem_mb=step_mem_mb(step),
             runtime=step_runtime(step),
+            disk_mb=step_disk_mb(step),
         params:
             cmd=step_command(step),
         shell:

@@ -57,3 +57,19 @@ def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
     assert get_function_params(resource.evaluate) is get_function_params(Resource.evaluate)
     assert get_input_function_aux_params(resource.evaluate, candidates) == inspected == candidates
     assert resource.evaluate(Wildcards(), **candidates).value == 32000
+
+
+def test_the_disk_budget_is_read_back_and_snakemake_caps_a_larger_job(tmp_path):
+    """disk_budget reads --resources disk_mb (given as disk=2GB too) from the workflow; Snakemake itself
+    caps a job's larger disk_mb at the budget and runs it, which is why the workflow refuses such a job
+    before any job (rules/common.smk)."""
+    from conftest import run
+
+    (tmp_path / "Snakefile").write_text(
+        "from pfscalib.snakemake_internals import disk_budget\n"
+        "print('budget', disk_budget(workflow))\n"
+        "rule big:\n    output: 'x'\n    resources: disk_mb=5000\n    shell: 'touch x'\n"
+    )
+    proc = run(["snakemake", "-n", "--cores", "1", "--resources", "disk=2GB"], cwd=tmp_path, check=True)
+    assert "budget 2000" in proc.stdout
+    assert re.search(r"resources: .*disk_mb=2000\b", proc.stdout + proc.stderr)

@@ -344,3 +344,30 @@ def test_no_step_name_comparisons_outside_steps_py():
         f"{p.name}: {m.group(0)}" for p in sources if p.name != "steps.py" for m in pattern.finditer(p.read_text())
     ]
     assert not found, found
+
+
+def test_disk_estimate_from_connections_and_pfs_sizes(tmp_path, monkeypatch):
+    """Issue #21: a job's writes are counted from its pipeline's connections and visits, at the PFS detector
+    sizes by default (no `disk:` block), and the plan's verdict follows the largest job."""
+    from pfscalib.disk import plan
+
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config.pop("disk", None)
+    config["pipelines_dir"] = str(PROJECT / config["pipelines_dir"])
+    config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
+    monkeypatch.chdir(tmp_path)  # no visit check yet: a dither counts one per visit
+    disk = Workflow(config).disk
+    profiles = disk.job("fiberProfiles", "run1", "b1")  # 12 visits in 4 groups, one camera
+    assert profiles.datasets["postISRCCD"] == (12, 12 * 205.3e6)
+    assert profiles.datasets["fiberProfiles_group"][0] == 4 and profiles.datasets["packages"][0] == 1
+    assert profiles.stays == pytest.approx(profiles.written - 12 * (205.3e6 * 2 + 68.4e6))  # cleaned: ISR, CR, calexp
+    assert disk.job("fiberNorms", "run1", "b").datasets["pfsArm"][0] == 2 * 2  # 2 visits x b1, b2
+    assert disk.job("flat", "run1", "b1").datasets["ditherFlat"][0] == 6
+    assert disk.job("detectorMap", "run1", "b1").datasets["detectorMap_calib"][0] == 1  # the certified copy
+    jobs = disk.jobs()
+    largest = max(jobs, key=lambda j: j.written)
+    fits, free = plan(disk, largest.disk_mb, 2), plan(disk, None, 2)
+    assert fits.holds and not plan(disk, largest.disk_mb - 1, 2).holds
+    assert sum(s.total for s in free.steps) == pytest.approx(sum(j.written for j in jobs))
+    assert fits.stays + largest.written <= free.peak * 2  # one job at a time: at most stays plus the largest
+    assert fits.peak <= fits.stays + largest.written and fits.peak <= free.peak

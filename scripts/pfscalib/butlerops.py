@@ -186,6 +186,21 @@ def clean_runs(
     return total
 
 
+def stored_bytes(butler: Butler, pattern: str) -> dict[str, list[int]]:
+    """{dataset type: [datasets, bytes]} of the files stored for every dataset in the RUN collections
+    matching pattern: what a job wrote into the datastore (pfscalib.disk compares its prediction)."""
+    out: dict[str, list[int]] = {}
+    for run in runs_matching(butler, pattern):
+        for dataset_type in butler.collections.get_info(run, include_summary=True).dataset_types:
+            refs = query_refs(butler, dataset_type, run, find_first=False)
+            for uris in butler.get_many_uris(refs).values():
+                files = [uris.primaryURI] if uris.primaryURI else list(uris.componentURIs.values())
+                entry = out.setdefault(dataset_type, [0, 0])
+                entry[0] += 1
+                entry[1] += sum(uri.size() for uri in files)
+    return out
+
+
 # ---------------------------------------------------------------- queries of the workflow's commands
 # User values go in as bind parameters, never spliced into the query text.
 def visit_records(butler: Butler, instrument: str, visits: list[int]) -> dict[int, Any]:

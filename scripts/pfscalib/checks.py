@@ -132,6 +132,22 @@ def missing_prerequisites(
     return out
 
 
+def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[str, dict[str, int]]]:
+    """{step: {unit: {dimension: distinct values}}} of the dimensions a visit implies (dither,
+    pfs_design_id) over each job's visits: how many datasets a type with such a dimension has
+    (pfscalib.disk), which the tables do not say."""
+    selection = expanded(selection)
+    wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
+    records = butlerops.visit_records(butler, instrument, wanted)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for step, chosen in selection.items():
+        for unit, pairs in chosen["units"].items():
+            mine = [records[v] for v, _ in pairs if v in records]
+            names = mine[0].definition.implied.names if mine else ()
+            out.setdefault(step, {})[unit] = {name: len({getattr(r, name) for r in mine}) for name in names}
+    return out
+
+
 def missing_site_calibrations(butler, instrument: str, epoch: str, wanted: dict) -> list[str]:
     """The site calibrations an arm's ISR looks up (n: nirDark; pfscalib.steps.ARMS) are certified over the
     epoch's whole range in the site's inputs: the workflow never builds them.

@@ -13,6 +13,8 @@
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
+    pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
+    pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
 
 This module only parses arguments and dispatches: the job is in pfscalib.job, registry operations in
 pfscalib.butlerops.
@@ -125,25 +127,26 @@ def _own_collection_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import instrument_problems, missing_site_calibrations, problems
+    from .checks import implied_counts, instrument_problems, missing_site_calibrations, problems
     from .job import write_json
 
     if not Path(args.repo).exists() and "://" not in args.repo:
         log.error("check-visits: datastore %s does not exist", args.repo)
         return 1
-    butler = open_butler(args.repo)
+    butler, selection = open_butler(args.repo), json.loads(args.selection)
     # in this order: a wrong instrument or a typo'd collection would make every visit look missing
     found = (
         instrument_problems(butler, args.instrument)
         or own_problems(butler, args)
-        or problems(butler, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite)
+        or problems(butler, args.instrument, args.epoch, selection, args.prerequisite)
         + missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations or "{}"))
     )
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
         log.error("check-visits: %s%s", found[0], more)
         return 1
-    write_json(args.output, {"epoch": args.epoch, "checked": "ok"})
+    implied = implied_counts(butler, args.instrument, selection)
+    write_json(args.output, {"epoch": args.epoch, "checked": "ok", "implied": implied})
     return 0
 
 
@@ -260,6 +263,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import ConfigError
+    from .disk import format_plan, plan
+    from .preflight import load
+
+    try:
+        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
+        predicted = plan(wf.disk, args.budget_mb, args.cores)
+        print(format_plan(predicted, wf.disk.unlisted()))
+    except ConfigError as exc:
+        log.error("plan: %s", exc)
+        return 2
+    return 0 if predicted.holds else 1
+
+
+def cmd_measure_sizes(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .disk import measured_sizes
+    from .job import read_json
+
+    sentinels = [s for p in sorted(Path(args.certified).rglob("*.json")) if (s := read_json(str(p)))]
+    if not any("written" in s for s in sentinels):
+        log.error("measure-sizes: no sentinel under %s records what its job wrote", args.certified)
+        return 1
+    sys.stdout.write(yaml.safe_dump({"disk": measured_sizes(sentinels)}, sort_keys=False))
+    return 0
+
+
 def _certify_options(p: argparse.ArgumentParser) -> None:
     for name in ("--repo", "--chain", "--dataset-type", "--calib", "--begin-date", "--state", "--sentinel",
                  "--step", "--epoch", "--arm"):  # fmt: skip
@@ -368,6 +402,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default="", help="comma-separated (default: the auto cameras, else all)")
     p.add_argument("--output", default="-", help="the config snippet (default: stdout)")
     p.set_defaults(func=cmd_propose_offsets)
+    p = sub.add_parser("plan", help="predicted disk use per step, the run's peak, whether a budget holds")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--budget-mb", type=int, default=None, help="the --resources disk_mb the run will get")
+    p.add_argument("--cores", type=int, default=2, help="the run's --cores (or jobs:)")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("measure-sizes", help="MB per dataset type measured from the sentinels of finished jobs")
+    p.add_argument("--certified", default="results/certified", help="the sentinels' directory")
+    p.set_defaults(func=cmd_measure_sizes)
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")

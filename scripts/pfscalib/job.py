@@ -297,6 +297,7 @@ def certify(request: CertifyRequest) -> int:
         butlerops.replace_certification(
             butler, request.calib, refs, timespan, between=fault_hook("certify", request.state)
         )
+    written = butlerops.stored_bytes(butler, f"{request.chain}/*")  # before cleaning: the job's footprint
     cleaned = 0
     if request.clean:
         clean_hook = fault_hook("clean", request.state)
@@ -308,7 +309,7 @@ def certify(request: CertifyRequest) -> int:
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
     if request.clean_collections:
         cleaned += butlerops.remove_collections(butler, request.clean_collections, log=lambda m: log.info("%s", m))
-    payload = {**sentinel(request, refs[0], state, cleaned), "quality": quality}
+    payload = {**sentinel(request, refs[0], state, cleaned, written), "quality": quality}
     # the state first: a kill before the sentinel is written is then recognised as certified
     write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
     write_json(request.sentinel, payload)
@@ -401,8 +402,9 @@ def forget_finished(state_root: str) -> int:
     return removed
 
 
-def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int) -> dict:
-    """What was certified, from which run and visits, by which commands and versions."""
+def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: dict[str, list[int]]) -> dict:
+    """What was certified, from which run and visits, by which commands and versions, and what the job
+    wrote into the datastore ({dataset type: [datasets, bytes]}, before cleaning)."""
     from importlib.metadata import version  # not `import lsst.pipe.base`: 2.4 s per job for a string
 
     proposal = read_json(request.offset_from) if request.offset_from else None
@@ -419,6 +421,7 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int) -> dict:
         "visits": [int(v) for v in request.visits.split(",") if v],
         "commands": [state["argv"], sys.argv],
         "cleaned": {"datasetTypes": request.clean, "count": cleaned},
+        "written": written,
         "versions": {name: version(name) for name in ("lsst-daf-butler", "lsst-pipe-base", "pfscalib")},
         "certified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **({"spectralOffsetProposal": _proposal_summary(request.offset_from, proposal)} if proposal else {}),

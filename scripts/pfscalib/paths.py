@@ -55,6 +55,11 @@ def profiles(epoch: str, mode: str) -> str:
     return f"results/fiberProfilesInputs/{epoch}/{mode}.json"
 
 
+def pipeline_outputs(digest: str) -> str:
+    """The dataset types a pipeline writes (pfscalib.disk), cached by the pipeline's text and overrides."""
+    return f"results/disk/pipelines/{digest}.json"
+
+
 def qa_dir(epoch: str) -> str:
     return f"results/qa/{epoch}"
 

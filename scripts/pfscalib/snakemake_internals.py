@@ -10,6 +10,9 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    times per job and, for callable resources, through Resource.evaluate twice per resource and job
    (40,000 calls in a 50-epoch dry run of the 16-camera site). Snakemake's own
    overwrite_function_params records them once instead: measured in bench/README.md (scale).
+3. The disk budget: `--resources disk_mb=N` is read back from workflow.global_resources (where
+   Snakemake normalises disk=, disk_mib= to disk_mb) to refuse a job larger than the whole budget before any job:
+   Snakemake itself would cap the job's disk_mb at N and run it.
 """
 
 from __future__ import annotations
@@ -50,3 +53,11 @@ def is_rerun_trigger(func: Callable) -> bool:
     from snakemake.rules import Rule
 
     return not Rule._is_deriving_function(func)
+
+
+def disk_budget(workflow: Any) -> int | None:
+    """The --resources disk_mb (or profile `resources:`) budget in MB, None if unset. Snakemake keeps a
+    budget given as disk=2GB or disk_mib=N as disk_mb too."""
+    resource = workflow.global_resources.get("disk_mb")
+    value = getattr(resource, "value", None)
+    return value if isinstance(value, int) else None

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from . import paths
 from .commands import Commands
 from .config import ConfigError, Settings
+from .disk import Disk, DiskModelError
 from .steps import STEP_NAMES
 from .tables import Selections
 
@@ -29,6 +30,7 @@ class Workflow(Settings):
         super().__init__(config, source)
         self.selections = Selections(self)
         self.commands = Commands(self, self.selections)
+        self.disk = Disk(self, self.selections)
         # asked once per job (per-arm inputs, QA): computed once
         self._epoch_sentinels = {
             epoch: [paths.sentinel(s, epoch, u) for s in STEP_NAMES for u in self.units(s)] for epoch in self.epochs
@@ -48,6 +50,25 @@ class Workflow(Settings):
         widest stage can use (one quantum per visit and camera), e.g. 2 for a bootstrap, not 16."""
         width = len(self.selections[(step, epoch, unit)].visits) * len(self.cameras_of(unit))
         return max(1, min(int(self.setting(step, "threads", 1)), width))
+
+    def disk_mb(self, step: str, epoch: str, unit: str) -> int:
+        """Snakemake's disk_mb of a job: the MB it writes into the datastore (pfscalib.disk). 0 where the
+        pipeline cannot be read (a dry run without the stack): no budget can be set then, see
+        budget_problem."""
+        try:
+            return self.disk.job(step, epoch, unit).disk_mb
+        except DiskModelError:
+            return 0
+
+    def budget_problem(self, budget_mb: int | None) -> str | None:
+        """One line if a --resources disk_mb budget is set and a job alone exceeds it (or cannot be
+        predicted), else None."""
+        if budget_mb is None:
+            return None
+        try:
+            return self.disk.too_large(budget_mb)
+        except DiskModelError as error:
+            return str(error)
 
     @staticmethod
     def site_resources(environ: Mapping[str, str]) -> dict[str, str]:
