@@ -23,6 +23,8 @@ if WF.auto_cameras:
             **site_resources(),
             mem_mb=step_mem_mb(STEPS[OFFSET_STEP]),
             runtime=step_runtime(STEPS[OFFSET_STEP]),
+            # the bootstrap pair's postISRCCDs: bounded by the bootstrap job's own estimate
+            disk_mb=step_disk_mb(STEPS[OFFSET_STEP]),
         params:
             cmd=rerun_trigger(lambda w: WF.commands.offset_isr(w.epoch, unit_of(w))),
         shell:
@@ -44,6 +46,7 @@ if WF.auto_cameras:
             **site_resources(),
             mem_mb=step_mem_mb(STEPS[OFFSET_STEP]),
             runtime=step_runtime(STEPS[OFFSET_STEP]),
+            disk_mb=0,  # a candidate detectorMap and a log per offset: megabytes beside the ISR's images
         params:
             cmd=rerun_trigger(lambda w: WF.commands.offset_scan(w.epoch, unit_of(w), int(w.offset))),
         shell:
@@ -69,6 +72,7 @@ if WF.auto_cameras:
             **site_resources(),
             mem_mb=step_mem_mb(STEPS[OFFSET_STEP]),
             runtime=step_runtime(STEPS[OFFSET_STEP]),
+            disk_mb=0,  # a candidate detectorMap and a log per offset: megabytes beside the ISR's images
         params:
             cmd=rerun_trigger(lambda w: WF.commands.offset_scan_camera(w.epoch, unit_of(w))),
         shell:
@@ -94,6 +98,8 @@ if WF.auto_cameras:
         localrule: True
         conda:
             "../envs/pfscalib.yaml"
+        resources:
+            disk_mb=0,  # files outside the datastore: not Snakemake's 1000 MB default
         params:
             cmd=rerun_trigger(lambda w: WF.commands.propose(w.epoch, unit_of(w))),
         shell:
