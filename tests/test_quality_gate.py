@@ -1,8 +1,8 @@
 """Issue #19: the quality gate between pipetask and certification.
 
-One run on a demo with several defects at once (b1's biases noisy, r1's spectralOffset wrong, b2 clean; one
-epoch): each defect holds exactly that camera x step with the metric named, the clean camera goes to the end
-of its chain, the run exits non-zero with a one-line summary, and an acceptance in the config certifies the
+One run on a demo with several defects at once (b1's biases noisy, r1's spectralOffset wrong, r2's darks noisy,
+b2 clean; one epoch): each defect holds exactly that camera x step with the metric named, the clean camera goes
+to the end of its chain, the run exits non-zero with a one-line summary, and an acceptance in the config certifies the
 held bias with its reason. Then the candidate-vs-incumbent rule on b2's bias. Plus the static checks: no
 workflow module imports the demo, and the metrics/QA code touches products only through the real API names.
 """
@@ -105,7 +105,7 @@ def test_malformed_limits_file_is_one_line_before_any_job(tmp_path):
 
 
 # ------------------------------------------------------------------ one run, several defects
-CAMERAS = ["b1", "r1", "b2"]
+CAMERAS = ["b1", "r1", "b2", "r2"]
 
 
 def set_config(workdir: Path, **changes) -> None:
@@ -121,11 +121,11 @@ def faulty_run(tmp_path_factory):
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     set_config(
         workdir,
-        demo={**config["demo"], "faults": ["b1:bias-noise"]},
+        demo={**config["demo"], "faults": ["b1:bias-noise", "r2:dark-noise"]},
         spectralOffset={**config["spectralOffset"], "r1": -3},  # the truth is 6: 9 pixels off
     )
     # b2's bias from 4 frames (the others' from 5): its candidates below are measured against it
-    (workdir / "visits/bias.tsv").write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1\nrun1\t100..103\tb2\n")
+    (workdir / "visits/bias.tsv").write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1,r2\nrun1\t100..103\tb2\n")
     proc = snakemake(workdir, "--keep-going", check=False)
     return workdir, proc
 
@@ -139,20 +139,25 @@ def test_each_defect_holds_exactly_its_camera_and_step(faulty_run):
     workdir, proc = faulty_run
     assert proc.returncode != 0
     records = held(workdir)
-    assert sorted(records) == ["run1/bias/b1.json", "run1/bootstrap/r1.json"]
+    assert sorted(records) == ["run1/bias/b1.json", "run1/bootstrap/r1.json", "run1/dark/r2.json"]
     assert any(r.startswith("bias.noise_ratio ") and "> red" in r for r in records["run1/bias/b1.json"]["failing"])
     assert any(r.startswith("bootstrap.matched_fraction ") for r in records["run1/bootstrap/r1.json"]["failing"])
-    summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("pfscalib: held 2: ")]
+    assert any(r.startswith("dark.noise ") and "> red" in r for r in records["run1/dark/r2.json"]["failing"])
+    summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("pfscalib: held 3: ")]
     assert len(summary) == 1 and "run1/bias/b1 (bias.noise_ratio" in summary[0]
-    assert "run1/bootstrap/r1 (bootstrap.matched_fraction" in summary[0]
+    assert "run1/bootstrap/r1 (bootstrap.matched_fraction" in summary[0] and "run1/dark/r2 (dark.noise" in summary[0]
     certified = workdir / "results/certified/run1"
     # nothing of a held product is certified, nothing downstream of it ran
     assert not (certified / "bias/b1.json").exists() and not (certified / "dark/b1.json").exists()
     assert not (certified / "bootstrap/r1.json").exists() and not (certified / "detectorMap/r1.json").exists()
     repo = Butler.from_config(str(workdir / "results/demo/repo"))
-    for step, camera in (("bias", "b1"), ("bootstrap", "r1")):
+    assert not (certified / "dark/r2.json").exists() and not (certified / "flat/r2.json").exists()
+    for step, camera, product in (
+        ("bias", "b1", "bias"),
+        ("bootstrap", "r1", "detectorMap_bootstrap"),
+        ("dark", "r2", "dark"),
+    ):
         data_id = {"arm": camera[0], "spectrograph": int(camera[1])}
-        product = "bias" if step == "bias" else "detectorMap_bootstrap"
         assert butlerops.certified(repo, calib_collection(step), product, data_id) == []
     # r1 up to its held step, and the clean camera to the end of its chain (fiberNorms b needs b1 too)
     assert all((certified / f"{s}/r1.json").exists() for s in ("bias", "dark", "flat"))
@@ -189,14 +194,14 @@ def test_a_worse_candidate_is_held_and_a_better_one_replaces_the_incumbent(fault
         return [str(c["ref"].id) for c in certs]
 
     table = workdir / "visits/bias.tsv"
-    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1\nrun1\t100..101\tb2\n")
+    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1,r2\nrun1\t100..101\tb2\n")
     worse = snakemake(workdir, target, check=False)
     assert worse.returncode != 0
     record = json.loads((workdir / "results/held/run1/bias/b2.json").read_text())
     assert any("bias.noise" in r and "vs incumbent" in r for r in record["failing"]), record["failing"]
     assert record["incumbent"]["datasetId"] == incumbent["datasetId"]
     assert certified_ids() == [incumbent["datasetId"]]
-    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1,b2\n")
+    table.write_text("epoch\tvisits\tcameras\nrun1\t100..104\tb1,r1,r2,b2\n")
     snakemake(workdir, target)
     better = json.loads((workdir / target).read_text())
     assert certified_ids() == [better["datasetId"]] != [incumbent["datasetId"]]
