@@ -115,9 +115,16 @@ def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
     return out
 
 
+# `make test` runs two pytest-xdist workers with --dist loadscope: a module's tests stay on one worker, so its
+# module-scoped fixtures (a whole demo run, a fault run) are built once. The longest modules go first, so
+# that the two workers finish together. (The daemon scripts serialise their apt installs with a lock.)
+LONGEST_FIRST = ["test_slurm", "test_reliability", "test_workflow_e2e", "test_random_kill", "test_seed_sequence",
+                 "test_databases", "test_quality_gate", "test_offsets", "test_cameras", "test_bad_input"]  # fmt: skip
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), the tests that install and start daemons
-    (apt/dpkg, one PostgreSQL data directory, one SLURM controller) share one worker, one after another."""
-    for item in items:
-        if item.get_closest_marker("postgres") or item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("daemons"))
+    def rank(item) -> int:
+        module = item.module.__name__
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order

@@ -48,6 +48,7 @@ PROFILES += [(str(first + 3 * g + 2), cams, g, "dark") for first, cams in ((116,
 def cameras_workdir(tmp: Path, cameras=CAMERAS, tables=None, profiles=None, **changes) -> Path:
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config.update(cameras=cameras, pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"))
+    config["limits"] = str(PROJECT / config["limits"])  # the demo's limits file, from any work directory
     config["spectralOffset"] = {c: simulate.DEFAULT_SPECTRAL_OFFSET[c] for c in cameras}
     config["epochs"] = {"run1": config["epochs"]["run1"]}
     config["demo"]["epochs"] = {"run1": config["demo"]["epochs"]["run1"]}

@@ -127,7 +127,7 @@ def status_frame(wf: Workflow, states: list[str]) -> pd.DataFrame:
                 state = next(cycle)
                 out.append(
                     {"epoch": epoch, "step": step, "camera": unit, "datasetType": STEPS[step].certified_as,
-                     "state": state, "status": STATES[state].text.format(n=2)}
+                     "state": state, "status": STATES[state].text.format(n=2, why="bias.noise_ratio 2.97 > red 1.6")}
                 )  # fmt: skip
     return pd.DataFrame(out, columns=COLUMNS)
 

@@ -354,6 +354,7 @@ def test_disk_estimate_from_connections_and_pfs_sizes(tmp_path, monkeypatch):
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config.pop("disk", None)
     config["pipelines_dir"] = str(PROJECT / config["pipelines_dir"])
+    config["limits"] = str(PROJECT / config["limits"])
     config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
     monkeypatch.chdir(tmp_path)  # no visit check yet: a dither counts one per visit
     disk = Workflow(config).disk

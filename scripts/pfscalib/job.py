@@ -297,7 +297,9 @@ def certify(request: CertifyRequest) -> int:
         butlerops.replace_certification(
             butler, request.calib, refs, timespan, between=fault_hook("certify", request.state)
         )
-    written = butlerops.stored_bytes(butler, f"{request.chain}/*")  # before cleaning: the job's footprint
+    # before cleaning: this job's footprint, its RUN and the RUNs under it (the certified copy); not the
+    # chain's earlier RUNs, whose products stay after a rebuild
+    written = butlerops.stored_bytes(butler, f"{state['run']}*")
     cleaned = 0
     if request.clean:
         clean_hook = fault_hook("clean", request.state)

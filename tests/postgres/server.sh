@@ -14,8 +14,9 @@ fi
 port=${3:?PORT}
 [ "$(id -u)" = 0 ] || { echo "server.sh: needs root to install and start PostgreSQL" >&2; exit 77; }
 if [ -z "$(pg_bin)" ] || [ ! -f "$(ls -d /usr/share/postgresql/*/extension/btree_gist.control 2>/dev/null | tail -1)" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib >/dev/null
+  # one apt at a time: the test workers may install SLURM and PostgreSQL together
+  flock /var/lock/pfscalib-apt.lock apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive flock /var/lock/pfscalib-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends postgresql postgresql-contrib >/dev/null
 fi
 bin=$(pg_bin)
 mkdir -p "$dir" && chmod 755 "$dir" && chown postgres: "$dir"

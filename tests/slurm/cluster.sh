@@ -38,8 +38,9 @@ fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
    || ! command -v munged >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  # one apt at a time: the test workers may install SLURM and PostgreSQL together
+  flock /var/lock/pfscalib-apt.lock apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive flock /var/lock/pfscalib-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     slurmctld slurmd slurm-client munge >/dev/null
 fi
 mkdir -p "$state"/{pids,ctld,spool,log}
