@@ -3,7 +3,7 @@
 n (NIR, H4RG): no bias or dark job; its ISR reads the site's nirDark, checked over the epoch before any job.
 m (medium resolution): bias and dark from r of the same spectrograph (the ISR's r<->m fallback); its own
 bootstrap pair and fibre-profile groups (one profiles_run per epoch and mode: <epoch>_brn, <epoch>_m).
-One end-to-end run on r2, n1, m2 and one epoch, compared with the simulated truth (README tolerances).
+One end-to-end run on b2, r2, n1, m2 and one epoch, compared with the simulated truth (README tolerances).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pfscalib.workflow import Workflow
 
 from conftest import PROJECT, run
 
-CAMERAS = ["r2", "n1", "m2"]  # b behaves as r (tested everywhere else)
-BRN, M = "r,n", "m"
+CAMERAS = ["b2", "r2", "n1", "m2"]
+BRN, M = "b,r,n", "m"
 # run1's visits (pfscalib.demo.simulate.epoch_visits): brn mode 100..127, the same lit set in m mode 128..147
 TABLES = {
     "bias": [("100..104", "")],
@@ -107,8 +107,8 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
         for p in cameras_run.glob("results/certified/run1/*/*.json")
     }
     expected = {f"{s}/{c}.json" for s in ("flat", "bootstrap", "detectorMap", "fiberProfiles") for c in CAMERAS}
-    expected |= {f"{s}/r2.json" for s in ("bias", "dark")}  # none for n1 (no bias), m2 (r2's)
-    assert built == expected | {f"fiberNorms/{a}.json" for a in "rnm"}
+    expected |= {f"{s}/{c}.json" for s in ("bias", "dark") for c in ("b2", "r2")}  # none for n1 (no bias), m2 (r2's)
+    assert built == expected | {f"fiberNorms/{a}.json" for a in "brnm"}
     assert not list(cameras_run.glob("logs/run1/bias/[nm]1.log")) and not list(
         cameras_run.glob("logs/run1/dark/[nm]1.log")
     )
@@ -126,7 +126,7 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
     butler = Butler.from_config(str(cameras_run / "results/demo/repo"))
     for dataset_type in ("bias", "dark"):
         refs = butler.query_datasets(dataset_type, collections="*", find_first=False, explain=False)
-        assert {ref.dataId["arm"] for ref in refs} == {"r"}
+        assert {ref.dataId["arm"] for ref in refs} == {"b", "r"}
     demo = load_demo(cameras_run / "results/demo/repo")
     for camera in CAMERAS:
         truth, arm, spectrograph = demo.truth("run1", camera), camera[0], int(camera[1:])
