@@ -14,6 +14,8 @@ from typing import Any
 from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, MissingCollectionError, Timespan
 
+from .pipelines import load_pipeline
+
 
 def parse_date(text: str | None) -> Time | None:
     return None if text in (None, "") else Time(text, scale="tai", format="isot")
@@ -278,17 +280,9 @@ def select_visits(
 
 def register_pipeline_dataset_types(butler: Butler, pipelines: list[str], overrides: list[str]) -> None:
     """Register every dataset type of the pipelines, with LABEL:KEY=VALUE connection overrides applied."""
-    import os
-
-    from lsst.pipe.base import Pipeline
 
     for path in pipelines:
-        pipeline = Pipeline.from_uri(os.path.expandvars(path))
-        for override in overrides:
-            label, _, assignment = override.partition(":")
-            if label in pipeline.task_labels:
-                key, _, value = assignment.partition("=")
-                pipeline.addConfigOverride(label, key, value)
+        pipeline = load_pipeline(path, overrides, own_labels_only=True)
         pipeline.to_graph(registry=butler.registry).register_dataset_types(butler)
 
 
@@ -494,16 +488,10 @@ def remove_collections(butler: Butler, patterns: list[str], log=print) -> int:
 
 def build_quantum(butler: Butler, pipeline_uri: str, overrides: list[str], label: str, inputs: list[str], where: str):
     """The quantum graph of one pipeline label, built once: (task node, its one quantum)."""
-    import os
 
-    from lsst.pipe.base import Pipeline
     from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
 
-    pipeline = Pipeline.from_uri(os.path.expandvars(pipeline_uri))
-    for override in overrides:
-        task_label, _, assignment = override.partition(":")
-        key, _, value = assignment.partition("=")
-        pipeline.addConfigOverride(task_label, key, value)
+    pipeline = load_pipeline(pipeline_uri, overrides)
     graph = pipeline.to_graph(registry=butler.registry)
     builder = AllDimensionsQuantumGraphBuilder(
         graph, butler, where=where, input_collections=inputs, output_run=f"{inputs[0]}/scan-never-written"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import paths
 from .config import ConfigError, Settings
+from .pipelines import load_pipeline
 from .steps import STEP_NAMES, STEPS
 
 MB = 1_000_000  # Snakemake's disk_mb is decimal megabytes
@@ -87,15 +88,7 @@ class Output:
 def read_pipeline_outputs(pipeline: str, overrides: Iterable[str]) -> list[Output]:
     """Every dataset type the pipeline writes, from its tasks' connections (pipe_base's PipelineGraph,
     with the step's -c overrides applied): outputs, per-quantum metadata and logs, configs, packages."""
-    from lsst.pipe.base import Pipeline
-
-    loaded = Pipeline.from_uri(os.path.expandvars(pipeline))
-    for override in overrides:
-        label, _, assignment = override.partition(":")
-        if label in loaded.task_labels:
-            key, _, value = assignment.partition("=")
-            loaded.addConfigOverride(label, key, value)
-    graph = loaded.to_graph()
+    graph = load_pipeline(pipeline, overrides, own_labels_only=True).to_graph()
     out = {Output("packages", frozenset())}
     for node in graph.tasks.values():
         for edge in node.iter_all_outputs():

@@ -27,6 +27,7 @@ import yaml
 
 from . import paths
 from .config import ConfigError
+from .pipelines import load_pipeline
 from .steps import STEP_NAMES, STEPS
 from .workflow import Workflow
 
@@ -210,15 +211,8 @@ def environment_identity() -> list[str]:
 def pipeline_graph(path: Path, overrides: list[str]):
     """The pipeline's graph with the overrides applied as pipetask applies -c (LABEL:KEY=VALUE), without
     a registry; the exception if the pipeline refuses them."""
-    from lsst.pipe.base import Pipeline
-
     try:
-        pipeline = Pipeline.from_uri(str(path))
-        for override in overrides:
-            label, _, assignment = override.partition(":")
-            key, _, value = assignment.partition("=")
-            pipeline.addConfigOverride(label, key, value)
-        return pipeline.to_graph()
+        return load_pipeline(str(path), overrides).to_graph()
     except Exception as exc:  # any refusal by pipe_base or pex_config is the user's input
         return exc
 
