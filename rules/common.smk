@@ -5,7 +5,13 @@ import re
 import sys
 
 from pfscalib import paths
-from pfscalib.snakemake_internals import declare_resource_evaluation, declared, disk_budget, rerun_trigger
+from pfscalib.snakemake_internals import (
+    declare_resource_evaluation,
+    declared,
+    disk_budget,
+    rerun_trigger,
+    runs_jobs_locally,
+)
 from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib import preflight
 from pfscalib.config import ConfigError
@@ -31,6 +37,10 @@ def preflight_environment():
         preflight.environment(WF)
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
+    if WF.config["job_server"] and runs_jobs_locally(workflow):
+        from pfscalib import jobserver
+
+        jobserver.start(paths.job_server_log())
 
 
 wildcard_constraints:

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,14 +65,13 @@ def cmd_propose_offset(args: argparse.Namespace) -> int:
 
 
 def cmd_propose_offsets(args: argparse.Namespace) -> int:
-    import yaml
 
     from . import scan
     from .config import ConfigError
-    from .workflow import Workflow
+    from .preflight import load_file
 
     try:
-        wf = Workflow(yaml.safe_load(Path(args.config).read_text()), source=args.config)
+        wf = load_file(args.config)
         epoch = args.epoch or next(iter(wf.epochs))
         cameras = _split(args.cameras) or wf.auto_cameras or wf.cameras
         unknown = [c for c in cameras if c not in wf.cameras] + ([epoch] if epoch not in wf.epochs else [])
@@ -236,14 +236,13 @@ def _split(text: str) -> list[str]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    import yaml
 
     from .config import ConfigError
-    from .preflight import load
+    from .preflight import load_file
     from .promote import PromotionError, promote
 
     try:
-        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
+        wf = load_file(args.config)  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
     except (ConfigError, PromotionError) as exc:
@@ -264,14 +263,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    import yaml
 
     from .config import ConfigError
     from .disk import format_plan, plan
-    from .preflight import load
+    from .preflight import load_file
 
     try:
-        wf = load(yaml.safe_load(Path(args.config).read_text()), [args.config])  # as the Snakefile reads it
+        wf = load_file(args.config)  # as the Snakefile reads it
         predicted = plan(wf.disk, args.budget_mb, args.cores)
         print(format_plan(predicted, wf.disk.unlisted()))
     except ConfigError as exc:
@@ -441,6 +439,13 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("PFSCALIB_JOB_SERVER"):  # a job of a local run: a warm child of its job server
+        from . import jobserver
+
+        served = jobserver.run(argv)
+        if served is not None:
+            return served
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]

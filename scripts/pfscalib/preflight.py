@@ -88,6 +88,13 @@ def load(config: dict, files: Sequence[str]) -> Workflow:
     return Workflow(config, source=str(files[0]) if files else "config")
 
 
+def load_file(path: str) -> Workflow:
+    """A config file as the Snakefile reads it, for the commands that read it outside Snakemake (status,
+    summary, promote, propose-offsets): broken YAML is one line naming the file and line, as in a run."""
+    check_config_files([path])
+    return Workflow(yaml.safe_load(Path(path).read_text()), source=path)
+
+
 # ---------------------------------------------------------------- before the first job
 def environment(wf: Workflow, cache: str = paths.PREFLIGHT) -> None:
     """What a real run needs besides the registry: one ConfigError at the first problem."""

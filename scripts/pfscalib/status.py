@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from . import paths
 from .steps import STEP_NAMES, STEPS
@@ -205,9 +204,9 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
 
 def load(config_path: str) -> Workflow:
     """The config as the Snakefile reads it (one file, no duplicated key)."""
-    from .preflight import load
+    from .preflight import load_file
 
-    return load(yaml.safe_load(Path(config_path).read_text()), [config_path])
+    return load_file(config_path)
 
 
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
