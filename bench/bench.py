@@ -213,47 +213,65 @@ def run_workflow(
 
 
 def compare(
-    repeats: int, cores: int, keep: bool = False, workflow_only: bool = False, extra: tuple[str, ...] = ()
+    repeats: int,
+    cores: int,
+    keep: bool = False,
+    workflow_only: bool = False,
+    extra: tuple[str, ...] = (),
+    seed_jobs: tuple[int, ...] = (),
 ) -> None:
+    """A (the guide's commands by hand) at every -j in seed_jobs, then B (the workflow), repeated: A B A B.
+    B is compared with the best A. A -j that loses to the best by more than 1.5x in the first repeat is not
+    run again (it cannot become the best; -j 2 costs 10-20 minutes on the demo)."""
     from pfscalib.demo.make_repo import make_repo
 
+    seed_jobs = seed_jobs or tuple(sorted({1, cores}))
     scratch = Path(tempfile.mkdtemp(prefix="pfscalib-bench-"))
     template = scratch / "template"
     make_repo(template, tuple(CAMERAS))
     # the guide's commands as written: the 2025 layout (PFS/raw/all), its scripts from the demo's shims
     legacy = scratch / "legacy-template"
     make_repo(legacy, tuple(CAMERAS), layout="legacy")
-    a, b, runs = [], [], []
+    a: dict[int, list[float]] = {j: [] for j in seed_jobs}
+    b, runs, speed = [], [], []
+    active = list(seed_jobs)
     for i in range(repeats):
+        speed.append(yardstick())
         if not workflow_only:
-            repo = scratch / f"a{i}"
-            shutil.copytree(legacy, repo)
-            (scratch / f"seed{i}.sh").write_text(f'export PATH="{repo}/bin:$PATH"\n' + seed_commands(repo, cores))
-            a.append(measured(["bash", str(scratch / f"seed{i}.sh")], scratch)[0])
+            for j in active:
+                repo = scratch / f"a{i}-j{j}"
+                shutil.copytree(legacy, repo)
+                script = scratch / f"seed{i}-j{j}.sh"
+                script.write_text(f'export PATH="{repo}/bin:$PATH"\n' + seed_commands(repo, j))
+                a[j].append(measured(["bash", str(script)], scratch)[0])
+                shutil.rmtree(repo, ignore_errors=True)
+                print(f"repeat {i}: hand-run script -j {j}: {a[j][-1]:.1f} s", flush=True)
+            best = min(x[-1] for x in a.values() if x)
+            active = [j for j in active if a[j][-1] <= 1.5 * best]
         wall, cpu, own, jobs = run_workflow(scratch, template, f"wf{i}", cores, extra)
         b.append(wall)
         runs.append((wall, jobs, limit(jobs, cores, cpu), own))
-        print(f"repeat {i}: seed script {a[-1] if a else float('nan'):.1f} s, workflow {b[-1]:.1f} s", flush=True)
+        print(f"repeat {i}: workflow {b[-1]:.1f} s", flush=True)
     wall, jobs, (lim, critical, cpu), own = runs[-1]
     job_wall = sum(j["wall"] for j in jobs.values())
     bm = statistics.median(b)
-    print(f"\ncores {cores}, repeats {repeats}")
-    if a:
-        am = statistics.median(a)
-        print(f"seed-style script (A) median {am:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in a)})")
-    print(
-        f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})"
-        + (f"   B/A = {bm / am:.2f}" if a else "")
-    )
+    print(f"\ncores {cores}, repeats {repeats}, yardstick {', '.join(f'{x:.3f}' for x in speed)} s (5M-step loop)")
+    medians = {j: statistics.median(x) for j, x in a.items() if x}
+    for j, x in a.items():
+        if x:
+            print(f"hand-run script (A) -j {j}: median {medians[j]:.1f} s   (runs: {', '.join(f'{v:.1f}' for v in x)})")
+    print(f"workflow (B)          median {bm:.1f} s   (runs: {', '.join(f'{x:.1f}' for x in b)})")
+    if medians:
+        best_j = min(medians, key=medians.get)
+        print(f"best A: -j {best_j}, {medians[best_j]:.1f} s;   B / A(best -j) = {bm / medians[best_j]:.2f}")
     print(
         f"limit (last run) = max(critical path {critical:.1f} s, job CPU {cpu:.1f} s / {cores}) = {lim:.1f} s; "
         f"B/limit per run: {', '.join(f'{w / limit[0]:.2f}' for w, _, limit, _ in runs)}, "
         f"median {statistics.median(w / limit[0] for w, _, limit, _ in runs):.2f}"
     )
-    sampled = sum(j["cpu"] for j in jobs.values())
     print(
-        f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files, sampled each second: {sampled:.1f} s); "
-        f"Snakemake's own process {own:.1f} s"
+        f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files see only the job's client when the "
+        f"job server runs it); Snakemake's own process {own:.1f} s"
     )
     print(
         f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
@@ -353,13 +371,19 @@ if __name__ == "__main__":
         help="skip A (the seed-style script): B against its limit only, in a fraction of the time",
     )
     c.add_argument("--snakemake-args", default="", help="extra arguments for B's snakemake, e.g. '--scheduler greedy'")
+    c.add_argument(
+        "--seed-jobs", default="", help="comma-separated -j values for the hand-run script (default: 1 and --cores)"
+    )
     sub.add_parser("overhead")
     sc = sub.add_parser("scale")
     sc.add_argument("--epochs", default="1,10,50", help="comma-separated epoch counts")
     sc.add_argument("--repeats", type=int, default=3, help="alternating workflow/floor pairs per epoch count")
     args = parser.parse_args()
     if args.cmd == "compare":
-        compare(args.repeats, args.cores, args.keep, args.workflow_only, tuple(shlex.split(args.snakemake_args)))
+        compare(
+            args.repeats, args.cores, args.keep, args.workflow_only, tuple(shlex.split(args.snakemake_args)),
+            tuple(int(j) for j in args.seed_jobs.split(",") if j),
+        )  # fmt: skip
     elif args.cmd == "overhead":
         overhead()
     else:

@@ -8,6 +8,7 @@
     pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
     pfscalib scan-offset | scan-offsets ... -- pipetask run ...   bootstrap task at grid offsets (auto)
     pfscalib propose-offset ... SCAN.json ...           a camera's proposed spectralOffset
+    pfscalib qa -- [--repo R] [--drift E] [--table T] ...   QA pictures, drift panels, certification table
     pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
     pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
@@ -38,6 +39,12 @@ def cmd_pipetask(args: argparse.Namespace) -> int:
     from . import job
 
     return job.run_pipetask(args.command, args.state, args.in_process, done=args.done)
+
+
+def cmd_qa(args: argparse.Namespace) -> int:
+    from . import qa
+
+    return qa.main(args.command)
 
 
 def cmd_scan_offset(args: argparse.Namespace) -> int:
@@ -334,6 +341,11 @@ def parser() -> argparse.ArgumentParser:
     _certify_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
     p.set_defaults(func=cmd_job, in_process=True)
+    p = sub.add_parser(
+        "qa", help="QA pictures, drift panels or the certification table (pfscalib.qa's options after --)"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_qa)
     p = sub.add_parser("check-visits", help="check a selection against the registry")
     for name in ("--repo", "--epoch", "--selection", "--output"):
         p.add_argument(name, required=True)

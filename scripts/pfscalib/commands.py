@@ -245,7 +245,7 @@ class Commands:
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
         s = self.settings
-        argv = ["python", "-m", "pfscalib.qa", "--repo", s.datastore, "--outdir", outdir]
+        argv = ["pfscalib", "qa", "--", "--repo", s.datastore, "--outdir", outdir]
         for step in STEP_NAMES:
             for unit in s.all_units(step):
                 if s.role(step, unit) != "build":
@@ -254,11 +254,11 @@ class Commands:
 
     def drift(self, sentinels: list[str], outdir: str) -> str:
         epochs = [a for e in self.settings.epochs for a in ("--drift", e)]
-        return shell_join(["python", "-m", "pfscalib.qa", "--outdir", outdir, *epochs, *sentinels])
+        return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *epochs, *sentinels])
 
     @staticmethod
     def quality_table(sentinels: list[str], output: str) -> str:
-        argv = ["python", "-m", "pfscalib.qa", "--table", output, "--held-root", paths.HELD_ROOT]
+        argv = ["pfscalib", "qa", "--", "--table", output, "--held-root", paths.HELD_ROOT]
         return shell_join([*argv, *sentinels])
 
     @staticmethod

@@ -96,7 +96,10 @@ class DetectorMap(dict):
 
     def findWavelength(self, fiberId, row):
         fibers, rows = np.broadcast_arrays(np.atleast_1d(fiberId), np.atleast_1d(np.asarray(row, dtype=float)))
-        out = np.array([detmap.row_wavelength(self, self._index(f), np.array([r]))[0] for f, r in zip(fibers, rows)])
+        out = np.empty(len(fibers))
+        for fiber in np.unique(fibers):  # one inversion of the fibre's wavelength solution for all its rows
+            chosen = fibers == fiber
+            out[chosen] = detmap.row_wavelength(self, self._index(fiber), rows[chosen])
         return out if np.ndim(fiberId) or np.ndim(row) else float(out[0])
 
 
