@@ -193,13 +193,13 @@ def stored_bytes(butler: Butler, pattern: str) -> dict[str, list[int]]:
     matching pattern: what a job wrote into the datastore (pfscalib.disk compares its prediction)."""
     out: dict[str, list[int]] = {}
     for run in runs_matching(butler, pattern):
-        for dataset_type in butler.collections.get_info(run, include_summary=True).dataset_types:
-            refs = query_refs(butler, dataset_type, run, find_first=False)
-            for uris in butler.get_many_uris(refs).values():
-                files = [uris.primaryURI] if uris.primaryURI else list(uris.componentURIs.values())
-                entry = out.setdefault(dataset_type, [0, 0])
-                entry[0] += 1
-                entry[1] += sum(uri.size() for uri in files)
+        # one query for every dataset type of the RUN (a query per type costs ~0.2 s per job)
+        refs = butler.query_all_datasets(collections=run, find_first=False, limit=None)
+        for ref, uris in butler.get_many_uris(refs).items():
+            files = [uris.primaryURI] if uris.primaryURI else list(uris.componentURIs.values())
+            entry = out.setdefault(ref.datasetType.name, [0, 0])
+            entry[0] += 1
+            entry[1] += sum(uri.size() for uri in files)
     return out
 
 

@@ -28,6 +28,12 @@ from . import metrics
 from .steps import STEPS
 
 log = logging.getLogger(__name__)
+# Fixed margins (room for the labels and the caption line): tight_layout measured every text of every
+# picture first, a third of the QA job's time.
+MARGINS = {
+    "image": {"left": 0.13, "right": 0.95, "bottom": 0.13, "top": 0.92},
+    "wide": {"left": 0.07, "right": 0.98, "bottom": 0.15, "top": 0.91, "wspace": 0.28},
+}
 
 
 def _image(ax, image: np.ndarray, title: str) -> None:
@@ -109,7 +115,7 @@ def plot(butler, sentinel: dict, out: Path) -> None:
         fig.clf()
         fig.text(0.5, 0.5, f"{title}\nno picture: {type(exc).__name__}: {exc}", ha="center", va="center", wrap=True)
     fig.text(0.01, 0.01, _caption(sentinel), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.subplots_adjust(**MARGINS["image" if kind == "image" else "wide"])
     fig.savefig(out, dpi=80)
     plt.close(fig)
 
