@@ -19,6 +19,7 @@ import csv
 import resource
 import shlex
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -219,6 +220,7 @@ def compare(
     workflow_only: bool = False,
     extra: tuple[str, ...] = (),
     seed_jobs: tuple[int, ...] = (),
+    sqlite_wal: bool = False,
 ) -> None:
     """A (the guide's commands by hand) at every -j in seed_jobs, then B (the workflow), repeated: A B A B.
     B is compared with the best A. A -j that loses to the best by more than 1.5x in the first repeat is not
@@ -232,6 +234,10 @@ def compare(
     # the guide's commands as written: the 2025 layout (PFS/raw/all), its scripts from the demo's shims
     legacy = scratch / "legacy-template"
     make_repo(legacy, tuple(CAMERAS), layout="legacy")
+    if sqlite_wal:  # an experiment, not the demo's mode: readers stop waiting for writers (A and B alike)
+        for repo in (template, legacy):
+            with sqlite3.connect(repo / "gen3.sqlite3") as db:
+                db.execute("PRAGMA journal_mode=WAL")
     a: dict[int, list[float]] = {j: [] for j in seed_jobs}
     b, runs, speed = [], [], []
     active = list(seed_jobs)
@@ -371,6 +377,7 @@ if __name__ == "__main__":
         help="skip A (the seed-style script): B against its limit only, in a fraction of the time",
     )
     c.add_argument("--snakemake-args", default="", help="extra arguments for B's snakemake, e.g. '--scheduler greedy'")
+    c.add_argument("--sqlite-wal", action="store_true", help="experiment: both registries in SQLite's WAL mode")
     c.add_argument(
         "--seed-jobs", default="", help="comma-separated -j values for the hand-run script (default: 1 and --cores)"
     )
@@ -382,7 +389,7 @@ if __name__ == "__main__":
     if args.cmd == "compare":
         compare(
             args.repeats, args.cores, args.keep, args.workflow_only, tuple(shlex.split(args.snakemake_args)),
-            tuple(int(j) for j in args.seed_jobs.split(",") if j),
+            tuple(int(j) for j in args.seed_jobs.split(",") if j), args.sqlite_wal,
         )  # fmt: skip
     elif args.cmd == "overhead":
         overhead()

@@ -295,6 +295,9 @@ def main(path: str, parent: int) -> None:
     _die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # Snakemake ended before the line above
         return
+    # Ctrl-C reaches the whole foreground group: the jobs get it from their clients (their children
+    # stop as interrupted jobs do); the server ends when Snakemake does
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server = Server(path)
     server.warm(list(PRELOAD))
     server.serve()
