@@ -42,7 +42,8 @@ PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "a
 # argparse's namespace; steps.Step's
 NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot"}
 MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",
-              "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "savefig"}  # fmt: skip
+              "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "subplots_adjust",
+              "savefig"}  # fmt: skip
 
 
 def attribute_names(path: Path) -> set[str]:
