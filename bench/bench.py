@@ -1,13 +1,13 @@
 """Benchmarks (issue #7). Run from the project root with the venv active:
 
-    python bench/bench.py compare --repeats 2 --cores 2   # workflow vs the seed's commands, A B A B
+    python bench/bench.py compare --repeats 2 --cores 2   # workflow vs the seed's commands at -j 1 and 2, A B A B
     python bench/bench.py overhead                       # Snakemake's own time per job (serial run)
     python bench/bench.py scale                          # dry-run time vs a minimal same-shape Snakefile
 
 compare: on fresh copies of one demo repo (4 cameras, 2 epochs, all 7 steps) runs (A) the guide's command
-sequence one after another with -j = cores, as a user would by hand, and (B) the workflow with the same
-cores; prints medians, the ratio, and the limit max(critical path of job wall times, sum of job CPU / cores)
-from the rules' benchmark files, and Snakemake's overhead per job.
+sequence one after another at every -j a user would try (default 1 and the cores), as a user would by hand,
+and (B) the workflow with the same cores; prints medians, B against the best A, and the limit
+max(critical path of job wall times, sum of job CPU / cores), and Snakemake's overhead per job.
 scale: `snakemake -n` of the 16-camera site config with 1 and 50 epochs against bench/floor.py's Snakefile
 (same jobs and edges, static strings: Snakemake's own floor).
 """
