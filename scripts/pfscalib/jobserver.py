@@ -126,7 +126,11 @@ def run(argv: list[str]) -> int | None:
         "identity": identity(),
     }  # fmt: skip
     payload = json.dumps(request).encode()
-    socket.send_fds(conn, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    try:
+        socket.send_fds(conn, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    except OSError:  # e.g. a job started with stdin closed: nothing to pass, run it yourself
+        conn.close()
+        return None
     replies = conn.makefile("rb")
     first = replies.readline().split()
     if first[:1] != [b"pid"]:  # refused (another Python or pfscalib): run it yourself
