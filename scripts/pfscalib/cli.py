@@ -72,7 +72,6 @@ def cmd_propose_offset(args: argparse.Namespace) -> int:
 
 
 def cmd_propose_offsets(args: argparse.Namespace) -> int:
-
     from . import scan
     from .config import ConfigError
     from .preflight import load_file
@@ -243,7 +242,6 @@ def _split(text: str) -> list[str]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-
     from .config import ConfigError
     from .preflight import load_file
     from .promote import PromotionError, promote
@@ -270,7 +268,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-
     from .config import ConfigError
     from .disk import format_plan, plan
     from .preflight import load_file
