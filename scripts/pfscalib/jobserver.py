@@ -176,6 +176,8 @@ class Server:
         self.listener.listen(128)
         self.me = identity()
         self.children: dict[int, socket.socket] = {}
+        self.started: dict[int, tuple[float, list[str]]] = {}
+        self.t0 = time.monotonic()
         self.reports = tempfile.mkdtemp(prefix="modules-", dir=os.path.dirname(path))
         self.wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_w, False)
@@ -225,17 +227,26 @@ class Server:
         for fd in fds:
             os.close(fd)
         self.children[pid] = conn
+        self.started[pid] = (time.monotonic(), request["argv"][1:4])
         with contextlib.suppress(OSError):
             conn.sendall(f"pid {pid}\n".encode())
 
     def reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid in self.started:  # each job's accounting, as Snakemake's benchmark files had it
+                begun, what = self.started.pop(pid)
+                now = time.monotonic()
+                print(
+                    f"job {pid} start {begun - self.t0:.2f} wall {now - begun:.2f} "
+                    f"cpu {usage.ru_utime + usage.ru_stime:.2f} status {status}: {' '.join(what)}",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
             conn = self.children.pop(pid, None)
             if conn is not None:
                 kind = "signal" if os.WIFSIGNALED(status) else "exit"
@@ -277,8 +288,18 @@ class Server:
         before = set(sys.modules)
         from .cli import main
 
+        profile = os.environ.get("PFSCALIB_PROFILE")  # bench/: where a served job's time goes
         try:
-            status = main(sys.argv[1:])
+            if profile:
+                import cProfile
+
+                with cProfile.Profile() as prof:
+                    try:
+                        status = main(sys.argv[1:])
+                    finally:
+                        prof.dump_stats(os.path.join(profile, f"{os.getpid()}.prof"))
+            else:
+                status = main(sys.argv[1:])
         finally:
             with contextlib.suppress(OSError):
                 Path(self.reports, str(os.getpid())).write_text("\n".join(sorted(set(sys.modules) - before)))
@@ -304,6 +325,9 @@ def main(path: str, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     server = Server(path)
     server.warm(list(PRELOAD))
+    from .middleware_internals import remember_installed_distributions
+
+    remember_installed_distributions()
     server.serve()
 
 
