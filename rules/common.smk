@@ -40,7 +40,7 @@ def preflight_environment():
     if WF.config["job_server"] and runs_jobs_locally(workflow):
         from pfscalib import jobserver
 
-        jobserver.start(paths.job_server_log())
+        jobserver.start(paths.job_server_log(), WF.datastore)
 
 
 wildcard_constraints:

@@ -149,3 +149,33 @@ def test_the_server_dies_with_snakemake(tmp_path):
     snakemake.kill()
     snakemake.wait()
     server.wait(10)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_server_opens_the_run_repository_once_and_keeps_no_connection_to_it(
+    tmp_path, demo_repo, monkeypatch, broken
+):
+    """prewarm: the server opens the repository read-only and closes it before it forks any job (a child
+    must not inherit a registry connection); a repository it cannot open is one line in its log, and the
+    jobs are still served. Each served job is a line of accounting (wall and CPU) in the log."""
+    from pfscalib import jobserver
+
+    if broken:
+        (demo_repo / "butler.yaml").write_text("registry: [unclosed\n")
+    monkeypatch.delenv(jobserver.ENV_PATH, raising=False)
+    log = tmp_path / "job_server.log"
+    proc = jobserver.start(str(log), str(demo_repo))
+    assert proc is not None, log.read_text()
+    try:
+        result = probe("--help", cwd=tmp_path)  # served once the server is warm (prewarm done)
+        assert result.stdout.splitlines()[-1] == "served" and result.returncode == 0, result
+        registry = str(demo_repo / "gen3.sqlite3")
+        open_files = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        assert not [f for f in open_files if f.startswith(registry)], open_files
+    finally:
+        jobserver.stop(proc, os.path.dirname(os.environ[jobserver.ENV_PATH]))
+    text = log.read_text()
+    problems = [line for line in text.splitlines() if line.startswith("not prewarmed:")]
+    assert len(problems) == (1 if broken else 0), text
+    jobs = [line.split() for line in text.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 1 and jobs[0][2] == "start" and jobs[0][4] == "wall" and float(jobs[0][7]) > 0, text

@@ -61,15 +61,16 @@ HEADER = struct.Struct("!I")
 
 
 # ------------------------------------------------------------------------------------------ Snakemake side
-def start(log_path: str, timeout: float = 60.0) -> subprocess.Popen | None:
+def start(log_path: str, repo: str = "", timeout: float = 60.0) -> subprocess.Popen | None:
     """onstart: the server, started as a child of this (Snakemake's) process; the jobs find it through the
-    environment they inherit. None (jobs then run in their own processes) if it cannot start."""
+    environment they inherit. repo: the run's Butler repository, opened once by the server (see prewarm).
+    None (jobs then run in their own processes) if it cannot start."""
     directory = tempfile.mkdtemp(prefix="pfscalib-jobs-")  # mode 0700: only this user can connect
     path = os.path.join(directory, "server.sock")
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pfscalib.jobserver", path, str(os.getpid())],
+            [sys.executable, "-m", "pfscalib.jobserver", path, str(os.getpid()), repo],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
         )  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -170,7 +171,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 
 
 class Server:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, repo: str = "") -> None:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(128)
@@ -178,6 +179,7 @@ class Server:
         self.children: dict[int, socket.socket] = {}
         self.started: dict[int, tuple[float, list[str]]] = {}
         self.t0 = time.monotonic()
+        self.repo = repo
         self.reports = tempfile.mkdtemp(prefix="modules-", dir=os.path.dirname(path))
         self.wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_w, False)
@@ -191,6 +193,27 @@ class Server:
                     importlib.import_module(name)
                 except Exception as exc:  # a module only its job could import: that job imports it
                     print(f"not preloaded: {name}: {exc}", file=sys.stderr, flush=True)
+
+    def prewarm(self) -> None:
+        """Open the run's repository once, read-only, and query it, then close it (no connection is left
+        for a child to inherit): what every job's first Butler, query and graph build set up lazily in
+        the middleware is then set up in the server (~0.5 s of CPU per demo job). Until the repository
+        exists (the demo builds it in a job), tried again after each job."""
+        if not self.repo or not os.path.exists(os.path.join(self.repo, "butler.yaml")):
+            return
+        repo, self.repo = self.repo, ""
+        try:
+            from lsst.daf.butler import Butler
+
+            butler = Butler.from_config(repo, writeable=False)
+            try:
+                collections = butler.collections.query("*")[:3]
+                if collections:
+                    butler.query_all_datasets(collections=collections, find_first=False, limit=1)
+            finally:
+                butler.close()
+        except Exception as exc:  # a job meets the same problem and reports it itself
+            print(f"not prewarmed: {repo}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def serve(self) -> None:
         selector = selectors.DefaultSelector()
@@ -258,6 +281,7 @@ class Server:
             if report.exists():  # what this job imported: warm for the next ones
                 self.warm(report.read_text().split())
                 report.unlink()
+            self.prewarm()
 
     def child(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         """The warm child: becomes the job's process and ends as a process ends (SystemExit up through the
@@ -313,7 +337,7 @@ def _watch(conn: socket.socket) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(path: str, parent: int) -> None:
+def main(path: str, parent: int, repo: str = "") -> None:
     # The only other threads are native ones started by imports (OpenBLAS's pool, pyarrow's jemalloc
     # background thread), which register their own fork handlers; Python's warning does not tell them apart.
     warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
@@ -323,13 +347,14 @@ def main(path: str, parent: int) -> None:
     # Ctrl-C reaches the whole foreground group: the jobs get it from their clients (their children
     # stop as interrupted jobs do); the server ends when Snakemake does
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = Server(path)
+    server = Server(path, repo)
     server.warm(list(PRELOAD))
     from .middleware_internals import remember_installed_distributions
 
     remember_installed_distributions()
+    server.prewarm()
     server.serve()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])
