@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -449,12 +448,6 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("PFSCALIB_JOB_SERVER"):  # a job of a local run: a warm child of its job server
-        from . import jobserver
-
-        served = jobserver.run(argv)
-        if served is not None:
-            return served
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
