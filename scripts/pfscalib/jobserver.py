@@ -14,7 +14,9 @@ killed it. Kills keep their meaning:
   the child at once (the workflow is built to resume after a SIGKILL anywhere);
 - the server's parent (Snakemake) gone: the server dies (PR_SET_PDEATHSIG), and with it its children.
 Each child reports the modules it imported beyond the server's; the server imports them between jobs, so
-the tasks of a site's pipelines are warm after their first job without a list.
+the tasks of a site's pipelines are warm after their first job without a list. Before its first job the
+server opens the run's repository read-only and closes it (prewarm), and maps the installed distributions
+once (pfscalib.middleware_internals). Each job's wall and CPU time (from wait4) is a line of its log.
 """
 
 from __future__ import annotations
