@@ -199,7 +199,8 @@ class Server:
     def prewarm(self) -> None:
         """Open the run's repository once, read-only, and query it, then close it (no connection is left
         for a child to inherit): what every job's first Butler, query and graph build set up lazily in
-        the middleware is then set up in the server (~0.5 s of CPU per demo job). Until the repository
+        the middleware is then set up in the server (0.5 s of CPU for a job in a process that has not run one
+        before; less once the server has imported what earlier jobs imported). Until the repository
         exists (the demo builds it in a job), tried again after each job."""
         if not self.repo or not os.path.exists(os.path.join(self.repo, "butler.yaml")):
             return
