@@ -178,8 +178,8 @@ class Server:
         self.listener.bind(path)
         self.listener.listen(128)
         self.me = identity()
-        self.children: dict[int, socket.socket] = {}
-        self.started: dict[int, tuple[float, list[str]]] = {}
+        # a running job's child: its client's connection, when it started, what it runs
+        self.children: dict[int, tuple[socket.socket, float, list[str]]] = {}
         self.t0 = time.monotonic()
         self.repo = repo
         self.reports = tempfile.mkdtemp(prefix="modules-", dir=os.path.dirname(path))
@@ -252,8 +252,7 @@ class Server:
             self.child(conn, request, fds)  # never returns
         for fd in fds:
             os.close(fd)
-        self.children[pid] = conn
-        self.started[pid] = (time.monotonic(), request["argv"][1:4])
+        self.children[pid] = (conn, time.monotonic(), request["argv"][1:4])
         with contextlib.suppress(OSError):
             conn.sendall(f"pid {pid}\n".encode())
 
@@ -265,16 +264,15 @@ class Server:
                 return
             if pid == 0:
                 return
-            if pid in self.started:  # each job's accounting, as Snakemake's benchmark files had it
-                begun, what = self.started.pop(pid)
-                now = time.monotonic()
+            job = self.children.pop(pid, None)
+            if job is not None:
+                conn, begun, what = job
+                # each job's accounting, as Snakemake's benchmark files had it
                 print(
-                    f"job {pid} start {begun - self.t0:.2f} wall {now - begun:.2f} "
+                    f"job {pid} start {begun - self.t0:.2f} wall {time.monotonic() - begun:.2f} "
                     f"cpu {usage.ru_utime + usage.ru_stime:.2f} status {status}: {' '.join(what)}",
                     file=sys.stderr, flush=True,
                 )  # fmt: skip
-            conn = self.children.pop(pid, None)
-            if conn is not None:
                 kind = "signal" if os.WIFSIGNALED(status) else "exit"
                 code = os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
                 with contextlib.suppress(OSError):
@@ -297,7 +295,7 @@ class Server:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.setpgid(0, 0)  # signals reach it from its client only, once
             self.listener.close()
-            for other in self.children.values():
+            for other, _, _ in self.children.values():
                 other.close()
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
