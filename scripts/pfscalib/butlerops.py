@@ -222,6 +222,69 @@ def raw_cameras(butler: Butler, instrument: str, visits: list[int], collections:
     return {(ref.dataId["visit"], f"{ref.dataId['arm']}{ref.dataId['spectrograph']}") for ref in refs}
 
 
+def detector_ids(butler: Butler, instrument: str) -> dict[str, int]:
+    """Camera (b1) -> detector id. A calibration keyed by detector (real defects: instrument, detector, arm,
+    spectrograph; obs_pfs fe94433 PrimeFocusSpectrograph.py:178-179) is found from the camera's arm and
+    spectrograph as the ISR does (obs_pfs fe94433 isrTask.py:588-616, lookupDefects)."""
+    records = butler.query_dimension_records(
+        "detector", where="instrument = inst", bind={"inst": instrument}, explain=False
+    )
+    return {f"{r.arm}{r.spectrograph}": r.id for r in records}
+
+
+def visits_with_pfs_config(butler: Butler, instrument: str, visits: list[int], collections: list[str]) -> set[int]:
+    """The visits that have a pfsConfig in the collections (every visit a step reads needs one: without it
+    the failure comes late, in the QuantumGraph or BootstrapTask, drp_stella 3a705d9 bootstrap.py:155-156)."""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        refs = butler.query_datasets(
+            "pfsConfig", collections=collections, where="instrument = inst AND visit IN (v)",
+            bind={"inst": instrument, "v": visits}, find_first=False, explain=False,
+        )  # fmt: skip
+    except MissingDatasetTypeError:
+        return set()
+    return {ref.dataId["visit"] for ref in refs}
+
+
+CALIB_UUID, CALIB_RUN = "LSST CALIB UUID ", "LSST CALIB RUN "
+
+
+def calib_inputs(butler: Butler, run: str, dataset_type: str, data_id: dict) -> dict[str, dict]:
+    """The calibrations the job's ISR actually used, from the provenance it writes into the header of its
+    output (doHeaderProvenance: LSST CALIB UUID <INPUT>, LSST CALIB RUN <INPUT>; obs_pfs fe94433
+    isrTask.py:1287-1298, drp_stella 3a705d9 pipelines/isr.py:350-358): {input: {datasetType, datasetId,
+    run, dataId}} of the first such output in the RUN; empty when there is none or it carries no keys."""
+    import uuid
+
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    try:
+        refs = query_refs(butler, dataset_type, run, data_id, find_first=False)
+    except MissingDatasetTypeError:
+        return {}
+    if not refs:
+        return {}
+    ref = min(refs, key=lambda r: r.dataId.get("visit", 0))
+    if "metadata" in ref.datasetType.storageClass.allComponents():  # the header alone (afw Exposure)
+        metadata = butler.get(ref.makeComponentRef("metadata"))
+    else:
+        metadata = butler.get(ref).getMetadata()
+    out = {}
+    for key in list(metadata.names() if hasattr(metadata, "names") else metadata):
+        if not key.startswith(CALIB_UUID):
+            continue
+        name = key.removeprefix(CALIB_UUID).lower()
+        used = butler.get_dataset(uuid.UUID(str(metadata.get(key))))
+        out[name] = {
+            "datasetType": used.datasetType.name if used else None,
+            "datasetId": str(metadata.get(key)),
+            "run": metadata.get(CALIB_RUN + name.upper()),
+            "dataId": {k: used.dataId[k] for k in used.dataId.required} if used else {},
+        }
+    return out
+
+
 def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
     records = butler.query_dimension_records(
         "profiles_run", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False

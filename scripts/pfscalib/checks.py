@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import butlerops
-from .steps import KIND_WORDS, STEPS, UNLIT_KINDS
+from .steps import KIND_WORDS, STEPS, UNLIT_KINDS, irp_variant
 from .visits import parse_visit_list
 
 
@@ -53,9 +53,12 @@ def expanded(selection: dict) -> dict:
     }
 
 
-def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites: list[str]) -> list[str]:
-    """selection: {step: {"table", "collections", "validity": [begin, end|None],
-    "units": {unit: [[visit list, row], ...]}}}."""
+def problems(
+    butler, instrument: str, epoch: str, selection: dict, prerequisites: list[str], site: dict | None = None
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The problems, and per camera the optional site calibrations it lacks (site_calibration_problems).
+    selection: {step: {"table", "collections", "validity": [begin, end|None],
+    "units": {unit: [[visit list, row], ...]}}}; site: site_calibration_problems' `wanted`."""
     from lsst.daf.butler import CollectionType
 
     selection = expanded(selection)
@@ -70,14 +73,16 @@ def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites
                 f"input collection {collection!r} does not exist (read by {', '.join(users)}; config collections)"
             )
     if out:
-        return out  # every visit would look missing: say only what is missing
+        return out, {}  # every visit would look missing: say only what is missing
     raws: dict[tuple[str, ...], set[tuple[int, str]]] = {}
+    configs: dict[tuple[str, ...], set[int]] = {}
     for step, chosen in selection.items():
         s, table = STEPS[step], chosen["table"]
         validity = butlerops.make_timespan(*chosen["validity"])
         collections = tuple(c for c in chosen["collections"] if types[c] is not CollectionType.CALIBRATION)
         if collections not in raws:  # steps share input collections: one query per distinct set
             raws[collections] = butlerops.raw_cameras(butler, instrument, wanted, list(collections))
+            configs[collections] = butlerops.visits_with_pfs_config(butler, instrument, wanted, list(collections))
         allowed = " or ".join(KIND_WORDS[k] for k in s.visit_kinds)
         for unit, pairs in chosen["units"].items():
             kinds = []
@@ -99,36 +104,74 @@ def problems(butler, instrument: str, epoch: str, selection: dict, prerequisites
                     out.append(f"{where}: taken at {begin} TAI, outside the epoch's validity {span}")
                 elif not any(v == visit and c.startswith(unit) for v, c in raws[collections]):
                     out.append(f"{where}: has no raw for {unit} in {', '.join(collections)}")
+                elif s.reads_pfs_config and visit not in configs[collections]:
+                    out.append(f"{where}: has no pfsConfig in {', '.join(collections)}; {step} reads it")
             if s.exact_kinds and len(kinds) == len(pairs) and sorted(kinds) != sorted(s.exact_kinds):
                 need = " and ".join(KIND_WORDS[k] for k in s.exact_kinds)
                 got = ", ".join(KIND_WORDS.get(k, k) for k in kinds)
                 out.append(f"{table}: epoch {epoch}, {unit}: {step} needs {need}, got {got}")
     out += missing_prerequisites(butler, instrument, epoch, selection, records, prerequisites)
+    site_problems, lacking = site_calibration_problems(butler, instrument, epoch, selection, records, site or {})
+    return out + site_problems, lacking
+
+
+def camera_data_id(instrument: str, camera: str, detectors: dict[str, int]) -> dict:
+    """The data ID the ISR looks a camera's calibrations up with: arm, spectrograph and the detector they
+    imply (obs_pfs fe94433 isrTask.py:588-616); find_calibration keeps the keys a dataset type requires."""
+    data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
+    if camera in detectors:
+        data_id["detector"] = detectors[camera]
+    return data_id
+
+
+def lookup_problem(butler, dataset_type: str, collections: list[str], data_id: dict, record: Any) -> str | None:
+    """None if the calibration is found at the visit's time as the ISR looks it up; else why, in words
+    (a lookup that raises is a reason too, never a traceback)."""
+    try:
+        if butlerops.find_calibration(butler, dataset_type, collections, data_id, record.timespan):
+            return None
+        return "not certified"
+    except Exception as exc:  # e.g. DimensionNameError for a type keyed by a dimension the camera lacks
+        return f"cannot be looked up ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+
+
+def camera_visits(selection: dict, records: dict) -> dict[str, list[tuple[str, Any]]]:
+    """camera -> [(step, visit record)] of every visit its ISR reads, a per-arm job's visits counted for each
+    of the arm's cameras named in the selection."""
+    cameras = {u for s in selection.values() for u in s["units"] if len(u) > 1}
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for step, chosen in selection.items():
+        for unit, pairs in chosen["units"].items():
+            for camera in [unit] if len(unit) > 1 else sorted(c for c in cameras if c.startswith(unit)):
+                out.setdefault(camera, []).extend((step, records[v]) for v, _ in pairs if v in records)
     return out
 
 
 def missing_prerequisites(
     butler, instrument: str, epoch: str, selection: dict, records: dict, prerequisites: list[str]
 ) -> list[str]:
-    """The site calibrations every camera needs before the first step (camera, defects...), certified in
-    the site's inputs at the time of the camera's first visit of the epoch."""
+    """The site calibrations every camera needs before the first step (camera, defects...), found in the
+    site's inputs as the ISR finds them (detector from arm and spectrograph) at the time of the camera's
+    first and last visit of the epoch."""
     out = []
-    first: dict[str, Any] = {}  # camera -> its earliest visit record
-    for chosen in selection.values():
-        for unit, pairs in chosen["units"].items():
-            for visit, _ in pairs:
-                record = records.get(visit)
-                if record is not None and len(unit) == 2 and (unit not in first or record.id < first[unit].id):
-                    first[unit] = record
+    visits = camera_visits(selection, records)
     collections = sorted({c for s in selection.values() for c in s["collections"]})
-    for dataset_type in prerequisites:
-        for camera, record in sorted(first.items()):
-            data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
-            if not butlerops.find_calibration(butler, dataset_type, collections, data_id, record.timespan):
-                out.append(
-                    f"prerequisite {dataset_type} is not certified for camera {camera} at visit {record.id} "
-                    f"(epoch {epoch}) in {', '.join(collections)}: the site must certify it before the first build"
-                )
+    detectors = butlerops.detector_ids(butler, instrument)
+    for camera, seen in sorted(visits.items()):
+        if camera not in detectors:
+            out.append(f"camera {camera} has no detector record for instrument {instrument} in the registry")
+            continue
+        data_id = camera_data_id(instrument, camera, detectors)
+        ends = sorted({r.id: r for _, r in seen}.values(), key=lambda r: r.timespan.begin)
+        for dataset_type in prerequisites:
+            for record in dict.fromkeys([ends[0], ends[-1]]):
+                why = lookup_problem(butler, dataset_type, collections, data_id, record)
+                if why:
+                    out.append(
+                        f"prerequisite {dataset_type} is {why} for camera {camera} at visit {record.id} "
+                        f"(epoch {epoch}) in {', '.join(collections)}: the site must certify it before the first build"
+                    )
+                    break
     return out
 
 
@@ -148,24 +191,50 @@ def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[s
     return out
 
 
-def missing_site_calibrations(butler, instrument: str, epoch: str, wanted: dict) -> list[str]:
-    """The site calibrations an arm's ISR looks up (n: nirDark; pfscalib.steps.ARMS) are certified over the
-    epoch's whole range in the site's inputs: the workflow never builds them.
-    wanted: {"range": [begin, end|None], "collections": [...], "cameras": {camera: [dataset type, ...]}}."""
+def site_calibration_problems(
+    butler, instrument: str, epoch: str, selection: dict, records: dict, wanted: dict
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The site calibrations an arm's ISR looks up (n: nirDark, or nirDark_irp<N> for a ramp of IRP ratio N;
+    pfscalib.steps.ARMS) are found at every visit of the camera, as the ISR finds them: the workflow never
+    builds them, and a real nirDark is valid from its first dark visit on (obs_pfs fe94433
+    combineNirDark.py:91-96, 179-182), not over an epoch. Returns the problems (one line per camera and
+    type) and, per camera, the optional ones absent (the ISR only warns: what the products will lack).
+    wanted: {"cameras": {camera: [dataset type, ...]}, "optional": {camera: [[dataset type, effect], ...]}}."""
     if not wanted:  # no camera of an arm with site calibrations
-        return []
-    begin, end = wanted["range"]
-    out = []
-    for camera, dataset_types in sorted(wanted["cameras"].items()):
-        data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
-        for dataset_type in dataset_types:
-            uncovered = [butlerops.make_timespan(begin, end)]
-            for span in butlerops.calibration_spans(butler, dataset_type, wanted["collections"], data_id):
-                uncovered = [part for gap in uncovered for part in gap.difference(span)]
-            if uncovered:
+        return [], {}
+    visits = camera_visits(selection, records)
+    detectors = butlerops.detector_ids(butler, instrument)
+    out: list[str] = []
+    lacking: dict[str, list[str]] = {}
+    for camera, dataset_types in sorted(wanted.get("cameras", {}).items()):
+        data_id = camera_data_id(instrument, camera, detectors)
+        for base in dataset_types:
+            missing: dict[str, list[tuple[str, Any, str]]] = {}
+            for step, record in visits.get(camera, []):
+                dataset_type = irp_variant(base, getattr(record, "irp_ratio", None))
+                why = lookup_problem(butler, dataset_type, selection[step]["collections"], data_id, record)
+                if why:
+                    missing.setdefault(dataset_type, []).append((step, record, why))
+            for dataset_type, misses in missing.items():
+                step, record, why = min(misses, key=lambda m: m[1].timespan.begin)
+                more = f" (and {len(misses) - 1} more of its visits)" if len(misses) > 1 else ""
+                begin = record.timespan.begin.tai.isot[:19]
                 out.append(
-                    f"{camera}: the site's {dataset_type} is not certified over [{begin}, {end or 'unbounded'}) "
-                    f"(epoch {epoch}) in {', '.join(wanted['collections'])}; the {camera[0]} ISR needs it and the "
-                    "workflow does not build it"
+                    f"{camera}: the site's {dataset_type} is {why} at visit {record.id} ({step}, epoch {epoch}, "
+                    f"taken {begin} TAI, IRP ratio {getattr(record, 'irp_ratio', None) or 1}){more} in "
+                    f"{', '.join(selection[step]['collections'])}; the {camera[0]} ISR needs it and the workflow "
+                    "does not build it"
                 )
-    return out
+    for camera, optional in sorted(wanted.get("optional", {}).items()):
+        data_id = camera_data_id(instrument, camera, detectors)
+        seen = visits.get(camera, [])
+        for dataset_type, effect in optional:
+            absent = [
+                record for step, record in seen
+                if lookup_problem(butler, dataset_type, selection[step]["collections"], data_id, record)
+            ]  # fmt: skip
+            if absent:
+                lacking.setdefault(camera, []).append(
+                    f"{dataset_type} not certified at {len(absent)} of {len(seen)} visits: {effect}"
+                )
+    return out, lacking

@@ -132,7 +132,7 @@ def _own_collection_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
     from .butlerops import open_butler
-    from .checks import implied_counts, instrument_problems, missing_site_calibrations, problems
+    from .checks import implied_counts, instrument_problems, problems
     from .job import write_json
 
     if not Path(args.repo).exists() and "://" not in args.repo:
@@ -140,18 +140,18 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
         return 1
     butler, selection = open_butler(args.repo), json.loads(args.selection)
     # in this order: a wrong instrument or a typo'd collection would make every visit look missing
-    found = (
-        instrument_problems(butler, args.instrument)
-        or own_problems(butler, args)
-        or problems(butler, args.instrument, args.epoch, selection, args.prerequisite)
-        + missing_site_calibrations(butler, args.instrument, args.epoch, json.loads(args.site_calibrations or "{}"))
-    )
+    found, lacking = instrument_problems(butler, args.instrument) or own_problems(butler, args), {}
+    if not found:
+        site = json.loads(args.site_calibrations or "{}")
+        found, lacking = problems(butler, args.instrument, args.epoch, selection, args.prerequisite, site)
     if found:
         more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
         log.error("check-visits: %s%s", found[0], more)
         return 1
+    for camera, lines in sorted(lacking.items()):
+        log.warning("check-visits: %s: %s", camera, "; ".join(lines))
     implied = implied_counts(butler, args.instrument, selection)
-    write_json(args.output, {"epoch": args.epoch, "checked": "ok", "implied": implied})
+    write_json(args.output, {"epoch": args.epoch, "checked": "ok", "implied": implied, "lacking": lacking})
     return 0
 
 
@@ -347,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
-    p.add_argument("--site-calibrations", default="", help="JSON: an arm's site calibrations, range, collections")
+    p.add_argument("--site-calibrations", default="", help="JSON: site calibrations per camera")
     _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")

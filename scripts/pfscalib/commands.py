@@ -215,13 +215,9 @@ class Commands:
         for dataset_type in s.config.get("prerequisites", []):
             argv += ["--prerequisite", dataset_type]
         site = {c: list(s.site_calibrations(c)) for c in s.cameras if s.site_calibrations(c)}
-        if site:
-            span = s.epochs[epoch]
-            wanted = {
-                "range": [span["begin"], span.get("end")],
-                "collections": s.collections["inputs"],
-                "cameras": site,
-            }
+        optional = {c: [list(o) for o in s.optional_site_calibrations(c)] for c in site}
+        if site:  # looked up per visit, in each step's inputs (pfscalib.checks.site_calibration_problems)
+            wanted = {"cameras": site, "optional": {c: o for c, o in optional.items() if o}}
             argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
         return shlex.join(argv + self.own_collections())
 

@@ -213,6 +213,10 @@ class Settings:
         """The site calibrations the camera's ISR looks up besides the config's prerequisites (n: nirDark)."""
         return ARMS[camera[0]].site_calibrations
 
+    def optional_site_calibrations(self, camera: str) -> tuple[tuple[str, str], ...]:
+        """The site calibrations whose absence the camera's ISR only warns about, with what the product lacks."""
+        return ARMS[camera[0]].optional_site_calibrations
+
     def cameras_of(self, unit: str) -> list[str]:
         """The cameras a job covers: the camera itself, or every camera of the arm."""
         return [c for c in self.cameras if c.startswith(unit)]

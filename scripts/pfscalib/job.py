@@ -273,6 +273,7 @@ def certify(request: CertifyRequest) -> int:
     """Replace-certify the job's product over its validity range, clean its intermediates, write the
     sentinel; then the state file goes (a later rerun of this job starts a fresh run)."""
     from . import butlerops
+    from .steps import STEPS
 
     state = read_json(request.state)
     if not state or state.get("status") != "pipetask-done":
@@ -298,8 +299,9 @@ def certify(request: CertifyRequest) -> int:
             butler, request.calib, refs, timespan, between=fault_hook("certify", request.state)
         )
     # before cleaning: this job's footprint, its RUN and the RUNs under it (the certified copy); not the
-    # chain's earlier RUNs, whose products stay after a rebuild
+    # chain's earlier RUNs, whose products stay after a rebuild; and what its ISR read (bias, dark...)
     written = butlerops.stored_bytes(butler, f"{state['run']}*")
+    used = butlerops.calib_inputs(butler, state["run"], STEPS[request.step].isr_output, data_id)
     cleaned = 0
     if request.clean:
         clean_hook = fault_hook("clean", request.state)
@@ -311,7 +313,7 @@ def certify(request: CertifyRequest) -> int:
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
     if request.clean_collections:
         cleaned += butlerops.remove_collections(butler, request.clean_collections, log=lambda m: log.info("%s", m))
-    payload = {**sentinel(request, refs[0], state, cleaned, written), "quality": quality}
+    payload = {**sentinel(request, refs[0], state, cleaned, written), "calibInputs": used, "quality": quality}
     # the state first: a kill before the sentinel is written is then recognised as certified
     write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
     write_json(request.sentinel, payload)
@@ -410,6 +412,7 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: d
     from importlib.metadata import version  # not `import lsst.pipe.base`: 2.4 s per job for a string
 
     proposal = read_json(request.offset_from) if request.offset_from else None
+    lacking = site_lacking(request.epoch, request.arm + str(request.spectrograph or ""))
     return {
         "step": request.step,
         "epoch": request.epoch,
@@ -427,7 +430,17 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: d
         "versions": {name: version(name) for name in ("lsst-daf-butler", "lsst-pipe-base", "pfscalib")},
         "certified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **({"spectralOffsetProposal": _proposal_summary(request.offset_from, proposal)} if proposal else {}),
+        **({"lacking": lacking} if lacking else {}),
     }
+
+
+def site_lacking(epoch: str, unit: str) -> dict[str, list[str]]:
+    """The optional site calibrations the epoch's check found absent for the job's cameras (n: badRefPixels,
+    h4Linearity; obs_pfs's ISR only warns), so the product was built without them: {camera: [what, ...]}."""
+    from . import paths
+
+    checked = read_json(paths.check(epoch)) or {}
+    return {c: lines for c, lines in checked.get("lacking", {}).items() if c.startswith(unit)}
 
 
 def _proposal_summary(path: str, proposal: dict) -> dict:

@@ -42,6 +42,8 @@ STATES = {
     # a camera x step the workflow does not build (pfscalib.steps.ARMS, config camera_steps): shown as such
     "n/a": State("n/a", "n/a: its ISR does not read it (n: bias, dark), or camera_steps skips it", ok=True),
     "borrowed": State("from r", "n/a: from r of the spectrograph (the ISR's r<->m fallback)", ok=True),
+    # the ISR found the camera's own arm's product in its inputs first (a site's m bias): not built, not r's
+    "own": State("site", "n/a: the site's own product of the arm (found before r's)", ok=True),
 }
 
 
@@ -62,7 +64,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                 if wf.role(step, unit) != "build":
                     maker = wf.maker(step, unit)
                     row = dict.fromkeys(COLUMNS, "") | {"epoch": epoch, "step": step, "camera": unit}
-                    state, words = ("borrowed", f"n/a: from {maker}") if maker else ("n/a", "n/a")
+                    state, words = borrowed(epoch, unit, s.certified_as, maker, workdir) if maker else ("n/a", "n/a")
                     rows.append(row | {"datasetType": s.certified_as, "state": state, "status": words})
                     continue
                 data_id = {"arm": unit[0], **({} if s.per_arm else {"spectrograph": int(unit[1:])})}
@@ -110,6 +112,23 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                 status = STATES[state].text.format(n=len(mine), why=why)
                 rows.append({**row, "state": state, "status": status})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def borrowed(epoch: str, camera: str, dataset_type: str, lender: str, workdir: Path) -> tuple[str, str]:
+    """Whose product a camera's ISR read where it builds none (m: a bias, a dark): what the ISR of the
+    camera's first built step actually used (its header provenance, recorded in the sentinel), which is the
+    camera's own arm where the inputs hold one (obs_pfs fe94433 isrTask.py:666-697, lookupBiasDark), and
+    the lender's (r of the spectrograph) only as the fallback; before any such job ran, the expectation."""
+    for step in STEP_NAMES:
+        path = workdir / paths.sentinel(step, epoch, camera)
+        sentinel = json.loads(path.read_text()) if path.exists() else {}
+        for used in sentinel.get("calibInputs", {}).values():
+            if used.get("datasetType") == dataset_type:
+                data_id = used.get("dataId", {})
+                whose = f"{data_id.get('arm', '?')}{data_id.get('spectrograph', '')}"
+                state = "borrowed" if whose == lender else "own"
+                return state, f"n/a: {whose}'s {dataset_type} from {used.get('run')} (read by {step})"
+    return "borrowed", f"n/a: from {lender}"
 
 
 def all_ok(df: pd.DataFrame) -> bool:
@@ -197,6 +216,10 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
             parts.insert(0, f"{' '.join(done)}: all {len(STEP_NAMES)} calibrations certified")
         lines.append(f"{head} {'; '.join(parts)}")
     lines.append(f"  ({', '.join(STEPS[s].certified_as for s in STEP_NAMES)})")
+    for epoch in wf.epochs:  # what the site lacked, so the products lack (n: linearity, IRP bad pixels)
+        checked = json.loads(Path(paths.check(epoch)).read_text()) if Path(paths.check(epoch)).exists() else {}
+        for camera, what in sorted(checked.get("lacking", {}).items()):
+            lines.append(f"  {epoch} {camera}: built without site calibrations: {'; '.join(what)}")
     lines.append(f"QA pictures: {', '.join(paths.qa_dir(e) for e in wf.epochs)}; table: {paths.CERTIFICATIONS}")
     lines.append("Report: snakemake --report report.html    Status: pfscalib status")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,12 @@ class Step:
     profile_groups: bool = False
     exact_kinds: tuple[VisitKind, ...] = ()  # exactly these visits per camera and epoch (bootstrap: a quartz, an arc)
     dither_zero: bool = False  # every visit at dither 0 (fiberNorms: undithered quartz)
+    # A task of the pipeline reads each visit's pfsConfig (drp_stella 3a705d9: bootstrap.py, reduceExposure.py,
+    # pipelines/measureCentroids.py, pipelines/fiberProfiles.py); checked per visit before any job.
+    reads_pfs_config: bool = False
+    # What the pipeline's ISR writes (its outputExposure): its header names the calibrations the ISR used,
+    # read into the sentinel before cleaning (pfscalib.butlerops.calib_inputs).
+    isr_output: str = "postISRCCD"
     offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
     # With spectralOffset `auto`: the pipeline's labels run once on the step's visits (the ISR), then the
     # label run over a grid of offsets, scored from its `<label>_log` (pfscalib.offsets).
@@ -74,6 +80,7 @@ STEPS: dict[str, Step] = {
     for s in [
         Step(
             name="bias",
+            isr_output="biasProc",
             description="overscan-subtracted median of BIAS visits, per camera",
             pipeline="bias.yaml",
             product="bias",
@@ -84,6 +91,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="dark",
+            isr_output="darkProc",
             description="bias-subtracted, exposure-scaled combination of DARK visits",
             pipeline="dark.yaml",
             product="dark",
@@ -95,6 +103,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="flat",
+            isr_output="flatProc",
             description="fiberFlat from dithered quartz visits",
             pipeline="flat.yaml",
             product="fiberFlat",
@@ -107,6 +116,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="bootstrap",
+            reads_pfs_config=True,
             description="rough detectorMap from one quartz and one arc with the camera's spectralOffset",
             pipeline="bootstrap.yaml",
             product="detectorMap_bootstrap",
@@ -129,6 +139,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="detectorMap",
+            reads_pfs_config=True,
             description="detectorMap fitted from arcs and quartz, starting from the bootstrap",
             pipeline="detectorMap.yaml",
             product="detectorMap_candidate",
@@ -147,6 +158,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="fiberProfiles",
+            reads_pfs_config=True,
             description="fitFiberProfiles over the epoch's profiles_run (bright/dark groups)",
             pipeline="fitFiberProfiles.yaml",
             product="fiberProfiles",
@@ -164,6 +176,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             name="fiberNorms",
+            reads_pfs_config=True,
             description="fibre normalisations of quartz visits, per arm over every spectrograph",
             pipeline="fiberNorms.yaml",
             product="fiberNorms_calib",
@@ -211,9 +224,14 @@ class Arm:
     # isrTask.py lookupBiasDark): not run for the arm unless the config asks (camera_steps: build).
     borrows: tuple[str, ...] = ()
     borrows_from: str = ""
-    # Site calibrations the arm's ISR looks up, certified by the site (obs_pfs combineNirDark.py), checked
-    # over each epoch's range before any job.
+    # Site calibrations the arm's ISR looks up at each visit's time, certified by the site (obs_pfs
+    # combineNirDark.py), checked per visit before any job. The ISR keeps the one matching the ramp's IRP
+    # ratio: `<type>` for ratio 1, `<type>_irp<N>` otherwise (obs_pfs fe94433 isrTask.py:736-760, 816-849;
+    # without it "No NIR dark cube found", :1306-1309).
     site_calibrations: tuple[str, ...] = ()
+    # Site calibrations whose absence the ISR only warns about, and what the product then lacks
+    # (obs_pfs fe94433 isrTask.py:1568-1598): named in the check's output, the summary and the sentinel.
+    optional_site_calibrations: tuple[tuple[str, str], ...] = ()
 
 
 ARMS: dict[str, Arm] = {
@@ -227,11 +245,21 @@ ARMS: dict[str, Arm] = {
             never=("bias", "dark"),
             why="the ISR of an n (H4RG) camera takes no bias and reads the site's nirDark instead of a dark",
             site_calibrations=("nirDark",),
+            optional_site_calibrations=(
+                ("badRefPixels", "no IRP bad-reference-pixel repair"),
+                ("h4Linearity", "no linearity correction"),
+            ),
         ),
         Arm(name="m", mode=MEDIUM, borrows=("bias", "dark"), borrows_from="r"),
     ]
 }
 ARM_NAMES = tuple(ARMS)
+
+
+def irp_variant(dataset_type: str, irp_ratio: int | None) -> str:
+    """The site calibration an n visit's ISR keeps for its ramp's IRP ratio (visit.irp_ratio, obs_pfs
+    fe94433 gen3/dimensions.yaml:251-256; NULL for a CCD exposure): nirDark for 1, nirDark_irp4 for 4."""
+    return dataset_type if irp_ratio in (None, 0, 1) else f"{dataset_type}_irp{irp_ratio}"
 
 
 def default_role(step: str, arm: str) -> Role:
