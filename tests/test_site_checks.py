@@ -1,0 +1,147 @@
+"""Issue #28, findings 1-3 and 9: the epoch's check finds the site's calibrations as obs_pfs's ISR does, on a
+demo registry shaped as a real site's (tests/test_site_facts.py holds the definitions and their sources).
+
+- defects are keyed by detector (required dimensions instrument, detector): found from the camera's arm and
+  spectrograph (obs_pfs fe94433 isrTask.py:588-616); a lookup that fails is one line, never a traceback.
+- nirDark is valid from its first dark visit on, open-ended (combineNirDark.py:91-96, 179-182): looked up at
+  each n visit, as nirDark_irp4 for a ramp of IRP ratio 4 (isrTask.py:736-760, 816-849).
+- every visit a pipeline reads the pfsConfig of has one (drp_stella 3a705d9 bootstrap.py:155-156).
+- badRefPixels / h4Linearity missing only make the ISR warn (isrTask.py:1568-1598): named, not refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from lsst.daf.butler import Butler, Timespan
+
+from pfscalib.demo import simulate
+from pfscalib.demo.make_repo import DEFAULT_EPOCHS, make_repo
+
+from conftest import PROJECT, run
+
+CAMERAS = ("b1", "n1")
+EPOCH = "run1"
+
+
+@pytest.fixture(scope="module")
+def site_template(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("site_checks") / "repo"
+    make_repo(root, CAMERAS, epochs={EPOCH: DEFAULT_EPOCHS[EPOCH]})
+    return root
+
+
+@pytest.fixture
+def workdir(tmp_path, site_template) -> Path:
+    """A work directory with the demo config for b1 and n1 and one epoch, the repository copied in."""
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config.update(cameras=list(CAMERAS), pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"))
+    config["limits"] = str(PROJECT / config["limits"])
+    config["spectralOffset"] = {c: simulate.DEFAULT_SPECTRAL_OFFSET[c] for c in CAMERAS}
+    config["epochs"] = {EPOCH: config["epochs"][EPOCH]}
+    config["demo"]["epochs"] = {EPOCH: config["demo"]["epochs"][EPOCH]}
+    (tmp_path / "visits").mkdir()
+    for step, path in config["visits"].items():
+        lines = (PROJECT / path).read_text().splitlines(keepends=True)
+        (tmp_path / f"visits/{step}.tsv").write_text(
+            "".join(lines[:1] + [ln for ln in lines[1:] if ln.startswith(EPOCH)])
+        )
+        config["visits"][step] = str(tmp_path / f"visits/{step}.tsv")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copytree(site_template, tmp_path / "results/demo/repo")
+    return tmp_path
+
+
+def check(workdir: Path):
+    """The epoch's check job, as the workflow runs it before any pipetask job."""
+    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "1", f"results/checks/{EPOCH}.json"]
+    return run(argv, cwd=workdir)
+
+
+def check_line(workdir: Path) -> str:
+    return next(
+        ln for ln in (workdir / f"logs/{EPOCH}/check_visits.log").read_text().splitlines() if "check-visits" in ln
+    )
+
+
+def writeable(workdir: Path) -> Butler:
+    return Butler.from_config(str(workdir / "results/demo/repo"), writeable=True)
+
+
+def n1_visits(butler: Butler, irp_ratio: int | None) -> list[int]:
+    """The demo's n1 visits of one IRP ratio (the registry's visit.irp_ratio)."""
+    refs = butler.query_datasets(
+        "raw", collections="PFS/raw/sps", where="instrument = 'PFS' AND arm = 'n'", explain=False
+    )
+    records = butler.query_dimension_records("visit", where="instrument = 'PFS'", explain=False)
+    ratio = {r.id: r.irp_ratio for r in records}
+    return sorted({ref.dataId["visit"] for ref in refs if (ratio[ref.dataId["visit"]] or 1) == (irp_ratio or 1)})
+
+
+def test_the_check_passes_on_the_site_shaped_registry(workdir):
+    """Fails before the fix: DimensionNameError (no detector) as a traceback, and n1 refused because its
+    nirDark begins at the first dark visit, not at the epoch's begin."""
+    butler = Butler.from_config(str(workdir / "results/demo/repo"))
+    assert set(butler.get_dataset_type("defects").dimensions.required) == {"instrument", "detector"}
+    nir = butler.registry.queryDatasetAssociations("nirDark", collections="PFS/calib", flattenChains=True)
+    assert all(a.timespan.end is None for a in nir)  # open-ended, from the first dark visit
+    proc = check(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checked = json.loads((workdir / f"results/checks/{EPOCH}.json").read_text())
+    assert checked["checked"] == "ok"
+    # the demo site has neither badRefPixels nor h4Linearity: named, the run goes on
+    lacking = " ".join(checked["lacking"]["n1"])
+    assert "h4Linearity" in lacking and "no linearity correction" in lacking and "badRefPixels" in lacking
+    assert "b1" not in checked["lacking"]
+
+
+def test_missing_defects_are_one_line_naming_camera_and_type(workdir):
+    butler = writeable(workdir)
+    detector = next(
+        iter(butler.query_dimension_records("detector", where="instrument = 'PFS' AND arm = 'b' AND spectrograph = 1"))
+    )
+    for association in butler.registry.queryDatasetAssociations("defects", collections="PFS/calib", flattenChains=True):
+        if association.ref.dataId["detector"] == detector.id:
+            butler.registry.decertify(
+                association.collection, "defects", Timespan(None, None), dataIds=[association.ref.dataId]
+            )
+    proc = check(workdir)
+    assert proc.returncode != 0
+    line = check_line(workdir)
+    assert "prerequisite defects is not certified for camera b1 at visit" in line and "Traceback" not in proc.stderr
+    assert "prerequisite defects is not certified for camera b1" in proc.stdout + proc.stderr  # on the console
+
+
+def test_an_irp4_ramp_needs_nir_dark_irp4(workdir):
+    butler = writeable(workdir)
+    irp4 = n1_visits(butler, 4)
+    assert irp4, "the demo has n visits of IRP ratio 4"
+    for association in butler.registry.queryDatasetAssociations(
+        "nirDark_irp4", collections="PFS/calib", flattenChains=True
+    ):
+        butler.registry.decertify(association.collection, "nirDark_irp4", Timespan(None, None))
+    proc = check(workdir)
+    assert proc.returncode != 0
+    line = check_line(workdir)
+    assert "n1: the site's nirDark_irp4 is not certified at visit" in line and "IRP ratio 4" in line
+    visit = int(line.split("at visit ")[1].split()[0])
+    assert visit in irp4
+
+
+def test_a_visit_without_its_pfs_config_is_refused_before_any_job(workdir):
+    butler = writeable(workdir)
+    bootstrap = (workdir / "visits/bootstrap.tsv").read_text().splitlines()[1].split("\t")[1]
+    visit = int(bootstrap.split("^")[1])  # the arc
+    refs = butler.query_datasets(
+        "pfsConfig", collections="PFS/raw/pfsConfig", where=f"instrument = 'PFS' AND visit = {visit}"
+    )
+    butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
+    proc = check(workdir)
+    assert proc.returncode != 0
+    assert f"visit {visit} (bootstrap, epoch {EPOCH}, b1): has no pfsConfig in" in check_line(workdir)
+    assert not (workdir / "results/registry").exists()
