@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from astropy.time import Time
 from lsst.daf.butler import Butler, Timespan
 
 from pfscalib.demo import simulate
@@ -31,42 +32,33 @@ EPOCH = "run1"
 @pytest.fixture(scope="module")
 def site_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site_checks") / "repo"
-    make_repo(root, CAMERAS, epochs={EPOCH: DEFAULT_EPOCHS[EPOCH]})
+    make_repo(root, CAMERAS, epochs=DEFAULT_EPOCHS)  # run1's n ramps at IRP ratio 1, run2's at 4
     return root
 
 
 @pytest.fixture
 def workdir(tmp_path, site_template) -> Path:
-    """A work directory with the demo config for b1 and n1 and one epoch, the repository copied in."""
+    """A work directory with the demo config for b1 and n1, the repository copied in."""
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config.update(cameras=list(CAMERAS), pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"))
     config["limits"] = str(PROJECT / config["limits"])
     config["spectralOffset"] = {c: simulate.DEFAULT_SPECTRAL_OFFSET[c] for c in CAMERAS}
-    config["epochs"] = {EPOCH: config["epochs"][EPOCH]}
-    config["demo"]["epochs"] = {EPOCH: config["demo"]["epochs"][EPOCH]}
-    (tmp_path / "visits").mkdir()
-    for step, path in config["visits"].items():
-        lines = (PROJECT / path).read_text().splitlines(keepends=True)
-        (tmp_path / f"visits/{step}.tsv").write_text(
-            "".join(lines[:1] + [ln for ln in lines[1:] if ln.startswith(EPOCH)])
-        )
-        config["visits"][step] = str(tmp_path / f"visits/{step}.tsv")
+    config["visits"] = {step: str(PROJECT / path) for step, path in config["visits"].items()}
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
     shutil.copytree(site_template, tmp_path / "results/demo/repo")
     return tmp_path
 
 
-def check(workdir: Path):
+def check(workdir: Path, epoch: str = EPOCH):
     """The epoch's check job, as the workflow runs it before any pipetask job."""
-    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "1", f"results/checks/{EPOCH}.json"]
+    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "1", f"results/checks/{epoch}.json"]
     return run(argv, cwd=workdir)
 
 
-def check_line(workdir: Path) -> str:
-    return next(
-        ln for ln in (workdir / f"logs/{EPOCH}/check_visits.log").read_text().splitlines() if "check-visits" in ln
-    )
+def check_line(workdir: Path, epoch: str = EPOCH) -> str:
+    lines = (workdir / f"logs/{epoch}/check_visits.log").read_text().splitlines()
+    return next(ln for ln in lines if "check-visits" in ln)
 
 
 def writeable(workdir: Path) -> Butler:
@@ -83,21 +75,32 @@ def n1_visits(butler: Butler, irp_ratio: int | None) -> list[int]:
     return sorted({ref.dataId["visit"] for ref in refs if (ratio[ref.dataId["visit"]] or 1) == (irp_ratio or 1)})
 
 
-def test_the_check_passes_on_the_site_shaped_registry(workdir):
+@pytest.mark.parametrize("epoch", ["run1", "run2"])
+def test_the_check_passes_on_the_site_shaped_registry(workdir, epoch):
     """Fails before the fix: DimensionNameError (no detector) as a traceback, and n1 refused because its
-    nirDark begins at the first dark visit, not at the epoch's begin."""
+    nirDark begins at the first dark visit, not at the epoch's begin (run2's ramps: nirDark_irp4)."""
     butler = Butler.from_config(str(workdir / "results/demo/repo"))
     assert set(butler.get_dataset_type("defects").dimensions.required) == {"instrument", "detector"}
     nir = butler.registry.queryDatasetAssociations("nirDark", collections="PFS/calib", flattenChains=True)
-    assert all(a.timespan.end is None for a in nir)  # open-ended, from the first dark visit
+    assert all(a.timespan.begin > Time("2025-03-10T08:00:00", scale="utc") for a in nir)  # at the first dark
+    proc = check(workdir, epoch)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checked = json.loads((workdir / f"results/checks/{epoch}.json").read_text())
+    assert checked["checked"] == "ok" and checked["lacking"] == {}
+
+
+def test_missing_nir_linearity_is_named_not_refused(workdir):
+    butler = writeable(workdir)
+    for association in butler.registry.queryDatasetAssociations(
+        "h4Linearity", collections="PFS/calib", flattenChains=True
+    ):
+        butler.registry.decertify(association.collection, "h4Linearity", Timespan(None, None))
     proc = check(workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    checked = json.loads((workdir / f"results/checks/{EPOCH}.json").read_text())
-    assert checked["checked"] == "ok"
-    # the demo site has neither badRefPixels nor h4Linearity: named, the run goes on
-    lacking = " ".join(checked["lacking"]["n1"])
-    assert "h4Linearity" in lacking and "no linearity correction" in lacking and "badRefPixels" in lacking
-    assert "b1" not in checked["lacking"]
+    lacking = json.loads((workdir / f"results/checks/{EPOCH}.json").read_text())["lacking"]
+    assert list(lacking) == ["n1"] and len(lacking["n1"]) == 1
+    assert lacking["n1"][0].startswith("h4Linearity not certified at") and "no linearity correction" in lacking["n1"][0]
+    assert "n1: h4Linearity not certified" in (workdir / f"logs/{EPOCH}/check_visits.log").read_text()
 
 
 def test_missing_defects_are_one_line_naming_camera_and_type(workdir):
@@ -125,9 +128,9 @@ def test_an_irp4_ramp_needs_nir_dark_irp4(workdir):
         "nirDark_irp4", collections="PFS/calib", flattenChains=True
     ):
         butler.registry.decertify(association.collection, "nirDark_irp4", Timespan(None, None))
-    proc = check(workdir)
+    proc = check(workdir, "run2")
     assert proc.returncode != 0
-    line = check_line(workdir)
+    line = check_line(workdir, "run2")
     assert "n1: the site's nirDark_irp4 is not certified at visit" in line and "IRP ratio 4" in line
     visit = int(line.split("at visit ")[1].split()[0])
     assert visit in irp4
@@ -135,7 +138,7 @@ def test_an_irp4_ramp_needs_nir_dark_irp4(workdir):
 
 def test_a_visit_without_its_pfs_config_is_refused_before_any_job(workdir):
     butler = writeable(workdir)
-    bootstrap = (workdir / "visits/bootstrap.tsv").read_text().splitlines()[1].split("\t")[1]
+    bootstrap = (PROJECT / "config/visits/bootstrap.tsv").read_text().splitlines()[1].split("\t")[1]
     visit = int(bootstrap.split("^")[1])  # the arc
     refs = butler.query_datasets(
         "pfsConfig", collections="PFS/raw/pfsConfig", where=f"instrument = 'PFS' AND visit = {visit}"
