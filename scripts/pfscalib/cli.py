@@ -12,7 +12,7 @@
     pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
     pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
-    pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
+    pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  copy a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
     pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
@@ -248,7 +248,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     try:
         wf = load_file(args.config)  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
-        promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
+        steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
+        promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
     except (ConfigError, PromotionError) as exc:
         log.error("promote: %s", exc)
         return 2
@@ -382,6 +383,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default="", help="comma-separated (default: every product in the calib chain)")
     p.add_argument("--cameras", default="", help="comma-separated cameras or arms (default: all)")
     p.add_argument("--epochs", default="", help="comma-separated (default: all)")
+    p.add_argument(
+        "--no-copy",
+        action="store_true",
+        help="certify the build's own datasets instead of copies (obs_pfs copyDatasets.py --no-copy): the "
+        "promoted collections then depend on the build's RUNs surviving, and a butler remove-runs of them "
+        "empties them",
+    )
     p.set_defaults(func=cmd_promote)
     p = sub.add_parser("rollback", help="restore a chain's definition from before a promotion")
     p.add_argument("--repo", required=True)
