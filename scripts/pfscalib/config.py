@@ -318,7 +318,7 @@ class Settings:
         field = f"{STEPS[OFFSET_STEP].scan_label}:matchRadius="
         extra = list(self.setting(OFFSET_STEP, "extra_args", []))
         given = self.config_overrides(OFFSET_STEP, camera)
-        given += [value for flag, value in zip(extra, extra[1:]) if flag in ("-c", "--config")]
+        given += [value for flag, value in itertools.pairwise(extra) if flag in ("-c", "--config")]
         values = [o.removeprefix(field) for o in given if o.startswith(field)]
         return float(values[-1]) if values else float(self.offset_search["matchRadius"])
 
