@@ -503,6 +503,36 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
         butler.collections.prepend_chain(chain, children)
 
 
+def profiles_run_definition(butler: Butler, instrument: str, name: str) -> dict[int, dict[str, list[int]]] | None:
+    """A profiles_run's definition, {group: {"bright": visits, "dark": visits}} (sorted), None if no
+    profiles_run of that name exists. The roles are only in the profiles_visits datasets that
+    defineFiberProfilesInputs.py writes into <instrument>/fiberProfilesInputs (drp_stella 3a705d9
+    python/pfs/drp/stella/gen3.py:742, 779); the registry's profiles_visits records hold the visits without
+    them. A group without its dataset gets role "unknown", so it never equals a definition. (Placed here,
+    in this module's part for pfscalib.promote, by the owners' division of the file.)"""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    bind = {"i": instrument, "n": name}
+    where = "instrument = i AND profiles_run = n"
+    if not list(butler.query_dimension_records("profiles_run", where=where, bind=bind, explain=False)):
+        return None
+    out: dict[int, dict[str, list[int]]] = {}
+    for record in butler.query_dimension_records("profiles_visits", where=where, bind=bind, explain=False):
+        out.setdefault(record.profiles_group, {"unknown": []})["unknown"].append(record.visit)
+    try:
+        run, data_id = f"{instrument}/fiberProfilesInputs", {"instrument": instrument, "profiles_run": name}
+        refs = query_refs(butler, "profiles_visits", run, data_id)
+    except (MissingDatasetTypeError, MissingCollectionError):
+        refs = []
+    for ref in refs:
+        content = butler.get(ref)
+        out[ref.dataId["profiles_group"]] = {
+            "bright": sorted(int(v) for v in content.get("bright", [])),
+            "dark": sorted(int(v) for v in content.get("dark", [])),
+        }
+    return {group: {k: sorted(v) for k, v in roles.items()} for group, roles in sorted(out.items())}
+
+
 # ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)
 def remove_collections(butler: Butler, patterns: list[str], log=print) -> int:
     """Remove the workflow's own collections matching butler globs, with every dataset of their RUNs

@@ -156,23 +156,38 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, profiles_run_exists, profiles_run_visits
+    """Define the planned profiles_run, or reuse it when it holds exactly these groups and roles; when
+    another definition has the name (profiles_run names are shared: the observatory's run18_brn), the same
+    with --fallback (the rerun's user's name). The record says which name the jobs use."""
+    from .butlerops import open_butler, profiles_run_definition
     from .job import write_json
     from .visits import parse_visit_list
 
     groups = json.loads(args.groups)
+    wanted = {
+        n: {"bright": sorted(parse_visit_list(bright)), "dark": sorted(parse_visit_list(dark)) if dark else []}
+        for n, (bright, dark) in enumerate(groups)
+    }
     butler = open_butler(args.repo)
-    if profiles_run_exists(butler, args.instrument, args.name):
-        wanted = {v for pair in groups for spec in pair if spec for v in parse_visit_list(spec)}
-        if profiles_run_visits(butler, args.instrument, args.name) != wanted:
-            log.error("define-profiles: profiles_run %s is already defined with other visits", args.name)
-            return 1
-        log.info("profiles_run %s already defined (same content): skipping", args.name)
+    names = [args.name] + ([args.fallback] if args.fallback and args.fallback != args.name else [])
+    for name in names:
+        have = profiles_run_definition(butler, args.instrument, name)
+        if have == wanted:
+            log.info("profiles_run %s already defined with these groups and roles: reusing it", name)
+            break
+        if have is None:
+            command = [name if arg == args.name else arg for arg in args.command]  # its positional name
+            rc = subprocess.call(command)
+            if rc:
+                return rc
+            break
+        log.info("profiles_run %s is defined with other groups or roles: not this build's", name)
     else:
-        rc = subprocess.call(args.command)
-        if rc:
-            return rc
-    write_json(args.output, {"profiles_run": args.name, "groups": groups, "command": args.command})
+        taken = f"profiles_runs {' and '.join(names)} are each" if len(names) > 1 else f"profiles_run {name} is"
+        log.error("define-profiles: %s defined with other groups or roles (not this build's)", taken)
+        return 1
+    record = {"profiles_run": name, "planned": args.name, "groups": groups, "command": args.command}
+    write_json(args.output, record)
     return 0
 
 
@@ -310,6 +325,7 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spectral-offset-from", dest="offset_from", default=None, help="proposal (spectralOffset auto)")
     p.add_argument("--offset-field", default=None, help="LABEL:FIELD the proposal sets, e.g. bootstrap:spectralOffset")
     p.add_argument("--clean-collections", action="append", default=[], help="glob of scan collections to remove")
+    p.add_argument("--profiles-from", default=None, help="define-profiles record: the profiles_run the -d query uses")
     p.add_argument("--held", default="", help="where the record of a held product goes")
     p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
     p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
@@ -354,6 +370,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output", "--groups"):
         p.add_argument(name, required=True)
+    p.add_argument("--fallback", default=None, help="the name to define when --name holds another definition")
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
