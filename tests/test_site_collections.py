@@ -162,11 +162,32 @@ def test_a_killed_promotion_leaves_the_old_or_the_new_chain(site_build, point):
     assert chain == old or (chain[1:] == old and chain[0].startswith("PFS/calib/PIPE2D-1/test/bias."))
     proc = promote(workdir, "--steps", "bias", "--cameras", "b1", env=env)  # finishes it
     assert proc.returncode == 0, proc.stderr
-    new = Butler.from_config(str(repo)).collections.get_info("PFS/calib").children
+    butler = Butler.from_config(str(repo))
+    new = butler.collections.get_info("PFS/calib").children
     assert new[1:] == old and new[0].startswith("PFS/calib/PIPE2D-1/test/bias.")
+    gen = new[0].replace("/bias.", "/biasGen.")  # the resumed promotion copied nothing twice
+    assert len(butler.query_datasets("bias", collections=gen, explain=False)) == 1
     record = sorted((workdir / "results/promotions").glob("*.json"))[-1]
     assert run(["pfscalib", "rollback", "--repo", str(repo), str(record)], cwd=workdir).returncode == 0
     assert Butler.from_config(str(repo)).collections.get_info("PFS/calib").children == old
+
+
+def test_each_epoch_s_copy_of_one_camera_has_its_own_run():
+    """A RUN holds one dataset per type and data ID: two epochs' b1 bias go to <Gen RUN>/<epoch>."""
+    from pfscalib.promote import gen_run, run_names
+
+    names = {"bias": "PFS/calib/T/t/bias.20261207a", "dark": "PFS/calib/T/t/dark.20261207a"}
+    assert gen_run(names["bias"]) == "PFS/calib/T/t/biasGen.20261207a"
+    b1 = {"instrument": "PFS", "arm": "b", "spectrograph": 1}
+    sentinels = [
+        {"path": f"{e}/{t}", "epoch": e, "datasetType": t, "dataId": b1} for e in ("run1", "run2") for t in names
+    ]
+    sentinels = sentinels[:3]  # bias of run1 and run2, dark of run1 only
+    assert run_names(names, sentinels) == {
+        "run1/bias": "PFS/calib/T/t/biasGen.20261207a/run1",
+        "run2/bias": "PFS/calib/T/t/biasGen.20261207a/run2",
+        "run1/dark": "PFS/calib/T/t/darkGen.20261207a",
+    }
 
 
 def test_no_copy_links_and_says_what_it_risks(site_build):

@@ -265,7 +265,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         chain = args.chain or f"{wf.instrument_name}/calib"
         steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
         promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
-    except (ConfigError, PromotionError) as exc:
+    except (ConfigError, PromotionError, LookupError) as exc:  # LookupError: a build's dataset is gone
         log.error("promote: %s", exc)
         return 2
     return 0
