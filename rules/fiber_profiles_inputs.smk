@@ -1,5 +1,8 @@
 # defineFiberProfilesInputs.py: the epoch's bright/dark groups of one mode (brn: b, r, n; m) become one
 # profiles_run, which every step with profile groups (fiberProfiles) of the mode's cameras selects by.
+# Names are shared with the observatory (drp_doc use.rst: run18_brn): `pfscalib define-profiles` reuses
+# <epoch>_<mode> only for an identical definition (groups and roles), else defines <user>_<epoch>_<mode>;
+# its output records the name, which the steps' jobs read at run time (`pfscalib job --profiles-from`).
 
 
 rule fiberProfilesInputs:

@@ -71,6 +71,31 @@ def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch
     assert all("-c bootstrap:spectralOffset=-10" in b for b in bootstraps if b not in with_proposal)
 
 
+def test_a_per_camera_match_radius_sets_that_camera_s_search(monkeypatch):
+    """Finding 9: a camera's (or arm's) own -c bootstrap:matchRadius=, as real sites set it (drp_pfs_data
+    6769d28 detectorMap/bootstrap/notes.md: matchRadius 2, m3 4), sets that camera's capture range and grid
+    step; the others keep offset_search's."""
+    from pfscalib.workflow import Workflow
+
+    config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())
+    config["spectralOffset"].update({c: "auto" for c in ("b1", "m1", "m3", "n2")})
+    bootstrap = config["steps"]["bootstrap"]
+    bootstrap["camera_config"] = {"m3": ["bootstrap:matchRadius=4"], "b": ["bootstrap:matchRadius=2"]}
+    monkeypatch.chdir(PROJECT)
+    wf = Workflow(config)
+    dispersion, default = wf.offset_search["dispersion"], wf.offset_search["matchRadius"]
+    assert wf.capture_range("m3") == pytest.approx(4 / dispersion["m"])
+    assert wf.capture_range("m1") == pytest.approx(default / dispersion["m"])
+    assert wf.capture_range("b1") == pytest.approx(2 / dispersion["b"])
+    assert wf.offset_grid("m3")[1] - wf.offset_grid("m3")[0] == int(4 / dispersion["m"])
+    propose = shlex.split(wf.commands.propose("run18", "m3"))
+    search = json.loads(propose[propose.index("--search") + 1])  # what the proposal job judges with
+    assert search["capture"] == pytest.approx(4 / dispersion["m"])
+    # a -c in the step's extra_args comes last on pipetask's command line, so it wins there too
+    bootstrap["extra_args"] = ["-c", "bootstrap:matchRadius=3"]
+    assert Workflow(config).capture_range("m3") == pytest.approx(3 / dispersion["m"])
+
+
 def truth_offsets(cameras: list[str], seed: int) -> dict[str, float]:
     """Offsets over +-150 px, at least one beyond 100, drawn from a seeded generator."""
     rng = np.random.default_rng(seed)

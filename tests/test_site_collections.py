@@ -129,10 +129,14 @@ def test_promote_and_rollback_round_trip(site_build):
     after = lookups(repo)
     sentinel = json.loads((workdir / "results/certified/run1/dark/b1.json").read_text())
     run1_visit = next(k for k in after if k[1] == "b1" and k[2] == "dark" and 100 <= k[0] < 200)
-    assert after[run1_visit] == sentinel["datasetId"]  # the shared chain now finds the build's dark
+    record = json.loads(sorted((workdir / "results/promotions").glob("*.json"))[-1].read_text())
+    copy = record["copies"][sentinel["datasetId"]]
+    assert after[run1_visit] == copy != sentinel["datasetId"]  # the shared chain now finds a copy of the build's dark
     butler = Butler.from_config(str(repo))
     first = butler.collections.get_info("PFS/calib").children[0]
     assert first.startswith("PFS/calib/PIPE2D-1/test/") and first[-9:-1].isdigit()  # <product>.<YYYYMMDD><letter>
+    iteration = first.rsplit(".", 1)[1]
+    assert butler.get_dataset(__import__("uuid").UUID(copy)).run == f"PFS/calib/PIPE2D-1/test/darkGen.{iteration}"
     # the same promotion again conflicts: refused in one line, nothing changed
     chain = butler.collections.get_info("PFS/calib").children
     again = promote(workdir, "--steps", "bias,dark", "--cameras", "b1")
@@ -158,8 +162,78 @@ def test_a_killed_promotion_leaves_the_old_or_the_new_chain(site_build, point):
     assert chain == old or (chain[1:] == old and chain[0].startswith("PFS/calib/PIPE2D-1/test/bias."))
     proc = promote(workdir, "--steps", "bias", "--cameras", "b1", env=env)  # finishes it
     assert proc.returncode == 0, proc.stderr
-    new = Butler.from_config(str(repo)).collections.get_info("PFS/calib").children
+    butler = Butler.from_config(str(repo))
+    new = butler.collections.get_info("PFS/calib").children
     assert new[1:] == old and new[0].startswith("PFS/calib/PIPE2D-1/test/bias.")
+    gen = new[0].replace("/bias.", "/biasGen.")  # the resumed promotion copied nothing twice
+    assert len(butler.query_datasets("bias", collections=gen, explain=False)) == 1
     record = sorted((workdir / "results/promotions").glob("*.json"))[-1]
     assert run(["pfscalib", "rollback", "--repo", str(repo), str(record)], cwd=workdir).returncode == 0
     assert Butler.from_config(str(repo)).collections.get_info("PFS/calib").children == old
+
+
+def test_each_epoch_s_copy_of_one_camera_has_its_own_run():
+    """A RUN holds one dataset per type and data ID: two epochs' b1 bias go to <Gen RUN>/<epoch>."""
+    from pfscalib.promote import gen_run, run_names
+
+    names = {"bias": "PFS/calib/T/t/bias.20261207a", "dark": "PFS/calib/T/t/dark.20261207a"}
+    assert gen_run(names["bias"]) == "PFS/calib/T/t/biasGen.20261207a"
+    b1 = {"instrument": "PFS", "arm": "b", "spectrograph": 1}
+    sentinels = [
+        {"path": f"{e}/{t}", "epoch": e, "datasetType": t, "dataId": b1} for e in ("run1", "run2") for t in names
+    ]
+    sentinels = sentinels[:3]  # bias of run1 and run2, dark of run1 only
+    assert run_names(names, sentinels) == {
+        "run1/bias": "PFS/calib/T/t/biasGen.20261207a/run1",
+        "run2/bias": "PFS/calib/T/t/biasGen.20261207a/run2",
+        "run1/dark": "PFS/calib/T/t/darkGen.20261207a",
+    }
+
+
+def test_no_copy_links_and_says_what_it_risks(site_build):
+    workdir, repo, _, _ = site_build
+    proc = promote(workdir, "--steps", "bias", "--cameras", "b1", "--no-copy")
+    assert proc.returncode == 0, proc.stderr
+    sentinel = json.loads((workdir / "results/certified/run1/bias/b1.json").read_text())
+    butler = Butler.from_config(str(repo))
+    first = butler.collections.get_info("PFS/calib").children[0]
+    assert [str(c.id) for c in butler.query_datasets("bias", collections=first, explain=False)] == [
+        sentinel["datasetId"]
+    ]  # the build's own dataset, not a copy
+    warning = [ln for ln in proc.stderr.splitlines() if "--no-copy" in ln]
+    assert len(warning) == 1 and f"depend on {sentinel['run']} surviving" in warning[0]
+    record = sorted((workdir / "results/promotions").glob("*.json"))[-1]
+    assert run(["pfscalib", "rollback", "--repo", str(repo), str(record)], cwd=workdir).returncode == 0
+
+
+def test_promoted_calibrations_survive_removing_the_whole_rerun(site_build):
+    """Finding 8: a routine `butler remove-runs 'u/<user>/*'` after a promotion leaves every promoted lookup
+    through PFS/calib finding a dataset whose file is byte for byte the build's (the promotion copied it).
+    Destroys the build's runs: the module's last test."""
+    workdir, repo, _, _ = site_build
+    proc = promote(workdir, "--steps", "bias,dark", "--cameras", "b1")
+    assert proc.returncode == 0, proc.stderr
+    butler = Butler.from_config(str(repo))
+    record = json.loads(sorted((workdir / "results/promotions").glob("*.json"))[-1].read_text())
+    assert record["status"] == "done" and record["copy"] is True
+    expected = {}  # (dataset type, visit) -> the original file's bytes, for every visit of its validity
+    for step in ("bias", "dark"):
+        sentinel = json.loads((workdir / f"results/certified/run1/{step}/b1.json").read_text())
+        original = butler.get_dataset(__import__("uuid").UUID(sentinel["datasetId"]))
+        content = butler.getURI(original).read()
+        bounds = [sentinel["validity"][k] for k in ("begin", "end")]
+        validity = Timespan(*(Time(v, scale="tai") if v else None for v in bounds))
+        gen = f"PFS/calib/PIPE2D-1/test/{step}Gen.{record['collections'][step].rsplit('.', 1)[1]}"
+        assert record["runs"][str(Path("results/certified/run1") / step / "b1.json")] == gen
+        for visit in butler.query_dimension_records("visit", where="instrument = 'PFS'", explain=False):
+            if validity.contains(visit.timespan.begin):
+                expected[(step, visit.id)] = (visit.timespan, sentinel["dataId"], content)
+    assert len(expected) >= 2
+    removed = run(["butler", "remove-runs", str(repo), f"{RERUN}/*", "--no-confirm", "--force"], cwd=workdir)
+    assert removed.returncode == 0, removed.stderr
+    butler = Butler.from_config(str(repo))
+    assert not list(butler.collections.query(f"{RERUN}/*", collection_types={CollectionType.RUN}))
+    for (step, visit), (timespan, data_id, content) in expected.items():
+        ref = butler.find_dataset(step, data_id, collections="PFS/calib", timespan=timespan)
+        assert ref is not None, f"{step} of visit {visit}: nothing found through PFS/calib"
+        assert butler.getURI(ref).read() == content, f"{step} of visit {visit}: another file"

@@ -507,18 +507,51 @@ def calibration_spans(butler: Butler, dataset_type: str, collections: list[str],
 
 
 # ---------------------------------------------------------------- promotion (pfscalib.promote)
-def certify_copies(butler: Butler, collections: dict[str, str], sentinels: list[dict]) -> None:
-    """Certify the sentinels' datasets, with their validity ranges, into the product's new CALIBRATION
-    collection (made here), in one transaction; what a previous, interrupted call certified is kept."""
+def copy_into_runs(butler: Butler, runs: dict[str, str], sentinels: list[dict]) -> dict[str, str]:
+    """Copy each sentinel's dataset into its Gen RUN (runs: sentinel path -> RUN) under a new dataset id:
+    the file is copied byte for byte and ingested (Butler.ingest of a FileDataset, transfer="copy"), as
+    obs_pfs fe94433 python/lsst/obs/pfs/datasetCopy.py:87-134 does, not `put(get(ref))`, which re-encodes
+    the data through its storage class. A copy already in the RUN (an interrupted promotion resumed) is
+    kept, not made again. Returns source dataset id -> copy's dataset id."""
+    import uuid
+
+    from lsst.daf.butler import FileDataset
+
+    copies: dict[str, str] = {}
+    for sentinel in sentinels:
+        ref = butler.get_dataset(uuid.UUID(sentinel["datasetId"]))
+        if ref is None:
+            raise LookupError(f"{sentinel['path']}: dataset {sentinel['datasetId']} is not in the registry")
+        run = runs[sentinel["path"]]
+        butler.collections.register(run, CollectionType.RUN)
+        there = query_refs(butler, ref.datasetType.name, run, dict(ref.dataId.required))
+        if not there:
+            copy = DatasetRef(ref.datasetType, ref.dataId, run=run)
+            uris = butler.getURIs(ref)
+            if uris.componentURIs:  # no single file to copy (datasetCopy.py:79-83 refuses it too)
+                raise LookupError(f"{sentinel['path']}: {ref.datasetType.name} is stored in parts; cannot copy it")
+            butler.ingest(FileDataset(path=uris.primaryURI, refs=[copy]), transfer="copy")
+            there = [copy]
+        copies[sentinel["datasetId"]] = str(there[0].id)
+    return copies
+
+
+def certify_copies(
+    butler: Butler, collections: dict[str, str], sentinels: list[dict], copies: dict[str, str] | None = None
+) -> None:
+    """Certify the promoted datasets (copies: source id -> copy id; None: the sentinels' own datasets,
+    linked), with the sources' validity ranges, into the product's new CALIBRATION collection (made here),
+    in one transaction; what a previous, interrupted call certified is kept."""
     import uuid
 
     for name in collections.values():
         butler.collections.register(name, CollectionType.CALIBRATION)
     with butler.transaction():
         for sentinel in sentinels:
-            ref = butler.get_dataset(uuid.UUID(sentinel["datasetId"]))
+            dataset_id = (copies or {}).get(sentinel["datasetId"], sentinel["datasetId"])
+            ref = butler.get_dataset(uuid.UUID(dataset_id))
             if ref is None:
-                raise LookupError(f"{sentinel['path']}: dataset {sentinel['datasetId']} is not in the registry")
+                raise LookupError(f"{sentinel['path']}: dataset {dataset_id} is not in the registry")
             collection = collections[sentinel["datasetType"]]
             timespan = make_timespan(sentinel["validity"]["begin"], sentinel["validity"]["end"])
             done = certified(butler, collection, ref.datasetType.name, dict(ref.dataId.required))
@@ -531,6 +564,36 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
     current = list(butler.collections.get_info(chain).children)
     if current[: len(children)] != children:
         butler.collections.prepend_chain(chain, children)
+
+
+def profiles_run_definition(butler: Butler, instrument: str, name: str) -> dict[int, dict[str, list[int]]] | None:
+    """A profiles_run's definition, {group: {"bright": visits, "dark": visits}} (sorted), None if no
+    profiles_run of that name exists. The roles are only in the profiles_visits datasets that
+    defineFiberProfilesInputs.py writes into <instrument>/fiberProfilesInputs (drp_stella 3a705d9
+    python/pfs/drp/stella/gen3.py:742, 779); the registry's profiles_visits records hold the visits without
+    them. A group without its dataset gets role "unknown", so it never equals a definition. (Placed here,
+    in this module's part for pfscalib.promote, by the owners' division of the file.)"""
+    from lsst.daf.butler import MissingDatasetTypeError
+
+    bind = {"i": instrument, "n": name}
+    where = "instrument = i AND profiles_run = n"
+    if not list(butler.query_dimension_records("profiles_run", where=where, bind=bind, explain=False)):
+        return None
+    out: dict[int, dict[str, list[int]]] = {}
+    for record in butler.query_dimension_records("profiles_visits", where=where, bind=bind, explain=False):
+        out.setdefault(record.profiles_group, {"unknown": []})["unknown"].append(record.visit)
+    try:
+        run, data_id = f"{instrument}/fiberProfilesInputs", {"instrument": instrument, "profiles_run": name}
+        refs = query_refs(butler, "profiles_visits", run, data_id)
+    except (MissingDatasetTypeError, MissingCollectionError):
+        refs = []
+    for ref in refs:
+        content = butler.get(ref)
+        out[ref.dataId["profiles_group"]] = {
+            "bright": sorted(int(v) for v in content.get("bright", [])),
+            "dark": sorted(int(v) for v in content.get("dark", [])),
+        }
+    return {group: {k: sorted(v) for k, v in roles.items()} for group, roles in sorted(out.items())}
 
 
 # ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)

@@ -12,7 +12,7 @@
     pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
     pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
-    pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  certify a build into a shared chain
+    pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  copy a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
     pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
@@ -156,23 +156,38 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler, profiles_run_exists, profiles_run_visits
+    """Define the planned profiles_run, or reuse it when it holds exactly these groups and roles; when
+    another definition has the name (profiles_run names are shared: the observatory's run18_brn), the same
+    with --fallback (the rerun's user's name). The record says which name the jobs use."""
+    from .butlerops import open_butler, profiles_run_definition
     from .job import write_json
     from .visits import parse_visit_list
 
     groups = json.loads(args.groups)
+    wanted = {
+        n: {"bright": sorted(parse_visit_list(bright)), "dark": sorted(parse_visit_list(dark)) if dark else []}
+        for n, (bright, dark) in enumerate(groups)
+    }
     butler = open_butler(args.repo)
-    if profiles_run_exists(butler, args.instrument, args.name):
-        wanted = {v for pair in groups for spec in pair if spec for v in parse_visit_list(spec)}
-        if profiles_run_visits(butler, args.instrument, args.name) != wanted:
-            log.error("define-profiles: profiles_run %s is already defined with other visits", args.name)
-            return 1
-        log.info("profiles_run %s already defined (same content): skipping", args.name)
+    names = [args.name] + ([args.fallback] if args.fallback and args.fallback != args.name else [])
+    for name in names:
+        have = profiles_run_definition(butler, args.instrument, name)
+        if have == wanted:
+            log.info("profiles_run %s already defined with these groups and roles: reusing it", name)
+            break
+        if have is None:
+            command = [name if arg == args.name else arg for arg in args.command]  # its positional name
+            rc = subprocess.call(command)
+            if rc:
+                return rc
+            break
+        log.info("profiles_run %s is defined with other groups or roles: not this build's", name)
     else:
-        rc = subprocess.call(args.command)
-        if rc:
-            return rc
-    write_json(args.output, {"profiles_run": args.name, "groups": groups, "command": args.command})
+        taken = f"profiles_runs {' and '.join(names)} are each" if len(names) > 1 else f"profiles_run {name} is"
+        log.error("define-profiles: %s defined with other groups or roles (not this build's)", taken)
+        return 1
+    record = {"profiles_run": name, "planned": args.name, "groups": groups, "command": args.command}
+    write_json(args.output, record)
     return 0
 
 
@@ -248,8 +263,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     try:
         wf = load_file(args.config)  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
-        promote(wf, chain, args.ticket, args.tag, _split(args.steps), _split(args.cameras), _split(args.epochs))
-    except (ConfigError, PromotionError) as exc:
+        steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
+        promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
+    except (ConfigError, PromotionError, LookupError) as exc:  # LookupError: a build's dataset is gone
         log.error("promote: %s", exc)
         return 2
     return 0
@@ -309,6 +325,7 @@ def _certify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spectral-offset-from", dest="offset_from", default=None, help="proposal (spectralOffset auto)")
     p.add_argument("--offset-field", default=None, help="LABEL:FIELD the proposal sets, e.g. bootstrap:spectralOffset")
     p.add_argument("--clean-collections", action="append", default=[], help="glob of scan collections to remove")
+    p.add_argument("--profiles-from", default=None, help="define-profiles record: the profiles_run the -d query uses")
     p.add_argument("--held", default="", help="where the record of a held product goes")
     p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
     p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
@@ -353,6 +370,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output", "--groups"):
         p.add_argument(name, required=True)
+    p.add_argument("--fallback", default=None, help="the name to define when --name holds another definition")
     p.add_argument("--instrument", default="PFS")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
@@ -382,6 +400,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default="", help="comma-separated (default: every product in the calib chain)")
     p.add_argument("--cameras", default="", help="comma-separated cameras or arms (default: all)")
     p.add_argument("--epochs", default="", help="comma-separated (default: all)")
+    p.add_argument(
+        "--no-copy",
+        action="store_true",
+        help="certify the build's own datasets instead of copies (obs_pfs copyDatasets.py --no-copy): the "
+        "promoted collections then depend on the build's RUNs surviving, and a butler remove-runs of them "
+        "empties them",
+    )
     p.set_defaults(func=cmd_promote)
     p = sub.add_parser("rollback", help="restore a chain's definition from before a promotion")
     p.add_argument("--repo", required=True)

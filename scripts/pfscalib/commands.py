@@ -88,6 +88,8 @@ class Commands:
         if s.offset_override and unit in settings.auto_cameras:  # the proposal's value, at run time
             argv += ["--spectral-offset-from", paths.offset_proposal(epoch, unit), "--offset-field", s.offset_override]
             argv += [a for pattern in self.scan_collections(epoch, unit) for a in ("--clean-collections", pattern)]
+        if s.profile_groups:  # the name define-profiles chose (the planned one or its fallback), at run time
+            argv += ["--profiles-from", paths.profiles(epoch, settings.mode(unit))]
         argv += ["--held", paths.held(step, epoch, unit)]
         if settings.config.get("limits"):
             argv += ["--limits", settings.config["limits"]]
@@ -189,7 +191,8 @@ class Commands:
         for bright, dark in groups:
             argv += ["--bright", bright] + (["--dark", dark] if dark else [])
         wrapper = ["pfscalib", "define-profiles", "--repo", s.datastore, "--instrument", s.instrument_name]
-        wrapper += ["--name", name, "--groups", json.dumps([list(g) for g in groups])]
+        wrapper += ["--name", name, "--fallback", self.selections.profiles_run_fallback(epoch, mode)]
+        wrapper += ["--groups", json.dumps([list(g) for g in groups])]
         return shell_join([*wrapper, "--output", paths.profiles(epoch, mode), "--", *argv])
 
     def check(self, epoch: str, output: str) -> str:

@@ -314,15 +314,21 @@ class Settings:
     def offset_search(self) -> dict[str, Any]:
         return self.config["offset_search"]
 
-    def match_radius(self) -> float:
-        """The bootstrap task's matchRadius (nm): a -c override of the step wins over offset_search's."""
+    def match_radius(self, camera: str) -> float:
+        """The bootstrap task's matchRadius (nm) in this camera's job: the last `<label>:matchRadius=` of
+        its -c overrides in the order pipetask applies them (the step's, the arm's, the camera's, then
+        extra_args' -c), else offset_search's. Real sites set it per camera (drp_pfs_data 6769d28
+        detectorMap/bootstrap/notes.md: 2, m3 4)."""
         field = f"{STEPS[OFFSET_STEP].scan_label}:matchRadius="
-        given = [o.removeprefix(field) for o in self.step_config(OFFSET_STEP) if o.startswith(field)]
-        return float(given[-1]) if given else float(self.offset_search["matchRadius"])
+        extra = list(self.setting(OFFSET_STEP, "extra_args", []))
+        given = self.config_overrides(OFFSET_STEP, camera)
+        given += [value for flag, value in itertools.pairwise(extra) if flag in ("-c", "--config")]
+        values = [o.removeprefix(field) for o in given if o.startswith(field)]
+        return float(values[-1]) if values else float(self.offset_search["matchRadius"])
 
     def capture_range(self, camera: str) -> float:
-        """Pixels within which an offset still matches the arc lines: matchRadius / dispersion."""
-        return self.match_radius() / self.offset_search["dispersion"][camera[0]]
+        """Pixels within which an offset still matches the arc lines: the camera's matchRadius / dispersion."""
+        return self.match_radius(camera) / self.offset_search["dispersion"][camera[0]]
 
     def offset_grid(self, camera: str) -> list[int]:
         """The offsets scanned for a camera: from 0 outwards in steps no coarser than the capture range,

@@ -58,6 +58,7 @@ class CertifyRequest:
     offset_from: str | None = None  # spectralOffset auto: the proposal whose value the job sets
     offset_field: str | None = None  # ... as -c LABEL:FIELD=value
     clean_collections: list[str] = dataclasses.field(default_factory=list)  # scan collections, once certified
+    profiles_from: str | None = None  # define-profiles record: the profiles_run the -d query selects
     held: str = ""  # where a held product's record goes (paths.held)
     limits: str | None = None  # a site's limits file (None: the shipped pfscalib/limits.yaml)
     accept: str | None = None  # JSON of the config's acceptance of this job's held product
@@ -125,10 +126,23 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
             log.error("%s: no proposed spectralOffset (%s)", request.offset_from, proposal.get("reason", "missing"))
             return 1
         argv = argv + ["-c", f"{request.offset_field}={proposal['spectralOffset']:g}"]
+    if request.profiles_from:
+        argv = with_profiles_run(argv, request.profiles_from)
     ident = identity(argv, request.needs)
     if already_certified(request, ident):
         return 0
     return run_pipetask(argv, request.state, in_process, ident) or certify(request)
+
+
+def with_profiles_run(argv: list[str], record_path: str) -> list[str]:
+    """The -d query with the profiles_run define-profiles chose: the command names the planned one, which
+    may have been taken by another definition (pfscalib.tables profiles_run_fallback)."""
+    chosen = (read_json(record_path) or {}).get("profiles_run")
+    if not chosen or "-d" not in argv:
+        return argv
+    at = argv.index("-d") + 1
+    query = re.sub(r"profiles_run = '[^']*'", lambda _: f"profiles_run = '{chosen}'", argv[at])
+    return [*argv[:at], query, *argv[at + 1 :]]
 
 
 def route_task_logs(log_roots: list[str]) -> None:

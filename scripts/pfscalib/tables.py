@@ -265,15 +265,27 @@ class Selections:
         return self._modes[(epoch, mode)]
 
     def profiles_run(self, epoch: str, mode: str) -> str:
-        """<epoch>_<mode>, as PFS names them (run18_brn, run18_m); once defined with other groups (the table was
-        edited since), <epoch>_<mode>_<hash of the groups>: a new, still readable profiles_run."""
+        """The planned name, the one in the commands: <epoch>_<mode>, as PFS names them (run18_brn, run18_m);
+        once defined with other groups (the table was edited since), <epoch>_<mode>_<hash of the groups>: a
+        new, still readable profiles_run. Stable across runs (the record keeps it as "planned"), so a job's
+        command does not change when the definition fell back to profiles_run_fallback's name, which the
+        define-profiles record holds and the jobs read at run time (paths.profiles)."""
         groups = [list(g) for g in self.profile_groups(epoch, mode)]
         record = Path(paths.profiles(epoch, mode))
         name = f"{epoch}_{mode}"
         if record.is_file():
             previous = json.loads(record.read_text())
             if previous.get("groups") == groups:
-                return previous["profiles_run"]
+                return previous.get("planned", previous["profiles_run"])
             digest = hashlib.sha1(json.dumps(groups).encode()).hexdigest()[:6]
             name = f"{name}_{digest}"
         return name
+
+    def profiles_run_fallback(self, epoch: str, mode: str) -> str:
+        """The name defined instead when the planned one is taken by another definition (other groups or
+        roles: the observatory's `run18_brn` is shared with everyone): prefixed with the rerun's user, as
+        drp_doc use.rst names a user's subset. The rerun is u/<user>/...; another rerun gives its words."""
+        rerun = self.settings.config["rerun"].strip("/")
+        parts = rerun.split("/")
+        user = parts[1] if len(parts) > 1 and parts[0] == "u" else rerun.replace("/", "_")
+        return f"{user}_{self.profiles_run(epoch, mode)}"
