@@ -188,6 +188,22 @@ DATASET_TYPES = {
         ("instrument", "arm", "visit"), "PfsFiberNorms", False, f"{STELLA}measureFiberNorms.py:329-334"
     ),
 }
+# Demo differs deliberately in what the datasets hold (python types, sizes), never in the registry's definitions.
+DEMO_CONTENT = {
+    "raw": "a 256 x (256+16 overscan) float32 image in FITS; an n raw is one image, not an H4RG ramp",
+    "pfsConfig": "a dict in JSON (fiberId, spectrograph, fiberHole, fiberStatus, targetType), 16 fibres per SM",
+    "camera": "a dict of each detector's raw geometry (StandinCamera)",
+    "defects": "a dict of x0/y0/width/height boxes, lsst.ip.isr.Defects' table columns (StandinDefects)",
+    "nirDark": "a 4-read x 256 x 256 numpy cube in FITS (real: thousands of reads of 4096 x 4096)",
+    "nirDark_irp4": "as nirDark, read at the demo's IRP-4 cadence (simulate.nir_read_time)",
+    "badRefPixels": "a dict, only noted by the demo ISR",
+    "h4Linearity": "a dict, only noted by the demo ISR",
+    "bias": "a 256 x 256 image (StandinExposure: no mask or variance plane)",
+    "dark": "a 256 x 256 image (StandinExposure)",
+    "fiberFlat": "a 256 x 256 image (StandinExposure)",
+    "postISRCCD": "a 256 x 256 image in ADU (real: electrons, with mask and variance)",
+    "crMask": "a boolean image (StandinMask)",
+}
 # Demo differs: storage-class names daf_butler reserves for afw/ip_isr types (module docstring).
 DEMO_STORAGE_CLASS = {
     "Exposure": "StandinExposure",
@@ -252,6 +268,7 @@ def test_dataset_types_are_the_sites(demo_template):
     universe = Butler.from_config(str(demo_template)).dimensions
     assert set(found) >= WORKFLOW_NAMES, sorted(WORKFLOW_NAMES - set(found))
     assert set(DATASET_TYPES) >= WORKFLOW_NAMES
+    assert set(DATASET_TYPES) >= set(DEMO_CONTENT)
     problems = []
     for name, uses in sorted(found.items()):
         suffix = name.rpartition("_")[2]
