@@ -121,12 +121,15 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
     for camera in CAMERAS:
         sentinel = json.loads((cameras_run / f"results/certified/run1/fiberProfiles/{camera}.json").read_text())
         assert f"profiles_run = 'run1_{'m' if camera == 'm2' else 'brn'}'" in " ".join(sentinel["commands"][0])
-    # m2's and n1's ISRs ran with doBias and doDark, where no m or n bias or dark exists: m2's took r2's (the
-    # r<->m fallback), n1's took none and the site's nirDark (without it: test_missing_site_nir_dark_...)
+    # m2's and n1's ISRs ran with doBias and doDark: the workflow builds no m or n bias or dark; m2's took the
+    # site's own m2 ones first (obs_pfs isrTask.py:666-697, r2's only as a fallback), n1's took none and the site's
+    # nirDark (without it: test_missing_site_nir_dark_...)
     butler = Butler.from_config(str(cameras_run / "results/demo/repo"))
     for dataset_type in ("bias", "dark"):
-        refs = butler.query_datasets(dataset_type, collections="*", find_first=False, explain=False)
+        refs = butler.query_datasets(dataset_type, collections="u/*", find_first=False, explain=False)
         assert {ref.dataId["arm"] for ref in refs} == {"b", "r"}
+        site = butler.query_datasets(dataset_type, collections="PFS/calib", find_first=False, explain=False)
+        assert {ref.dataId["arm"] for ref in site} == {"m"}
     demo = load_demo(cameras_run / "results/demo/repo")
     for camera in CAMERAS:
         truth, arm, spectrograph = demo.truth("run1", camera), camera[0], int(camera[1:])

@@ -16,6 +16,7 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
 from pfscalib.demo import simulate
+from pfscalib.demo.instrument import detector_id
 from pfscalib.demo.make_repo import (
     CALIB,
     DEFAULTS,
@@ -24,9 +25,12 @@ from pfscalib.demo.make_repo import (
     RAW_ALL,
     RAW_SPS,
     SHIMS,
+    SITE_BIAS,
     SITE_CALIBRATIONS,
     SITE_CAMERA,
+    SITE_DARK,
     SITE_DEFECTS,
+    SITE_NIR,
     SITE_NIR_DARK,
     bin_dir,
     load_demo,
@@ -64,7 +68,9 @@ def check_current_collections(butler: Butler) -> None:
     assert types[PFS_CONFIG_RUN] is CollectionType.RUN
     assert RAW_ALL not in types  # only older repositories have it
     assert types[CALIB] is CollectionType.CHAINED
-    assert chain(butler, CALIB) == list(SITE_CALIBRATIONS) == [SITE_NIR_DARK, SITE_DEFECTS, SITE_CAMERA]
+    # a site's PFS/calib: NIR dark cubes, NIR calibrations, (m's) bias and dark, defects, camera
+    assert chain(butler, CALIB) == list(SITE_CALIBRATIONS)
+    assert list(SITE_CALIBRATIONS) == [SITE_NIR_DARK, SITE_NIR, SITE_BIAS, SITE_DARK, SITE_DEFECTS, SITE_CAMERA]
     assert all(types[c] is CollectionType.CALIBRATION for c in SITE_CALIBRATIONS)
     assert types[DEFAULTS] is CollectionType.CHAINED
     assert chain(butler, DEFAULTS) == ["PFS/raw/pfsConfig", "PFS/raw/sps", "PFS/calib"]
@@ -112,15 +118,15 @@ def test_visit_records_as_subaru_writes_them(demo_template):
 def test_site_defects_and_camera_certified_per_camera(demo_template):
     butler = Butler.from_config(str(demo_template))
     check_site_calibrations(butler, TEST_CAMERAS, SITE_DEFECTS, SITE_CAMERA)
-    # Found through PFS/defaults by a visit's time, as ISR looks them up.
+    # Found through PFS/defaults by detector and a visit's time, as ISR looks them up (real defects are keyed by
+    # detector: obs_pfs PrimeFocusSpectrograph.py:176-182).
     t = Time("2025-03-10T09:00:00", scale="utc")
     for camera in TEST_CAMERAS:
         arm, spectrograph = simulate.split_camera(camera)
         defects = butler.get(
             "defects",
             instrument="PFS",
-            arm=arm,
-            spectrograph=spectrograph,
+            detector=detector_id(arm, spectrograph),
             collections=DEFAULTS,
             timespan=Timespan(t, t + 1e-6),
         )
@@ -156,8 +162,7 @@ def test_isr_requires_the_site_defects(demo_repo):
             "defects",
             "--id",
             "instrument=PFS",
-            "arm=b",
-            "spectrograph=1",
+            f"detector={detector_id('b', 1)}",  # defects are keyed by detector, as at a site
         ]
     )
     assert decertify.returncode == 0, decertify.stderr[-2000:]

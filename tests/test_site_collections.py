@@ -14,6 +14,7 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
 from pfscalib.demo import simulate
+from pfscalib.demo.instrument import detector_id
 from pfscalib.demo.make_repo import load_demo
 from pfscalib.faults import PROMOTE_FAULT_POINTS
 
@@ -109,6 +110,8 @@ def lookups(repo: Path, chain: str = "PFS/calib") -> dict:
         for camera in demo.cameras:
             for dataset_type in ("bias", "dark", "defects"):
                 data_id = {"instrument": "PFS", "arm": camera[0], "spectrograph": int(camera[1:])}
+                if dataset_type == "defects":  # keyed by detector, as at a site (obs_pfs register())
+                    data_id = {"instrument": "PFS", "detector": detector_id(camera[0], int(camera[1:]))}
                 try:
                     ref = butler.find_dataset(dataset_type, data_id, collections=chain, timespan=visit.timespan)
                 except Exception:  # a dataset type the registry does not know yet

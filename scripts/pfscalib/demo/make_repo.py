@@ -1,5 +1,5 @@
-"""Build the demo PFS Butler repository: PFS-like universe, instrument, collections, site calibrations
-(camera, defects), simulated raws and pfsConfigs, and shims for drp_stella's scripts in ROOT/bin.
+"""Build the demo PFS Butler repository: the site's dimension universe (obs_pfs gen3/dimensions.yaml), instrument,
+collections, site calibrations, simulated raws and pfsConfigs, and shims for drp_stella's scripts in ROOT/bin.
 
 python -m pfscalib.demo.make_repo ROOT [--cameras b1,r1,b2,r2] [--epochs run1=...,run2=...] [--registry-db URL]
     [--layout {current,legacy}]
@@ -11,13 +11,24 @@ Layouts (collections and visit records):
   lower-case target_name, arcs with their lamp names.
 - legacy, the guide's first revision: raws in RUN PFS/raw/all, CHAINED PFS/raw/sps -> [PFS/raw/all],
   CALIBRATION PFS/calib holding the site calibrations; observation_type arc, upper-case target_name.
+
+The site's calibrations, certified as a site certifies them (pfs-real-site.md sections 3 and 8):
+- camera (instrument), valid forever;
+- defects per detector (data ID instrument+detector; arm and spectrograph implied), valid forever (obs_pfs
+  PrimeFocusSpectrograph.py:176-182, write-curated-calibrations);
+- each n camera's dark cube per observing run, of the run's IRP ratio (simulate.irp_ratio: the first run at 1,
+  `nirDark`; later runs at 4, `nirDark_irp4`; visit.irp_ratio says which), certified from the run's first dark
+  visit, open-ended: Timespan(first dark begin, None) (obs_pfs combineNirDark.py:179-182, nirSuperdark.py:418);
+  a later run's cube of the same type ends the earlier one's range (one CALIBRATION collection holds both);
+- badRefPixels and h4Linearity of each n camera, valid forever (makePfsCalibs.py);
+- each m camera's own bias and dark per observing run (a site builds m's: the ISR takes them before r's,
+  isrTask.py:666-697), from the run's first bias / dark visit to the next run's (the last open-ended).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import os
 import re
@@ -32,7 +43,7 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, Config, DatasetType, Timespan
 
 from . import simulate
-from .instrument import PrimeFocusSpectrograph
+from .instrument import PrimeFocusSpectrograph, detector_id
 from .simulate import CURRENT, LAYOUTS, LEGACY
 
 DEFAULT_CAMERAS = ("b1", "r1", "b2", "r2")
@@ -40,6 +51,7 @@ DEFAULT_EPOCHS = {"run1": "2025-03-10T08:00:00", "run2": "2025-04-07T08:00:00"}
 DEFAULT_LAYOUT = CURRENT
 DEMO_FILE = "demo.json"
 CAMERA_RE = r"^[brnm][1-4]$"
+IAS = ("instrument", "arm", "spectrograph")
 
 # Collections (PFS = PrimeFocusSpectrograph.getName(), the collection prefix).
 RAW_SPS = "PFS/raw/sps"  # current: the raws' RUN; legacy: CHAINED -> [RAW_ALL]
@@ -55,9 +67,17 @@ SITE_CAMERA = "PFS/calib/demo/site/camera.20250101a"  # CALIBRATION (current: ch
 SITE_CAMERA_RUN = "PFS/calib/demo/site/cameraGen.20250101a"
 # The n (NIR) cameras' dark cubes (obs_pfs combineNirDark.py, certified by the site, one per observing run):
 # the ISR of an n camera needs one, and never a bias.
-SITE_NIR_DARK = "PFS/calib/demo/site/nirDark.20250101a"  # CALIBRATION (current: child of CALIB)
+SITE_NIR_DARK = "PFS/calib/demo/site/nirDark.20250101a"  # CALIBRATION (current: child of CALIB): nirDark*
 SITE_NIR_DARK_RUN = "PFS/calib/demo/site/nirDarkGen.20250101a"
-SITE_CALIBRATIONS = (SITE_NIR_DARK, SITE_DEFECTS, SITE_CAMERA)  # current: CALIB's children, in this order
+SITE_NIR = "PFS/calib/demo/site/nir.20250101a"  # CALIBRATION (current: child of CALIB): badRefPixels, h4Linearity
+SITE_NIR_RUN = "PFS/calib/demo/site/nirGen.20250101a"
+# m (medium resolution) cameras' own bias and dark (the r CCD behind the m grating), built by the site.
+SITE_BIAS = "PFS/calib/demo/site/bias.20250101a"  # CALIBRATION (current: child of CALIB)
+SITE_BIAS_RUN = "PFS/calib/demo/site/biasGen.20250101a"
+SITE_DARK = "PFS/calib/demo/site/dark.20250101a"  # CALIBRATION (current: child of CALIB)
+SITE_DARK_RUN = "PFS/calib/demo/site/darkGen.20250101a"
+# current: CALIB's children, in this order
+SITE_CALIBRATIONS = (SITE_NIR_DARK, SITE_NIR, SITE_BIAS, SITE_DARK, SITE_DEFECTS, SITE_CAMERA)
 
 # Stand-ins for drp_stella's scripts, written as executable shims into ROOT/bin (never installed under these
 # names: at a site they would shadow the real ones): file name -> function of pfscalib.demo.bin.
@@ -196,13 +216,8 @@ def _build(
     butler = Butler.from_config(str(root), writeable=True)
     registry = butler.registry
     instrument = PrimeFocusSpectrograph()
-    instrument.register(registry)
+    instrument.register(registry)  # also raw and pfsConfig, as obs_pfs's register()
     name = instrument.getName()
-    universe = registry.dimensions
-    registry.registerDatasetType(
-        DatasetType("raw", ("instrument", "visit", "arm", "spectrograph"), "PfsRaw", universe=universe)
-    )
-    registry.registerDatasetType(DatasetType("pfsConfig", ("instrument", "visit"), "PfsConfig", universe=universe))
     registry.registerRun(PFS_CONFIG_RUN)
     if layout == CURRENT:
         registry.registerRun(RAW_SPS)
@@ -212,22 +227,16 @@ def _build(
         registry.registerCollection(RAW_SPS, CollectionType.CHAINED)
         registry.setCollectionChain(RAW_SPS, [RAW_ALL])
         raw_run = RAW_ALL
-    _write_site_calibrations(butler, instrument, cameras, layout)
-    _write_nir_darks(butler, instrument, cameras, epochs, seed, layout)
-    if layout == CURRENT:
-        registry.registerCollection(CALIB, CollectionType.CHAINED)
-        registry.setCollectionChain(CALIB, list(SITE_CALIBRATIONS))
-        registry.registerCollection(DEFAULTS, CollectionType.CHAINED)
-        registry.setCollectionChain(DEFAULTS, [PFS_CONFIG_RUN, RAW_SPS, CALIB])
 
     specs: list[simulate.VisitSpec] = []
     modes = (simulate.BRN, simulate.MEDIUM) if any(c.startswith("m") for c in cameras) else (simulate.BRN,)
     for index, epoch in enumerate(epochs):
         specs += simulate.epoch_visits(epoch, first_visit=100 * (index + 1), modes=modes)
+    spans = {spec.visit: visit_timespan(spec, epochs) for spec in specs}
+    has_nir = any(c.startswith("n") for c in cameras)
     spectrographs = sorted({simulate.split_camera(c)[1] for c in cameras})
     for spec in specs:
-        begin = Time(epochs[spec.epoch], scale="utc") + (spec.visit % 100) * 5 * u.min
-        end = begin + max(spec.exposure_time, 1.0) * u.s
+        begin = spans[spec.visit].begin
         registry.syncDimensionData("pfs_design_id", {"instrument": name, "value": spec.design})
         registry.syncDimensionData("dither", {"instrument": name, "value": spec.dither})
         registry.insertDimensionData(
@@ -245,9 +254,12 @@ def _build(
                 "target_name": spec.target_name(layout),
                 "science_program": spec.science_program,
                 "lamps": spec.lamps(layout),
+                # W_H4IRPN of the NIR ramp (obs_pfs translator.py:203-206, gen3.py:431-432): every demo visit has
+                # an n raw when an n camera is built; without one no header carries it and it stays NULL.
+                "irp_ratio": simulate.irp_ratio(list(epochs).index(spec.epoch)) if has_nir else None,
                 "pfs_design_id": spec.design,
                 "dither": spec.dither,
-                "timespan": Timespan(begin, end),
+                "timespan": spans[spec.visit],
             },
         )
         fiber_ids = [f for s in spectrographs for f in range((s - 1) * simulate.NFIBER + 1, s * simulate.NFIBER + 1)]
@@ -273,6 +285,20 @@ def _build(
                 spectrograph=spectrograph,
                 run=raw_run,
             )
+
+    _write_site_calibrations(butler, instrument, cameras, layout)
+    firsts = {
+        kind: {e: min(spans[s.visit].begin for s in specs if s.epoch == e and s.kind == kind) for e in epochs}
+        for kind in ("bias", "dark")
+    }
+    _write_nir_darks(butler, instrument, cameras, epochs, seed, layout, firsts["dark"])
+    _write_nir_calibrations(butler, instrument, cameras, layout)
+    _write_m_bias_dark(butler, instrument, cameras, epochs, seed, layout, firsts)
+    if layout == CURRENT:
+        registry.registerCollection(CALIB, CollectionType.CHAINED)
+        registry.setCollectionChain(CALIB, list(SITE_CALIBRATIONS))
+        registry.registerCollection(DEFAULTS, CollectionType.CHAINED)
+        registry.setCollectionChain(DEFAULTS, [PFS_CONFIG_RUN, RAW_SPS, CALIB])
     demo.visits = [dataclasses.asdict(s) for s in specs]
     write_shims(bin_dir(root))
     (root / "truth.json").write_text(json.dumps(truth_summary(demo), indent=1))
@@ -284,11 +310,11 @@ def _write_site_calibrations(
     butler: Butler, instrument: PrimeFocusSpectrograph, cameras: tuple[str, ...], layout: str
 ) -> None:
     """What a site has certified before anyone follows the guide (obs_pfs makePfsCalibs.py, butler
-    write-curated-calibrations): the camera and each camera's defects, valid forever. current: each in its
+    write-curated-calibrations): the camera and each detector's defects, valid forever. current: each in its
     own CALIBRATION collection, chained under PFS/calib, and PFS/defaults; legacy: directly in PFS/calib."""
     registry = butler.registry
     name = instrument.getName()
-    registry.registerDatasetType(
+    registry.registerDatasetType(  # real storage class: Camera (obs_pfs isrTask.py:772-778)
         DatasetType("camera", ("instrument",), "StandinCamera", universe=registry.dimensions, isCalibration=True)
     )
     forever = Timespan(None, None)
@@ -309,9 +335,26 @@ def _write_site_calibrations(
         arm, spectrograph = simulate.split_camera(camera_name)
         boxes = simulate.defect_boxes(camera_name)
         table = {key: [box[i] for box in boxes] for i, key in enumerate(("x0", "y0", "width", "height"))}
-        data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
+        # keyed by detector (arm and spectrograph implied), as obs_pfs registers defects
+        data_id = {"instrument": name, "detector": detector_id(arm, spectrograph)}
         defects.append(butler.put(table, "defects", data_id, run=SITE_DEFECTS_RUN))
     registry.certify(targets["defects"], defects, forever)
+
+
+def visit_timespan(spec: simulate.VisitSpec, epochs: dict[str, str]) -> Timespan:
+    """When a demo visit was taken: 5 minutes apart from its observing run's night, for its exposure time."""
+    begin = Time(epochs[spec.epoch], scale="utc") + (spec.visit % 100) * 5 * u.min
+    return Timespan(begin, begin + max(spec.exposure_time, 1.0) * u.s)
+
+
+def _successive_ranges(starts: list[Time], keys: list) -> list[Timespan]:
+    """Validity of one product per observing run, each from its start: open-ended, unless a later run has a product
+    of the same key (dataset type), whose start ends it (one CALIBRATION collection refuses overlapping ranges)."""
+    out = []
+    for index, (start, key) in enumerate(zip(starts, keys)):
+        later = [s for s, k in zip(starts[index + 1 :], keys[index + 1 :]) if k == key]
+        out.append(Timespan(start, later[0] if later else None))
+    return out
 
 
 def _write_nir_darks(
@@ -321,36 +364,86 @@ def _write_nir_darks(
     epochs: dict[str, str],
     seed: int,
     layout: str,
+    first_darks: dict[str, Time],
 ) -> None:
-    """The site's nirDark (ImageCube, dimensions instrument, arm, spectrograph, as obs_pfs's isrTask.py
-    connection) of each n camera and observing run, valid from halfway since the previous run's night to
-    halfway to the next one's (the first from -inf, the last to +inf); then PFS/calib and PFS/defaults."""
+    """The site's dark cube of each n camera and observing run (ImageCube, dimensions instrument, arm,
+    spectrograph, obs_pfs PrimeFocusSpectrograph.py:145-161), of the run's IRP ratio: `nirDark` (ratio 1) or
+    `nirDark_irp4` (nirSuperdark.py:48-57), certified from the run's first dark visit, open-ended
+    (combineNirDark.py:91-96, 179-182; nirSuperdark.py:418)."""
     registry = butler.registry
     name = instrument.getName()
-    registry.registerDatasetType(
-        DatasetType(
-            "nirDark",
-            ("instrument", "arm", "spectrograph"),
-            "ImageCube",
-            universe=registry.dimensions,
-            isCalibration=True,
-        )
-    )
     target = SITE_NIR_DARK if layout == CURRENT else CALIB
     registry.registerCollection(target, CollectionType.CALIBRATION)
-    nights = [Time(night, scale="utc") for night in epochs.values()]
-    bounds = [None, *(a + (b - a) / 2 for a, b in itertools.pairwise(nights)), None]
+    types = [simulate.nir_dark_type(simulate.irp_ratio(index)) for index in range(len(epochs))]
+    ranges = _successive_ranges([first_darks[e] for e in epochs], types)
     for index, epoch in enumerate(epochs):
+        irp = simulate.irp_ratio(index)
         refs = []
         for camera in (c for c in cameras if c.startswith("n")):
             arm, spectrograph = simulate.split_camera(camera)
-            cube = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera).nir_dark()
+            cube = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera).nir_dark(irp)
             data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
             run = f"{SITE_NIR_DARK_RUN}/{epoch}"  # a RUN holds one cube per camera: one RUN per observing run
             registry.registerRun(run)
-            refs.append(butler.put(cube, "nirDark", data_id, run=run))
+            refs.append(butler.put(cube, types[index], data_id, run=run))
         if refs:
-            registry.certify(target, refs, Timespan(bounds[index], bounds[index + 1]))
+            registry.certify(target, refs, ranges[index])
+
+
+def _write_nir_calibrations(
+    butler: Butler, instrument: PrimeFocusSpectrograph, cameras: tuple[str, ...], layout: str
+) -> None:
+    """Each n camera's badRefPixels and h4Linearity (obs_pfs makePfsCalibs.py), valid forever. The demo ISR only
+    notes them; without them the real one warns and goes on (isrTask.py:1568-1598)."""
+    registry = butler.registry
+    name = instrument.getName()
+    target = SITE_NIR if layout == CURRENT else CALIB
+    registry.registerCollection(target, CollectionType.CALIBRATION)
+    registry.registerRun(SITE_NIR_RUN)
+    refs = []
+    for camera in (c for c in cameras if c.startswith("n")):
+        arm, spectrograph = simulate.split_camera(camera)
+        data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
+        refs.append(butler.put({"pixels": []}, "badRefPixels", data_id, run=SITE_NIR_RUN))
+        refs.append(butler.put({"coefficients": [0.0]}, "h4Linearity", data_id, run=SITE_NIR_RUN))
+    if refs:
+        registry.certify(target, refs, Timespan(None, None))
+
+
+def _write_m_bias_dark(
+    butler: Butler,
+    instrument: PrimeFocusSpectrograph,
+    cameras: tuple[str, ...],
+    epochs: dict[str, str],
+    seed: int,
+    layout: str,
+    firsts: dict[str, dict[str, Time]],
+) -> None:
+    """Each m camera's own bias and dark per observing run, as the site built them (the true bias structure
+    and dark current of the run), from the run's first bias (dark) visit to the next run's, the last open-ended.
+    The ISR of m takes them before r's (obs_pfs isrTask.py:666-697)."""
+    registry = butler.registry
+    name = instrument.getName()
+    m_cameras = [c for c in cameras if c.startswith("m")]
+    for dataset_type in ("bias", "dark"):  # real storage class: ExposureF (drp_stella calibCombine.py:20-26)
+        registry.registerDatasetType(
+            DatasetType(dataset_type, IAS, "StandinExposure", universe=registry.dimensions, isCalibration=True)
+        )
+    for dataset_type, collection, run in (("bias", SITE_BIAS, SITE_BIAS_RUN), ("dark", SITE_DARK, SITE_DARK_RUN)):
+        target = collection if layout == CURRENT else CALIB
+        registry.registerCollection(target, CollectionType.CALIBRATION)
+        ranges = _successive_ranges([firsts[dataset_type][e] for e in epochs], [dataset_type] * len(epochs))
+        for index, epoch in enumerate(epochs):
+            refs = []
+            for camera in m_cameras:
+                arm, spectrograph = simulate.split_camera(camera)
+                truth = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera)
+                image = truth.bias_pattern if dataset_type == "bias" else truth.dark_current
+                registry.registerRun(f"{run}/{epoch}")
+                data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
+                refs.append(butler.put(np.asarray(image), dataset_type, data_id, run=f"{run}/{epoch}"))
+            if refs:
+                registry.certify(target, refs, ranges[index])
 
 
 def write_shims(directory: Path) -> None:

@@ -39,8 +39,32 @@ MAX_SPECTRAL_OFFSET = 150.0  # |true spectral offset| the builder accepts (pixel
 DEFAULT_SPECTRAL_OFFSET = {"b1": -10.0, "r1": 6.0, "b2": 0.0, "r2": 3.0, "n1": 4.0, "m1": -5.0, "m2": 2.0}
 # The NIR (n) arm is an H4RG read up the ramp: no bias frame (reference pixels, here the overscan columns,
 # remove the offset) and a dark that comes as a cube of reads (the site's nirDark, obs_pfs combineNirDark.py).
-NIR_READ_TIME = 10.857  # seconds between reads of the H4RG
+NIR_READ_TIME = 10.857  # seconds between reads of the H4RG at IRP ratio 1
 NIR_DARK_READS = 4  # reads in the demo's nirDark cube
+# IRP ratio (W_H4IRPN: data pixels per interleaved reference pixel) of an observing run's NIR ramps. obs_pfs writes
+# it into visit.irp_ratio from the NIR header (translator.py:203-206, gen3.py:431-432); the ratio changes the
+# per-read cadence, so each ratio has its own dark cube type (nirSuperdark.py:48-57: nirDark, nirDark_irp4).
+# Demo rule: the first observing run is read at ratio 1, every later one at ratio 4 (the site switched to IRP4 in
+# between, as production did in 2026, PIPE2D-1664).
+IRP_RATIOS = (1, 4)
+
+
+def irp_ratio(epoch_index: int) -> int:
+    """The IRP ratio of the NIR ramps of an observing run (by its index)."""
+    return IRP_RATIOS[min(epoch_index, 1)]
+
+
+def nir_read_time(irp: int) -> float:
+    """Seconds between reads at an IRP ratio: one reference pixel per irp data pixels is read along (the demo's
+    numbers; only their difference matters: a dark cube of the other ratio gives a wrong dark current)."""
+    return NIR_READ_TIME * (1.0 + 1.0 / irp) / 2.0
+
+
+def nir_dark_type(irp: int) -> str:
+    """The dataset type of a dark cube of this IRP ratio (obs_pfs nirSuperdark.py:48-57 datasetTypeForIrp)."""
+    return "nirDark" if irp == 1 else f"nirDark_irp{irp}"
+
+
 # Modes of a spectrograph's red arm: brn (low resolution: b, r, n) or m (medium resolution: b, m, n). Lit
 # visits are taken in one mode; a visit in m mode has no r raw and a visit in brn mode no m raw.
 BRN, MEDIUM = "brn", "m"
@@ -187,10 +211,11 @@ class CameraTruth:
         """Pixel-to-pixel response: the truth of fiberFlat."""
         return (1.0 + 0.01 * _rng(self.seed, "flat", self.detector).normal(0.0, 1.0, (NY, NX))).astype(np.float32)
 
-    def nir_dark(self) -> np.ndarray:
-        """The site's nirDark of an n camera: the dark charge accumulated at each read (NIR_DARK_READS x NY x NX,
-        read k at (k+1) x NIR_READ_TIME seconds), as obs_pfs combineNirDark.py's cube holds per-read darks."""
-        reads = (np.arange(NIR_DARK_READS) + 1.0) * NIR_READ_TIME
+    def nir_dark(self, irp: int = 1) -> np.ndarray:
+        """The site's dark cube of an n camera at an IRP ratio: the dark charge accumulated at each read
+        (NIR_DARK_READS x NY x NX, read k at (k+1) x nir_read_time(irp) seconds), as obs_pfs combineNirDark.py's
+        cube holds per-read darks."""
+        reads = (np.arange(NIR_DARK_READS) + 1.0) * nir_read_time(irp)
         return (reads[:, np.newaxis, np.newaxis] * self.dark_current[np.newaxis]).astype(np.float32)
 
     # --- fibres ---

@@ -32,49 +32,73 @@ def visit_record(data_id):
 
 # ----------------------------------------------------------------------------------------------- isr
 # r and m are one CCD behind two gratings: a camera of either arm takes its own bias or dark if certified, else
-# the other arm's (obs_pfs isrTask.py lookupBiasDark).
+# the other arm's (obs_pfs isrTask.py:643-697 lookupBiasDark).
 OTHER_ARM = {"r": "m", "m": "r"}
+# IRP ratio -> the ISR connection holding the dark cube of that ratio (obs_pfs isrTask.py:736-760, 816-849)
+NIR_DARK_CONNECTIONS = {1: "nirDark", 4: "nirDarkIrp4"}
+
+
+def lookup_defects(dataset_type, registry, data_id, collections):
+    """obs_pfs isrTask.py:588-616 lookupDefects: defects are keyed by detector, which the quantum's data ID
+    (instrument, visit, arm, spectrograph) lacks: find the detector from arm+spectrograph, then the defects valid
+    at the visit's time."""
+    results = list(registry.queryDimensionRecords("detector", dataId=data_id))
+    if len(results) != 1:
+        raise RuntimeError(f"Unable to find detector for {data_id}: {results}")
+    detector = results[0].id
+    ref = registry.findDataset(
+        dataset_type, collections=collections, dataId=data_id, timespan=data_id.timespan, detector=detector
+    )
+    return [ref] if ref is not None else []  # none: the middleware's "Not enough datasets (0)" names the connection
 
 
 def lookup_bias_dark(dataset_type, registry, data_id, collections, allow_empty=False):
-    """Stand-in for obs_pfs lookupBiasDark, by the visit's timespan, with the r<->m fallback. An n camera
-    (H4RG) is not looked up at all: the real ISR drops its bias (adjustQuantum) and reads the nirDark."""
+    """obs_pfs isrTask.py:643-697 lookupBiasDark, by the visit's timespan: b looks up its own arm only (:667-668;
+    n's bias is dropped, as adjustQuantum :1062-1074 does); r and m take their own arm from any input collection
+    first and the other arm's only if there is none (:675-697). Nothing found is an empty list, which the demo
+    ISR turns into a message naming camera and visit."""
     arm = data_id["arm"]
-    if arm == "n":
+    if arm == "n":  # isrTask.py:1062-1074: never a bias for the H4RG, which reads the nirDark instead of a dark
         return []
+    kwargs = dict(
+        collections=collections,
+        instrument=data_id["instrument"],
+        spectrograph=data_id["spectrograph"],
+        timespan=data_id.timespan,
+    )
     refs = []
-    for candidate in (arm, OTHER_ARM.get(arm)):
-        if candidate:
-            # as obs_pfs: a type not registered yet, or nothing found, is no candidate
-            with contextlib.suppress(Exception):
-                refs.append(
-                    registry.findDataset(
-                        dataset_type,
-                        collections=collections,
-                        instrument=data_id["instrument"],
-                        arm=candidate,
-                        spectrograph=data_id["spectrograph"],
-                        timespan=data_id.timespan,
-                    )
-                )
-    found = [ref for ref in refs if ref is not None][:1]
+    for candidate in (arm, OTHER_ARM.get(arm)) if arm in OTHER_ARM else (arm,):
+        # as obs_pfs: a type not registered yet, or nothing found, is no candidate
+        with contextlib.suppress(Exception):
+            refs.append(registry.findDataset(dataset_type, arm=candidate, **kwargs))
+    found = [ref for ref in refs if ref is not None][:1]  # the same arm as the quantum's, if found (:695-697)
     if not found and not allow_empty:
         raise RuntimeError(f"Unable to find {dataset_type.name} for {data_id}")
     return found
 
 
 def lookup_nir_dark(dataset_type, registry, data_id, collections):
-    """Stand-in for obs_pfs lookupNirDark: the n camera's dark cube valid at the visit (none for a CCD)."""
-    if data_id["arm"] != "n":
-        return []
+    """obs_pfs isrTask.py:700-733 lookupNirDark: whichever dark cube type it is asked for (nirDark or
+    nirDark_irp4), valid at the visit's time; the one matching the ramp's IRP ratio is chosen at run time
+    (select_nir_dark)."""
     ref = registry.findDataset(dataset_type, collections=collections, dataId=data_id, timespan=data_id.timespan)
     return [ref] if ref is not None else []
 
 
+def select_nir_dark(inputs: dict, irp_ratio: int | None, is_nir: bool) -> None:
+    """obs_pfs isrTask.py:736-760 selectNirDark: keep the dark cube of the ramp's IRP ratio as inputs["nirDark"]
+    and drop the others (a CCD keeps none). The real one reads W_H4IRPN from the raw's header (PfsRaw.irpN); the
+    demo's raw is a bare image, so it reads visit.irp_ratio, which obs_pfs ingests from that card."""
+    cubes = {ratio: inputs.pop(name, None) for ratio, name in NIR_DARK_CONNECTIONS.items()}
+    if is_nir:
+        inputs["nirDark"] = cubes.get(irp_ratio or 1)
+
+
 class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     ccdExposure = cT.Input(name="raw", storageClass="PfsRaw", dimensions=IVAS, doc="raw camera image")
-    # The site prerequisites the guide does not build (obs_pfs isrTask.py): no minimum=0, so a camera without
-    # them fails at QuantumGraph generation, as at a real site.
+    # The site prerequisites the guide does not build (obs_pfs isrTask.py:772-778, 897-903): no minimum=0, so a
+    # camera without them fails at QuantumGraph generation, as at a real site. Storage classes: real Camera and
+    # Defects; daf_butler defines those names with afw/ip_isr types, so the demo's are Standin* (seed.yaml).
     camera = cT.PrerequisiteInput(
         name="camera",
         storageClass="StandinCamera",
@@ -85,9 +109,10 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     defects = cT.PrerequisiteInput(
         name="defects",
         storageClass="StandinDefects",
-        dimensions=IAS,
+        dimensions=("instrument", "detector", "arm", "spectrograph"),
         isCalibration=True,
-        doc="defect list (x0, y0, width, height boxes), looked up in the calibration collections by visit time",
+        lookupFunction=lookup_defects,
+        doc="defect list (x0, y0, width, height boxes) of the detector, looked up by visit time",
     )
     bias = cT.PrerequisiteInput(
         name="bias",
@@ -114,7 +139,32 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
         isCalibration=True,
         minimum=0,  # allowed to not exist, since a CCD uses dark instead
         lookupFunction=lookup_nir_dark,
-        doc="NIR dark cube (dark charge per read) of an n camera, built and certified by the site",
+        doc="NIR dark cube (dark charge per read) for IRP ratio 1 ramps, built and certified by the site",
+    )
+    nirDarkIrp4 = cT.PrerequisiteInput(
+        name="nirDark_irp4",
+        storageClass="ImageCube",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,  # allowed to not exist; used only for IRP ratio 4 ramps
+        lookupFunction=lookup_nir_dark,
+        doc="NIR dark cube for IRP ratio 4 ramps, built and certified by the site",
+    )
+    badRefPixels = cT.PrerequisiteInput(
+        name="badRefPixels",
+        storageClass="NirBadRefPixels",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,  # obs_pfs isrTask.py:825-832
+        doc="bad IRP reference-row pixels of an n camera (noted only)",
+    )
+    linearity = cT.PrerequisiteInput(
+        name="h4Linearity",
+        storageClass="H4Linearity",
+        dimensions=IAS,
+        isCalibration=True,
+        minimum=0,  # obs_pfs isrTask.py:833-840
+        doc="H4RG nonlinearity correction of an n camera (noted only)",
     )
     flat = cT.PrerequisiteInput(
         name="fiberFlat",
@@ -134,6 +184,7 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
         if not config.doDark:
             del self.dark
             del self.nirDark
+            del self.nirDarkIrp4
         if not config.doDefect:
             del self.defects
         if not config.doFlat:
@@ -174,8 +225,20 @@ class PfsIsrTask(pipeBase.PipelineTask):
         camera = camera_of(data_id)
         where = f"camera {camera} visit {data_id['visit']} ({record.timespan.begin.utc.isot[:19]} UTC)"
         nir = data_id["arm"] == "n"
+        select_nir_dark(inputs, record.irp_ratio, nir)
         if nir and self.config.doDark and inputs.get("nirDark") is None:
-            raise RuntimeError(f"No NIR dark cube found for {camera}")  # obs_pfs isrTask.py's words
+            raise RuntimeError(f"No NIR dark cube found for {camera}")  # obs_pfs isrTask.py:1306-1309
+        if nir:  # obs_pfs isrTask.py:1568-1598: warned, not fatal
+            if inputs.pop("badRefPixels", None) is None:
+                self.log.warning(
+                    "doIRPbadPixels=True but no badRefPixels calib provided; skipping IRP bad-pixel repair"
+                )
+            if inputs.pop("linearity", None) is None:
+                self.log.warning(
+                    "no usable linearity for %s; proceeding without linearity correction for this exposure", camera
+                )
+        for name in ("badRefPixels", "linearity"):
+            inputs.pop(name, None)
         for name, flag in (("bias", "doBias"), ("dark", "doDark")):
             if not nir and getattr(self.config, flag) and inputs.get(name) is None:
                 raise RuntimeError(
@@ -193,10 +256,18 @@ class PfsIsrTask(pipeBase.PipelineTask):
                     data_id["spectrograph"],
                 )
         if nir and inputs.get("nirDark") is not None:
-            # the cube holds the dark charge of each read: its slope is the dark current
+            # the cube holds the dark charge of each read: its slope is the dark current; the read cadence is the
+            # ramp's IRP ratio's (a cube of the other ratio would give a wrong dark current)
             cube = np.asarray(inputs.pop("nirDark"), dtype=np.float64)
-            inputs["dark"] = (cube[-1] - cube[0]) / ((len(cube) - 1) * simulate.NIR_READ_TIME)
-            self.log.info("%s: dark current from the nirDark cube (%d reads)", camera, len(cube))
+            read_time = simulate.nir_read_time(record.irp_ratio or 1)
+            inputs["dark"] = (cube[-1] - cube[0]) / ((len(cube) - 1) * read_time)
+            self.log.info(
+                "%s: dark current from the %s cube (%d reads)",
+                camera,
+                simulate.nir_dark_type(record.irp_ratio or 1),
+                len(cube),
+            )
+        inputs.pop("nirDark", None)
         detector = inputs["camera"]["detectors"].get(camera_of(data_id))
         if detector is None:
             raise RuntimeError(f"isr: the camera has no detector {camera_of(data_id)}")

@@ -1,0 +1,482 @@
+"""The demo's registry is the twin of a real PFS site's (pfs-real-site.md sections 1-3 and 8; issue 28).
+
+The tables below are the real definitions, written out by hand from the real code, each row with its source:
+obs_pfs fe94433 (gen3/dimensions.yaml, PrimeFocusSpectrograph.py, isrTask.py) and drp_stella 3a705d9 (the
+connections of the tasks the demo stands in for). They are checked against a freshly built demo repository and the
+demo pipelines resolved against it: a change that drifts the demo from the site fails here.
+
+Where the demo deliberately differs, the row says so: the python types behind the storage classes (numpy images
+in FITS, dicts in JSON) and, for the afw/ip_isr storage classes (Exposure, ExposureF, Mask, Camera, Defects), the
+storage-class *name* too: daf_butler's own storageClasses.yaml defines those names with afw/ip_isr python types
+and its StorageClassFactory refuses a second definition ("New definition for StorageClass Exposure ... differs
+from current definition"), so the demo's repository cannot give them its python types (DEMO_STORAGE_CLASS).
+Image sizes (256 x 256 + overscan) and counts (16 fibres) are the demo's too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+from lsst.daf.butler import Butler, CollectionType, DimensionNameError, Timespan
+from lsst.pipe.base import Pipeline
+
+from pfscalib.demo import simulate
+from pfscalib.demo.instrument import detector_id
+from pfscalib.demo.make_repo import CALIB, DEFAULTS, SITE_BIAS, SITE_NIR_DARK, load_demo, make_repo, visit_timespan
+
+from conftest import DEMO_INSTRUMENT, DEMO_PIPELINES, TEST_CAMERAS, run
+
+OBS_PFS = "Subaru-PFS/obs_pfs fe94433"
+DRP_STELLA = "Subaru-PFS/drp_stella 3a705d9"
+DIMS = f"{OBS_PFS} gen3/dimensions.yaml"
+PFS_PY = f"{OBS_PFS} python/lsst/obs/pfs/PrimeFocusSpectrograph.py"
+ISR_PY = f"{OBS_PFS} python/lsst/obs/pfs/isrTask.py"
+STELLA = f"{DRP_STELLA} python/pfs/drp/stella/"
+
+I = ("instrument",)  # noqa: E741
+IAS = ("instrument", "arm", "spectrograph")
+IVAS = ("instrument", "visit", "arm", "spectrograph")
+VISIT_IMPLIES = ("pfs_design_id", "dither")  # visit implies them (gen3/dimensions.yaml:152)
+
+
+# ----------------------------------------------------------------------------------------------- dimensions
+@dataclasses.dataclass(frozen=True)
+class Element:
+    key: tuple[str, str]  # primary key: name, type
+    required: tuple[str, ...]  # of the element's minimal group (the yaml's requires, expanded, and itself)
+    implied: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()
+    alternate_keys: tuple[str, ...] = ()
+    source: str = ""
+
+
+VISIT_METADATA = (
+    "exposure_time", "dark_time", "observation_type", "observation_reason", "day_obs", "seq_num", "group_name",
+    "group_id", "target_name", "science_program", "tracking_ra", "tracking_dec", "sky_angle", "zenith_angle",
+    "shift", "focus", "lamps", "irp_ratio",
+)  # fmt: skip
+ELEMENTS = {
+    "instrument": Element(
+        ("name", "string"), I, metadata=("visit_max", "detector_max", "class_name"), source=f"{DIMS}:16-48"
+    ),
+    "arm": Element(("name", "string"), ("instrument", "arm"), source=f"{DIMS}:339-350"),
+    "spectrograph": Element(("num", "int"), ("instrument", "spectrograph"), source=f"{DIMS}:328-337"),
+    "detector": Element(
+        ("id", "int"),
+        ("instrument", "detector"),
+        implied=("spectrograph", "arm"),
+        metadata=("name_in_raft", "raft", "purpose"),
+        alternate_keys=("full_name",),
+        source=f"{DIMS}:101-138",
+    ),
+    "pfs_design_id": Element(("value", "int"), ("instrument", "pfs_design_id"), source=f"{DIMS}:352-361"),
+    "dither": Element(("value", "int"), ("instrument", "dither"), source=f"{DIMS}:363-374"),
+    "visit": Element(
+        ("id", "int"),
+        ("instrument", "visit"),
+        implied=VISIT_IMPLIES,
+        metadata=VISIT_METADATA,
+        alternate_keys=("obs_id",),
+        source=f"{DIMS}:140-258",
+    ),
+    "profiles_run": Element(("run", "string"), ("instrument", "profiles_run"), source=f"{DIMS}:432-442"),
+    "profiles_group": Element(
+        ("group_num", "int"), ("instrument", "profiles_run", "profiles_group"), source=f"{DIMS}:444-453"
+    ),
+}
+# profiles_visits: a join of profiles_group and visit, no key (gen3/dimensions.yaml:455-461)
+PROFILES_VISITS = Element(
+    ("", ""), ("instrument", "profiles_run", "profiles_group", "visit"), implied=VISIT_IMPLIES,
+    source=f"{DIMS}:455-461",
+)  # fmt: skip
+# Column types of the visit metadata the workflow and the demo ISR read (gen3/dimensions.yaml:153-256).
+VISIT_METADATA_TYPES = {"observation_type": "string", "lamps": "string", "irp_ratio": "int", "dark_time": "float"}
+
+
+def test_dimension_universe_is_the_sites(demo_template):
+    universe = Butler.from_config(str(demo_template)).dimensions
+    assert (universe.namespace, universe.version) == ("pfs", 3)  # gen3/dimensions.yaml:1-3
+    for name, fact in ELEMENTS.items():
+        element = universe[name]
+        where = f"{name} ({fact.source})"
+        assert (element.primary_key.name, element.primary_key.type) == fact.key, where
+        assert set(element.minimal_group.required) == set(fact.required), where
+        assert set(element.minimal_group.implied) == set(fact.implied), where
+        assert list(element.metadata.names) == list(fact.metadata), where
+        assert [k.name for k in element.alternate_keys] == list(fact.alternate_keys), where
+    join = universe["profiles_visits"]
+    assert join.alwaysJoin and set(join.minimal_group.required) == set(PROFILES_VISITS.required)
+    assert set(join.minimal_group.implied) == set(PROFILES_VISITS.implied)
+    types = {column.name: column.type for column in universe["visit"].metadata_columns}
+    assert {k: types[k] for k in VISIT_METADATA_TYPES} == VISIT_METADATA_TYPES
+    assert type(universe["instrument"]).__name__ == "GovernorDimension"  # governor: true (:46)
+    assert universe["visit"].temporal is not None  # observation_timespans: [visit] (gen3/dimensions.yaml:540-541)
+
+
+def test_detector_records_are_the_sites(demo_template):
+    """One record per camera, numbered as obs_pfs's camera (pfs/camera/camera.yaml:357-665: b/r/n =
+    3(sg-1)+{0,1,2}, m = -r), with raft/name_in_raft/purpose as register() writes them
+    (PrimeFocusSpectrograph.py:101-124); arms b r n m x and spectrographs 0-4 (:84-99)."""
+    butler = Butler.from_config(str(demo_template))
+    records = {r.full_name: r for r in butler.registry.queryDimensionRecords("detector", instrument="PFS")}
+    assert {records[n].id for n in ("b2", "r2", "n2", "m2")} == {3, 4, 5, -4}
+    for name, record in records.items():
+        assert (record.arm, record.spectrograph) == (name[0], int(name[1:]))
+        assert (record.raft, record.name_in_raft, record.purpose) == (name[-1], name[0], "science")
+    assert {r.name for r in butler.registry.queryDimensionRecords("arm", instrument="PFS")} == set("brnmx")
+    assert {r.num for r in butler.registry.queryDimensionRecords("spectrograph", instrument="PFS")} == set(range(5))
+
+
+# ----------------------------------------------------------------------------------------------- dataset types
+@dataclasses.dataclass(frozen=True)
+class DatasetFact:
+    dimensions: tuple[str, ...]  # as the real code declares them
+    storage_class: str
+    is_calibration: bool
+    source: str
+
+
+DATASET_TYPES = {
+    # registered by obs_pfs's register() or the site
+    "raw": DatasetFact(("instrument", "visit", "spectrograph", "arm"), "PfsRaw", False, f"{PFS_PY}:129-131"),
+    "pfsConfig": DatasetFact(("instrument", "visit"), "PfsConfig", False, f"{PFS_PY}:132-137"),
+    "detectorMap_calib": DatasetFact(IAS, "DetectorMap", True, f"{PFS_PY}:138-144"),
+    "nirDark": DatasetFact(IAS, "ImageCube", True, f"{PFS_PY}:145-151"),
+    "nirDark_irp4": DatasetFact(IAS, "ImageCube", True, f"{PFS_PY}:152-161"),
+    "badRefPixels": DatasetFact(IAS, "NirBadRefPixels", True, f"{PFS_PY}:162-168"),
+    "h4Linearity": DatasetFact(IAS, "H4Linearity", True, f"{PFS_PY}:169-175"),
+    "defects": DatasetFact(("instrument", "detector", "arm", "spectrograph"), "Defects", True, f"{PFS_PY}:176-182"),
+    "camera": DatasetFact(I, "Camera", True, f"{ISR_PY}:772-778"),
+    # the ISR's other calibrations and outputs (obs_pfs PfsIsrConnections; the pipelines rename outputExposure)
+    "bias": DatasetFact(IAS, "ExposureF", True, f"{ISR_PY}:798-806; {STELLA}pipelines/calibCombine.py:20-26"),
+    "dark": DatasetFact(IAS, "ExposureF", True, f"{ISR_PY}:807-815; {STELLA}pipelines/calibCombine.py:20-26"),
+    "fiberFlat": DatasetFact(IAS, "ExposureF", True, f"{ISR_PY}:850-856; {STELLA}pipelines/flat.py:187-192"),
+    "postISRCCD": DatasetFact(IVAS, "Exposure", False, f"{ISR_PY}:956-961"),
+    "biasProc": DatasetFact(IVAS, "Exposure", False, f"{ISR_PY}:956-961, {DRP_STELLA} pipelines/bias.yaml:6"),
+    "darkProc": DatasetFact(IVAS, "Exposure", False, f"{ISR_PY}:956-961, {DRP_STELLA} pipelines/dark.yaml:6"),
+    "flatProc": DatasetFact(IVAS, "Exposure", False, f"{ISR_PY}:956-961, {DRP_STELLA} pipelines/flat.yaml:6"),
+    "darkScaled": DatasetFact(IVAS, "Exposure", False, f"{STELLA}pipelines/dark.py:21-25, pipelines/dark.yaml"),
+    "ditherFlat": DatasetFact(IAS + ("dither",), "Exposure", False, f"{STELLA}pipelines/flat.py:23-27"),
+    # drp_stella
+    "detectorMap_bootstrap": DatasetFact(IAS, "DetectorMap", True, f"{STELLA}bootstrap.py:53-58"),
+    "crMask": DatasetFact(IVAS, "Mask", False, f"{STELLA}cosmicray.py:46-52"),
+    "calexp": DatasetFact(IVAS, "Exposure", False, f"{STELLA}cosmicray.py:53-58; reduceExposure.py:117-122"),
+    "centroids": DatasetFact(IVAS, "ArcLineSet", False, f"{STELLA}pipelines/measureCentroids.py:55-60"),
+    "slitOffsets": DatasetFact(IVAS, "NumpyArray", False, f"{STELLA}pipelines/fitDetectorMap.py:48-53"),
+    "detectorMap_candidate": DatasetFact(IAS, "DetectorMap", True, f"{STELLA}pipelines/fitDetectorMap.py:145-151"),
+    "detectorMapLines": DatasetFact(IAS, "ArcLineSet", False, f"{STELLA}pipelines/fitDetectorMap.py:152-157"),
+    "detectorMap": DatasetFact(IVAS, "DetectorMap", False, f"{STELLA}pipelines/measureCentroids.py:151-156"),
+    "lines": DatasetFact(IVAS, "ArcLineSet", False, f"{STELLA}reduceExposure.py:135-140"),
+    "pfsArm": DatasetFact(IVAS, "PfsArm", False, f"{STELLA}reduceExposure.py:123-128"),
+    "profiles_visits": DatasetFact(
+        ("instrument", "profiles_group"), "StructuredDataDict", False, f"{STELLA}reduceProfiles.py:39-44"
+    ),
+    "fiberProfiles_group": DatasetFact(
+        ("instrument", "profiles_group", "arm", "spectrograph"),
+        "FiberProfileSet",
+        False,
+        f"{STELLA}reduceProfiles.py:117-122",
+    ),
+    "fiberProfiles": DatasetFact(IAS, "FiberProfileSet", True, f"{STELLA}mergeFiberProfiles.py:86-92"),
+    "fiberNorms_calib": DatasetFact(
+        ("instrument", "arm"), "PfsFiberNorms", True, f"{STELLA}measureFiberNorms.py:41-47"
+    ),
+    "fiberNorms": DatasetFact(
+        ("instrument", "arm", "visit"), "PfsFiberNorms", False, f"{STELLA}measureFiberNorms.py:329-334"
+    ),
+}
+# Demo differs deliberately in what the datasets hold (python types, sizes), never in the registry's definitions.
+DEMO_CONTENT = {
+    "raw": "a 256 x (256+16 overscan) float32 image in FITS; an n raw is one image, not an H4RG ramp",
+    "pfsConfig": "a dict in JSON (fiberId, spectrograph, fiberHole, fiberStatus, targetType), 16 fibres per SM",
+    "camera": "a dict of each detector's raw geometry (StandinCamera)",
+    "defects": "a dict of x0/y0/width/height boxes, lsst.ip.isr.Defects' table columns (StandinDefects)",
+    "nirDark": "a 4-read x 256 x 256 numpy cube in FITS (real: thousands of reads of 4096 x 4096)",
+    "nirDark_irp4": "as nirDark, read at the demo's IRP-4 cadence (simulate.nir_read_time)",
+    "badRefPixels": "a dict, only noted by the demo ISR",
+    "h4Linearity": "a dict, only noted by the demo ISR",
+    "bias": "a 256 x 256 image (StandinExposure: no mask or variance plane)",
+    "dark": "a 256 x 256 image (StandinExposure)",
+    "fiberFlat": "a 256 x 256 image (StandinExposure)",
+    "postISRCCD": "a 256 x 256 image in ADU (real: electrons, with mask and variance)",
+    "crMask": "a boolean image (StandinMask)",
+}
+# Demo differs: storage-class names daf_butler reserves for afw/ip_isr types (module docstring).
+DEMO_STORAGE_CLASS = {
+    "Exposure": "StandinExposure",
+    "ExposureF": "StandinExposure",
+    "Mask": "StandinMask",
+    "Camera": "StandinCamera",
+    "Defects": "StandinDefects",
+}
+# Demo differs (other session's files; to be renamed to the real ones): dataset type -> the demo's storage class.
+DEMO_KNOWN_DRIFT: dict[str, str] = {}
+# Task (label) -> its quantum dimensions, which its <label>_log and <label>_metadata carry (middleware-native:
+# ButlerLogRecords, TaskMetadata). The combine tasks (cp_pipe's CalibCombineConnections) are not listed: cp_pipe
+# is not among the checked sources.
+TASK_DIMENSIONS = {
+    "isr": (IVAS, f"{ISR_PY}:763"),
+    "dark": (IVAS, f"{STELLA}pipelines/dark.py:13"),
+    "ditherCombine": (IAS + ("dither",), f"{STELLA}pipelines/flat.py:18-19"),
+    "flatCombine": (IAS, f"{STELLA}pipelines/flat.py:176"),
+    "bootstrap": (IAS, f"{STELLA}bootstrap.py:36"),
+    "cosmicray": (IVAS, f"{STELLA}cosmicray.py:34-36"),
+    "measureCentroids": (IVAS, f"{STELLA}pipelines/measureCentroids.py:23-24"),
+    "gatherSlitOffsets": (IVAS, f"{STELLA}pipelines/fitDetectorMap.py:26-27"),
+    "fitDetectorMap": (IAS, f"{STELLA}pipelines/fitDetectorMap.py:101-102"),
+    "reduceExposure": (IVAS, f"{STELLA}reduceExposure.py:66-67"),
+    "measureFiberNorms": (("instrument", "arm"), f"{STELLA}measureFiberNorms.py:27"),
+    "profilesFitDetectorMap": (IVAS + ("profiles_group",), f"{STELLA}reduceProfiles.py:34-36"),
+    "fitProfiles": (("instrument", "profiles_group", "arm", "spectrograph"), f"{STELLA}reduceProfiles.py:84-86"),
+    "mergeProfiles": (("instrument", "profiles_run", "arm", "spectrograph"), f"{STELLA}mergeFiberProfiles.py:58-60"),
+}
+NATIVE = {"_log": "ButlerLogRecords", "_metadata": "TaskMetadata", "_config": "Config"}
+# What the workflow itself names (scripts/pfscalib outside demo/, rules/): each must be in the demo and the table.
+WORKFLOW_NAMES = {
+    "raw", "pfsConfig", "camera", "defects", "bias", "dark", "fiberFlat", "postISRCCD", "nirDark", "nirDark_irp4",
+    "badRefPixels", "h4Linearity", "detectorMap_bootstrap", "detectorMap_calib", "detectorMap_candidate",
+    "detectorMapLines", "detectorMap", "centroids", "calexp", "fiberProfiles", "fiberProfiles_group", "pfsArm",
+    "fiberNorms_calib",
+}  # fmt: skip
+
+
+def demo_dataset_types(root: Path) -> dict[str, list]:
+    """Every dataset type of the fresh repository and of the demo pipelines resolved against it."""
+    butler = Butler.from_config(str(root))
+    out: dict[str, list] = {}
+    for dataset_type in butler.registry.queryDatasetTypes():
+        out.setdefault(dataset_type.name, []).append((dataset_type, "registry"))
+    for path in sorted(DEMO_PIPELINES.glob("*.yaml")):
+        graph = Pipeline.from_uri(str(path)).to_graph(registry=butler.registry)
+        for name, node in graph.dataset_types.items():
+            out.setdefault(name, []).append((node.dataset_type, path.name))
+    return out
+
+
+def expected_group(universe, dimensions):
+    group = universe.conform(dimensions)
+    return set(group.required), set(group.implied)
+
+
+def test_dataset_types_are_the_sites(demo_template):
+    """Every dataset type the demo registers or its pipelines read/write has the real dimensions (required and
+    implied), storage-class name (DEMO_STORAGE_CLASS where daf_butler reserves it) and calibration flag."""
+    found = demo_dataset_types(demo_template)
+    universe = Butler.from_config(str(demo_template)).dimensions
+    assert set(found) >= WORKFLOW_NAMES, sorted(WORKFLOW_NAMES - set(found))
+    assert set(DATASET_TYPES) >= WORKFLOW_NAMES
+    assert set(DATASET_TYPES) >= set(DEMO_CONTENT)
+    problems = []
+    for name, uses in sorted(found.items()):
+        suffix = name.rpartition("_")[2]
+        if f"_{suffix}" in NATIVE or name == "packages":
+            continue
+        fact = DATASET_TYPES.get(name)
+        if fact is None:
+            problems.append(f"{name}: not in the table of real definitions (add its row, with its source)")
+            continue
+        required, implied = expected_group(universe, fact.dimensions)
+        storage_class = DEMO_KNOWN_DRIFT.get(name, DEMO_STORAGE_CLASS.get(fact.storage_class, fact.storage_class))
+        for dataset_type, where in uses:
+            got = (set(dataset_type.dimensions.required), set(dataset_type.dimensions.implied))
+            if got != (required, implied):
+                problems.append(f"{name} ({where}): dimensions {got}, real {(required, implied)} ({fact.source})")
+            if dataset_type.storageClass_name != storage_class:
+                problems.append(
+                    f"{name} ({where}): storage class {dataset_type.storageClass_name}, real {fact.storage_class} "
+                    f"(demo: {storage_class}; {fact.source})"
+                )
+            if dataset_type.isCalibration() != fact.is_calibration:
+                problems.append(f"{name} ({where}): isCalibration {dataset_type.isCalibration()} ({fact.source})")
+    assert not problems, "\n".join(problems)
+
+
+def test_task_logs_and_metadata_are_middleware_native(demo_template):
+    """<label>_log / _metadata (what the workflow reads, e.g. bootstrap_log) carry the real task's dimensions."""
+    found = demo_dataset_types(demo_template)
+    universe = Butler.from_config(str(demo_template)).dimensions
+    problems = []
+    for label, (dimensions, source) in TASK_DIMENSIONS.items():
+        for suffix in ("_log", "_metadata"):
+            uses = found.get(label + suffix)
+            if not uses:
+                problems.append(f"{label}{suffix}: not in any demo pipeline")
+                continue
+            for dataset_type, where in uses:
+                got = (set(dataset_type.dimensions.required), set(dataset_type.dimensions.implied))
+                if got != expected_group(universe, dimensions) or dataset_type.storageClass_name != NATIVE[suffix]:
+                    problems.append(f"{label}{suffix} ({where}): {got} {dataset_type.storageClass_name} ({source})")
+    assert not problems, "\n".join(problems)
+
+
+def test_storage_class_stand_ins_are_only_the_reserved_names(demo_template):
+    """The Standin* names exist only because daf_butler defines the real names itself, with other python types."""
+    from lsst.daf.butler import StorageClassFactory
+
+    Butler.from_config(str(demo_template))  # loads the defaults and the repository's storage classes
+    factory = StorageClassFactory()
+    for real, demo in DEMO_STORAGE_CLASS.items():
+        assert factory.getStorageClass(real)._pytypeName.startswith("lsst."), real  # afw / ip_isr, not installed
+        assert factory.getStorageClass(demo)._pytypeName.startswith(("pfscalib.demo.", "numpy", "dict")), demo
+
+
+# ----------------------------------------------------------------------------------------------- site calibrations
+@pytest.fixture(scope="module")
+def nir_template(tmp_path_factory) -> Path:
+    """A small demo repository with an n and an m camera (the session template has neither)."""
+    root = tmp_path_factory.mktemp("nir_template") / "repo"
+    make_repo(root, ("n1", "m1"))
+    return root
+
+
+@pytest.fixture
+def nir_repo(tmp_path, nir_template) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(nir_template, root)
+    return root
+
+
+def first_begin(demo, epoch: str, kind: str):
+    return min(visit_timespan(s, demo.epochs).begin for s in demo.visit_specs(epoch) if s.kind == kind)
+
+
+def test_visit_irp_ratio_from_the_nir_ramps(nir_template, demo_template):
+    """visit.irp_ratio is the NIR ramp's W_H4IRPN (obs_pfs translator.py:203-206, gen3.py:431-432): the demo's
+    first run at 1, later runs at 4; NULL where no NIR ramp exists (a repository without an n camera)."""
+    demo = load_demo(nir_template)
+    butler = Butler.from_config(str(nir_template))
+    ratios = {r.id: r.irp_ratio for r in butler.registry.queryDimensionRecords("visit", instrument="PFS")}
+    for index, epoch in enumerate(demo.epochs):
+        assert {ratios[s.visit] for s in demo.visit_specs(epoch)} == {simulate.irp_ratio(index)}
+    assert set(ratios.values()) == {1, 4}
+    four = butler.registry.queryDimensionRecords("visit", instrument="PFS", where="visit.irp_ratio = 4")
+    assert {r.id for r in four} == {s.visit for s in demo.visit_specs(list(demo.epochs)[1])}
+    ccd_only = Butler.from_config(str(demo_template)).registry.queryDimensionRecords("visit", instrument="PFS")
+    assert {r.irp_ratio for r in ccd_only} == {None}
+
+
+def test_nir_dark_valid_from_the_first_dark_visit_open_ended(nir_template):
+    """Each run's cube, of the run's IRP type, certified Timespan(first dark visit's begin, None) (obs_pfs
+    combineNirDark.py:91-96, 179-182; nirSuperdark.py:418): a visit of the run before its first dark has none."""
+    demo = load_demo(nir_template)
+    butler = Butler.from_config(str(nir_template))
+    for index, epoch in enumerate(demo.epochs):
+        dataset_type = simulate.nir_dark_type(simulate.irp_ratio(index))
+        spans = [a.timespan for a in butler.registry.queryDatasetAssociations(dataset_type, collections=CALIB)]
+        assert Timespan(first_begin(demo, epoch, "dark"), None) in spans, (epoch, dataset_type, spans)
+    found = butler.registry.findDataset(
+        "nirDark", instrument="PFS", arm="n", spectrograph=1, collections=CALIB,
+        timespan=visit_timespan(next(s for s in demo.visit_specs() if s.kind == "bias"), demo.epochs),
+    )  # fmt: skip
+    assert found is None  # the run's biases precede its first dark: no cube covers them
+
+
+def quantum_data_id(butler: Butler, visit: int, camera: str):
+    arm, spectrograph = simulate.split_camera(camera)
+    return butler.registry.expandDataId(instrument="PFS", visit=visit, arm=arm, spectrograph=spectrograph)
+
+
+def test_irp4_visits_get_nir_dark_irp4_in_a_real_style_lookup(nir_template):
+    """The demo ISR's lookups, as obs_pfs's (isrTask.py:700-760): both cube types are resolved wherever certified
+    at the visit's time; the one of the visit's IRP ratio is kept."""
+    from pfscalib.demo.tasks.calib import lookup_nir_dark, select_nir_dark
+
+    demo = load_demo(nir_template)
+    butler = Butler.from_config(str(nir_template))
+    registry = butler.registry
+    run1, run2 = (next(s.visit for s in demo.visit_specs(e) if s.kind == "flat") for e in demo.epochs)
+    for visit, expected in ((run1, "nirDark"), (run2, "nirDark_irp4")):
+        data_id = quantum_data_id(butler, visit, "n1")
+        resolved = {
+            name: lookup_nir_dark(registry.getDatasetType(name), registry, data_id, [CALIB])
+            for name in ("nirDark", "nirDark_irp4")
+        }
+        inputs = {"nirDark": resolved["nirDark"][:1], "nirDarkIrp4": resolved["nirDark_irp4"][:1]}
+        inputs = {k: v[0] if v else None for k, v in inputs.items()}
+        select_nir_dark(inputs, data_id.records["visit"].irp_ratio, True)
+        assert inputs["nirDark"] is not None and inputs["nirDark"].datasetType.name == expected, visit
+    # run2's visits also see run1's open-ended nirDark: the IRP ratio, not the validity, picks the cube
+    assert lookup_nir_dark(registry.getDatasetType("nirDark"), registry, quantum_data_id(butler, run2, "n1"), [CALIB])
+
+
+def test_nir_isr_uses_the_irp_cube_and_fails_without_it(nir_repo):
+    """pipetask: the n ISR takes nirDark at an IRP-1 visit and nirDark_irp4 at an IRP-4 one; without the IRP-4
+    cube it stops with obs_pfs's message (isrTask.py:1306-1309), though a (ratio-1) nirDark is certified."""
+    demo = load_demo(nir_repo)
+    run1, run2 = (next(s.visit for s in demo.visit_specs(e) if s.kind == "flat") for e in demo.epochs)
+    where = f"instrument='PFS' AND arm='n' AND spectrograph=1 AND visit IN ({run1}, {run2})"
+
+    def isr(output: str):
+        argv = ["pipetask", "--log-level", "pfscalib=INFO", "run", "--register-dataset-types", "-j", "1"]
+        argv += ["-b", str(nir_repo), "--instrument", DEMO_INSTRUMENT, "-i", DEFAULTS, "-o", output]
+        argv += ["-p", f"{DEMO_PIPELINES / 'bootstrap.yaml'}#isr", "-d", where, "-c", "isr:doFlat=False"]
+        return run(argv)
+
+    good = isr("u/t/isr")
+    assert good.returncode == 0, good.stderr[-3000:]
+    butler = Butler.from_config(str(nir_repo))
+    assert len(butler.query_datasets("postISRCCD", collections="u/t/isr", explain=False)) == 2
+    logs = {
+        ref.dataId["visit"]: " ".join(r.message for r in butler.get(ref))
+        for ref in butler.query_datasets("isr_log", collections="u/t/isr", explain=False)
+    }
+    assert "from the nirDark cube" in logs[run1] and "from the nirDark_irp4 cube" in logs[run2]
+
+    Butler.from_config(str(nir_repo), writeable=True).registry.decertify(
+        SITE_NIR_DARK, "nirDark_irp4", Timespan(None, None)
+    )
+    bad = isr("u/t/isr2")
+    assert bad.returncode != 0
+    assert "No NIR dark cube found for n1" in bad.stdout + bad.stderr
+
+
+def test_defects_found_by_instrument_and_detector(demo_template):
+    """Defects are keyed by detector (PrimeFocusSpectrograph.py:176-182): {instrument, detector} finds them,
+    {instrument, arm, spectrograph} is refused by the registry as at a site; the ISR's lookup finds the detector
+    from the quantum's arm and spectrograph first (isrTask.py:588-616)."""
+    from pfscalib.demo.tasks.calib import lookup_defects
+
+    butler = Butler.from_config(str(demo_template))
+    demo = load_demo(demo_template)
+    visit = demo.visit_specs()[0]
+    span = visit_timespan(visit, demo.epochs)
+    defects_type = butler.registry.getDatasetType("defects")
+    for camera in TEST_CAMERAS:
+        arm, spectrograph = simulate.split_camera(camera)
+        ref = butler.find_dataset(
+            "defects", instrument="PFS", detector=detector_id(arm, spectrograph), collections=CALIB, timespan=span
+        )
+        assert ref is not None and (ref.dataId["arm"], ref.dataId["spectrograph"]) == (arm, spectrograph)
+        assert butler.get(ref)["x0"] == [simulate.hot_column(camera)]
+        [looked_up] = lookup_defects(
+            defects_type, butler.registry, quantum_data_id(butler, visit.visit, camera), [CALIB]
+        )
+        assert looked_up == ref
+    with pytest.raises(DimensionNameError, match="detector"):
+        butler.find_dataset("defects", instrument="PFS", arm="b", spectrograph=1, collections=CALIB, timespan=span)
+
+
+def test_m_takes_its_own_bias_first(nir_repo):
+    """The site certifies m's own bias; an m visit's lookup takes it from any input collection before an r bias,
+    even one earlier in the search path (isrTask.py:666-697); only without one does m fall back to r's."""
+    from pfscalib.demo.tasks.calib import lookup_bias_dark
+
+    demo = load_demo(nir_repo)
+    butler = Butler.from_config(str(nir_repo), writeable=True)
+    registry = butler.registry
+    assert registry.getCollectionType(SITE_BIAS) is CollectionType.CALIBRATION
+    registry.registerRun("u/t/biasGen")
+    registry.registerCollection("u/t/calib", CollectionType.CALIBRATION)
+    bias_type = registry.getDatasetType("bias")
+    r_bias = butler.put(simulate.CameraTruth(demo.seed, demo.epoch("run1"), "r1").bias_pattern, bias_type,
+                        instrument="PFS", arm="r", spectrograph=1, run="u/t/biasGen")  # fmt: skip
+    registry.certify("u/t/calib", [r_bias], Timespan(None, None))
+    visit = next(s.visit for s in demo.visit_specs("run1") if s.kind == "flat" and s.mode == simulate.MEDIUM)
+    collections = ["u/t/calib", CALIB]
+    [m_ref] = lookup_bias_dark(bias_type, registry, quantum_data_id(butler, visit, "m1"), collections)
+    assert m_ref.dataId["arm"] == "m" and m_ref.run.startswith("PFS/calib/demo/site/biasGen")
+    [r_ref] = lookup_bias_dark(bias_type, registry, quantum_data_id(butler, visit, "m1"), ["u/t/calib"])
+    assert r_ref == r_bias  # no m bias in the inputs: the r<->m fallback
