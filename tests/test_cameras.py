@@ -1,6 +1,6 @@
 """Issue #18: every PFS camera gets the steps it really needs (pfscalib.steps.ARMS).
 
-n (NIR, H4RG): no bias or dark job; its ISR reads the site's nirDark, checked over the epoch before any job.
+n (NIR, H4RG): no bias or dark job; its ISR reads the site's nirDark, checked at each visit before any job.
 m (medium resolution): bias and dark from r of the same spectrograph (the ISR's r<->m fallback); its own
 bootstrap pair and fibre-profile groups (one profiles_run per epoch and mode: <epoch>_brn, <epoch>_m).
 One end-to-end run on b2, r2, n1, m2 and one epoch, compared with the simulated truth (README tolerances).
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from lsst.daf.butler import Butler, Timespan
+from lsst.daf.butler import Butler, CollectionType, Timespan
 
 from pfscalib import butlerops
 from pfscalib.config import ConfigError
@@ -126,7 +126,8 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
     # nirDark (without it: test_missing_site_nir_dark_...)
     butler = Butler.from_config(str(cameras_run / "results/demo/repo"))
     for dataset_type in ("bias", "dark"):
-        refs = butler.query_datasets(dataset_type, collections="u/*", find_first=False, explain=False)
+        runs = butler.collections.query("u/*", collection_types={CollectionType.RUN})  # the workflow's own
+        refs = butler.query_datasets(dataset_type, collections=runs, find_first=False, explain=False)
         assert {ref.dataId["arm"] for ref in refs} == {"b", "r"}
         site = butler.query_datasets(dataset_type, collections="PFS/calib", find_first=False, explain=False)
         assert {ref.dataId["arm"] for ref in site} == {"m"}
@@ -169,7 +170,8 @@ def test_missing_site_nir_dark_stops_the_run_before_any_job(cameras_run, tmp_pat
     )
     proc = snakemake(workdir, check=False)
     assert proc.returncode != 0
-    line = "n1: the site's nirDark is not certified over [2025-03-01T00:00:00, 2025-04-01T00:00:00) (epoch run1)"
+    # looked up at each of n1's visits (the site's cube is valid from its first dark visit on): the first one
+    line = "n1: the site's nirDark is not certified at visit 108 ("
     log = (workdir / "logs/run1/check_visits.log").read_text()
     assert line in log and len([ln for ln in log.splitlines() if "check-visits" in ln]) == 1
     assert line in proc.stdout + proc.stderr  # on the console, not only in the job's log
