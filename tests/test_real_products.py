@@ -377,10 +377,11 @@ def isr_biases(camera: str, count: int) -> list[np.ndarray]:
 
 
 def test_combined_bias_is_a_clipped_mean_with_the_noise_the_gate_expects():
-    """cp_pipe's CalibCombineConfig (lsst/cp_pipe cpCombine.py): combine="MEANCLIP", clip 3.0, nIter 3, which
-    PfsCalibCombineTask keeps (pfs-real-site.md section 8). A cosmic ray in one frame is clipped (a plain
-    mean would keep a fifth of it), and the combined bias's noise is what metrics.bias_metrics expects from
-    the read noise over sqrt(N): noise_ratio ~1 against the simulated truth (READ_NOISE)."""
+    """cp_pipe's CalibCombineConfig (lsst/cp_pipe 0045619 python/lsst/cp/pipe/cpCombine.py): combine="MEANCLIP",
+    clip 3.0, nIter 3, which PfsCalibCombineTask keeps (pfs-real-site.md section 8). A cosmic ray in one frame
+    is clipped (a plain mean would keep a fifth of it), and the combined bias's noise is what
+    metrics.bias_metrics expects from the read noise over sqrt(N): noise_ratio ~1 against the simulated truth
+    (READ_NOISE). Before #28 the gate expected a median's noise (sqrt(pi/2) more): ratio 0.93."""
     config = PfsCalibCombineConfig()
     assert (config.combine, config.clip, config.nIter) == ("MEANCLIP", 3.0, 3)
     frames = isr_biases("b2", 5)
