@@ -5,12 +5,14 @@ records. The same numbers feed the gate (pfscalib.gate), the sentinels, the QA p
 Only these names are used on products (tests/test_quality_gate.py checks it): ExposureF `.image.array`;
 DetectorMap `getFiberId()`, `getXCenter(fiberId, row)`, `findPoint(fiberId, wavelength)`,
 `findWavelength(fiberId, row)`, `getBBox()` (Box2I `getMinX/getMaxX/getMinY/getMaxY`); ArcLineSet columns
-`fiberId, wavelength, x, y, flux, fluxErr, flag, status`; FiberProfileSet `fiberId` and `[fiberId]`
+`fiberId, wavelength, x, y, flux, fluxErr, flag, status, description`; Mask `getPlaneBitMask(name)`,
+`getMaskPlaneDict()`; FiberProfileSet `fiberId` and `[fiberId]`
 (FiberProfile `index`, `profiles`); PfsFiberNorms `fiberId`, `values`; ButlerLogRecords' `message`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -23,6 +25,13 @@ from .steps import Measure
 DETECTORMAP_USED = 0x20
 DETECTORMAP_RESERVED = 0x40
 MIN_LINE_SNR = 10.0  # pfs_pipe2d weekly test_weekly.py: lines with S/N > 10 count
+# drp_stella centroidTraces.py:205-223: trace centroids enter every visit's lines with this description, and
+# fitDetectorMap.py:843-870 rewrites their wavelength from the fitted map (their residual is ~0 by construction)
+TRACE = "Trace"
+BAD_FLAT = "BAD_FLAT"  # drp_stella pipelines/flat.py:278: the mask plane of fiberFlat pixels without data
+# Noise of a 3-sigma, 3-iteration clipped mean (afw MEANCLIP as cp_pipe combines) of N Gaussian frames over
+# sigma/sqrt(N): measured 1.05-1.08 for 4-10 frames (1.0 for 2-3; tests/test_real_products.py checks it)
+CLIPPED_MEAN_EFFICIENCY = 1.06
 # The real BootstrapTask's log lines (drp_stella bootstrap.py 371, 464, 555-556, 561-562)
 FOUND = re.compile(r"Found (\d+) lines in (\d+) traces")
 MATCHED = re.compile(r"Matched (\d+) lines")
@@ -51,11 +60,13 @@ def image_array(product: Any) -> np.ndarray:
 
 
 def bias_metrics(product: Any, visits: int, read_noise: float) -> dict[str, float]:
-    """cp_verify's bias checks on the combined bias: its level, and its noise against the noise the read noise
-    gives a median of N frames (sqrt(pi/2) noisier than a mean)."""
+    """cp_verify's bias checks on the combined bias: its level, and its noise against what the read noise gives
+    a clipped mean of N frames (cp_pipe's combine = MEANCLIP, 3 sigma, 3 iterations; its clipping costs
+    CLIPPED_MEAN_EFFICIENCY in noise over a plain mean, measured on Gaussian frames by
+    tests/test_real_products.py)."""
     image = image_array(product)
     noise = pixel_noise(image)
-    expected = read_noise * math.sqrt(math.pi / 2 / max(visits, 1))
+    expected = read_noise * CLIPPED_MEAN_EFFICIENCY / math.sqrt(max(visits, 1))
     return {"bias.mean": float(np.nanmedian(image)), "bias.noise": noise, "bias.noise_ratio": noise / expected}
 
 
@@ -64,32 +75,81 @@ def dark_metrics(product: Any) -> dict[str, float]:
     return {"dark.current": float(np.nanmedian(image)), "dark.noise": pixel_noise(image)}
 
 
+def flat_bad(product: Any) -> np.ndarray:
+    """Pixels without a flat: drp_stella's FlatCombineTask sets them to 1.0 and flags them BAD_FLAT
+    (pipelines/flat.py:274-287), so a real fiberFlat has no NaN; non-finite pixels count as well."""
+    image = image_array(product)
+    bad = ~np.isfinite(image)
+    mask = product.mask
+    if BAD_FLAT in mask.getMaskPlaneDict():
+        bad |= (np.asarray(mask.array) & mask.getPlaneBitMask(BAD_FLAT)) != 0
+    return bad
+
+
 def flat_metrics(product: Any) -> dict[str, float]:
     image = image_array(product)
-    finite = np.isfinite(image)
-    level = float(np.nanmedian(image))
+    good = ~flat_bad(product)
+    level = float(np.median(image[good])) if np.any(good) else math.nan
     return {
-        "fiberFlat.scatter": robust_sigma(image[finite] / level) if np.any(finite) else math.nan,
-        "fiberFlat.good_fraction": float(np.mean(finite)),
+        "fiberFlat.scatter": robust_sigma(image[good] / level) if np.any(good) else math.nan,
+        "fiberFlat.good_fraction": float(np.mean(good)),
     }
 
 
+@dataclasses.dataclass
+class BootstrapLog:
+    """What drp_stella's BootstrapTask logs (bootstrap.py 371, 464, 555-556, 561-562): lines found on the arc
+    and the traces they lie on, lines matched, and per CCD half the median difference (x, y) of the matched
+    lines from the offset map and the fit (kept/matched points, rms x, y, total). The last run's numbers when
+    a log holds several."""
+
+    lines: int = 0
+    traces: int = 0
+    matched: int = 0
+    medians: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    fits: list[tuple[int, int, float, float, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def fitted(self) -> int:
+        return sum(f[0] for f in self.fits)
+
+    @property
+    def fit_total(self) -> int:
+        return sum(f[1] for f in self.fits)
+
+
+def parse_bootstrap_log(messages: list[str]) -> BootstrapLog:
+    """The bootstrap task's numbers from its log messages (one Median and one Fit line per CCD half; a new
+    "Found" line starts a new run)."""
+    out = BootstrapLog()
+    for message in messages:
+        if m := FOUND.search(message):
+            out = BootstrapLog(lines=int(m.group(1)), traces=int(m.group(2)))
+        elif m := MATCHED.search(message):
+            out.matched = int(m.group(1))
+        elif m := MEDIAN.search(message):
+            out.medians.append((float(m.group(1)), float(m.group(2))))
+        elif m := FIT.search(message):
+            out.fits.append((int(m.group(1)), int(m.group(2)), *(float(m.group(k)) for k in (3, 4, 5))))
+    return out
+
+
 def bootstrap_metrics(log_messages: list[str]) -> dict[str, float]:
-    """From the bootstrap task's log (the only place the real task reports them)."""
-    text = "\n".join(log_messages)
-    found = [int(m.group(1)) for m in FOUND.finditer(text)]
-    matched = [int(m.group(1)) for m in MATCHED.finditer(text)]
-    fits = [(int(m.group(1)), int(m.group(2)), float(m.group(5))) for m in FIT.finditer(text)]
-    medians = [float(m.group(2)) for m in MEDIAN.finditer(text)]
+    """From the bootstrap task's log (the only place the real task reports them). The fit's RMS (worst CCD
+    half) and the points it kept per trace judge the map; matched over found depends on the lamp's line list
+    as much as on the offset (a shipped m1 matched 56 %)."""
+    log = parse_bootstrap_log(log_messages)
     out: dict[str, float] = {}
-    if found and matched:
-        out["bootstrap.lines_found"] = float(found[-1])
-        out["bootstrap.matched_fraction"] = matched[-1] / max(found[-1], 1)
-    if fits:
-        out["bootstrap.fit_fraction"] = sum(f[0] for f in fits) / max(sum(f[1] for f in fits), 1)
-        out["bootstrap.rms"] = max(f[2] for f in fits)
-    if medians:
-        out["bootstrap.median_dy"] = float(np.median(medians))
+    if log.lines:
+        out["bootstrap.lines_found"] = float(log.lines)
+        out["bootstrap.matched_fraction"] = log.matched / log.lines
+    if log.fits:
+        out["bootstrap.fit_fraction"] = log.fitted / max(log.fit_total, 1)
+        out["bootstrap.fit_per_trace"] = log.fitted / max(log.traces, 1) if log.traces else math.nan
+        totals = [f[4] for f in log.fits]
+        out["bootstrap.rms"] = max(totals) if all(math.isfinite(t) for t in totals) else math.nan
+    if log.medians:
+        out["bootstrap.median_dy"] = float(np.median([m[1] for m in log.medians]))
     return out
 
 
@@ -101,11 +161,14 @@ def trace_curves(detector_map: Any) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def line_residuals(detector_map: Any, lines: Any) -> dict[str, np.ndarray]:
-    """The fitted arc lines (not flagged, with a wavelength): position, wavelength residual
-    findWavelength(fiberId, y) - wavelength (nm), S/N, and the fit's group (USED, RESERVED, other)."""
+    """The fitted arc lines (not flagged, with a wavelength, not a trace centroid): position, wavelength
+    residual findWavelength(fiberId, y) - wavelength (nm), S/N, and the fit's group (USED, RESERVED, other).
+    Trace rows are dropped as pfs_pipe2d's weekly test does (test_weekly.py:126): their wavelength is
+    findWavelength of the fitted map itself, so their residual is ~0 whatever the map."""
     status = np.asarray(lines.status, dtype=int)
     wavelength = np.asarray(lines.wavelength, dtype=float)
     keep = np.isfinite(wavelength) & ~np.asarray(lines.flag, dtype=bool)
+    keep &= np.asarray(lines.description, dtype=str) != TRACE
     # the dtypes drp_stella's array overloads take (FiberIds: int32; rows: float64, contiguous)
     fiber = np.ascontiguousarray(np.asarray(lines.fiberId)[keep], dtype=np.int32)
     y = np.ascontiguousarray(np.asarray(lines.y, dtype=float)[keep])
@@ -122,9 +185,10 @@ def line_residuals(detector_map: Any, lines: Any) -> dict[str, np.ndarray]:
 
 
 def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, float]:
-    """PFS's weekly acceptance (pfs_pipe2d test_weekly.py): per fibre, lines with S/N > 10 (USED and RESERVED
-    by the fit), and the median and robust RMS of their wavelength residual (nm); the RESERVED lines alone
-    give the unbiased accuracy. Plus the wavelength at the detector centre (drift between epochs)."""
+    """PFS's weekly acceptance (pfs_pipe2d test_weekly.py:126-132): per fibre that has arc lines (a map's
+    fibres come from the model, and only GOOD fibres are measured), lines with S/N > 10 (USED and RESERVED by
+    the fit), and the median and robust RMS of their wavelength residual (nm); the RESERVED lines alone give
+    the unbiased accuracy. Plus the wavelength at the detector centre (drift between epochs)."""
     fiber_ids = np.asarray(detector_map.getFiberId())
     box = detector_map.getBBox()
     middle_fiber = int(fiber_ids[len(fiber_ids) // 2])
@@ -136,12 +200,14 @@ def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, floa
     good = (table["group"] != "other") & (table["snr"] > MIN_LINE_SNR)
     fiber, residual = table["fiberId"][good], table["residual"][good]
     reserved = table["group"][good] == "RESERVED"
-    counts = [int(np.sum(fiber == f)) for f in fiber_ids]
-    medians = [abs(float(np.median(residual[fiber == f]))) for f in fiber_ids if np.any(fiber == f)]
-    rms = [robust_sigma(residual[fiber == f]) for f in fiber_ids if np.sum(fiber == f) > 1]
+    with_lines = np.unique(table["fiberId"])
+    counts = [int(np.sum(fiber == f)) for f in with_lines]
+    medians = [abs(float(np.median(residual[fiber == f]))) for f in with_lines if np.any(fiber == f)]
+    rms = [robust_sigma(residual[fiber == f]) for f in with_lines if np.sum(fiber == f) > 1]
     out.update(
         {
             "detectorMap.min_lines": float(min(counts)) if counts else 0.0,
+            "detectorMap.fibers_with_lines": float(len(with_lines)),
             "detectorMap.max_fiber_median": max(medians) if medians else math.nan,
             "detectorMap.max_fiber_rms": max(rms) if rms else math.nan,
             "detectorMap.reserved_rms": robust_sigma(residual[reserved]) if np.any(reserved) else math.nan,

@@ -45,6 +45,12 @@ def new(arm: str, spectrograph: int, fiber_ids: list[int]) -> dict:
     }
 
 
+def model_fiber_ids(spectrograph: int) -> list[int]:
+    """The fibres of a spectrograph's base model (what drp_pfs_data's detectorMap file holds): all of them,
+    lit or not, GOOD or not."""
+    return list(range((spectrograph - 1) * simulate.NFIBER + 1, spectrograph * simulate.NFIBER + 1))
+
+
 def fiber_index(dm: dict, fiber_id: int) -> int:
     return dm["fiberId"].index(int(fiber_id))
 

@@ -11,7 +11,8 @@ from lsst.resources import ResourcePath
 
 
 class FitsImageFormatter(FormatterV2):
-    """Read/write a numpy array as the primary HDU of a FITS file."""
+    """Read/write a numpy array as the primary HDU of a FITS file; an image that keeps a mask (the fiberFlat's
+    BAD_FLAT) also gets a MASK extension whose MP_<plane> cards give each plane's bit, as afw writes them."""
 
     default_extension = ".fits"
     supported_extensions = frozenset({".fits"})
@@ -19,7 +20,18 @@ class FitsImageFormatter(FormatterV2):
 
     def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
         with fits.open(path, memmap=False) as hdus:
-            return np.array(hdus[0].data)
+            if "MASK" not in hdus:
+                return np.array(hdus[0].data)
+            from .products import StandinExposure
+
+            header = hdus["MASK"].header
+            planes = {key[3:]: int(header[key]) for key in header if key.startswith("MP_")}
+            return StandinExposure.from_array(np.array(hdus[0].data), np.array(hdus["MASK"].data), planes)
 
     def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
-        fits.PrimaryHDU(np.asarray(in_memory_dataset)).writeto(uri.ospath, overwrite=True)
+        hdus = [fits.PrimaryHDU(np.asarray(in_memory_dataset))]
+        mask = getattr(in_memory_dataset, "_mask", None)
+        if mask is not None:
+            header = fits.Header([(f"HIERARCH MP_{name}", bit) for name, bit in mask.getMaskPlaneDict().items()])
+            hdus.append(fits.ImageHDU(mask.array, header=header, name="MASK"))
+        fits.HDUList(hdus).writeto(uri.ospath, overwrite=True)

@@ -17,21 +17,63 @@ DETECTORMAP_USED = 0x20
 DETECTORMAP_RESERVED = 0x40
 
 
+# afw's default mask planes (lsst.afw.image.Mask) and their bits; a task adds its own (addMaskPlane) after them
+DEFAULT_MASK_PLANES = {
+    "BAD": 0, "SAT": 1, "INTRP": 2, "CR": 3, "EDGE": 4, "DETECTED": 5, "DETECTED_NEGATIVE": 6, "SUSPECT": 7,
+    "NO_DATA": 8,
+}  # fmt: skip
+
+
+class Mask:
+    """lsst.afw.image.Mask's array and plane lookups: getPlaneBitMask(name or names), getMaskPlaneDict(),
+    addMaskPlane(name) (the bit of a new plane is the next free one, as afw's)."""
+
+    def __init__(self, array: np.ndarray, planes: dict[str, int] | None = None):
+        self.array = np.asarray(array, dtype=np.int32)
+        self.planes = dict(DEFAULT_MASK_PLANES if planes is None else planes)
+
+    def getMaskPlaneDict(self) -> dict[str, int]:
+        return dict(self.planes)
+
+    def addMaskPlane(self, name: str) -> int:
+        if name not in self.planes:
+            self.planes[name] = max(self.planes.values(), default=-1) + 1
+        return self.planes[name]
+
+    def getPlaneBitMask(self, names) -> int:
+        """As afw: an unknown plane raises (afw: InvalidParameterError)."""
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.planes]
+        if unknown:
+            raise KeyError(f"mask has no plane {', '.join(unknown)} (planes: {', '.join(self.planes)})")
+        return int(sum(1 << self.planes[n] for n in names))
+
+
 class StandinExposure(np.ndarray):
-    """An image that also answers as an afw Exposure: .image/.mask/.variance .array, getMetadata()."""
+    """An image that also answers as an afw Exposure: .image/.mask/.variance .array, getMetadata(). A product
+    that keeps a mask (the fiberFlat's BAD_FLAT) carries it with its planes; otherwise the mask is NO_DATA
+    where the image is not finite."""
 
     @classmethod
-    def from_array(cls, array) -> StandinExposure:
-        return np.asarray(array).view(cls)
+    def from_array(cls, array, mask=None, planes: dict[str, int] | None = None) -> StandinExposure:
+        out = np.asarray(array).view(cls)
+        out._mask = None if mask is None else Mask(mask, planes)
+        return out
+
+    def __array_finalize__(self, obj) -> None:
+        # a view or slice does not share the parent's mask object (shapes would differ)
+        self._mask = getattr(obj, "_mask", None) if getattr(obj, "shape", None) == self.shape else None
 
     @property
     def image(self) -> SimpleNamespace:
         return SimpleNamespace(array=np.asarray(self))
 
     @property
-    def mask(self) -> SimpleNamespace:
-        """NO_DATA (bit 8 in afw's default planes) where the image is not finite; the demo keeps no other plane."""
-        return SimpleNamespace(array=np.where(np.isfinite(np.asarray(self)), 0, 0x100).astype(np.int32))
+    def mask(self) -> Mask:
+        if self._mask is not None:
+            return self._mask
+        nodata = 1 << DEFAULT_MASK_PLANES["NO_DATA"]
+        return Mask(np.where(np.isfinite(np.asarray(self)), 0, nodata))
 
     @property
     def variance(self) -> SimpleNamespace:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import warnings
 
 import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import simulate
+from .. import products, simulate
 
 IVAS = ("instrument", "visit", "arm", "spectrograph")
 IAS = ("instrument", "arm", "spectrograph")
@@ -358,12 +359,16 @@ class PfsCalibCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Pfs
             "MeanStats": "divide by the image mean",
         },
     )
+    # cp_pipe CalibCombineConfig (cpCombine.py): combine="MEANCLIP", clip=3.0, nIter=3, as PfsCalibCombineTask
+    # keeps them
     combine = pexConfig.ChoiceField(
         dtype=str,
-        default="median",
-        doc="combination statistic",
-        allowed={"median": "per-pixel median", "mean": "per-pixel mean"},
+        default="MEANCLIP",
+        doc="combination statistic (lsst.afw.math's name)",
+        allowed={"MEANCLIP": "per-pixel clipped mean", "MEDIAN": "per-pixel median", "MEAN": "per-pixel mean"},
     )
+    clip = pexConfig.Field(dtype=float, default=3.0, doc="Clipping threshold for combination")
+    nIter = pexConfig.Field(dtype=int, default=3, doc="Clipping iterations for combination")
     mask = pexConfig.ListField(dtype=str, default=["SAT", "DETECTED", "INTRP"], doc="mask planes to reject")
 
 
@@ -393,9 +398,36 @@ class PfsCalibCombineTask(pipeBase.PipelineTask):
             elif self.config.exposureScaling == "MeanStats":
                 image = image / np.nanmean(image)
             stack.append(image)
-        combine = np.nanmedian if self.config.combine == "median" else np.nanmean
-        self.log.info("Combined %d %s frames", len(stack), self.config.calibrationType)
-        return combine(np.array(stack), axis=0).astype(np.float32)
+        stack = np.array(stack)
+        if self.config.combine == "MEANCLIP":
+            combined = clipped_mean(stack, self.config.clip, self.config.nIter)
+        else:
+            combined = (np.nanmedian if self.config.combine == "MEDIAN" else np.nanmean)(stack, axis=0)
+        self.log.info("Combined %d %s frames (%s)", len(stack), self.config.calibrationType, self.config.combine)
+        return combined.astype(np.float32)
+
+
+def clipped_mean(stack: np.ndarray, clip: float, iterations: int) -> np.ndarray:
+    """Per pixel (axis 0), afw's MEANCLIP (lsst.afw.math Statistics): start from the median and the
+    interquartile sigma (0.741 IQR), then `iterations` times the mean and standard deviation of the values
+    within clip sigma of the current centre. NaN inputs (masked pixels) are ignored; a pixel whose values
+    are all clipped keeps its median."""
+    stack = np.asarray(stack, dtype=np.float64)
+    finite = np.isfinite(stack)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+        median = np.nanmedian(stack, axis=0)
+        lower, upper = np.nanpercentile(stack, (25.0, 75.0), axis=0)
+        centre, sigma = median, 0.741 * (upper - lower)
+        for _ in range(iterations):
+            keep = finite & (np.abs(stack - centre) <= clip * sigma)
+            count = keep.sum(axis=0)
+            values = np.where(keep, stack, 0.0)
+            mean = values.sum(axis=0) / np.maximum(count, 1)
+            spread = np.sqrt(np.where(keep, (stack - mean) ** 2, 0.0).sum(axis=0) / np.maximum(count - 1, 1))
+            centre = np.where(count > 0, mean, median)
+            sigma = np.where(count > 1, spread, sigma)
+    return centre
 
 
 # ----------------------------------------------------------------------------------------------- dark
@@ -509,16 +541,25 @@ class FlatCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatCom
 
 
 class FlatCombineTask(CombineHandlesTask):
-    """Mean of the dither flats where measured (the dithers fill the gaps between fibres); NaN = no data."""
+    """Mean of the dither flats where measured (the dithers fill the gaps between fibres). As drp_stella's
+    FlatCombineTask.run (pipelines/flat.py:274-287): a pixel no dither measured is set to exactly 1.0 and
+    flagged in a BAD_FLAT mask plane; any other non-finite pixel is replaced by the median. The fiberFlat
+    has no NaN: its coverage is in the mask."""
 
     ConfigClass = FlatCombineConfig
     _DefaultName = "flatCombine"
 
     def run(self, flats):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN (NO_DATA)
-            flat = np.nanmean(np.array(flats, dtype=np.float64), axis=0)
-        self.log.info("fiberFlat covers %.1f%% of the pixels", 100 * np.isfinite(flat).mean())
-        return flat.astype(np.float32)
+        stack = np.array(flats, dtype=np.float64)
+        measured = np.isfinite(stack)
+        count = measured.sum(axis=0)
+        flat = np.where(measured, stack, 0.0).sum(axis=0) / np.maximum(count, 1)
+        empty = count == 0
+        flat[empty] = 1.0
+        mask = products.Mask(np.zeros(flat.shape, dtype=np.int32))
+        mask.array[empty] |= 1 << mask.addMaskPlane("BAD_FLAT")
+        bad = ~np.isfinite(flat)
+        if bad.any():
+            flat[bad] = np.median(flat[~bad])
+        self.log.info("fiberFlat covers %.1f%% of the pixels (the rest BAD_FLAT)", 100 * (1 - empty.mean()))
+        return products.StandinExposure.from_array(flat.astype(np.float32), mask.array, mask.getMaskPlaneDict())

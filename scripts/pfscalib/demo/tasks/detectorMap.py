@@ -11,6 +11,8 @@ from .. import detmap, products, simulate
 from . import measure
 from .calib import IAS, IVAS, camera_of, visit_record
 
+FIBER_STATUS_GOOD = 1  # pfs.datamodel FiberStatus.GOOD
+
 
 class BuildFiberProfilesConfig(pexConfig.Config):
     """Same fields as drp_stella's BuildFiberProfilesConfig; the demo uses profileRadius as the
@@ -310,11 +312,26 @@ class ReadLineListConfig(pexConfig.Config):
 
 class MeasureCentroidsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=MeasureCentroidsConnections):
     readLineList = pexConfig.ConfigField(dtype=ReadLineListConfig, doc="line list selection")
-    doForceTraces = pexConfig.Field(dtype=bool, default=True, doc="measure trace centres on quartz exposures")
+    doForceTraces = pexConfig.Field(dtype=bool, default=True, doc="Force use of traces for non-continuum data?")
     traceSpacing = pexConfig.Field(dtype=int, default=8, doc="rows between trace measurements")
+    traceThreshold = pexConfig.Field(dtype=float, default=10.0, doc="S/N a trace centroid needs")
+
+
+def good_fibers(pfs_config: dict | None, fiber_ids: list[int]) -> list[int]:
+    """Indices (in the map) of the fibres pfsConfig calls GOOD: only those are measured (drp_stella
+    centroidTraces.py:112 and centroidLines.py:235 select fiberStatus == FiberStatus.GOOD)."""
+    if pfs_config is None:
+        return list(range(len(fiber_ids)))
+    good = {f for f, status in zip(pfs_config["fiberId"], pfs_config["fiberStatus"]) if status == FIBER_STATUS_GOOD}
+    return [i for i, f in enumerate(fiber_ids) if f in good]
 
 
 class MeasureCentroidsTask(pipeBase.PipelineTask):
+    """drp_stella's MeasureCentroidsTask: the arc lines of the GOOD fibres, and (doForceTraces, or when no
+    line was measured: every quartz) their trace centroids as lines with description "Trace", flag False,
+    status GOOD and the wavelength the input map gives at their row (pipelines/measureCentroids.py:142-144,
+    centroidTraces.py:205-223)."""
+
     ConfigClass = MeasureCentroidsConfig
     _DefaultName = "measureCentroids"
 
@@ -327,39 +344,46 @@ class MeasureCentroidsTask(pipeBase.PipelineTask):
             inputs["calibDetectorMap"],
             record.lamps,
             butlerQC.quantum.dataId["visit"],
+            inputs["pfsConfig"],
         )
         butlerQC.put(lines, outputRefs.centroids)
 
-    def run(self, image, cr_mask, dm, lamps, visit):
+    def run(self, image, cr_mask, dm, lamps, visit, pfs_config=None):
         image = np.where(cr_mask > 0, np.nan, image)
+        indices = good_fibers(pfs_config, dm["fiberId"])
         rows: list[dict] = []
-        if lamps == "Quartz":
-            if self.config.doForceTraces:
-                sample = np.arange(4, simulate.NY - 4, self.config.traceSpacing)
-                for index, y, x in measure.trace_centroids(image, dm, sample):
-                    rows.append(
-                        {
-                            "fiberId": dm["fiberId"][index],
-                            "wavelength": float("nan"),
-                            "x": x,
-                            "y": y,
-                            "xErr": 0.05,
-                            "yErr": float("nan"),
-                            "flux": 0.0,
-                            "fluxErr": float("nan"),
-                            "description": "Trace",
-                        }
-                    )
-        else:
+        if lamps != "Quartz":
             wavelengths, _ = simulate.arc_lines(dm["arm"])
             gaps = np.diff(wavelengths)
             isolated = np.ones(len(wavelengths), dtype=bool)
             isolated[:-1] &= gaps > self.config.readLineList.exclusionRadius
             isolated[1:] &= gaps > self.config.readLineList.exclusionRadius
-            rows = measure.arc_centroids(image, dm, wavelengths[isolated])
+            rows = measure.arc_centroids(image, dm, wavelengths[isolated], indices=indices)
+        if self.config.doForceTraces or not rows:
+            sample = np.arange(4, simulate.NY - 4, self.config.traceSpacing)
+            traces = measure.trace_centroids(image, dm, sample, indices, self.config.traceThreshold)
+            for index, y, x, flux, flux_err in traces:
+                rows.append(
+                    {
+                        "fiberId": dm["fiberId"][index],
+                        "wavelength": float(detmap.row_wavelength(dm, index, np.array([y]))[0]),
+                        "x": x,
+                        "y": y,
+                        "xErr": 0.05,
+                        "yErr": 0.1,  # centroidTraces' spectralError: a trace says little about the row
+                        "flux": flux,
+                        "fluxErr": flux_err,
+                        "description": measure.TRACE,
+                    }
+                )
         self.log.info("visit %d: measured %d centroids", visit, len(rows))
         keys = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "fluxErr", "description"]
-        return {"visit": int(visit), **{k: [r[k] for r in rows] for k in keys}}
+        return {
+            "visit": int(visit),
+            **{k: [r[k] for r in rows] for k in keys},
+            "flag": [False] * len(rows),
+            "status": [0] * len(rows),  # ReferenceLineStatus.GOOD
+        }
 
 
 # --------------------------------------------------------------------------------------------- slit offsets
@@ -472,13 +496,14 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
 
     def run(self, line_sets, offsets, arm, spectrograph):
         cfg = self.config.fitDetectorMap
-        fiber_ids = sorted({f for s in line_sets for f in s["fiberId"]})
+        # the map's fibres are the model's (drp_stella: the base detectorMap file), whether measured or not
+        fiber_ids = detmap.model_fiber_ids(spectrograph)
         dm = detmap.new(arm, spectrograph, fiber_ids)
         cols = ["fiberId", "wavelength", "x", "y", "xErr", "yErr", "flux", "fluxErr", "description"]
         table = {k: np.array([v for s in line_sets for v in s[k]]) for k in cols}
         visits = np.array([s["visit"] for s in line_sets for _ in s["fiberId"]])
-        index = np.array([fiber_ids.index(f) for f in table["fiberId"]])
-        is_trace = table["description"] == "Trace"
+        index = np.array([fiber_ids.index(f) for f in table["fiberId"]], dtype=int)
+        is_trace = table["description"] == measure.TRACE
         trace_src = is_trace if is_trace.any() else ~is_trace
         detmap.fit_traces(
             dm,
@@ -537,12 +562,23 @@ class FitDetectorMapTask(pipeBase.PipelineTask):
             rms_reserved,
         )
         # drp_stella's detectorMapLines: the ArcLineSet of the fit, status bits DETECTORMAP_USED/RESERVED
-        status = np.where(reserved, products.DETECTORMAP_RESERVED, np.where(used, products.DETECTORMAP_USED, 0))
+        # (fitDetectorMap.py:413-414). Its trace rows, used for the traces, get their wavelength from the
+        # fitted map (updateTraceWavelengths, fitDetectorMap.py:406, 843-870): their residual is ~0.
+        status = np.zeros(len(table["fiberId"]), dtype=int)
+        status[arcs] = np.where(reserved, products.DETECTORMAP_RESERVED, np.where(used, products.DETECTORMAP_USED, 0))
+        traces = np.flatnonzero(is_trace)
+        status[traces] = products.DETECTORMAP_USED
+        wavelength = table["wavelength"].astype(float)
+        for i in np.unique(index[traces]):
+            rows = traces[index[traces] == i]
+            wavelength[rows] = detmap.row_wavelength(dm, int(i), table["y"][rows])
+        order = np.concatenate([arcs, traces])
         lines = {
-            **{k: table[k][arcs].tolist() for k in cols if k != "description"},
-            "flag": [False] * len(arcs),
-            "status": status.astype(int).tolist(),
-            "description": table["description"][arcs].tolist(),
-            "visit": visits[arcs].tolist(),
+            **{k: table[k][order].tolist() for k in cols if k not in ("description", "wavelength")},
+            "wavelength": wavelength[order].tolist(),
+            "flag": [False] * len(order),
+            "status": status[order].tolist(),
+            "description": table["description"][order].tolist(),
+            "visit": visits[order].tolist(),
         }
         return pipeBase.Struct(detectorMap=dm, lines=lines)

@@ -30,7 +30,7 @@ def adjust_traces(image: np.ndarray, dm: dict, lit: np.ndarray | None = None) ->
     rows = np.arange(8, simulate.NY - 8, 16)
     offsets = [
         x - float(detmap.trace_x(dm, i, np.array([y]))[0])
-        for i, y, x in measure.trace_centroids(image, dm, rows)
+        for i, y, x, _, _ in measure.trace_centroids(image, dm, rows, threshold=-np.inf)
         if lit is None or lit[i]
     ]
     dx = float(np.median(offsets)) if offsets else 0.0

@@ -6,6 +6,8 @@ import numpy as np
 
 from .. import detmap, simulate
 
+TRACE = "Trace"  # description of trace centroids among the lines (drp_stella centroidTraces.py:220)
+
 
 def parabola_offset(a: float, b: float, c: float) -> float:
     """Sub-pixel offset of a Gaussian peak from three samples (exact for a sampled Gaussian)."""
@@ -55,29 +57,51 @@ def find_traces(image: np.ndarray, expected: int, block: int = 16) -> dict[int, 
     return {i: (np.array(ys), np.array(xs)) for i, (ys, xs) in points.items()}
 
 
-def trace_centroids(image: np.ndarray, dm: dict, rows: np.ndarray, search: int = 3) -> list[tuple[int, float, float]]:
-    """(fibre index, y, x) of the trace centre near the detectorMap's prediction at the given rows."""
+def trace_centroids(
+    image: np.ndarray,
+    dm: dict,
+    rows: np.ndarray,
+    indices: list[int] | None = None,
+    threshold: float = 10.0,
+    search: int = 3,
+) -> list[tuple[int, float, float, float, float]]:
+    """(fibre index, y, x, flux, fluxErr) of the trace centre near the detectorMap's prediction at the given
+    rows, where the trace stands out (flux/fluxErr > threshold: an arc's traces only near its lines), for
+    the fibres `indices` (all the map's by default)."""
     out = []
-    for index in range(len(dm["fiberId"])):
+    for index in range(len(dm["fiberId"])) if indices is None else indices:
         xs = detmap.trace_x(dm, index, rows)
         for y, xp in zip(rows, xs):
             i0 = int(round(xp))
             lo, hi = max(i0 - search, 1), min(i0 + search + 1, image.shape[1] - 1)
-            row = np.nanmean(image[max(int(y) - 2, 0) : int(y) + 3], axis=0)  # 5 rows: trace moves < 0.3 px
-            if hi <= lo:
+            band = image[max(int(y) - 2, 0) : int(y) + 3]  # 5 rows: the trace moves < 0.3 px over them
+            if hi <= lo or not np.isfinite(band[:, lo:hi]).any():
                 continue
+            row = np.nanmean(band, axis=0)
             i = lo + int(np.nanargmax(row[lo:hi]))
-            out.append((index, float(y), refine(row, i)))
+            flux = float(row[i] * len(band))
+            flux_err = float(np.sqrt(max(flux, 0.0) + len(band) * simulate.READ_NOISE**2))
+            if flux > threshold * flux_err:
+                out.append((index, float(y), refine(row, i), flux, flux_err))
     return out
 
 
 def arc_centroids(
-    image: np.ndarray, dm: dict, wavelengths: np.ndarray, radius: float = 2.0, search: float = 3.0, nsigma: float = 10.0
+    image: np.ndarray,
+    dm: dict,
+    wavelengths: np.ndarray,
+    radius: float = 2.0,
+    search: float = 3.0,
+    nsigma: float = 10.0,
+    indices: list[int] | None = None,
 ) -> list[dict]:
-    """Centroid every reference line of every fibre near the detectorMap's predicted row."""
+    """Centroid every reference line of every fibre (or of the fibres `indices`) near the detectorMap's
+    predicted row."""
     out = []
     rows = np.arange(simulate.NY)
     for index, fiber_id in enumerate(dm["fiberId"]):
+        if indices is not None and index not in indices:
+            continue
         spectrum = extract_boxcar(image, detmap.trace_x(dm, index, rows), radius)
         sigma = noise_level(spectrum)
         for wl, yp in zip(wavelengths, detmap.line_y(dm, index, wavelengths)):
