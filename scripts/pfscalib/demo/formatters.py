@@ -9,6 +9,9 @@ from astropy.io import fits
 from lsst.daf.butler import FormatterV2
 from lsst.resources import ResourcePath
 
+# The header cards the demo keeps (afw writes a whole PropertyList): the ISR's calibration provenance.
+METADATA_PREFIX = "LSST "
+
 
 class FitsImageFormatter(FormatterV2):
     """Read/write a numpy array as the primary HDU of a FITS file; an image that keeps a mask (the fiberFlat's
@@ -20,16 +23,23 @@ class FitsImageFormatter(FormatterV2):
 
     def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
         with fits.open(path, memmap=False) as hdus:
-            if "MASK" not in hdus:
+            primary = hdus[0].header
+            metadata = {key: primary[key] for key in primary if key.startswith(METADATA_PREFIX)}
+            if "MASK" not in hdus and not metadata:
                 return np.array(hdus[0].data)
             from .products import StandinExposure
 
+            if "MASK" not in hdus:
+                return StandinExposure.from_array(np.array(hdus[0].data), metadata=metadata)
             header = hdus["MASK"].header
             planes = {key[3:]: int(header[key]) for key in header if key.startswith("MP_")}
-            return StandinExposure.from_array(np.array(hdus[0].data), np.array(hdus["MASK"].data), planes)
+            mask = np.array(hdus["MASK"].data)
+            return StandinExposure.from_array(np.array(hdus[0].data), mask, planes, metadata=metadata)
 
     def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
-        hdus = [fits.PrimaryHDU(np.asarray(in_memory_dataset))]
+        metadata = getattr(in_memory_dataset, "_metadata", None) or {}
+        header = fits.Header([(f"HIERARCH {k}", v) for k, v in metadata.items() if k.startswith(METADATA_PREFIX)])
+        hdus = [fits.PrimaryHDU(np.asarray(in_memory_dataset), header=header)]
         mask = getattr(in_memory_dataset, "_mask", None)
         if mask is not None:
             header = fits.Header([(f"HIERARCH MP_{name}", bit) for name, bit in mask.getMaskPlaneDict().items()])

@@ -55,14 +55,18 @@ class StandinExposure(np.ndarray):
     where the image is not finite."""
 
     @classmethod
-    def from_array(cls, array, mask=None, planes: dict[str, int] | None = None) -> StandinExposure:
+    def from_array(
+        cls, array, mask=None, planes: dict[str, int] | None = None, metadata: dict | None = None
+    ) -> StandinExposure:
         out = np.asarray(array).view(cls)
         out._mask = None if mask is None else Mask(mask, planes)
+        out._metadata = dict(metadata or {})
         return out
 
     def __array_finalize__(self, obj) -> None:
         # a view or slice does not share the parent's mask object (shapes would differ)
         self._mask = getattr(obj, "_mask", None) if getattr(obj, "shape", None) == self.shape else None
+        self._metadata = dict(getattr(obj, "_metadata", None) or {})
 
     @property
     def image(self) -> SimpleNamespace:
@@ -81,7 +85,16 @@ class StandinExposure(np.ndarray):
         return SimpleNamespace(array=np.full(self.shape, np.nan, dtype=np.float32))
 
     def getMetadata(self) -> dict:
-        return {}
+        """The header (afw: a PropertyList, read with .get(key) and .names()); kept in the FITS file's primary
+        header by the demo's formatter. The ISR writes its inputs' provenance there (LSST CALIB UUID <INPUT>)."""
+        return Metadata(self._metadata)
+
+
+class Metadata(dict):
+    """lsst.daf.base.PropertyList's names() and get(name, default) over a dict."""
+
+    def names(self) -> list[str]:
+        return list(self)
 
 
 class Box:

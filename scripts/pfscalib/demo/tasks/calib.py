@@ -95,6 +95,23 @@ def select_nir_dark(inputs: dict, irp_ratio: int | None, is_nir: bool) -> None:
         inputs["nirDark"] = cubes.get(irp_ratio or 1)
 
 
+def header_provenance(inputs: dict, inputRefs, irp_ratio, nir: bool) -> dict:
+    """LSST CALIB RUN/UUID <INPUT> of each input the ISR reads, as obs_pfs fe94433 isrTask.py:1287-1298 (and
+    drp_stella 3a705d9 pipelines/isr.py:350-358) write into the output's header; of the NIR cubes, the one the
+    ramp's IRP ratio selects, under its connection's name (nirDark)."""
+    refs = {name: getattr(inputRefs, name, None) for name in sorted(inputs)}
+    if nir:
+        chosen = refs.pop("nirDarkIrp4", None) if (irp_ratio or 1) == 4 else refs.get("nirDark")
+        refs.pop("nirDarkIrp4", None)
+        refs["nirDark"] = chosen
+    out = {}
+    for name, ref in refs.items():
+        if ref is not None and hasattr(ref, "run"):
+            out[f"LSST CALIB RUN {name.upper()}"] = ref.run
+            out[f"LSST CALIB UUID {name.upper()}"] = str(ref.id)
+    return out
+
+
 class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
     ccdExposure = cT.Input(name="raw", storageClass="PfsRaw", dimensions=IVAS, doc="raw camera image")
     # The site prerequisites the guide does not build (obs_pfs isrTask.py:772-778, 897-903): no minimum=0, so a
@@ -196,6 +213,9 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
 
 class PfsIsrConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsIsrConnections):
     doWrite = pexConfig.Field(dtype=bool, default=True, doc="write outputExposure")
+    doHeaderProvenance = pexConfig.Field(
+        dtype=bool, default=True, doc="write the calibrations' run and id into the output's header (ip_isr's)"
+    )
     doOverscan = pexConfig.Field(dtype=bool, default=True, doc="subtract the per-row overscan median")
     doBias = pexConfig.Field(dtype=bool, default=True, doc="subtract the bias")
     doDark = pexConfig.Field(dtype=bool, default=True, doc="subtract dark x dark_time")
@@ -226,6 +246,7 @@ class PfsIsrTask(pipeBase.PipelineTask):
         camera = camera_of(data_id)
         where = f"camera {camera} visit {data_id['visit']} ({record.timespan.begin.utc.isot[:19]} UTC)"
         nir = data_id["arm"] == "n"
+        metadata = header_provenance(inputs, inputRefs, record.irp_ratio, nir) if self.config.doHeaderProvenance else {}
         select_nir_dark(inputs, record.irp_ratio, nir)
         if nir and self.config.doDark and inputs.get("nirDark") is None:
             raise RuntimeError(f"No NIR dark cube found for {camera}")  # obs_pfs isrTask.py:1306-1309
@@ -282,7 +303,7 @@ class PfsIsrTask(pipeBase.PipelineTask):
             dark_time=float(record.dark_time or 0.0),
         )
         if self.config.doWrite:
-            butlerQC.put(image, outputRefs.outputExposure)
+            butlerQC.put(products.StandinExposure.from_array(image, metadata=metadata), outputRefs.outputExposure)
 
     def run(self, raw, detector, bias=None, dark=None, flat=None, defects=None, dark_time=0.0):
         image = np.asarray(raw, dtype=np.float64)
