@@ -67,6 +67,24 @@ def legacy_template(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def nir_template(tmp_path_factory) -> Path:
+    """A small demo repository with an n and an m camera beside b1 (the session template has neither), both
+    epochs: run1's n ramps at IRP ratio 1, run2's at 4."""
+    from pfscalib.demo.make_repo import make_repo
+
+    root = tmp_path_factory.mktemp("nir_template") / "repo"
+    make_repo(root, ("b1", "n1", "m1"))
+    return root
+
+
+@pytest.fixture
+def nir_repo(tmp_path, nir_template) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(nir_template, root)
+    return root
+
+
 @pytest.fixture
 def demo_repo(tmp_path, demo_template) -> Path:
     """A private copy (a SQLite repo is a directory)."""

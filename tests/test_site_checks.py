@@ -21,7 +21,6 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, Timespan
 
 from pfscalib.demo import simulate
-from pfscalib.demo.make_repo import DEFAULT_EPOCHS, make_repo
 
 from conftest import PROJECT, run
 
@@ -29,15 +28,8 @@ CAMERAS = ("b1", "n1")
 EPOCH = "run1"
 
 
-@pytest.fixture(scope="module")
-def site_template(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("site_checks") / "repo"
-    make_repo(root, CAMERAS, epochs=DEFAULT_EPOCHS)  # run1's n ramps at IRP ratio 1, run2's at 4
-    return root
-
-
 @pytest.fixture
-def workdir(tmp_path, site_template) -> Path:
+def workdir(tmp_path, nir_template) -> Path:
     """A work directory with the demo config for b1 and n1, the repository copied in."""
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     config.update(cameras=list(CAMERAS), pipelines_dir=str(PROJECT / "scripts/pfscalib/demo/pipelines"))
@@ -46,7 +38,7 @@ def workdir(tmp_path, site_template) -> Path:
     config["visits"] = {step: str(PROJECT / path) for step, path in config["visits"].items()}
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config))
-    shutil.copytree(site_template, tmp_path / "results/demo/repo")
+    shutil.copytree(nir_template, tmp_path / "results/demo/repo")
     return tmp_path
 
 

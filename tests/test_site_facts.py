@@ -16,7 +16,6 @@ Image sizes (256 x 256 + overscan) and counts (16 fibres) are the demo's too.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from lsst.pipe.base import Pipeline
 
 from pfscalib.demo import simulate
 from pfscalib.demo.instrument import detector_id
-from pfscalib.demo.make_repo import CALIB, DEFAULTS, SITE_BIAS, SITE_NIR_DARK, load_demo, make_repo, visit_timespan
+from pfscalib.demo.make_repo import CALIB, DEFAULTS, SITE_BIAS, SITE_NIR_DARK, load_demo, visit_timespan
 
 from conftest import DEMO_INSTRUMENT, DEMO_PIPELINES, TEST_CAMERAS, run
 
@@ -324,21 +323,6 @@ def test_storage_class_stand_ins_are_only_the_reserved_names(demo_template):
 
 
 # ----------------------------------------------------------------------------------------------- site calibrations
-@pytest.fixture(scope="module")
-def nir_template(tmp_path_factory) -> Path:
-    """A small demo repository with an n and an m camera (the session template has neither)."""
-    root = tmp_path_factory.mktemp("nir_template") / "repo"
-    make_repo(root, ("n1", "m1"))
-    return root
-
-
-@pytest.fixture
-def nir_repo(tmp_path, nir_template) -> Path:
-    root = tmp_path / "repo"
-    shutil.copytree(nir_template, root)
-    return root
-
-
 def first_begin(demo, epoch: str, kind: str):
     return min(visit_timespan(s, demo.epochs).begin for s in demo.visit_specs(epoch) if s.kind == kind)
 
