@@ -21,6 +21,9 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, Timespan
 
 from pfscalib.demo import simulate
+from pfscalib.job import site_lacking
+from pfscalib.status import status_table, summary
+from pfscalib.workflow import Workflow
 
 from conftest import PROJECT, run
 
@@ -81,7 +84,7 @@ def test_the_check_passes_on_the_site_shaped_registry(workdir, epoch):
     assert checked["checked"] == "ok" and checked["lacking"] == {}
 
 
-def test_missing_nir_linearity_is_named_not_refused(workdir):
+def test_missing_nir_linearity_is_named_not_refused(workdir, monkeypatch):
     butler = writeable(workdir)
     for association in butler.registry.queryDatasetAssociations(
         "h4Linearity", collections="PFS/calib", flattenChains=True
@@ -93,6 +96,12 @@ def test_missing_nir_linearity_is_named_not_refused(workdir):
     assert list(lacking) == ["n1"] and len(lacking["n1"]) == 1
     assert lacking["n1"][0].startswith("h4Linearity not certified at") and "no linearity correction" in lacking["n1"][0]
     assert "n1: h4Linearity not certified" in (workdir / f"logs/{EPOCH}/check_visits.log").read_text()
+    # what the products then lack reaches the summary and each n product's sentinel (job.site_lacking)
+    monkeypatch.chdir(workdir)
+    wf = Workflow(yaml.safe_load(Path("config/config.yaml").read_text()))
+    text = summary(status_table(wf), wf)
+    assert f"{EPOCH} n1: built without site calibrations: h4Linearity not certified" in text
+    assert site_lacking(EPOCH, "n1") == site_lacking(EPOCH, "n") == lacking and site_lacking(EPOCH, "b1") == {}
 
 
 def test_missing_defects_are_one_line_naming_camera_and_type(workdir):
