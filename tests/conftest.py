@@ -47,58 +47,56 @@ def pipetask_run(repo: Path, inputs: str, output: str, pipeline: str, where: str
     return run(argv, env=env)
 
 
+def built_template(tmp_path_factory, name: str, cameras: tuple[str, ...], **options) -> Path:
+    """A demo repository built once per session (copied per test: a SQLite repo is a directory)."""
+    from pfscalib.demo.make_repo import make_repo
+
+    root = tmp_path_factory.mktemp(name) / "repo"
+    make_repo(root, cameras, **options)
+    return root
+
+
+def private_copy(tmp_path: Path, template: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(template, root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
     """The demo repository in the current layout (a Subaru datastore today)."""
-    from pfscalib.demo.make_repo import make_repo
-
-    root = tmp_path_factory.mktemp("template") / "repo"
-    make_repo(root, TEST_CAMERAS)
-    return root
+    return built_template(tmp_path_factory, "template", TEST_CAMERAS)
 
 
 @pytest.fixture(scope="session")
 def legacy_template(tmp_path_factory) -> Path:
     """The demo repository in the legacy layout (PFS/raw/all, CALIBRATION PFS/calib), for the guide's commands."""
-    from pfscalib.demo.make_repo import make_repo
-
-    root = tmp_path_factory.mktemp("legacy_template") / "repo"
-    make_repo(root, TEST_CAMERAS, layout="legacy")
-    return root
+    return built_template(tmp_path_factory, "legacy_template", TEST_CAMERAS, layout="legacy")
 
 
 @pytest.fixture(scope="session")
 def nir_template(tmp_path_factory) -> Path:
     """A small demo repository with an n and an m camera beside b1 (the session template has neither), both
     epochs: run1's n ramps at IRP ratio 1, run2's at 4."""
-    from pfscalib.demo.make_repo import make_repo
-
-    root = tmp_path_factory.mktemp("nir_template") / "repo"
-    make_repo(root, ("b1", "n1", "m1"))
-    return root
-
-
-@pytest.fixture
-def nir_repo(tmp_path, nir_template) -> Path:
-    root = tmp_path / "repo"
-    shutil.copytree(nir_template, root)
-    return root
+    return built_template(tmp_path_factory, "nir_template", ("b1", "n1", "m1"))
 
 
 @pytest.fixture
 def demo_repo(tmp_path, demo_template) -> Path:
-    """A private copy (a SQLite repo is a directory)."""
-    root = tmp_path / "repo"
-    shutil.copytree(demo_template, root)
-    return root
+    """A private copy of the current-layout repository."""
+    return private_copy(tmp_path, demo_template)
 
 
 @pytest.fixture
 def legacy_repo(tmp_path, legacy_template) -> Path:
     """A private copy of the legacy-layout repository."""
-    root = tmp_path / "repo"
-    shutil.copytree(legacy_template, root)
-    return root
+    return private_copy(tmp_path, legacy_template)
+
+
+@pytest.fixture
+def nir_repo(tmp_path, nir_template) -> Path:
+    """A private copy of the n+m repository."""
+    return private_copy(tmp_path, nir_template)
 
 
 def require_root(what: str) -> None:
