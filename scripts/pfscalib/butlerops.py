@@ -285,19 +285,33 @@ def calib_inputs(butler: Butler, run: str, dataset_type: str, data_id: dict) -> 
     return out
 
 
-def profiles_run_exists(butler: Butler, instrument: str, name: str) -> bool:
-    records = butler.query_dimension_records(
-        "profiles_run", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
-    )
-    return bool(list(records))
+def profiles_run_definition(butler: Butler, instrument: str, name: str) -> dict[int, dict[str, list[int]]] | None:
+    """A profiles_run's definition, {group: {"bright": visits, "dark": visits}} (sorted), None if no
+    profiles_run of that name exists. The roles are only in the profiles_visits datasets that
+    defineFiberProfilesInputs.py writes into <instrument>/fiberProfilesInputs (drp_stella 3a705d9
+    python/pfs/drp/stella/gen3.py:742, 779); the registry's profiles_visits records hold the visits without
+    them. A group without its dataset gets role "unknown", so it never equals a definition."""
+    from lsst.daf.butler import MissingDatasetTypeError
 
-
-def profiles_run_visits(butler: Butler, instrument: str, name: str) -> set[int]:
-    """The visits a profiles_run's groups hold (empty if it is not defined)."""
-    records = butler.query_dimension_records(
-        "profiles_visits", where="instrument = i AND profiles_run = n", bind={"i": instrument, "n": name}, explain=False
-    )
-    return {r.visit for r in records}
+    bind = {"i": instrument, "n": name}
+    where = "instrument = i AND profiles_run = n"
+    if not list(butler.query_dimension_records("profiles_run", where=where, bind=bind, explain=False)):
+        return None
+    out: dict[int, dict[str, list[int]]] = {}
+    for record in butler.query_dimension_records("profiles_visits", where=where, bind=bind, explain=False):
+        out.setdefault(record.profiles_group, {"unknown": []})["unknown"].append(record.visit)
+    try:
+        run, data_id = f"{instrument}/fiberProfilesInputs", {"instrument": instrument, "profiles_run": name}
+        refs = query_refs(butler, "profiles_visits", run, data_id)
+    except (MissingDatasetTypeError, MissingCollectionError):
+        refs = []
+    for ref in refs:
+        content = butler.get(ref)
+        out[ref.dataId["profiles_group"]] = {
+            "bright": sorted(int(v) for v in content.get("bright", [])),
+            "dark": sorted(int(v) for v in content.get("dark", [])),
+        }
+    return {group: {k: sorted(v) for k, v in roles.items()} for group, roles in sorted(out.items())}
 
 
 class QueryError(ValueError):
@@ -479,29 +493,16 @@ def ensure_own_collections(butler: Butler, chain: str, members: list[str], other
         butler.collections.extend_chain(chain, missing)
 
 
-def find_calibration(butler: Butler, dataset_type: str, collections: list[str], data_id: dict, timespan) -> bool:
-    """Whether a calibration of this type is found for the data ID (restricted to the type's dimensions)
-    at the given time in the collections; False also for a type the registry does not know."""
-    from lsst.daf.butler import MissingDatasetTypeError
-
-    try:
-        dimensions = butler.get_dataset_type(dataset_type).dimensions.required
-    except MissingDatasetTypeError:
-        return False
-    restricted = {k: v for k, v in data_id.items() if k in dimensions}
-    return butler.find_dataset(dataset_type, restricted, collections=collections, timespan=timespan) is not None
-
-
-def calibration_spans(butler: Butler, dataset_type: str, collections: list[str], data_id: dict) -> list[Timespan]:
-    """The validity ranges over which a calibration of this type is certified for the data ID in the
-    CALIBRATION collections reached from these collections (chains followed); none for an unknown type."""
+def calibration_validities(butler: Butler, dataset_type: str, collections: list[str]) -> list[tuple[dict, Timespan]]:
+    """Every certification of a calibration type in the CALIBRATION collections reached from these collections
+    (chains followed): (its required data ID, its validity range); none for a type the registry does not know."""
     from lsst.daf.butler import CollectionType, MissingDatasetTypeError
 
     try:
         associations = butler.registry.queryDatasetAssociations(
             dataset_type, collections=collections, collectionTypes={CollectionType.CALIBRATION}, flattenChains=True
         )
-        return [a.timespan for a in associations if all(a.ref.dataId[k] == v for k, v in data_id.items())]
+        return [(dict(a.ref.dataId.required), a.timespan) for a in associations]
     except MissingDatasetTypeError:
         return []
 
@@ -564,36 +565,6 @@ def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
     current = list(butler.collections.get_info(chain).children)
     if current[: len(children)] != children:
         butler.collections.prepend_chain(chain, children)
-
-
-def profiles_run_definition(butler: Butler, instrument: str, name: str) -> dict[int, dict[str, list[int]]] | None:
-    """A profiles_run's definition, {group: {"bright": visits, "dark": visits}} (sorted), None if no
-    profiles_run of that name exists. The roles are only in the profiles_visits datasets that
-    defineFiberProfilesInputs.py writes into <instrument>/fiberProfilesInputs (drp_stella 3a705d9
-    python/pfs/drp/stella/gen3.py:742, 779); the registry's profiles_visits records hold the visits without
-    them. A group without its dataset gets role "unknown", so it never equals a definition. (Placed here,
-    in this module's part for pfscalib.promote, by the owners' division of the file.)"""
-    from lsst.daf.butler import MissingDatasetTypeError
-
-    bind = {"i": instrument, "n": name}
-    where = "instrument = i AND profiles_run = n"
-    if not list(butler.query_dimension_records("profiles_run", where=where, bind=bind, explain=False)):
-        return None
-    out: dict[int, dict[str, list[int]]] = {}
-    for record in butler.query_dimension_records("profiles_visits", where=where, bind=bind, explain=False):
-        out.setdefault(record.profiles_group, {"unknown": []})["unknown"].append(record.visit)
-    try:
-        run, data_id = f"{instrument}/fiberProfilesInputs", {"instrument": instrument, "profiles_run": name}
-        refs = query_refs(butler, "profiles_visits", run, data_id)
-    except (MissingDatasetTypeError, MissingCollectionError):
-        refs = []
-    for ref in refs:
-        content = butler.get(ref)
-        out[ref.dataId["profiles_group"]] = {
-            "bright": sorted(int(v) for v in content.get("bright", [])),
-            "dark": sorted(int(v) for v in content.get("dark", [])),
-        }
-    return {group: {k: sorted(v) for k, v in roles.items()} for group, roles in sorted(out.items())}
 
 
 # ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)

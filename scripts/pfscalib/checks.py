@@ -4,6 +4,7 @@ raws for the job's cameras. One line per problem, naming the table, row, visit a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import butlerops
@@ -110,29 +111,49 @@ def problems(
                 need = " and ".join(KIND_WORDS[k] for k in s.exact_kinds)
                 got = ", ".join(KIND_WORDS.get(k, k) for k in kinds)
                 out.append(f"{table}: epoch {epoch}, {unit}: {step} needs {need}, got {got}")
-    out += missing_prerequisites(butler, instrument, epoch, selection, records, prerequisites)
-    site_problems, lacking = site_calibration_problems(butler, instrument, epoch, selection, records, site or {})
+    certified = Certified(butler, instrument)
+    out += missing_prerequisites(certified, epoch, selection, records, prerequisites)
+    site_problems, lacking = site_calibration_problems(certified, epoch, selection, records, site or {})
     return out + site_problems, lacking
 
 
-def camera_data_id(instrument: str, camera: str, detectors: dict[str, int]) -> dict:
-    """The data ID the ISR looks a camera's calibrations up with: arm, spectrograph and the detector they
-    imply (obs_pfs fe94433 isrTask.py:588-616); find_calibration keeps the keys a dataset type requires."""
-    data_id = {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
-    if camera in detectors:
-        data_id["detector"] = detectors[camera]
-    return data_id
+class Certified:
+    """The site's certifications, read once per dataset type and input collections (a find per visit would be
+    thousands of registry queries at a 16-camera site), matched in memory as the ISR's lookup matches them:
+    by the type's required dimensions (defects: the detector) at the visit's time."""
 
+    def __init__(self, butler, instrument: str):
+        self.butler, self.instrument = butler, instrument
+        self.read: dict[tuple[str, tuple[str, ...]], list[tuple[dict, Any]] | str] = {}
 
-def lookup_problem(butler, dataset_type: str, collections: list[str], data_id: dict, record: Any) -> str | None:
-    """None if the calibration is found at the visit's time as the ISR looks it up; else why, in words
-    (a lookup that raises is a reason too, never a traceback)."""
-    try:
-        if butlerops.find_calibration(butler, dataset_type, collections, data_id, record.timespan):
-            return None
+    @functools.cached_property
+    def detectors(self) -> dict[str, int]:
+        return butlerops.detector_ids(self.butler, self.instrument)
+
+    def data_id(self, camera: str) -> dict:
+        """The data ID the ISR looks a camera's calibrations up with: arm, spectrograph and the detector they
+        imply (obs_pfs fe94433 isrTask.py:588-616); a certification matches on the keys its type requires."""
+        data_id = {"instrument": self.instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
+        if camera in self.detectors:
+            data_id["detector"] = self.detectors[camera]
+        return data_id
+
+    def problem(self, dataset_type: str, collections: list[str], data_id: dict, record: Any) -> str | None:
+        """None if found for the camera at the visit's time; else why, in words (a lookup that raises is a
+        reason too, never a traceback)."""
+        key = (dataset_type, tuple(collections))
+        if key not in self.read:
+            try:
+                self.read[key] = butlerops.calibration_validities(self.butler, dataset_type, list(collections))
+            except Exception as exc:
+                self.read[key] = f"cannot be looked up ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+        found = self.read[key]
+        if isinstance(found, str):
+            return found
+        for required, span in found:
+            if all(data_id.get(k) == v for k, v in required.items()) and span.overlaps(record.timespan):
+                return None
         return "not certified"
-    except Exception as exc:  # e.g. DimensionNameError for a type keyed by a dimension the camera lacks
-        return f"cannot be looked up ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
 
 def camera_visits(selection: dict, records: dict) -> dict[str, list[tuple[str, Any]]]:
@@ -148,7 +169,7 @@ def camera_visits(selection: dict, records: dict) -> dict[str, list[tuple[str, A
 
 
 def missing_prerequisites(
-    butler, instrument: str, epoch: str, selection: dict, records: dict, prerequisites: list[str]
+    certified: Certified, epoch: str, selection: dict, records: dict, prerequisites: list[str]
 ) -> list[str]:
     """The site calibrations every camera needs before the first step (camera, defects...), found in the
     site's inputs as the ISR finds them (detector from arm and spectrograph) at the time of the camera's
@@ -156,16 +177,15 @@ def missing_prerequisites(
     out = []
     visits = camera_visits(selection, records)
     collections = sorted({c for s in selection.values() for c in s["collections"]})
-    detectors = butlerops.detector_ids(butler, instrument)
     for camera, seen in sorted(visits.items()):
-        if camera not in detectors:
-            out.append(f"camera {camera} has no detector record for instrument {instrument} in the registry")
+        if camera not in certified.detectors:
+            out.append(f"camera {camera} has no detector record for instrument {certified.instrument} in the registry")
             continue
-        data_id = camera_data_id(instrument, camera, detectors)
+        data_id = certified.data_id(camera)
         ends = sorted({r.id: r for _, r in seen}.values(), key=lambda r: r.timespan.begin)
         for dataset_type in prerequisites:
             for record in dict.fromkeys([ends[0], ends[-1]]):
-                why = lookup_problem(butler, dataset_type, collections, data_id, record)
+                why = certified.problem(dataset_type, collections, data_id, record)
                 if why:
                     out.append(
                         f"prerequisite {dataset_type} is {why} for camera {camera} at visit {record.id} "
@@ -192,7 +212,7 @@ def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[s
 
 
 def site_calibration_problems(
-    butler, instrument: str, epoch: str, selection: dict, records: dict, wanted: dict
+    certified: Certified, epoch: str, selection: dict, records: dict, wanted: dict
 ) -> tuple[list[str], dict[str, list[str]]]:
     """The site calibrations an arm's ISR looks up (n: nirDark, or nirDark_irp<N> for a ramp of IRP ratio N;
     pfscalib.steps.ARMS) are found at every visit of the camera, as the ISR finds them: the workflow never
@@ -203,16 +223,15 @@ def site_calibration_problems(
     if not wanted:  # no camera of an arm with site calibrations
         return [], {}
     visits = camera_visits(selection, records)
-    detectors = butlerops.detector_ids(butler, instrument)
     out: list[str] = []
     lacking: dict[str, list[str]] = {}
     for camera, dataset_types in sorted(wanted.get("cameras", {}).items()):
-        data_id = camera_data_id(instrument, camera, detectors)
+        data_id = certified.data_id(camera)
         for base in dataset_types:
             missing: dict[str, list[tuple[str, Any, str]]] = {}
             for step, record in visits.get(camera, []):
                 dataset_type = irp_variant(base, getattr(record, "irp_ratio", None))
-                why = lookup_problem(butler, dataset_type, selection[step]["collections"], data_id, record)
+                why = certified.problem(dataset_type, selection[step]["collections"], data_id, record)
                 if why:
                     missing.setdefault(dataset_type, []).append((step, record, why))
             for dataset_type, misses in missing.items():
@@ -226,12 +245,12 @@ def site_calibration_problems(
                     "does not build it"
                 )
     for camera, optional in sorted(wanted.get("optional", {}).items()):
-        data_id = camera_data_id(instrument, camera, detectors)
+        data_id = certified.data_id(camera)
         seen = visits.get(camera, [])
         for dataset_type, effect in optional:
             absent = [
                 record for step, record in seen
-                if lookup_problem(butler, dataset_type, selection[step]["collections"], data_id, record)
+                if certified.problem(dataset_type, selection[step]["collections"], data_id, record)
             ]  # fmt: skip
             if absent:
                 lacking.setdefault(camera, []).append(
