@@ -291,9 +291,9 @@ def _build(
         kind: {e: min(spans[s.visit].begin for s in specs if s.epoch == e and s.kind == kind) for e in epochs}
         for kind in ("bias", "dark")
     }
-    _write_nir_darks(butler, instrument, cameras, epochs, seed, layout, firsts["dark"])
+    _write_nir_darks(butler, cameras, epochs, seed, layout, firsts["dark"])
     _write_nir_calibrations(butler, instrument, cameras, layout)
-    _write_m_bias_dark(butler, instrument, cameras, epochs, seed, layout, firsts)
+    _write_m_bias_dark(butler, cameras, epochs, seed, layout, firsts)
     if layout == CURRENT:
         registry.registerCollection(CALIB, CollectionType.CHAINED)
         registry.setCollectionChain(CALIB, list(SITE_CALIBRATIONS))
@@ -357,37 +357,50 @@ def _successive_ranges(starts: list[Time], keys: list) -> list[Timespan]:
     return out
 
 
-def _write_nir_darks(
+def _certify_per_run(
     butler: Butler,
-    instrument: PrimeFocusSpectrograph,
-    cameras: tuple[str, ...],
-    epochs: dict[str, str],
-    seed: int,
-    layout: str,
-    first_darks: dict[str, Time],
+    target: str,
+    run: str,
+    cameras: list[str],
+    starts: dict[str, Time],
+    types: list[str],
+    image,
+) -> None:
+    """One product of each camera per observing run (image(index, epoch, camera), of types[index]) in RUN
+    `<run>/<epoch>` (a RUN holds one per camera), certified into the CALIBRATION collection `target` from the
+    run's start (starts[epoch]): open-ended unless a later run's product of the same type ends it."""
+    registry, name = butler.registry, PrimeFocusSpectrograph.getName()
+    registry.registerCollection(target, CollectionType.CALIBRATION)
+    ranges = _successive_ranges(list(starts.values()), types)
+    for index, epoch in enumerate(starts):
+        refs = []
+        for camera in cameras:
+            arm, spectrograph = simulate.split_camera(camera)
+            registry.registerRun(f"{run}/{epoch}")
+            data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
+            refs.append(butler.put(image(index, epoch, camera), types[index], data_id, run=f"{run}/{epoch}"))
+        if refs:
+            registry.certify(target, refs, ranges[index])
+
+
+def _write_nir_darks(
+    butler: Butler, cameras: tuple[str, ...], epochs: dict[str, str], seed: int, layout: str, first_darks: dict
 ) -> None:
     """The site's dark cube of each n camera and observing run (ImageCube, dimensions instrument, arm,
     spectrograph, obs_pfs PrimeFocusSpectrograph.py:145-161), of the run's IRP ratio: `nirDark` (ratio 1) or
     `nirDark_irp4` (nirSuperdark.py:48-57), certified from the run's first dark visit, open-ended
     (combineNirDark.py:91-96, 179-182; nirSuperdark.py:418)."""
-    registry = butler.registry
-    name = instrument.getName()
-    target = SITE_NIR_DARK if layout == CURRENT else CALIB
-    registry.registerCollection(target, CollectionType.CALIBRATION)
-    types = [simulate.nir_dark_type(simulate.irp_ratio(index)) for index in range(len(epochs))]
-    ranges = _successive_ranges([first_darks[e] for e in epochs], types)
-    for index, epoch in enumerate(epochs):
-        irp = simulate.irp_ratio(index)
-        refs = []
-        for camera in (c for c in cameras if c.startswith("n")):
-            arm, spectrograph = simulate.split_camera(camera)
-            cube = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera).nir_dark(irp)
-            data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
-            run = f"{SITE_NIR_DARK_RUN}/{epoch}"  # a RUN holds one cube per camera: one RUN per observing run
-            registry.registerRun(run)
-            refs.append(butler.put(cube, types[index], data_id, run=run))
-        if refs:
-            registry.certify(target, refs, ranges[index])
+    _certify_per_run(
+        butler,
+        SITE_NIR_DARK if layout == CURRENT else CALIB,
+        SITE_NIR_DARK_RUN,
+        [c for c in cameras if c.startswith("n")],
+        {e: first_darks[e] for e in epochs},
+        [simulate.nir_dark_type(simulate.irp_ratio(index)) for index in range(len(epochs))],
+        lambda index, epoch, camera: simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera).nir_dark(
+            simulate.irp_ratio(index)
+        ),
+    )
 
 
 def _write_nir_calibrations(
@@ -411,39 +424,31 @@ def _write_nir_calibrations(
 
 
 def _write_m_bias_dark(
-    butler: Butler,
-    instrument: PrimeFocusSpectrograph,
-    cameras: tuple[str, ...],
-    epochs: dict[str, str],
-    seed: int,
-    layout: str,
-    firsts: dict[str, dict[str, Time]],
+    butler: Butler, cameras: tuple[str, ...], epochs: dict[str, str], seed: int, layout: str, firsts: dict
 ) -> None:
     """Each m camera's own bias and dark per observing run, as the site built them (the true bias structure
     and dark current of the run), from the run's first bias (dark) visit to the next run's, the last open-ended.
     The ISR of m takes them before r's (obs_pfs isrTask.py:666-697)."""
     registry = butler.registry
-    name = instrument.getName()
-    m_cameras = [c for c in cameras if c.startswith("m")]
     for dataset_type in ("bias", "dark"):  # real storage class: ExposureF (drp_stella calibCombine.py:20-26)
         registry.registerDatasetType(
             DatasetType(dataset_type, IAS, "StandinExposure", universe=registry.dimensions, isCalibration=True)
         )
     for dataset_type, collection, run in (("bias", SITE_BIAS, SITE_BIAS_RUN), ("dark", SITE_DARK, SITE_DARK_RUN)):
-        target = collection if layout == CURRENT else CALIB
-        registry.registerCollection(target, CollectionType.CALIBRATION)
-        ranges = _successive_ranges([firsts[dataset_type][e] for e in epochs], [dataset_type] * len(epochs))
-        for index, epoch in enumerate(epochs):
-            refs = []
-            for camera in m_cameras:
-                arm, spectrograph = simulate.split_camera(camera)
-                truth = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera)
-                image = truth.bias_pattern if dataset_type == "bias" else truth.dark_current
-                registry.registerRun(f"{run}/{epoch}")
-                data_id = {"instrument": name, "arm": arm, "spectrograph": spectrograph}
-                refs.append(butler.put(np.asarray(image), dataset_type, data_id, run=f"{run}/{epoch}"))
-            if refs:
-                registry.certify(target, refs, ranges[index])
+
+        def image(index: int, epoch: str, camera: str, dataset_type: str = dataset_type) -> np.ndarray:
+            truth = simulate.CameraTruth(seed, simulate.Epoch(epoch, index), camera)
+            return np.asarray(truth.bias_pattern if dataset_type == "bias" else truth.dark_current)
+
+        _certify_per_run(
+            butler,
+            collection if layout == CURRENT else CALIB,
+            run,
+            [c for c in cameras if c.startswith("m")],
+            {e: firsts[dataset_type][e] for e in epochs},
+            [dataset_type] * len(epochs),
+            image,
+        )
 
 
 def write_shims(directory: Path) -> None:
