@@ -19,14 +19,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
-FOUND = re.compile(r"Found (\d+) lines in (\d+) traces")
-MATCHED = re.compile(r"Matched (\d+) lines")
-MEDIAN = re.compile(r"Median difference from detectorMap: (\S+),(\S+) pixels")
-FIT = re.compile(r"Fit (\d+)/(\d+) points, rms: x=(\S+) y=(\S+) total=(\S+) pixels")
+from .metrics import parse_bootstrap_log
 
 
 @dataclasses.dataclass
@@ -53,24 +49,15 @@ class ScanPoint:
 
 
 def parse_log(offset: float, messages: Iterable[str], error: str = "") -> ScanPoint:
-    """One run's numbers from its log messages."""
-    point = ScanPoint(offset=offset, error=error)
-    medians, fits = [], []
-    for message in messages:
-        if m := FOUND.search(message):
-            point.lines, point.traces = int(m[1]), int(m[2])
-        elif m := MATCHED.search(message):
-            point.matched = int(m[1])
-        elif m := MEDIAN.search(message):
-            medians.append(float(m[2]))
-        elif m := FIT.search(message):
-            fits.append((int(m[1]), int(m[2]), float(m[5])))
-    if fits and not error:
-        point.fitted = sum(f[0] for f in fits)
-        point.fit_total = sum(f[1] for f in fits)
-        weights = [f[0] for f in fits]
-        point.rms = math.sqrt(sum(f[0] * f[2] ** 2 for f in fits) / max(1, point.fitted))
-        finite = [(m, w) for m, w in zip(medians, weights) if math.isfinite(m)]
+    """One run's numbers from its log messages (read as the gate reads them, metrics.parse_bootstrap_log);
+    the CCD halves combined: RMS and median difference weighted by the points each half's fit kept."""
+    log = parse_bootstrap_log(list(messages))
+    point = ScanPoint(offset=offset, error=error, lines=log.lines, traces=log.traces, matched=log.matched)
+    if log.fits and not error:
+        point.fitted, point.fit_total = log.fitted, log.fit_total
+        weights = [f[0] for f in log.fits]
+        point.rms = math.sqrt(sum(f[0] * f[4] ** 2 for f in log.fits) / max(1, point.fitted))
+        finite = [(m[1], w) for m, w in zip(log.medians, weights) if math.isfinite(m[1])]
         if finite:
             point.median_dy = sum(m * w for m, w in finite) / max(1, sum(w for _, w in finite))
     return point
