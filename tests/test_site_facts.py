@@ -464,3 +464,90 @@ def test_m_takes_its_own_bias_first(nir_repo):
     assert m_ref.dataId["arm"] == "m" and m_ref.run.startswith("PFS/calib/demo/site/biasGen")
     [r_ref] = lookup_bias_dark(bias_type, registry, quantum_data_id(butler, visit, "m1"), ["u/t/calib"])
     assert r_ref == r_bias  # no m bias in the inputs: the r<->m fallback
+
+
+# ----------------------------------------------------------------------------------- behaviours the workflow reads
+# Each behaviour of a stand-in that the workflow relies on, as the real code has it: the real value, its source,
+# and the two places that must agree with it, the demo's stand-in and the workflow's reader.
+BOOTSTRAP_LOG = {  # BootstrapTask's log lines, the only place it reports its numbers (pfs-real-site.md section 4)
+    "Found %d lines in %d traces": ((189, 10), f"{STELLA}bootstrap.py:371"),
+    "Matched %d lines": ((110,), f"{STELLA}bootstrap.py:464"),
+    "Median difference from detectorMap: %f,%f pixels": ((-3.85, -13.15), f"{STELLA}bootstrap.py:555-556"),
+    "Fit %d/%d points, rms: x=%f y=%f total=%f pixels": ((48, 66, 0.03, 0.034, 0.045), f"{STELLA}bootstrap.py:561-562"),
+}  # fmt: skip
+# Which task of each pipeline reads the visits' pfsConfig (pfscalib.steps Step.reads_pfs_config: checked per visit)
+PFS_CONFIG_READERS = {
+    "bias.yaml": ((), f"{DRP_STELLA} pipelines/bias.yaml: isr, cpBiasCombine"),
+    "dark.yaml": ((), f"{DRP_STELLA} pipelines/dark.yaml: isr, dark, cpDarkCombine"),
+    "flat.yaml": ((), f"{STELLA}pipelines/flat.py:18-27, 176-192 (no pfsConfig connection)"),
+    "bootstrap.yaml": (("bootstrap",), f"{STELLA}bootstrap.py:46"),
+    "detectorMap.yaml": (("measureCentroids",), f"{STELLA}pipelines/measureCentroids.py:41"),
+    # profilesFitDetectorMap: MeasureDetectorMapConnections(MeasureCentroidsConnections), measureCentroids.py:148;
+    # the demo's fitProfiles takes none (README: it would need drp_stella's lookup function)
+    "fitFiberProfiles.yaml": (
+        ("profilesFitDetectorMap", "fitProfiles"),
+        f"{STELLA}pipelines/measureCentroids.py:41, 148; reduceProfiles.py:110",
+    ),
+    "fiberNorms.yaml": (("reduceExposure",), f"{STELLA}reduceExposure.py:82"),
+}
+
+
+def test_the_bootstrap_log_lines_are_the_real_tasks():
+    """The demo's BootstrapTask logs drp_stella's format strings verbatim, and the workflow's parser (the gate's
+    and the offset search's) reads back what a line of each format says."""
+    import inspect
+
+    from pfscalib.demo.tasks.detectorMap import BootstrapTask
+    from pfscalib.metrics import parse_bootstrap_log
+
+    source = inspect.getsource(BootstrapTask)
+    for form, (_, where) in BOOTSTRAP_LOG.items():
+        assert f'"{form}"' in source, f"demo BootstrapTask does not log {form!r} ({where})"
+    log = parse_bootstrap_log([form % values for form, (values, _) in BOOTSTRAP_LOG.items()])
+    assert (log.lines, log.traces, log.matched) == (189, 10, 110)
+    assert log.medians == [(-3.85, -13.15)] and log.fits == [(48, 66, 0.03, 0.034, 0.045)]
+
+
+def test_product_conventions_the_workflow_reads_are_the_real_ones():
+    """The names the gate and the provenance reader look for, as the real code writes them, in the demo's products
+    and in the workflow's readers."""
+    import numpy as np
+
+    from pfscalib import butlerops, metrics
+    from pfscalib.demo.tasks import measure
+    from pfscalib.demo.tasks.calib import FlatCombineTask, PfsCalibCombineConfig, header_provenance
+
+    assert measure.TRACE == metrics.TRACE == "Trace"  # drp_stella 3a705d9 centroidTraces.py:220
+    flat = FlatCombineTask().run([np.full((4, 4), np.nan), np.ones((4, 4))])  # no pixel measured: BAD_FLAT
+    assert metrics.BAD_FLAT == "BAD_FLAT" in flat.mask.getMaskPlaneDict()  # drp_stella pipelines/flat.py:278-283
+    assert np.all(np.asarray(flat) == 1.0)  # empty pixels 1.0 (flat.py:274-275), no NaN (flat.py:285-287)
+    # drp_stella pipelines/calibCombine.py:29-31 keeps cp_pipe's CalibCombineConfig default (lsst/cp_pipe 0045619
+    # python/lsst/cp/pipe/cpCombine.py: combine="MEANCLIP")
+    assert PfsCalibCombineConfig().combine == "MEANCLIP"
+    # obs_pfs fe94433 isrTask.py:1287-1298: f"LSST CALIB RUN {inputName.upper()}", f"LSST CALIB UUID {...}"
+    ref = dataclasses.make_dataclass("Ref", ["run", "id"])("u/x/biasGen", "0f0e")
+    refs = dataclasses.make_dataclass("Refs", ["bias"])(ref)
+    assert header_provenance({"bias": 1}, refs, None, False) == {
+        butlerops.CALIB_RUN + "BIAS": "u/x/biasGen",
+        butlerops.CALIB_UUID + "BIAS": "0f0e",
+    }
+    assert (butlerops.CALIB_RUN, butlerops.CALIB_UUID) == ("LSST CALIB RUN ", "LSST CALIB UUID ")
+
+
+def test_the_steps_that_read_pfs_configs_are_the_real_ones(demo_template):
+    """Step.reads_pfs_config (the per-visit pfsConfig check) is true exactly for the steps whose real pipeline
+    has a task reading pfsConfig; the demo's pipelines read it in those tasks (or a subset, said above)."""
+    from pfscalib.steps import STEPS
+
+    registry = Butler.from_config(str(demo_template)).registry
+    for step in STEPS.values():
+        real, where = PFS_CONFIG_READERS[step.pipeline]
+        assert step.reads_pfs_config == bool(real), f"{step.name}: {where}"
+        graph = Pipeline.from_uri(str(DEMO_PIPELINES / step.pipeline)).to_graph(registry=registry)
+        demo = {
+            label
+            for label, node in graph.tasks.items()
+            for edge in [*node.inputs.values(), *node.prerequisite_inputs.values()]
+            if edge.parent_dataset_type_name == "pfsConfig"
+        }
+        assert demo <= set(real) and bool(demo) == bool(real), f"{step.pipeline}: demo {demo}, real {real} ({where})"
