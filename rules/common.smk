@@ -11,6 +11,7 @@ from pfscalib.snakemake_internals import (
     disk_budget,
     rerun_trigger,
     runs_jobs_locally,
+    user_forced,
 )
 from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib import preflight
@@ -31,12 +32,25 @@ if problem := WF.budget_problem(disk_budget(workflow)):
     sys.exit(f"pfscalib: {problem}")
 
 
+# The outputs of the jobs this run executes (onstart): onsuccess forgets only their states.
+RUN_OUTPUTS = []
+
+
 def preflight_environment():
-    """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job."""
+    """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job;
+    then the jobs the user forced are marked to start from scratch (pfscalib.job)."""
     try:
         preflight.environment(WF)
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
+    from pfscalib.job import mark_forced
+
+    forced, RUN_OUTPUTS[:] = user_forced(workflow)
+    if mark_forced(forced):
+        print(
+            f"pfscalib: {len(forced)} forced job(s) start from scratch (a fresh RUN, no resume)",
+            file=sys.stderr,
+        )
     if WF.config["job_server"] and runs_jobs_locally(workflow):
         from pfscalib import jobserver
 
@@ -180,7 +194,7 @@ def forget_finished_jobs():
     pfscalib.job)."""
     from pfscalib.job import forget_finished
 
-    forget_finished(paths.STATE_ROOT)
+    forget_finished(paths.STATE_ROOT, RUN_OUTPUTS)
 
 
 def report_held():

@@ -1,15 +1,15 @@
 """One workflow job: pipetask (resuming an interrupted run of the same job), then certify the product,
 clean the intermediates and write the sentinel.
 
-Recovery by design: the job's state file records its identity (the pipetask command without -j, and the
-dataset ids of the products it reads), its RUN and how far it got (started, pipetask-done, certified).
-A job that starts with the identity of an interrupted one finishes that one's work: certified already,
-it rewrites the sentinel; a RUN with finished quanta, it resumes; a half-made output chain, it repairs;
-a hot SQLite journal, it heals before anything else. Any other identity (edited table or -c, a rebuilt
-input) starts a fresh RUN. The state of a certified job stays until Snakemake has recorded the job as
-finished: a successful workflow run forgets them (`onsuccess`, forget_finished). So a job killed after its
-sentinel (or whose sentinel Snakemake removed on SIGTERM) is recognised on the rerun, while a `--forcerun`
-after a successful run finds no state and rebuilds.
+Recovery by design: the job's state file records its identity (the pipetask command without -j, the
+dataset ids of the products it reads, the pipeline files' digests and the software's versions), its RUN
+and how far it got (started, pipetask-done, certified). An unforced job that starts with the identity of
+an interrupted one finishes that one's work: certified already, it rewrites the sentinel; a RUN with
+finished quanta, it resumes; a half-made output chain, it repairs; a hot SQLite journal, it heals before
+anything else. Any other identity (edited table or -c, a rebuilt input, a changed pipeline file or stack)
+starts a fresh RUN and says why. A job the user forced (-F, -R, --forcerun, -f: marked by Snakemake's
+onstart, pfscalib.snakemake_internals.user_forced) is rebuilt from scratch in a fresh RUN whatever its
+state. A successful workflow run forgets the certified states of its own jobs (`onsuccess`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import paths, software
 from .faults import arm_registry_faults, fault_hook, pipetask_progress
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,46 @@ def fingerprint(argv: list[str]) -> list[str]:
 
 
 def identity(argv: list[str], needs: list[str]) -> dict:
-    """What makes two runs of a job the same build: the command, and the products it reads (a rebuilt
-    input has a new dataset id, so its consumers rebuild too)."""
+    """What makes two runs of a job the same build: the command, the products it reads (a rebuilt input
+    has a new dataset id, so its consumers rebuild too), the pipeline files it reads and the software."""
     inputs = {path: (read_json(path) or {}).get("datasetId") for path in needs}
-    return {"command": fingerprint(argv), "inputs": inputs}
+    return {
+        "command": fingerprint(argv),
+        "inputs": inputs,
+        "pipeline": software.pipeline_files(argv),
+        "software": software.versions(),
+    }
+
+
+def why_new(old: dict, new: dict) -> str:
+    """Why a job with an earlier state starts a fresh RUN: what of its identity changed, in words."""
+    if old.get("command") != new["command"]:
+        return "its command changed (an edited table, -c override or config)"
+    rebuilt = [p for p, i in new["inputs"].items() if (old.get("inputs") or {}).get(p) != i]
+    if rebuilt:
+        return f"its input {', '.join(rebuilt)} was rebuilt"
+    if old.get("pipeline") != new["pipeline"]:
+        changed = [p for p, d in new["pipeline"].items() if (old.get("pipeline") or {}).get(p) != d]
+        return f"its pipeline file {', '.join(changed) or 'list'} changed"
+    if old.get("software") != new["software"]:
+        return f"the software changed ({software.changes(old.get('software') or {}, new['software'])})"
+    return "its identity changed"
+
+
+def mark_forced(outputs: list[str]) -> int:
+    """Snakemake's onstart: the jobs the user forced in this run (their outputs) start from scratch; the
+    marks of any earlier run go. Returns how many were marked."""
+    import shutil
+
+    shutil.rmtree(paths.FORCED_ROOT, ignore_errors=True)
+    for output in outputs:
+        write_json(paths.forced(output), {"output": output})
+    return len(outputs)
+
+
+def forced(output: str | None) -> bool:
+    """Whether this run's user forced the job writing `output` (and it has not started afresh yet)."""
+    return output is not None and Path(paths.forced(output)).exists()
 
 
 def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
@@ -129,9 +166,9 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
     if request.profiles_from:
         argv = with_profiles_run(argv, request.profiles_from)
     ident = identity(argv, request.needs)
-    if already_certified(request, ident):
+    if not forced(request.sentinel) and already_certified(request, ident):
         return 0
-    return run_pipetask(argv, request.state, in_process, ident) or certify(request)
+    return run_pipetask(argv, request.state, in_process, ident, output=request.sentinel) or certify(request)
 
 
 def with_profiles_run(argv: list[str], record_path: str) -> list[str]:
@@ -174,16 +211,28 @@ def already_certified(request: CertifyRequest, ident: dict) -> bool:
 
 
 def run_pipetask(
-    argv: list[str], state_path: str, in_process: bool, ident: dict | None = None, done: str | None = None
+    argv: list[str],
+    state_path: str,
+    in_process: bool,
+    ident: dict | None = None,
+    done: str | None = None,
+    output: str | None = None,
 ) -> int:
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
-    same build (same identity), skipping what it already wrote."""
+    same build (same identity, not forced), skipping what it already wrote. output: the job's Snakemake
+    output (how a forced job is known; default `done`)."""
     from . import butlerops
 
     ident = ident or identity(argv, [])
+    output = output or done
     state = read_json(state_path) or {}
     resume = False
-    if state.get("identity") == ident and state.get("status") in ("started", "pipetask-done"):
+    if forced(output):
+        if state.get("run"):
+            log.info("forced by this run (-F, -R, --forcerun or -f): a fresh RUN, not %s", state["run"])
+    elif state.get("identity") not in (None, ident) and state.get("run"):
+        log.info("a fresh RUN, not %s: %s", state["run"], why_new(state["identity"], ident))
+    elif state.get("identity") == ident and state.get("status") in ("started", "pipetask-done"):
         butler = butlerops.open_butler(_arg_after(argv, "-b"), writeable=True)
         repaired = butlerops.repair_output_chain(
             butler, _arg_after(argv, "-o"), state["run"], _arg_after(argv, "-i").split(",")
@@ -203,6 +252,8 @@ def run_pipetask(
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         state = {"identity": ident, "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
         write_json(state_path, state)
+        if output:  # started afresh: a retry or rerun after a kill resumes this RUN
+            Path(paths.forced(output)).unlink(missing_ok=True)
         fault_hook("before-pipetask", state_path)()
         argv = argv + ["--output-run", state["run"]]
     log.info("%s", " ".join(argv))
@@ -314,8 +365,14 @@ def certify(request: CertifyRequest) -> int:
         )
     # before cleaning: this job's footprint, its RUN and the RUNs under it (the certified copy); not the
     # chain's earlier RUNs, whose products stay after a rebuild; and what its ISR read (bias, dark...)
-    written = butlerops.stored_bytes(butler, f"{state['run']}*")
-    used = butlerops.calib_inputs(butler, state["run"], STEPS[request.step].isr_output, data_id)
+    if "written" not in state:  # once: a rerun after a kill while cleaning must not count what is left
+        state = {
+            **state,
+            "written": butlerops.stored_bytes(butler, f"{state['run']}*"),
+            "calibInputs": butlerops.calib_inputs(butler, state["run"], STEPS[request.step].isr_output, data_id),
+        }
+        write_json(request.state, state)
+    written, used = state["written"], state["calibInputs"]
     cleaned = 0
     if request.clean:
         clean_hook = fault_hook("clean", request.state)
@@ -401,14 +458,15 @@ def hold(request: CertifyRequest, ref, quality: dict) -> None:
     )  # fmt: skip
 
 
-def forget_finished(state_root: str) -> int:
-    """After a successful workflow run (Snakemake's onsuccess): Snakemake has recorded every job whose
-    sentinel is there as finished, so the certified states of those jobs are no longer needed to
-    recognise an interrupted job. Returns how many were removed."""
-    removed = 0
+def forget_finished(state_root: str, outputs: list[str]) -> int:
+    """After a successful workflow run (Snakemake's onsuccess): Snakemake has recorded every job of the
+    run (outputs: theirs) as finished, so their certified states are no longer needed to recognise an
+    interrupted job; the states of other jobs (an unrelated interrupted one) stay. Returns how many were
+    removed."""
+    removed, ran = 0, set(outputs)
     for path in Path(state_root).rglob("*.json"):
         state = read_json(str(path)) or {}
-        if state.get("status") != "certified":
+        if state.get("status") != "certified" or state.get("sentinelPath") not in ran:
             continue
         sentinel = read_json(state["sentinelPath"]) or {}
         if sentinel.get("datasetId") == state["sentinel"]["datasetId"]:

@@ -35,6 +35,15 @@ def state(step: str, epoch: str, unit: str) -> str:
     return f"{STATE_ROOT}/{epoch}/{step}/{unit}.json"
 
 
+FORCED_ROOT = "results/forced"
+
+
+def forced(output: str) -> str:
+    """The user forced the job writing `output` in the current run (-F, -R, --forcerun, -f): it starts
+    afresh. Written by Snakemake's onstart, removed by the job once its fresh RUN is recorded."""
+    return f"{FORCED_ROOT}/{output}"
+
+
 # A pipeline's acceptance of -c overrides depends on the pipeline and the installed tasks, not on the run:
 # remembered per user (as Snakemake's own ~/.cache/snakemake), so a new work directory does not pay it.
 PREFLIGHT = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pfscalib", "preflight")

@@ -110,7 +110,7 @@ def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str,
     from .offsets import write_points
 
     route_task_logs(log_roots)
-    rc = run_pipetask(argv, state, in_process=True)
+    rc = run_pipetask(argv, state, in_process=True, output=result)
     run = (read_json(state) or {}).get("run", "")
     butler = butlerops.open_butler(repo)
     messages = [r.message for r in butlerops.task_log(butler, label, run, _data_id(instrument, camera))]

@@ -15,6 +15,11 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    Snakemake itself would cap the job's disk_mb at N and run it.
 4. Local execution: `workflow.local_exec` (False with the SLURM executor plugin) decides whether the
    run's jobs can use a job server on this host (pfscalib.jobserver).
+5. Forced jobs: which jobs of this run the user forced (-F, -R/--forcerun RULE or FILE, -f), read from the
+   DAG in onstart. Snakemake puts the outputs of incomplete jobs (--rerun-incomplete) into the same
+   `dag.forcefiles` and flags both `reason.forced`, so the user's request is read from the settings
+   (`dag_settings.forcerun`, `forcetargets`) and `dag.forcerules` (rules only: -F, -R, -f's rules), never
+   from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job).
 """
 
 from __future__ import annotations
@@ -63,6 +68,30 @@ def disk_budget(workflow: Any) -> int | None:
     resource = workflow.global_resources.get("disk_mb")
     value = getattr(resource, "value", None)
     return value if isinstance(value, int) else None
+
+
+def user_forced(workflow: Any) -> tuple[list[str], list[str]]:
+    """(outputs of the jobs this run executes because the user forced them, outputs of every job it
+    executes). Jobs rerun only because their output is incomplete are not forced."""
+    import os
+
+    dag, settings = workflow.dag, workflow.dag_settings
+    files = {f if os.path.isabs(f) else os.path.relpath(f) for f in settings.forcerun if not workflow.is_rule(f)}
+
+    def forced(job: Any) -> bool:
+        if job in dag.omitforce:
+            return False
+        return (
+            job.rule in dag.forcerules
+            or not files.isdisjoint(map(str, job.output))
+            or (settings.forcetargets and job in dag.targetjobs)
+        )
+
+    jobs = list(dag.needrun_jobs())
+    return (
+        [str(f) for job in jobs if forced(job) for f in job.output],
+        [str(f) for job in jobs for f in job.output],
+    )
 
 
 def runs_jobs_locally(workflow: Any) -> bool:
