@@ -4,6 +4,7 @@ if an upgrade changes any of it, these tests fail (and say what the workflow wou
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pfscalib.snakemake_internals import declared, is_rerun_trigger, rerun_trigger
 
@@ -87,3 +88,56 @@ def test_onstart_knows_whether_jobs_run_on_this_host(tmp_path):
     )
     proc = run(["snakemake", "--cores", "1"], cwd=tmp_path, check=True)
     assert "local True" in proc.stdout + proc.stderr
+
+
+FORCE_SNAKEFILE = """
+import os
+import sys
+sys.path.insert(0, {scripts!r})
+from pfscalib.snakemake_internals import user_forced
+
+onstart:
+    forced, outputs = user_forced(workflow)
+    print("FORCED", ",".join(sorted(forced)), "RUN", ",".join(sorted(outputs)), file=sys.stderr)
+
+rule all:
+    input: "b.txt"
+
+rule a:
+    output: "a.txt"
+    shell: "touch {{output}}"
+
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    shell: "touch {{output}}" + (f"; kill -9 {{os.getpid()}}" if os.environ.get("KILL_SNAKEMAKE") else "")
+"""
+
+
+def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
+    """The jobs the user forces (-F, -R, --forcerun FILE, -f) are read from the run's DAG; a job Snakemake
+    reruns because a killed run left its output incomplete (--rerun-incomplete) is not forced: pfscalib
+    resumes that one and rebuilds the forced ones (pfscalib.job)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "Snakefile").write_text(FORCE_SNAKEFILE.format(scripts=str(PROJECT / "scripts")))
+    snakemake = [str(Path(sys.executable).parent / "snakemake"), "--cores", "1", "--rerun-incomplete"]
+
+    def forced(*args: str, kill: bool = False) -> tuple[str, str]:
+        env = {**os.environ, "KILL_SNAKEMAKE": "1" if kill else ""}
+        proc = subprocess.run([*snakemake, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+        line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("FORCED")), "")
+        parts = line.split()
+        return (parts[1] if len(parts) > 3 else "", parts[-1]) if line else ("-", "-")
+
+    assert forced() == ("", "a.txt,b.txt")
+    assert forced("-R", "a") == ("a.txt", "a.txt,b.txt")  # b reruns downstream of a, not forced
+    assert forced("-F") == ("a.txt,b.txt", "a.txt,b.txt")
+    assert forced("--forcerun", "b.txt") == ("b.txt", "b.txt")
+    assert forced("-f", "b.txt") == ("b.txt", "b.txt")
+    forced("-R", "b", kill=True)  # b's output left incomplete by a killed Snakemake
+    assert (tmp_path / ".snakemake/incomplete").exists() and any((tmp_path / ".snakemake/incomplete").iterdir())
+    subprocess.run([*snakemake, "--unlock"], cwd=tmp_path, capture_output=True, check=True)  # the killed run's lock
+    assert forced() == ("", "b.txt")
