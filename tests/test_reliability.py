@@ -96,6 +96,8 @@ def test_state_after_faults_equals_a_clean_run(faulted_run):
                 step,
                 intermediate,
             )
+            # counted before cleaning, once: the job killed while cleaning does not undercount on its rerun
+            assert sentinel["written"].get(intermediate, [0])[0] > 0, (step, intermediate, sentinel["written"])
     assert not list((workdir / "results/state").rglob("*.json"))  # no half-done job left behind
 
 
