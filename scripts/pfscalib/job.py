@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 EMPTY_GRAPH = "QuantumGraph was empty"
 RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
 ERROR_LINE = re.compile(r"\bERROR\b|Error:|Exception:")
+# pipetask's refusals to extend a RUN made by other software or configs (pipe_base pipeline_graph
+# compare_packages, graph.py "Config does not match existing task config"): a resume can only fail again
+RESUME_REFUSED = re.compile(r"Package versions mismatch|Config does not match existing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +265,9 @@ def run_pipetask(
     else:
         rc, empty, cause = _pipetask_subprocess(argv, state_path)
     if rc != 0 and not (resume and empty):
+        if resume and RESUME_REFUSED.search(cause or ""):  # no state is kept that can only fail
+            write_json(state_path, {**state, "status": "resume-refused"})
+            log.info("pipetask refused to extend %s: the next attempt starts a fresh RUN", state["run"])
         log.error("pipetask failed (exit status %d): %s", rc, cause or "see the pipetask output above")
         return rc
     if rc != 0:
