@@ -10,6 +10,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from lsst.daf.butler import Butler, CollectionType
 
 from pfscalib.demo.make_repo import make_repo
 
-from conftest import PROJECT, run
+from conftest import PROJECT, require_root, run
 from test_databases import RUN1, external_repo_config
 from test_workflow_e2e import workdir_config
 
@@ -260,3 +263,67 @@ def test_bad_collection_name_parts_are_refused_with_the_repository_unchanged(sit
         assert all(p in line for p in problems), (problems, line)
         assert chain(repo) == old and collections(repo) == before and records(workdir) == []
     assert not (workdir / "pwned").exists()
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A private PostgreSQL (tests/postgres/server.sh, as test_databases; its own port and directory)."""
+    require_root("PostgreSQL")
+    directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-cas-"))
+    script = PROJECT / "tests/postgres/server.sh"
+    started = run(["bash", str(script), "start", str(directory), "54339"], check=True)
+    yield started.stdout.strip().splitlines()[-1]
+    run(["bash", str(script), "stop", str(directory)], check=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry_root(request, tmp_path) -> Path:
+    """An empty repository on SQLite or on PostgreSQL (a schema of its own)."""
+    config = {}
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        config = {"registry": {"db": url, "namespace": f"cas_{os.getpid()}_{time.monotonic_ns()}"}}
+    Butler.makeRepo(str(tmp_path / "repo"), config=config)
+    return tmp_path / "repo"
+
+
+def test_the_compare_and_set_holds_the_chain_against_a_concurrent_writer(registry_root, monkeypatch):
+    """Between compare_and_set_chain's read and its redefine, another butler's prepend_chain of the same
+    chain waits (SQLite: the write transaction; PostgreSQL: the chain's row lock) and then lands on top
+    of the new definition: neither change is lost."""
+    from lsst.daf.butler.direct_butler._direct_butler_collections import DirectButlerCollections
+
+    from pfscalib.butlerops import compare_and_set_chain
+
+    setup = Butler.from_config(str(registry_root), writeable=True)
+    for name in ("c1", "c2", "x"):
+        setup.collections.register(name, CollectionType.CALIBRATION)
+    setup.collections.register("shared", CollectionType.CHAINED)
+    setup.collections.redefine_chain("shared", ["c1"])
+    ours, theirs = (Butler.from_config(str(registry_root), writeable=True) for _ in range(2))
+    read, found = threading.Event(), {}
+    get_info = DirectButlerCollections.get_info
+
+    def held_after_reading(self, name, *args, **kwargs):
+        info = get_info(self, name, *args, **kwargs)
+        if threading.current_thread().name == "cas":
+            read.set()
+            time.sleep(2)  # the other writer tries now
+        return info
+
+    monkeypatch.setattr(DirectButlerCollections, "get_info", held_after_reading)
+    cas = threading.Thread(
+        name="cas", target=lambda: found.update(cas=compare_and_set_chain(ours, "shared", ["c1"], ["c2", "c1"]))
+    )
+    cas.start()
+    assert read.wait(60)
+    start = time.monotonic()
+    theirs.collections.prepend_chain("shared", ["x"])
+    waited = time.monotonic() - start
+    cas.join(60)
+    assert found["cas"] == ["c1"]
+    assert waited > 1, "the other writer was not held while the chain was compared and set"
+    assert list(setup.collections.get_info("shared").children) == ["x", "c2", "c1"]
+    # and a chain that is no longer the expected one is left as it is
+    assert compare_and_set_chain(ours, "shared", ["c2", "c1"], ["c1"]) == ["x", "c2", "c1"]
+    assert list(setup.collections.get_info("shared").children) == ["x", "c2", "c1"]
