@@ -571,13 +571,16 @@ def compare_and_set_chain(butler: Butler, chain: str, expected: list[str], new: 
     transaction that holds the chain against a concurrent writer:
     - SQLite: daf_butler begins every transaction of a writeable registry with BEGIN IMMEDIATE
       (lsst-daf-butler 30.2026.4300 registry/databases/sqlite.py, _onSqlite3Begin), a write lock on the
-      whole database until commit, so nobody writes between our read and our redefine;
+      whole database until commit, so nobody writes between our read and our redefine (SQLAlchemy's
+      SQLite dialect drops the FOR UPDATE below);
     - PostgreSQL: the row lock daf_butler's own chain updates take first (registry/collections/_base.py,
       _modify_collection_chain -> _find_and_lock_collection_chain: SELECT ... FOR UPDATE of the chain's
       row in the collection table, held to the end of the transaction), taken here before the read; the
       redefine (update_chain) takes it again within the same transaction.
     Database.transaction(lock=[tables]) (LOCK TABLE ... IN EXCLUSIVE MODE) would lock every chain; the
-    row lock is daf_butler's locking for exactly this."""
+    row lock is daf_butler's locking for exactly this, private (no public API takes it in this version):
+    renamed by an upgrade, this fails loudly (AttributeError), and test_promote_safety's concurrent-writer
+    test checks the lock holds on both databases."""
     with butler.registry.transaction():
         manager = butler._registry._managers.collections  # DirectButler's SqlRegistry collection manager
         manager._find_and_lock_collection_chain(chain, exclusive_lock=True)

@@ -122,6 +122,7 @@ def chain_lock(directory: str | Path, chain: str, what: str) -> Iterator[None]:
                 holder = json.loads(path.read_text())
             except (OSError, ValueError):
                 holder = {}
+            holder = holder if isinstance(holder, dict) else {}
             raise PromotionBusy(
                 f"{chain}: another promotion or rollback is running (pid {holder.get('pid', '?')}, started at "
                 f"{holder.get('started', '?')}); retry when it has finished"
