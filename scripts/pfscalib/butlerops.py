@@ -560,11 +560,34 @@ def certify_copies(
                 butler.registry.certify(collection, [ref], timespan)
 
 
-def prepend_chain(butler: Butler, chain: str, children: list[str]) -> None:
-    """Put children first in the chain, in one registry call (a no-op if they are already there)."""
-    current = list(butler.collections.get_info(chain).children)
-    if current[: len(children)] != children:
-        butler.collections.prepend_chain(chain, children)
+def prepended(definition: list[str], children: list[str]) -> list[str]:
+    """The chain definition after daf_butler's prepend_chain of children (a child already there moves)."""
+    return [*children, *[c for c in definition if c not in children]]
+
+
+def compare_and_set_chain(butler: Butler, chain: str, expected: list[str], new: list[str]) -> list[str]:
+    """Redefine the chain as new only if it is expected now; returns the definition found (unchanged
+    unless it was expected; already new is no change). Read, compare and redefine in one registry
+    transaction that holds the chain against a concurrent writer:
+    - SQLite: daf_butler begins every transaction of a writeable registry with BEGIN IMMEDIATE
+      (lsst-daf-butler 30.2026.4300 registry/databases/sqlite.py, _onSqlite3Begin), a write lock on the
+      whole database until commit, so nobody writes between our read and our redefine (SQLAlchemy's
+      SQLite dialect drops the FOR UPDATE below);
+    - PostgreSQL: the row lock daf_butler's own chain updates take first (registry/collections/_base.py,
+      _modify_collection_chain -> _find_and_lock_collection_chain: SELECT ... FOR UPDATE of the chain's
+      row in the collection table, held to the end of the transaction), taken here before the read; the
+      redefine (update_chain) takes it again within the same transaction.
+    Database.transaction(lock=[tables]) (LOCK TABLE ... IN EXCLUSIVE MODE) would lock every chain; the
+    row lock is daf_butler's locking for exactly this, private (no public API takes it in this version):
+    renamed by an upgrade, this fails loudly (AttributeError), and test_promote_safety's concurrent-writer
+    test checks the lock holds on both databases."""
+    with butler.registry.transaction():
+        manager = butler._registry._managers.collections  # DirectButler's SqlRegistry collection manager
+        manager._find_and_lock_collection_chain(chain, exclusive_lock=True)
+        current = list(butler.collections.get_info(chain).children)  # no caching context: a fresh read
+        if current == expected and current != new:
+            butler.collections.redefine_chain(chain, new)
+        return current
 
 
 # ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)

@@ -258,13 +258,20 @@ def _split(text: str) -> list[str]:
 def cmd_promote(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .preflight import load_file
-    from .promote import PromotionError, promote
+    from .promote import PromotionBusy, PromotionError, check_name_part, promote
 
     try:
+        check_name_part("--ticket", args.ticket)  # before the config or the repository is read
+        check_name_part("--tag", args.tag)
+        if args.chain is not None:
+            check_name_part("--chain", args.chain, slashes=True)
         wf = load_file(args.config)  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
         promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
+    except PromotionBusy as exc:
+        log.error("promote: %s", exc)
+        return 1
     except (ConfigError, PromotionError, LookupError) as exc:  # LookupError: a build's dataset is gone
         log.error("promote: %s", exc)
         return 2
@@ -272,10 +279,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .promote import PromotionError, rollback
+    from .promote import PromotionBusy, PromotionError, rollback
 
     try:
         rollback(args.repo, args.record)
+    except PromotionBusy as exc:
+        log.error("rollback: %s", exc)
+        return 1
     except PromotionError as exc:
         log.error("rollback: %s", exc)
         return 2

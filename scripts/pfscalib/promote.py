@@ -22,15 +22,31 @@ twice, and `rollback` restores the recorded definition of the chain exactly. Rol
 promotion's RUNs and CALIBRATION collections stay (named in its log line and record) until the
 calibration manager removes them deliberately, because removing datasets cannot be undone and the
 collections may be in use since (another chain, a processing run's inputs).
+
+Safety (issue #29): the chain is changed only by a compare-and-set in one registry transaction that locks
+out a concurrent writer (butlerops.compare_and_set_chain): a promotion prepends only to the definition its
+record holds, a rollback restores only from the promoted definition; anything else refuses in one line
+and changes nothing. A promotion or rollback holds a per-chain lock file under results/promotions/
+(fcntl.flock, non-blocking) throughout: a second one at the same time refuses in one line (exit status 1).
+The lock serialises the work directory's promotions; the registry compare-and-set also guards against
+writers elsewhere (another work directory, a calibration manager by hand). An interrupted promotion is
+resumed only if its record still describes the build and the repository (the sentinels' dataset ids, the
+datasets, copies and collections it made, the chain); a stale record is one line naming what is stale.
+`--ticket`, `--tag` and `--chain` are checked as collection-name parts before the repository is opened.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import getpass
 import json
 import logging
+import os
+import re
 import string
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import butlerops, paths
@@ -46,6 +62,77 @@ PROMOTIONS = "results/promotions"
 
 class PromotionError(RuntimeError):
     """A promotion or rollback that would conflict; str() is one line."""
+
+
+class PromotionBusy(PromotionError):
+    """Another promotion or rollback of the chain holds its lock (`pfscalib` exits 1)."""
+
+
+NAME_PART = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def name_problems(value: str, slashes: bool = False) -> list[str]:
+    """What keeps value from being a collection-name part (slashes: a whole name of parts, as --chain)."""
+    if not value:
+        return ["is empty"]
+    problems = []
+    if ".." in value:
+        problems.append("holds '..'")
+    if "/" in value:
+        if not slashes:
+            problems.append("holds '/'")
+        elif "" in value.split("/"):
+            problems.append("has an empty part (a leading, trailing or doubled '/')")
+    if any(c.isspace() for c in value):
+        problems.append("holds whitespace")
+    named = {"$": "'$'", "`": "a backtick", "'": "a quote", '"': "a quote"}
+    for found in dict.fromkeys(named[c] for c in value if c in named):
+        problems.append(f"holds {found}")
+    others = sorted({c for c in value if not NAME_PART.fullmatch(c) and c not in "/$`'\"" and not c.isspace()})
+    if others:
+        problems.append(f"holds {', '.join(repr(c) for c in others)}")
+    return problems
+
+
+def check_name_part(option: str, value: str, slashes: bool = False) -> None:
+    """Refuse, in one line naming the option, a user string that is to become part of a collection name."""
+    problems = name_problems(value, slashes)
+    if problems:
+        allowed = "letters, digits, '.', '_' and '-'" + (" in parts separated by '/'" if slashes else "")
+        shown = json.dumps(value, ensure_ascii=False)  # quoted, escapes (a newline) kept on one line
+        raise PromotionError(
+            f"{option} {shown} {'; '.join(problems)}: a collection name part holds only {allowed} (nothing done)"
+        )
+
+
+@contextmanager
+def chain_lock(directory: str | Path, chain: str, what: str) -> Iterator[None]:
+    """Hold the chain's lock file `<directory>/<chain with / as +>.lock` (fcntl.flock, exclusive,
+    non-blocking): a second promotion or rollback of the chain finds it held and raises PromotionBusy.
+    The file names its holder (pid, start); it is never removed (a removed lock file could be locked
+    twice). The kernel releases the lock when the holder exits, however it dies."""
+    path = Path(directory) / f"{chain.replace('/', '+')}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            holder = holder if isinstance(holder, dict) else {}
+            raise PromotionBusy(
+                f"{chain}: another promotion or rollback is running (pid {holder.get('pid', '?')}, started at "
+                f"{holder.get('started', '?')}); retry when it has finished"
+            ) from None
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": started, "what": what}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def chosen_sentinels(wf: Workflow, steps: list[str], cameras: list[str], epochs: list[str]) -> list[dict]:
@@ -114,6 +201,23 @@ def promote(
     copy: bool = True,
 ) -> str:
     """Returns the record's path. copy=False (--no-copy) certifies the build's own datasets (linked)."""
+    check_name_part("--ticket", ticket)  # before anything touches the repository
+    check_name_part("--tag", tag)
+    check_name_part("--chain", chain, slashes=True)
+    with chain_lock(PROMOTIONS, chain, "promote"):
+        return _promote(wf, chain, ticket, tag, steps, cameras, epochs, copy)
+
+
+def _promote(
+    wf: Workflow,
+    chain: str,
+    ticket: str,
+    tag: str,
+    steps: list[str],
+    cameras: list[str],
+    epochs: list[str],
+    copy: bool,
+) -> str:
     from lsst.daf.butler import CollectionType
 
     sentinels = chosen_sentinels(wf, steps, cameras, epochs)
@@ -162,6 +266,7 @@ def promote(
         }
         write_json(record["path"], record)  # before anything changes: a rerun finishes this promotion
     else:
+        check_resumable(butler, record, sentinels, wf.datastore)
         log.info("finishing the interrupted promotion %s", record["path"])
     copies = None
     if copy:
@@ -175,8 +280,13 @@ def promote(
             "of them empties it)", ", ".join(record["collections"].values()), ", ".join(sources),
         )  # fmt: skip
     butlerops.certify_copies(butler, record["collections"], sentinels, copies)
+    record = {**record, "certified": True}  # the collections exist from here: a resume checks they still do
+    write_json(record["path"], record)
     fault_hook("promote-certify", record["path"])()
-    butlerops.prepend_chain(butler, chain, list(record["collections"].values()))
+    previous, promoted = record["previous"], promoted_definition(record)
+    found = butlerops.compare_and_set_chain(butler, chain, previous, promoted)  # prepend, if still `previous`
+    if found not in (previous, promoted):
+        refuse_changed_chain(record, found)
     fault_hook("promote-chain", record["path"])()
     write_json(record["path"], {**record, "status": "done"})
     how = f"copied into {', '.join(sorted(set(record['runs'].values())))}" if copy else "linked, not copied"
@@ -187,21 +297,80 @@ def promote(
     return record["path"]
 
 
+def promoted_definition(record: dict) -> list[str]:
+    """The chain's definition once the record's promotion is prepended (what a rollback expects)."""
+    return butlerops.prepended(record["previous"], list(record["collections"].values()))
+
+
+def refuse_changed_chain(record: dict, found: list[str]) -> None:
+    """The chain is neither the recorded definition nor the promoted one: nothing is prepended; the record
+    is marked refused (a rerun starts a new promotion from the chain as it is now)."""
+    write_json(record["path"], {**record, "status": "refused", "found": found})
+    kept = ", ".join(record["collections"].values())
+    raise PromotionError(
+        f"{record['chain']} changed since {record['path']} was written: expected [{', '.join(record['previous'])}], "
+        f"found [{', '.join(found)}]; nothing prepended (the record is marked refused, {kept} kept outside the "
+        "chain; promote again to start from the chain as it is now)"
+    )
+
+
+def check_resumable(butler, record: dict, sentinels: list[dict], repo: str) -> None:
+    """Refuse, in one line and before anything changes, to resume a stale record: one whose sentinels were
+    rebuilt since (other dataset ids), whose datasets, copies or collections were purged since, or whose
+    chain is neither the recorded definition nor the promoted one."""
+    import uuid
+
+    from lsst.daf.butler import CollectionType
+
+    stale = []
+    for sentinel, recorded in zip(sentinels, record["datasetIds"], strict=True):
+        if sentinel["datasetId"] != recorded:
+            stale.append(f"{sentinel['path']} was rebuilt since (dataset {sentinel['datasetId']}, was {recorded})")
+        elif butler.get_dataset(uuid.UUID(recorded)) is None:
+            stale.append(f"{sentinel['path']}'s dataset {recorded} was purged")
+    for source, copy in record.get("copies", {}).items():
+        if butler.get_dataset(uuid.UUID(copy)) is None:
+            stale.append(f"the copy {copy} of {source} was purged")
+    if record.get("certified"):
+        for name in record["collections"].values():
+            if butlerops.collection_type(butler, name) is not CollectionType.CALIBRATION:
+                stale.append(f"the collection {name} was removed")
+    if stale:
+        raise PromotionError(
+            f"{record['path']} is stale, not resumed: {'; '.join(stale)}; nothing changed. Retire it with "
+            f"`pfscalib rollback --repo {repo} {record['path']}` (restores {record['chain']}'s recorded "
+            "definition if it holds the promotion) or remove the record, then promote again"
+        )
+    found = list(butler.collections.get_info(record["chain"]).children)
+    if found not in (record["previous"], promoted_definition(record)):
+        refuse_changed_chain(record, found)
+
+
 def rollback(repo: str, record_path: str) -> None:
-    """Restore the chain's definition from before the promotion; refuse if the chain changed since."""
+    """Restore the chain's definition from before the promotion, by a compare-and-set: only if the chain
+    still has the promoted definition; refuse if it changed since."""
+    from lsst.daf.butler import CollectionType
+
     record = read_json(record_path)
     if record is None:
         raise PromotionError(f"{record_path}: no such promotion record")
-    butler = butlerops.open_butler(repo, writeable=True)
     chain, previous = record["chain"], record["previous"]
-    current = list(butler.collections.get_info(chain).children)
-    promoted = [c for c in current if c in record["collections"].values()]
-    if current == previous:
-        log.info("%s already has its definition from before %s", chain, record_path)
-        return
-    if [c for c in current if c not in promoted] != previous:
-        raise PromotionError(f"{chain} changed since {record_path}: {', '.join(current)}; not rolling back")
-    butler.collections.redefine_chain(chain, previous)
-    write_json(record_path, {**record, "status": "rolled back"})
+    with chain_lock(Path(record_path).parent, chain, "rollback"):
+        butler = butlerops.open_butler(repo, writeable=True)
+        if butlerops.collection_type(butler, chain) is not CollectionType.CHAINED:
+            raise PromotionError(f"{chain} is not an existing CHAINED collection in {repo}; not rolling back")
+        promoted = promoted_definition(record)
+        found = butlerops.compare_and_set_chain(butler, chain, promoted, previous)
+        if found == previous:
+            if record["status"] != "rolled back":
+                write_json(record_path, {**record, "status": "rolled back"})  # retired: never resumed
+            log.info("%s already has its definition from before %s", chain, record_path)
+            return
+        if found != promoted:
+            raise PromotionError(
+                f"{chain} changed since {record_path}: expected [{', '.join(promoted)}], found [{', '.join(found)}]; "
+                "not rolling back"
+            )
+        write_json(record_path, {**record, "status": "rolled back"})
     kept = [*record["collections"].values(), *sorted(set(record.get("runs", {}).values()))]
     log.info("%s restored to %s; kept, outside it: %s", chain, ", ".join(previous), ", ".join(kept))
