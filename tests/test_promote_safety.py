@@ -327,3 +327,15 @@ def test_the_compare_and_set_holds_the_chain_against_a_concurrent_writer(registr
     # and a chain that is no longer the expected one is left as it is
     assert compare_and_set_chain(ours, "shared", ["c2", "c1"], ["c1"]) == ["x", "c2", "c1"]
     assert list(setup.collections.get_info("shared").children) == ["x", "c2", "c1"]
+
+
+def test_a_rebuild_after_a_promotion_into_the_chain_the_build_reads(site):
+    """The build reads PFS/calib; a promotion prepends to it, so the build's output chains no longer hold
+    its inputs as pipetask flattened them when they were made. A forced rebuild still runs (pipetask's
+    --rebase), into a fresh RUN."""
+    workdir, _ = site
+    assert promote(workdir).returncode == 0
+    before = json.loads((workdir / BIAS).read_text())
+    snakemake(workdir, BIAS, "--forcerun", BIAS)
+    after = json.loads((workdir / BIAS).read_text())
+    assert after["run"] != before["run"] and after["datasetId"] != before["datasetId"]

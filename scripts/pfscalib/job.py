@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 EMPTY_GRAPH = "QuantumGraph was empty"
 RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
+# A job's output chain records its inputs as pipetask flattened them when it was made; a promotion into a
+# chain the build reads (PFS/calib) changes that, and pipetask then refuses the chain ("does not include
+# the same sequence of (flattened) input collections"). --rebase keeps the chain's own RUNs first, then the
+# inputs as they are now (ctrl_mpexec cli/butler_factory.py OutputChainedCollectionInfo), for every run.
+REBASE = ["--rebase"]
 ERROR_LINE = re.compile(r"\bERROR\b|Error:|Exception:")
 # pipetask's refusals to extend a RUN made by other software or configs (pipe_base pipeline_graph
 # compare_packages, graph.py "Config does not match existing task config"): a resume can only fail again
@@ -249,7 +254,7 @@ def run_pipetask(
                 log.info("%s in %s", done, state["run"])
         butler.close()
     if resume:
-        argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS
+        argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS + REBASE
         log.info("resuming %s after an interrupted job", state["run"])
     else:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -258,7 +263,7 @@ def run_pipetask(
         if output:  # started afresh: a retry or rerun after a kill resumes this RUN
             Path(paths.forced(output)).unlink(missing_ok=True)
         fault_hook("before-pipetask", state_path)()
-        argv = argv + ["--output-run", state["run"]]
+        argv = argv + ["--output-run", state["run"]] + REBASE
     log.info("%s", " ".join(argv))
     if in_process and argv[0] == "pipetask":
         rc, empty, cause = _pipetask_in_process(argv, state_path)
