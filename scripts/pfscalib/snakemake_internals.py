@@ -15,6 +15,9 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    Snakemake itself would cap the job's disk_mb at N and run it.
 4. Local execution: `workflow.local_exec` (False with the SLURM executor plugin) decides whether the
    run's jobs can use a job server on this host (pfscalib.jobserver).
+5. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
+   their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
+   (pfscalib.preflight.recheck_edited_epochs).
 """
 
 from __future__ import annotations
@@ -69,3 +72,8 @@ def runs_jobs_locally(workflow: Any) -> bool:
     """Whether this Snakemake process runs its jobs on this host (the local executor), not through a
     cluster executor such as SLURM."""
     return bool(workflow.local_exec)
+
+
+def epochs_to_run(workflow: Any) -> set[str]:
+    """The epochs (wildcard `epoch`) of the jobs this run will execute, as known in onstart."""
+    return {job.wildcards.get("epoch") for job in workflow.dag.needrun_jobs()} - {None}
