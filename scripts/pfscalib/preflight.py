@@ -137,10 +137,11 @@ def check_extra_args(wf: Workflow, step: str) -> None:
     from lsst.ctrl.mpexec.cli.pipetask import cli
 
     epoch, unit = next(iter(wf.epochs)), wf.units(step)[0]
-    argv = wf.commands.pipetask_argv(step, epoch, unit)[2:] + ["-j", "1"]  # after `pipetask run`
+    argv = wf.commands.pipetask_argv(step, epoch, unit)[2:]  # after `pipetask run`
     run = cli.get_command(click.Context(cli), "run")
-    try:
-        run.make_context("run", argv, resilient_parsing=False)
+    try:  # as written (the clearest message), then with the -j the rule appends
+        for tail in ([], ["-j", "1"]):
+            run.make_context("run", argv + tail, resilient_parsing=False)
     except click.ClickException as exc:
         raise ConfigError(
             f"{wf.source}: steps.{step}.extra_args",
