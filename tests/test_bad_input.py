@@ -265,7 +265,12 @@ def test_a_visit_one_camera_of_the_arm_lacks_is_refused_by_the_check(tmp_path, d
     """fiberNorms is one job per arm: a visit needs the raw of every camera of the arm (b1 and b2), not of
     one of them; pipetask's query would silently leave b2's out of the job."""
     butler = Butler.from_config(str(demo_repo), writeable=True)
-    refs = butler.query_datasets("raw", collections="*", where="visit = 116 AND arm = 'b' AND spectrograph = 2")
+    refs = butler.query_datasets(
+        "raw",
+        collections="*",
+        find_first=False,
+        where="instrument = 'PFS' AND visit = 116 AND arm = 'b' AND spectrograph = 2",
+    )
     assert refs
     butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
     del butler
