@@ -87,3 +87,19 @@ def test_onstart_knows_whether_jobs_run_on_this_host(tmp_path):
     )
     proc = run(["snakemake", "--cores", "1"], cwd=tmp_path, check=True)
     assert "local True" in proc.stdout + proc.stderr
+
+
+def test_onstart_knows_the_epochs_of_the_run_s_jobs(tmp_path):
+    """epochs_to_run (which epochs' edited tables the onstart checks again): the epoch wildcards of the jobs
+    this run executes, not of those already done or not asked for."""
+    from conftest import run
+
+    (tmp_path / "Snakefile").write_text(
+        "from pfscalib.snakemake_internals import epochs_to_run\n"
+        "onstart:\n    print('epochs', sorted(epochs_to_run(workflow)))\n"
+        "rule a:\n    output: '{epoch}.txt'\n    shell: 'touch {output}'\n"
+        "rule plain:\n    output: 'plain'\n    shell: 'touch plain'\n"
+    )
+    (tmp_path / "run1.txt").touch()
+    proc = run(["snakemake", "--cores", "1", "run1.txt", "run2.txt", "plain"], cwd=tmp_path, check=True)
+    assert "epochs ['run2']" in proc.stdout + proc.stderr
