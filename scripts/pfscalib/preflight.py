@@ -105,11 +105,28 @@ def environment(wf: Workflow, cache: str = paths.PREFLIGHT) -> None:
     """What a real run needs besides the registry: one ConfigError at the first problem."""
     check_datastore(wf)
     check_executables(wf)
-    check_instrument(wf)
+    remembered(cache, "instrument", [wf.config["instrument"]], lambda: check_instrument(wf))
     for step in STEP_NAMES:
-        check_extra_args(wf, step)
+        extra = list(wf.setting(step, "extra_args", []))
+        if extra and wf.units(step):
+            remembered(cache, f"{step}-extra_args", extra, lambda step=step: check_extra_args(wf, step))
     for step in STEP_NAMES:
         check_pipeline(wf, step, cache)
+
+
+def remembered(cache: str, name: str, payload: list, check) -> None:
+    """Run a check that imports the stack unless it passed before for the same payload and stack (a passed
+    check is remembered under paths.PREFLIGHT, as check_pipeline's)."""
+    fingerprint = hashlib.sha256(json.dumps([payload, *environment_identity()]).encode()).hexdigest()[:20]
+    passed = Path(paths.preflight_pass(cache, name, fingerprint))
+    if passed.exists():
+        return
+    check()
+    try:
+        passed.parent.mkdir(parents=True, exist_ok=True)
+        passed.write_text(json.dumps({"checked": payload}) + "\n")
+    except OSError:  # an unwritable cache costs the next run the check again, nothing else
+        pass
 
 
 def check_instrument(wf: Workflow) -> None:
@@ -136,8 +153,8 @@ def check_extra_args(wf: Workflow, step: str) -> None:
     import click
     from lsst.ctrl.mpexec.cli.pipetask import cli
 
-    epoch, unit = next(iter(wf.epochs)), wf.units(step)[0]
-    argv = wf.commands.pipetask_argv(step, epoch, unit)[2:]  # after `pipetask run`
+    # in the command of the step's first job, after `pipetask run`
+    argv = wf.commands.pipetask_argv(step, next(iter(wf.epochs)), wf.units(step)[0])[2:]
     run = cli.get_command(click.Context(cli), "run")
     try:  # as written (the clearest message), then with the -j the rule appends
         for tail in ([], ["-j", "1"]):
