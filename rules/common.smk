@@ -9,6 +9,7 @@ from pfscalib.snakemake_internals import (
     declare_resource_evaluation,
     declared,
     disk_budget,
+    epochs_to_run,
     rerun_trigger,
     runs_jobs_locally,
     user_forced,
@@ -41,6 +42,7 @@ def preflight_environment():
     then the jobs the user forced are marked to start from scratch (pfscalib.job)."""
     try:
         preflight.environment(WF)
+        preflight.recheck_edited_epochs(WF, sorted(epochs_to_run(workflow) & set(WF.epochs)))
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
     from pfscalib.job import mark_forced
@@ -156,7 +158,8 @@ def check_command(wildcards, output):
     # Takes `output` on purpose: not a params rerun trigger. A re-run check would make Snakemake 9.27
     # skip the rerun test of every job behind its ancient() marker (needrun jobs "mask" their
     # dependants, and the mask is not undone across ancient edges), so an edited table would not
-    # rerun its own jobs. Edited visits are checked by pipetask itself.
+    # rerun its own jobs. An edited epoch is checked again by the onstart instead, before any job
+    # (preflight.recheck_edited_epochs: the check's output records what it checked).
     return WF.commands.check(wildcards.epoch, output[0])
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from lsst.daf.butler import Butler
+
+from pfscalib.paths import job_server_log
 
 from conftest import PROJECT, run
 from test_databases import external_repo_config
@@ -180,3 +185,139 @@ def test_select_visits_binds_target_names(demo_repo):
         check=True,
     )
     assert [line.split("\t")[1] for line in plain.stdout.splitlines()[1:]] == ["105..107"]
+
+
+# ---------------------------------------------------------------- issue #29
+def config_lines(proc) -> list[str]:
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("pfscalib: ")]
+
+
+def no_job_ran(workdir: Path) -> bool:
+    """No job's log: the job server's own log (started in onstart) is not a job's."""
+    logs = workdir / "logs"
+    return not logs.exists() or all(p.name == Path(job_server_log()).name for p in logs.rglob("*.log"))
+
+
+def edit_config(workdir: Path, edit) -> None:
+    path = workdir / "config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+PROFILES_PER_CAMERA = (
+    "epoch\tvisits\tgroup\trole\tcameras\n"
+    "run1\t116..117\t0\tbright\tb1\n"
+    "run1\t119..120\t0\tbright\tr1\n"
+    "run1\t118\t0\tdark\t\n"
+)
+
+ISSUE29_CASES = [
+    # (id, stage: dag (snakemake -n) or onstart (a real run), edit of the config dict, tables, words of the line)
+    ("spectralOffset wider than the detector", "dag", lambda c: c["spectralOffset"].update(b1=5000), {},
+     ("config/config.yaml: spectralOffset.b1: 5000 pixels", "4096 pixels along wavelength")),
+    ("absurd memory", "dag", lambda c: c["steps"]["bias"].update(mem_mb=10**30), {},
+     ("config/config.yaml: steps.bias.mem_mb", "is greater than the maximum of 16777216")),
+    ("threads beyond a node", "dag", lambda c: c["steps"]["flat"].update(threads=100000), {},
+     ("config/config.yaml: steps.flat.threads", "is greater than the maximum of 1024")),
+    ("runtime beyond a node", "dag", lambda c: c["steps"]["dark"].update(runtime=10**7), {},
+     ("config/config.yaml: steps.dark.runtime", "is greater than the maximum of 43200")),
+    ("camera typo in cameras", "dag", lambda c: c.update(cameras=["b1", "r2"]), {},
+     ("config/config.yaml: cameras: r2 has no spectralOffset", "spectralOffset names r1", "r2 for r1")),
+    ("open-ended epoch before another", "dag",
+     lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": None},
+                                  run2={"begin": "2025-04-01T00:00:00", "end": "2025-05-01T00:00:00"}), {},
+     ("config/config.yaml: epochs.run1: ", "epoch run1 has no end, so it overlaps epoch run2")),
+    ("fibre-profile groups differ per camera", "dag", None, {"fiberProfiles": PROFILES_PER_CAMERA},
+     ("fiberProfiles.tsv: row 2: ", "group 0 has other visits for r1 than for b1", "rows 2, 3")),
+    ("instrument class mistyped", "onstart",
+     lambda c: c.update(instrument="pfscalib.demo.instrument.PrimeFocusSpectrograp"), {},
+     ("config/config.yaml: instrument: 'pfscalib.demo.instrument.PrimeFocusSpectrograp' cannot be imported",)),
+    ("instrument not an Instrument", "onstart", lambda c: c.update(instrument="pfscalib.config.Settings"), {},
+     ("config/config.yaml: instrument: 'pfscalib.config.Settings' is not an lsst.pipe.base Instrument",)),
+    ("extra_args pipetask does not take", "onstart",
+     lambda c: c["steps"]["bias"].update(extra_args=["--clobber-output"]), {},
+     ("config/config.yaml: steps.bias.extra_args: '--clobber-output' is refused by pipetask run",
+      "No such option '--clobber-output'")),
+    ("extra_args lacking a value", "onstart", lambda c: c["steps"]["flat"].update(extra_args=["--skip-existing-in"]),
+     {}, ("steps.flat.extra_args", "requires an argument")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,stage,edit,tables,words", ISSUE29_CASES, ids=[c[0] for c in ISSUE29_CASES])
+def test_issue29_input_is_one_line_before_any_job(tmp_path, demo_repo, name, stage, edit, tables, words):
+    workdir = workdir_config(tmp_path / "wd", cameras=["b1", "r1"])
+    external_repo_config(workdir, str(demo_repo), ["b1", "r1"])
+    if edit:
+        edit_config(workdir, edit)
+    for step, text in tables.items():
+        (workdir / f"visits/{step}.tsv").write_text(text)
+    before = digest(demo_repo)
+    proc = snakemake(workdir, *(["-n"] if stage == "dag" else []))
+    lines = config_lines(proc)
+    assert proc.returncode != 0 and len(lines) == 1, (proc.stdout + proc.stderr)[-3000:]
+    assert all(w in lines[0] for w in words), lines
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert digest(demo_repo) == before and no_job_ran(workdir)
+
+
+def test_a_visit_one_camera_of_the_arm_lacks_is_refused_by_the_check(tmp_path, demo_repo):
+    """fiberNorms is one job per arm: a visit needs the raw of every camera of the arm (b1 and b2), not of
+    one of them; pipetask's query would silently leave b2's out of the job."""
+    butler = Butler.from_config(str(demo_repo), writeable=True)
+    refs = butler.query_datasets(
+        "raw",
+        collections="*",
+        find_first=False,
+        where="instrument = 'PFS' AND visit = 116 AND arm = 'b' AND spectrograph = 2",
+    )
+    assert refs
+    butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
+    del butler
+    workdir = workdir_config(tmp_path / "wd", cameras=["b1", "b2"], epochs=("run1",))
+    external_repo_config(workdir, str(demo_repo), ["b1", "b2"])
+    # visit 116 only in fiberNorms: the fibre profiles from groups 1..3, renumbered
+    profiles = workdir / "visits/fiberProfiles.tsv"
+    rows = [ln.split("\t") for ln in profiles.read_text().splitlines()]
+    kept = [rows[0]] + [[*r[:2], str(int(r[2]) - 1), *r[3:]] for r in rows[1:] if r[2] != "0"]
+    profiles.write_text("".join("\t".join(r) + "\n" for r in kept))
+    (workdir / "visits/fiberNorms.tsv").write_text("epoch\tvisits\nrun1\t108..109^116\n")
+    before = digest(demo_repo)
+    proc = snakemake(workdir, "--show-failed-logs")
+    lines = [ln for ln in config_lines(proc) if "check-visits:" in ln]
+    assert proc.returncode != 0 and lines, (proc.stdout + proc.stderr)[-3000:]
+    assert "fiberNorms.tsv: row 2: visit 116 (fiberNorms, epoch run1, b): has no raw for b2" in lines[0]
+    assert "the registry has it for b1" in lines[0]
+    assert digest(demo_repo) == before
+    assert not (workdir / "results/certified").exists()
+
+
+def test_an_edited_table_is_checked_again_before_any_job(tmp_path, demo_repo):
+    """After a build, a mistyped visit added to a table: the epoch's check runs again (in the run's onstart)
+    and refuses it in one line before any pipetask job; a good edit then reruns exactly its job."""
+    workdir = workdir_config(tmp_path / "wd", cameras=["b1"], epochs=("run1",))
+    external_repo_config(workdir, str(demo_repo), ["b1"])
+    target = "results/certified/run1/bias/b1.json"
+    first = snakemake(workdir, target)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sentinel = (workdir / target).read_text()
+    table = workdir / "visits/bias.tsv"
+    original = table.read_text()
+    table.write_text(original.replace("100..104", "100..105"))  # 105: a dark, typed for 104
+    before = digest(demo_repo)
+    proc = snakemake(workdir, target)
+    lines = config_lines(proc)
+    assert proc.returncode != 0 and len(lines) == 1, (proc.stdout + proc.stderr)[-3000:]
+    assert "bias.tsv: row 2: visit 105 (bias, epoch run1, b1): is a dark" in lines[0], lines
+    assert "the table changed since epoch run1 was checked" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert digest(demo_repo) == before and (workdir / target).read_text() == sentinel
+    assert not re.search(r"^(local)?rule bias:", proc.stdout + proc.stderr, re.M)  # no job started
+    # still refused on the next run (the check's record is not renewed by a failed check)
+    assert config_lines(snakemake(workdir, target)) == lines
+    # a good edit: checked again, passes, and only the bias job reruns
+    table.write_text(original.replace("100..104", "100..103"))
+    good = snakemake(workdir, target)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):", good.stdout + good.stderr, re.M)) == {"bias"}
+    assert json.loads((workdir / "results/checks/run1.json").read_text())["checked"] == "ok"

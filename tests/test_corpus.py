@@ -180,6 +180,21 @@ CONFIG = [
          config=collections(calib="u/demo/../../calib")),
     Case("empty prerequisite", "dag", ("prerequisites.0",), config=setting("prerequisites", [""])),
     Case("empty pipeline name", "dag", ("steps.bias.pipeline",), config=steps(bias={"pipeline": ""})),
+    # issue #29
+    Case("spectralOffset wider than the detector", "dag",
+         ("spectralOffset.b1", "5000 pixels", "4096 pixels along wavelength"),
+         config=lambda c: c["spectralOffset"].update(b1=5000)),
+    Case("memory of 10^30 MB", "dag", ("steps.bias.mem_mb", "greater than the maximum of 16777216"),
+         config=steps(bias={"mem_mb": 10**30})),
+    Case("threads beyond a node", "dag", ("steps.flat.threads", "greater than the maximum of 1024"),
+         config=steps(flat={"threads": 100000})),
+    Case("runtime of years", "dag", ("steps.dark.runtime", "greater than the maximum of 43200"),
+         config=steps(dark={"runtime": 10**7})),
+    Case("camera typo in cameras", "dag", ("config.yaml: cameras: r2 has no spectralOffset", "r2 for r1"),
+         config=setting("cameras", ["b1", "r2"])),
+    Case("open-ended epoch before another", "dag", ("epochs.run1", "has no end, so it overlaps epoch run2"),
+         config=lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00"},
+                                             run2={"begin": "2025-04-01T00:00:00", "end": "2025-05-01T00:00:00"})),
 ]  # fmt: skip
 
 HOSTILE = [
@@ -307,6 +322,10 @@ GROUPS = [
          tables={"fiberProfiles": tsv("epoch\tvisits", "run1\t116..117")}),
     Case("groups in the bias table", "dag", ("bias.tsv", "unexpected column(s) 'group', 'role'"),
          tables={"bias": tsv(PROFILES_HEADER, "run1\t100..104\t0\tbright")}),
+    Case("profile groups differ per camera", "dag",
+         ("fiberProfiles.tsv: row 2", "group 0 has other visits for r1 than for b1"),
+         tables={"fiberProfiles": tsv(PROFILES_HEADER + "\tcameras", "run1\t116..117\t0\tbright\tb1",
+                                      "run1\t119..120\t0\tbright\tr1", "run1\t118\t0\tdark\t")}),
 ]  # fmt: skip
 
 ENVIRONMENT = [
@@ -346,6 +365,15 @@ ENVIRONMENT = [
          config=steps(bias={"clean": ["biasProcc"]})),
     Case("clean another step's type", "onstart", ("steps.bias.clean", "darkProc: not produced by bias.yaml"),
          config=steps(bias={"clean": ["darkProc"]})),
+    # issue #29
+    Case("instrument class mistyped", "onstart",
+         ("instrument", "'lsst.obs.pfs.PrimeFocusSpectrograp' cannot be imported"),
+         config=setting("instrument", "lsst.obs.pfs.PrimeFocusSpectrograp")),
+    Case("instrument not an Instrument", "onstart", ("instrument", "is not an lsst.pipe.base Instrument class"),
+         config=setting("instrument", "pfscalib.config.Settings")),
+    Case("extra_args pipetask does not take", "onstart",
+         ("steps.bias.extra_args", "refused by pipetask run", "No such option '--clobber-output'"),
+         config=steps(bias={"extra_args": ["--clobber-output"]})),
 ]  # fmt: skip
 
 REGISTRY = [

@@ -141,3 +141,19 @@ def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
     assert (tmp_path / ".snakemake/incomplete").exists() and any((tmp_path / ".snakemake/incomplete").iterdir())
     subprocess.run([*snakemake, "--unlock"], cwd=tmp_path, capture_output=True, check=True)  # the killed run's lock
     assert forced() == ("", "b.txt")
+
+
+def test_onstart_knows_the_epochs_of_the_run_s_jobs(tmp_path):
+    """epochs_to_run (which epochs' edited tables the onstart checks again): the epoch wildcards of the jobs
+    this run executes, not of those already done or not asked for."""
+    from conftest import run
+
+    (tmp_path / "Snakefile").write_text(
+        "from pfscalib.snakemake_internals import epochs_to_run\n"
+        "onstart:\n    print('epochs', sorted(epochs_to_run(workflow)))\n"
+        "rule a:\n    output: '{epoch}.txt'\n    shell: 'touch {output}'\n"
+        "rule plain:\n    output: 'plain'\n    shell: 'touch plain'\n"
+    )
+    (tmp_path / "run1.txt").touch()
+    proc = run(["snakemake", "--cores", "1", "run1.txt", "run2.txt", "plain"], cwd=tmp_path, check=True)
+    assert "epochs ['run2']" in proc.stdout + proc.stderr

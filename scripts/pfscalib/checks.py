@@ -75,6 +75,7 @@ def problems(
             )
     if out:
         return out, {}  # every visit would look missing: say only what is missing
+    cameras = sorted({u for s in selection.values() for u in s["units"] if len(u) > 1})
     raws: dict[tuple[str, ...], set[tuple[int, str]]] = {}
     configs: dict[tuple[str, ...], set[int]] = {}
     for step, chosen in selection.items():
@@ -87,6 +88,8 @@ def problems(
         allowed = " or ".join(KIND_WORDS[k] for k in s.visit_kinds)
         for unit, pairs in chosen["units"].items():
             kinds = []
+            # a per-arm job (b) reads each visit of every camera of its arm: each needs its raw
+            readers = [unit] if len(unit) > 1 else [c for c in cameras if c[0] == unit] or [unit]
             for visit, row in pairs:
                 where = f"{table}: row {row}: visit {visit} ({step}, epoch {epoch}, {unit})"
                 record = records.get(visit)
@@ -103,8 +106,14 @@ def problems(
                     span = f"[{chosen['validity'][0]}, {chosen['validity'][1] or 'unbounded'})"
                     begin = record.timespan.begin.tai.isot[:19]
                     out.append(f"{where}: taken at {begin} TAI, outside the epoch's validity {span}")
-                elif not any(v == visit and c.startswith(unit) for v, c in raws[collections]):
-                    out.append(f"{where}: has no raw for {unit} in {', '.join(collections)}")
+                elif lacking := [
+                    c for c in readers if not any(v == visit and r.startswith(c) for v, r in raws[collections])
+                ]:
+                    others = sorted(r for v, r in raws[collections] if v == visit)
+                    out.append(
+                        f"{where}: has no raw for {', '.join(lacking)} in {', '.join(collections)} (the registry has "
+                        f"it for {', '.join(others) or 'no camera'}); pipetask would leave it out of the job silently"
+                    )
                 elif s.reads_pfs_config and visit not in configs[collections]:
                     out.append(f"{where}: has no pfsConfig in {', '.join(collections)}; {step} reads it")
             if s.exact_kinds and len(kinds) == len(pairs) and sorted(kinds) != sorted(s.exact_kinds):

@@ -151,7 +151,10 @@ def cmd_check_visits(args: argparse.Namespace) -> int:
     for camera, lines in sorted(lacking.items()):
         log.warning("check-visits: %s: %s", camera, "; ".join(lines))
     implied = implied_counts(butler, args.instrument, selection)
-    write_json(args.output, {"epoch": args.epoch, "checked": "ok", "implied": implied, "lacking": lacking})
+    write_json(
+        args.output,
+        {"epoch": args.epoch, "checked": "ok", "inputs": args.inputs_digest, "implied": implied, "lacking": lacking},
+    )
     return 0
 
 
@@ -375,6 +378,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
     p.add_argument("--site-calibrations", default="", help="JSON: site calibrations per camera")
+    p.add_argument("--inputs-digest", default="", help="recorded in the output: what was checked")
     _own_collection_options(p)
     p.set_defaults(func=cmd_check_visits)
     p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")

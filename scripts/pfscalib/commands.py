@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shlex
 
@@ -22,6 +23,12 @@ def shell_quote(arg: str) -> str:
 
 def shell_join(argv: list[str]) -> str:
     return " ".join(shell_quote(a) for a in argv)
+
+
+def check_digest(argv: list[str]) -> str:
+    """A check command's inputs (tables' selections, collections, prerequisites), without its --output."""
+    at = argv.index("--output")
+    return hashlib.sha256(json.dumps(argv[:at] + argv[at + 2 :]).encode()).hexdigest()[:20]
 
 
 class Commands:
@@ -222,7 +229,13 @@ class Commands:
         if site:  # looked up per visit, in each step's inputs (pfscalib.checks.site_calibration_problems)
             wanted = {"cameras": site, "optional": {c: o for c, o in optional.items() if o}}
             argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
-        return shlex.join(argv + self.own_collections())
+        argv += self.own_collections()
+        return shlex.join(argv + ["--inputs-digest", check_digest(argv)])
+
+    def check_inputs_digest(self, epoch: str) -> str:
+        """What the epoch's check checked (its command but the output path): recorded in the check's
+        output, compared by the run's onstart (pfscalib.preflight.recheck_edited_epochs)."""
+        return shlex.split(self.check(epoch, paths.check(epoch)))[-1]
 
     def register(self) -> str:
         argv = ["pfscalib", "register-dataset-types", "--repo", self.settings.datastore, "--output", paths.REGISTRY]

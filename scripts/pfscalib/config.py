@@ -16,6 +16,12 @@ from . import paths
 from .steps import ARMS, MODES, OFFSET_STEP, STEP_NAMES, STEPS, Role, lender, role, role_words
 
 AUTO = "auto"  # spectralOffset proposed from the data (pfscalib.offsets)
+# Pixels along wavelength (rows) of each arm's detector: spectralOffset shifts the detectorMap along rows
+# (drp_stella bootstrap.py:95, 275-281; ../shared/reference/pfs-real-site.md section 4), and b, r, m are
+# 4176 x 4096 CCDs, n a 4096 x 4096 H4RG (pfs-real-site.md section 7; pfscalib.disk). An offset of the
+# detector's size or more moves every arc line off it; real offsets are tens of pixels (b1 0, r1 8, r3 40:
+# drp_pfs_data detectorMap/bootstrap/notes.md).
+DETECTOR_ROWS = {"b": 4096, "r": 4096, "m": 4096, "n": 4096}
 
 
 class ConfigError(ValueError):
@@ -364,8 +370,14 @@ class Settings:
                     raise ConfigError(where, f"end {end} is not after begin {begin}")
                 spans.append((b, e, epoch, where))
             spans.sort(key=lambda s: s[0])
-            for (_, end1, name1, _), (begin2, _, name2, where2) in itertools.pairwise(spans):
-                if end1 is None or end1 > begin2:
+            for (_, end1, name1, where1), (begin2, _, name2, where2) in itertools.pairwise(spans):
+                if end1 is None:  # the open-ended one is wrong, not the epoch after it
+                    raise ConfigError(
+                        where1,
+                        f"{step} validity of epoch {name1} has no end, so it overlaps epoch {name2} (which begins "
+                        f"{begin2.isoformat()}): give {name1} an end (only the last epoch may be open-ended)",
+                    )
+                if end1 > begin2:
                     raise ConfigError(
                         where2,
                         f"{step} validity of epoch {name2} overlaps epoch {name1} "
@@ -428,12 +440,30 @@ class Settings:
                     f"{self.source}: offset_search.dispersion",
                     f"no dispersion (nm per pixel) for arm {camera[0]} of {camera}, whose spectralOffset is auto",
                 )
-        for camera in self.cameras:
-            if camera not in offsets and any(STEPS[s].offset_override for s in STEP_NAMES if camera in self.units(s)):
-                raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {camera}")
-        for camera in offsets:
-            if camera not in self.cameras:
-                raise ConfigError(f"{self.source}: spectralOffset.{camera}", "not a configured camera")
+        lacking = [
+            c
+            for c in self.cameras
+            if c not in offsets and any(STEPS[s].offset_override for s in STEP_NAMES if c in self.units(s))
+        ]
+        unknown = [c for c in offsets if c not in self.cameras]
+        if lacking and unknown:  # cameras: [b1, r2] with offsets for b1, r1: the camera list is mistyped
+            raise ConfigError(
+                f"{self.source}: cameras",
+                f"{', '.join(lacking)} has no spectralOffset, while spectralOffset names {', '.join(unknown)}, which "
+                f"is not in cameras: a typo in cameras ({lacking[0]} for {unknown[0]}?)",
+            )
+        if lacking:
+            raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {lacking[0]}")
+        if unknown:
+            raise ConfigError(f"{self.source}: spectralOffset.{unknown[0]}", "not a configured camera")
+        for camera, offset in offsets.items():
+            rows = DETECTOR_ROWS[camera[0]]
+            if offset != AUTO and abs(offset) >= rows:
+                raise ConfigError(
+                    f"{self.source}: spectralOffset.{camera}",
+                    f"{offset:g} pixels is as wide as the {camera[0]} detector or wider ({rows} pixels along "
+                    "wavelength): every arc line would fall off it (real offsets are tens of pixels)",
+                )
 
     def _check_roles(self) -> None:
         """camera_steps names configured cameras or arms and asks only what the ISR can use; a borrowing camera

@@ -7,6 +7,9 @@
   skips in a dry run): the datastore, the demo's target, the executables, the pipeline files, and every
   step's `-c` overrides and `clean:` types against the pipeline itself (pipe_base, no registry), once
   per pipeline content and overrides (a passed check is remembered under paths.PREFLIGHT).
+  Also there: the `instrument` class imports and is an lsst.pipe.base Instrument, each step's `extra_args`
+  are options `pipetask run` takes (its own click command parses them, nothing runs), and an epoch whose
+  tables changed since its check passed is checked again (`recheck_edited_epochs`).
 - What needs the registry is checked by the epoch's check job (pfscalib.checks) and, for the collections
   the workflow creates, by register-dataset-types (butlerops.own_collection_problems).
 
@@ -18,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import yaml
@@ -100,8 +105,91 @@ def environment(wf: Workflow, cache: str = paths.PREFLIGHT) -> None:
     """What a real run needs besides the registry: one ConfigError at the first problem."""
     check_datastore(wf)
     check_executables(wf)
+    remembered(cache, "instrument", [wf.config["instrument"]], lambda: check_instrument(wf))
+    for step in STEP_NAMES:
+        extra = list(wf.setting(step, "extra_args", []))
+        if extra and wf.units(step):
+            remembered(cache, f"{step}-extra_args", extra, lambda step=step: check_extra_args(wf, step))
     for step in STEP_NAMES:
         check_pipeline(wf, step, cache)
+
+
+def remembered(cache: str, name: str, payload: list, check) -> None:
+    """Run a check that imports the stack unless it passed before for the same payload and stack (a passed
+    check is remembered under paths.PREFLIGHT, as check_pipeline's)."""
+    fingerprint = hashlib.sha256(json.dumps([payload, *environment_identity()]).encode()).hexdigest()[:20]
+    passed = Path(paths.preflight_pass(cache, name, fingerprint))
+    if passed.exists():
+        return
+    check()
+    try:
+        passed.parent.mkdir(parents=True, exist_ok=True)
+        passed.write_text(json.dumps({"checked": payload}) + "\n")
+    except OSError:  # an unwritable cache costs the next run the check again, nothing else
+        pass
+
+
+def check_instrument(wf: Workflow) -> None:
+    """`instrument` (pipetask --instrument) names an importable lsst.pipe.base Instrument subclass, as
+    pipetask imports it in every job (a typo would fail each job after the check, not before)."""
+    from lsst.pipe.base import Instrument
+    from lsst.utils import doImportType
+
+    where, path = f"{wf.source}: instrument", wf.config["instrument"]
+    try:
+        found = doImportType(path)
+    except Exception as exc:  # ImportError, TypeError, ...: the user's class path
+        raise ConfigError(where, f"{path!r} cannot be imported ({reason(exc)})") from None
+    if not (isinstance(found, type) and issubclass(found, Instrument)):
+        raise ConfigError(where, f"{path!r} is not an lsst.pipe.base Instrument class (pipetask --instrument)")
+
+
+def check_extra_args(wf: Workflow, step: str) -> None:
+    """steps.<step>.extra_args are accepted by `pipetask run` after the workflow's own options: parsed by
+    ctrl_mpexec's own click command (make_context, resilient parsing off), never run."""
+    extra = list(wf.setting(step, "extra_args", []))
+    if not extra or not wf.units(step):
+        return
+    import click
+    from lsst.ctrl.mpexec.cli.pipetask import cli
+
+    # in the command of the step's first job, after `pipetask run`
+    argv = wf.commands.pipetask_argv(step, next(iter(wf.epochs)), wf.units(step)[0])[2:]
+    run = cli.get_command(click.Context(cli), "run")
+    try:  # as written (the clearest message), then with the -j the rule appends
+        for tail in ([], ["-j", "1"]):
+            run.make_context("run", argv + tail, resilient_parsing=False)
+    except click.ClickException as exc:
+        raise ConfigError(
+            f"{wf.source}: steps.{step}.extra_args",
+            f"{' '.join(extra)!r} is refused by pipetask run: {exc.format_message()}",
+        ) from None
+
+
+def recheck_edited_epochs(wf: Workflow, epochs: Iterable[str]) -> None:
+    """An epoch's tables edited since its check passed are checked again, before any job. Snakemake cannot
+    rerun the check job itself: a rerun check would keep the edited jobs behind it from rerunning (see
+    rules/common.smk, check_command). Its output records what it checked (Commands.check_inputs_digest);
+    the same command runs here, writing its log and, if it passes, its output anew."""
+    for epoch in epochs:
+        path = Path(paths.check(epoch))
+        try:
+            recorded = json.loads(path.read_text()).get("inputs")
+        except (OSError, ValueError):  # not checked yet (the check job runs) or unreadable (it reruns)
+            continue
+        if recorded == wf.commands.check_inputs_digest(epoch):
+            continue
+        argv = shlex.split(wf.commands.check(epoch, str(path)))
+        log = Path(paths.log(epoch, "check_visits"))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # the job's own command, with the Python running this workflow (its pfscalib)
+        with log.open("w") as stderr:
+            proc = subprocess.run([sys.executable, "-m", "pfscalib.cli", *argv[1:]], stderr=stderr, check=False)
+        if proc.returncode != 0:
+            lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+            last = (lines or [f"check-visits: failed (exit {proc.returncode}); see {log}"])[-1]
+            where, _, problem = last.removeprefix("pfscalib: ").partition(": ")
+            raise ConfigError(where, f"{problem} (the table changed since epoch {epoch} was checked)")
 
 
 def is_url(location: str) -> bool:

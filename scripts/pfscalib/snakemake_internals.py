@@ -20,6 +20,9 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    `dag.forcefiles` and flags both `reason.forced`, so the user's request is read from the settings
    (`dag_settings.forcerun`, `forcetargets`) and `dag.forcerules` (rules only: -F, -R, -f's rules), never
    from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job).
+6. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
+   their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
+   (pfscalib.preflight.recheck_edited_epochs).
 """
 
 from __future__ import annotations
@@ -98,3 +101,8 @@ def runs_jobs_locally(workflow: Any) -> bool:
     """Whether this Snakemake process runs its jobs on this host (the local executor), not through a
     cluster executor such as SLURM."""
     return bool(workflow.local_exec)
+
+
+def epochs_to_run(workflow: Any) -> set[str]:
+    """The epochs (wildcard `epoch`) of the jobs this run will execute, as known in onstart."""
+    return {job.wildcards.get("epoch") for job in workflow.dag.needrun_jobs()} - {None}

@@ -257,8 +257,40 @@ class Selections:
                         f"epoch {epoch}: camera {camera} lacks {', '.join(lacking)} of mode {mode}'s fibre-profile "
                         "groups (give it rows, or name its arm in the cameras column)",
                     )
+            self._check_same_groups(path, epoch, mode, cameras, mine)
+            for camera in cameras:
                 job = (step, epoch, camera)
                 self._by_job[job] = dataclasses.replace(self._by_job[job], groups=groups)
+
+    @staticmethod
+    def _check_same_groups(path: str, epoch: str, mode: str, cameras: list[str], rows: list[Row]) -> None:
+        """Every camera of a mode gets the same visits in each group: the epoch's profiles_run of the mode holds
+        one set of groups, and every camera's fiberProfiles job is fitted with all of them (a group that
+        differs per camera would fit r1 with b1's visits too)."""
+
+        def groups_of(camera: str) -> dict[tuple[int, str], tuple[list[int], list[int]]]:
+            out: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
+            for row in rows:
+                if row.covers(camera):
+                    visits, lines = out.setdefault((int(row.group), row.role), ([], []))
+                    visits.extend(row.visits)
+                    lines.append(row.line)
+            return out
+
+        first, reference = cameras[0], groups_of(cameras[0])
+        for camera in cameras[1:]:
+            own = groups_of(camera)
+            for key in sorted(set(own) | set(reference)):
+                mine, theirs = own.get(key, ([], [])), reference.get(key, ([], []))
+                if sorted(mine[0]) != sorted(theirs[0]):
+                    n, role = key
+                    lines = sorted(set(mine[1]) | set(theirs[1]))
+                    raise ConfigError(
+                        f"{path}: row {lines[0]}",
+                        f"epoch {epoch}: group {n}{GROUP_ROLE_WORDS[role]} has other visits for {camera} than for "
+                        f"{first} (rows {', '.join(map(str, lines))}); the epoch's profiles_run of mode {mode} holds "
+                        "one set of groups for all its cameras: give every camera the same group rows",
+                    )
 
     def profile_groups(self, epoch: str, mode: str) -> tuple[tuple[str, str], ...]:
         """The (bright, dark) groups of an epoch's profiles_run of one mode (brn or m)."""
