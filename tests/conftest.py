@@ -108,6 +108,24 @@ def require_root(what: str) -> None:
         pytest.skip(f"{what} tests install and start real daemons and need root (CI runs them as root)")
 
 
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A private PostgreSQL server for the test module (tests/postgres/server.sh; installed and started on
+    demand, root only), on a free port: modules on other pytest workers run their own."""
+    import socket
+    import tempfile
+
+    require_root("PostgreSQL")
+    directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = PROJECT / "tests/postgres/server.sh"
+    started = run(["bash", str(script), "start", str(directory), str(port)], check=True)
+    yield started.stdout.strip().splitlines()[-1]
+    run(["bash", str(script), "stop", str(directory)], check=True)
+
+
 def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
     """Every collection outside the build's own (not under the rerun): chain definitions and every
     certification (type, data ID, dataset id, range) of every CALIBRATION collection; sorted lists, so that

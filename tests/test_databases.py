@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import yaml
 
 from pfscalib.demo.make_repo import make_repo
 
-from conftest import PROJECT, require_root, run
+from conftest import PROJECT, run
 from test_workflow_e2e import certifications, workdir_config
 
 EIGHT = ["b1", "r1", "b2", "r2", "b3", "r3", "b4", "r4"]
@@ -42,16 +41,6 @@ def test_eight_concurrent_jobs_on_one_sqlite_registry(tmp_path):
     assert "database is locked" not in logs and "OperationalError" not in logs
     assert len([k for k in certifications(repo) if k[0] == "bias"]) == 8
     assert not list((workdir / "results/state").rglob("*.json"))  # every job finished and certified once
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    require_root("PostgreSQL")
-    directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-"))
-    script = PROJECT / "tests/postgres/server.sh"
-    started = run(["bash", str(script), "start", str(directory), "54329"], check=True)
-    yield started.stdout.strip().splitlines()[-1]
-    run(["bash", str(script), "stop", str(directory)], check=True)
 
 
 @pytest.mark.postgres

@@ -6,7 +6,6 @@ revision's (its commands run in test_seed_sequence)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from pfscalib.demo.make_repo import (
     make_repo,
 )
 
-from conftest import PROJECT, TEST_CAMERAS, VENV_BIN, pipetask_run, require_root, run
+from conftest import TEST_CAMERAS, VENV_BIN, pipetask_run, run
 
 SUBARU_LAMPS = {"Ne", "HgAr", "Ar", "Kr", "Xe"}
 FOREVER = Timespan(None, None)
@@ -236,14 +235,6 @@ def test_legacy_layout_is_the_guides(legacy_template):
 
 
 # ----------------------------------------------------------------------------------------------- PostgreSQL
-@pytest.fixture(scope="module")
-def postgres_url():
-    require_root("PostgreSQL")
-    directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-layout-"))
-    script = PROJECT / "tests/postgres/server.sh"
-    started = run(["bash", str(script), "start", str(directory), "54330"], check=True)
-    yield started.stdout.strip().splitlines()[-1]
-    run(["bash", str(script), "stop", str(directory)], check=True)
 
 
 @pytest.mark.postgres

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from lsst.daf.butler import Butler, CollectionType
 
 from pfscalib.demo.make_repo import make_repo
 
-from conftest import PROJECT, require_root, run
+from conftest import PROJECT, run
 from test_databases import RUN1, external_repo_config
 from test_workflow_e2e import workdir_config
 
@@ -263,17 +262,6 @@ def test_bad_collection_name_parts_are_refused_with_the_repository_unchanged(sit
         assert all(p in line for p in problems), (problems, line)
         assert chain(repo) == old and collections(repo) == before and records(workdir) == []
     assert not (workdir / "pwned").exists()
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A private PostgreSQL (tests/postgres/server.sh, as test_databases; its own port and directory)."""
-    require_root("PostgreSQL")
-    directory = Path(tempfile.mkdtemp(prefix="pfscalib-pg-cas-"))
-    script = PROJECT / "tests/postgres/server.sh"
-    started = run(["bash", str(script), "start", str(directory), "54339"], check=True)
-    yield started.stdout.strip().splitlines()[-1]
-    run(["bash", str(script), "stop", str(directory)], check=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
