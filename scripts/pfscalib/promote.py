@@ -205,96 +205,83 @@ def promote(
     check_name_part("--tag", tag)
     check_name_part("--chain", chain, slashes=True)
     with chain_lock(PROMOTIONS, chain, "promote"):
-        return _promote(wf, chain, ticket, tag, steps, cameras, epochs, copy)
+        from lsst.daf.butler import CollectionType
 
-
-def _promote(
-    wf: Workflow,
-    chain: str,
-    ticket: str,
-    tag: str,
-    steps: list[str],
-    cameras: list[str],
-    epochs: list[str],
-    copy: bool,
-) -> str:
-    from lsst.daf.butler import CollectionType
-
-    sentinels = chosen_sentinels(wf, steps, cameras, epochs)
-    butler = butlerops.open_butler(wf.datastore, writeable=True)
-    if butlerops.collection_type(butler, chain) is not CollectionType.CHAINED:
-        raise PromotionError(f"{chain} is not an existing CHAINED collection: nothing to promote into")
-    if wf.is_own(chain):
-        raise PromotionError(f"{chain} is the build's own collection: promote into a shared chain")
-    chosen = [s["path"] for s in sentinels]
-    records = [read_json(str(p)) for p in sorted(Path(PROMOTIONS).glob("*.json"))]
-    prepared = [r for r in records if r and r["status"] == "prepared"]
-    record = next(
-        (r for r in prepared if r["chain"] == chain and r["sentinels"] == chosen and r.get("copy", False) == copy),
-        None,
-    )
-    if record is None:
-        current = set(butler.collections.get_info(chain).children)
-        done = [r for r in records if r and r["status"] == "done" and r["chain"] == chain]
-        for sentinel in sentinels:  # a conflict: promoted before (the chain holds this dataset or its copy)
-            there = butlerops.certified(butler, chain, sentinel["datasetType"], sentinel["dataId"])
-            copied = any(
-                sentinel["datasetId"] in r["datasetIds"] and current & set(r["collections"].values()) for r in done
-            )
-            if copied or any(str(c["ref"].id) == sentinel["datasetId"] for c in there):
-                raise PromotionError(
-                    f"{sentinel['path']}: {sentinel['datasetType']} {sentinel['datasetId']} is already certified in "
-                    f"{chain}; nothing promoted"
+        sentinels = chosen_sentinels(wf, steps, cameras, epochs)
+        butler = butlerops.open_butler(wf.datastore, writeable=True)
+        if butlerops.collection_type(butler, chain) is not CollectionType.CHAINED:
+            raise PromotionError(f"{chain} is not an existing CHAINED collection: nothing to promote into")
+        if wf.is_own(chain):
+            raise PromotionError(f"{chain} is the build's own collection: promote into a shared chain")
+        chosen = [s["path"] for s in sentinels]
+        records = [read_json(str(p)) for p in sorted(Path(PROMOTIONS).glob("*.json"))]
+        prepared = [r for r in records if r and r["status"] == "prepared"]
+        record = next(
+            (r for r in prepared if r["chain"] == chain and r["sentinels"] == chosen and r.get("copy", False) == copy),
+            None,
+        )
+        if record is None:
+            current = set(butler.collections.get_info(chain).children)
+            done = [r for r in records if r and r["status"] == "done" and r["chain"] == chain]
+            for sentinel in sentinels:  # a conflict: promoted before (the chain holds this dataset or its copy)
+                there = butlerops.certified(butler, chain, sentinel["datasetType"], sentinel["dataId"])
+                copied = any(
+                    sentinel["datasetId"] in r["datasetIds"] and current & set(r["collections"].values()) for r in done
                 )
-    if record is None:
-        day = datetime.date.today().strftime("%Y%m%d")
-        products = sorted({s["datasetType"] for s in sentinels})
-        names = collection_names(butler, f"{chain}/{ticket}/{tag}", products, day)
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        record = {
-            "path": f"{PROMOTIONS}/{stamp}.json",
-            "who": getpass.getuser(),
-            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "chain": chain,
-            "previous": list(butler.collections.get_info(chain).children),
-            "collections": names,
-            "copy": copy,
-            "runs": run_names(names, sentinels) if copy else {},
-            "sentinels": [s["path"] for s in sentinels],
-            "datasetIds": [s["datasetId"] for s in sentinels],
-            "status": "prepared",
-        }
-        write_json(record["path"], record)  # before anything changes: a rerun finishes this promotion
-    else:
-        check_resumable(butler, record, sentinels, wf.datastore)
-        log.info("finishing the interrupted promotion %s", record["path"])
-    copies = None
-    if copy:
-        copies = butlerops.copy_into_runs(butler, record["runs"], sentinels)
-        record = {**record, "copies": copies}
+                if copied or any(str(c["ref"].id) == sentinel["datasetId"] for c in there):
+                    raise PromotionError(
+                        f"{sentinel['path']}: {sentinel['datasetType']} {sentinel['datasetId']} is already "
+                        f"certified in {chain}; nothing promoted"
+                    )
+        if record is None:
+            day = datetime.date.today().strftime("%Y%m%d")
+            products = sorted({s["datasetType"] for s in sentinels})
+            names = collection_names(butler, f"{chain}/{ticket}/{tag}", products, day)
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            record = {
+                "path": f"{PROMOTIONS}/{stamp}.json",
+                "who": getpass.getuser(),
+                "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "chain": chain,
+                "previous": list(butler.collections.get_info(chain).children),
+                "collections": names,
+                "copy": copy,
+                "runs": run_names(names, sentinels) if copy else {},
+                "sentinels": [s["path"] for s in sentinels],
+                "datasetIds": [s["datasetId"] for s in sentinels],
+                "status": "prepared",
+            }
+            write_json(record["path"], record)  # before anything changes: a rerun finishes this promotion
+        else:
+            check_resumable(butler, record, sentinels, wf.datastore)
+            log.info("finishing the interrupted promotion %s", record["path"])
+        copies = None
+        if copy:
+            copies = butlerops.copy_into_runs(butler, record["runs"], sentinels)
+            record = {**record, "copies": copies}
+            write_json(record["path"], record)
+        else:
+            sources = sorted({s["run"] for s in sentinels})
+            log.warning(
+                "--no-copy: linking the build's own datasets; %s will depend on %s surviving (a butler remove-runs "
+                "of them empties it)", ", ".join(record["collections"].values()), ", ".join(sources),
+            )  # fmt: skip
+        butlerops.certify_copies(butler, record["collections"], sentinels, copies)
+        record = {**record, "certified": True}  # the collections exist from here: a resume checks they still do
         write_json(record["path"], record)
-    else:
-        sources = sorted({s["run"] for s in sentinels})
-        log.warning(
-            "--no-copy: linking the build's own datasets; %s will depend on %s surviving (a butler remove-runs "
-            "of them empties it)", ", ".join(record["collections"].values()), ", ".join(sources),
+        fault_hook("promote-certify", record["path"])()
+        previous, promoted = record["previous"], promoted_definition(record)
+        found = butlerops.compare_and_set_chain(butler, chain, previous, promoted)  # prepend, if still `previous`
+        if found not in (previous, promoted):
+            refuse_changed_chain(record, found)
+        fault_hook("promote-chain", record["path"])()
+        write_json(record["path"], {**record, "status": "done"})
+        how = f"copied into {', '.join(sorted(set(record['runs'].values())))}" if copy else "linked, not copied"
+        log.info(
+            "promoted %d certifications into %s: %s (%s; record %s)",
+            len(sentinels), chain, ", ".join(record["collections"].values()), how, record["path"],
         )  # fmt: skip
-    butlerops.certify_copies(butler, record["collections"], sentinels, copies)
-    record = {**record, "certified": True}  # the collections exist from here: a resume checks they still do
-    write_json(record["path"], record)
-    fault_hook("promote-certify", record["path"])()
-    previous, promoted = record["previous"], promoted_definition(record)
-    found = butlerops.compare_and_set_chain(butler, chain, previous, promoted)  # prepend, if still `previous`
-    if found not in (previous, promoted):
-        refuse_changed_chain(record, found)
-    fault_hook("promote-chain", record["path"])()
-    write_json(record["path"], {**record, "status": "done"})
-    how = f"copied into {', '.join(sorted(set(record['runs'].values())))}" if copy else "linked, not copied"
-    log.info(
-        "promoted %d certifications into %s: %s (%s; record %s)",
-        len(sentinels), chain, ", ".join(record["collections"].values()), how, record["path"],
-    )  # fmt: skip
-    return record["path"]
+        return record["path"]
 
 
 def promoted_definition(record: dict) -> list[str]:
