@@ -10,7 +10,6 @@ from pfscalib.snakemake_internals import (
     declared,
     disk_budget,
     rerun_trigger,
-    runs_jobs_locally,
 )
 from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib import preflight
@@ -37,10 +36,6 @@ def preflight_environment():
         preflight.environment(WF)
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
-    if WF.config["job_server"] and runs_jobs_locally(workflow):
-        from pfscalib import jobserver
-
-        jobserver.start(paths.job_server_log(), WF.datastore)
 
 
 wildcard_constraints:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def cmd_pipetask(args: argparse.Namespace) -> int:
     from . import job
 
-    return job.run_pipetask(args.command, args.state, args.in_process, done=args.done)
+    return job.run_pipetask(args.command, args.state, done=args.done)
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
@@ -102,11 +102,11 @@ def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    """A workflow job in one interpreter: pipetask runs in-process (when it is this environment's
-    `pipetask`), so the middleware is imported once per job, not once for pipetask and again to certify."""
+    """A workflow job: pipetask as a subprocess of the job (which forwards an interrupt to it and leaves it
+    nothing to outlive), then the certification in the job's own process."""
     from . import job
 
-    return job.run_job(certify_request(args), args.command, args.in_process)
+    return job.run_job(certify_request(args), args.command)
 
 
 def own_problems(butler, args: argparse.Namespace) -> list[str]:
@@ -346,14 +346,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True)
     p.add_argument("--done", default=None, help="written (RUN and chain) once pipetask has succeeded")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_pipetask, in_process=False)
+    p.set_defaults(func=cmd_pipetask)
     p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
     _certify_options(p)
     p.set_defaults(func=cmd_certify)
     p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`, one process")
     _certify_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
-    p.set_defaults(func=cmd_job, in_process=True)
+    p.set_defaults(func=cmd_job)
     p = sub.add_parser(
         "qa", help="QA pictures, drift panels or the certification table (pfscalib.qa's options after --)"
     )

@@ -13,8 +13,6 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
 3. The disk budget: `--resources disk_mb=N` is read back from workflow.global_resources (where
    Snakemake normalises disk=, disk_mib= to disk_mb) to refuse a job larger than the whole budget before any job:
    Snakemake itself would cap the job's disk_mb at N and run it.
-4. Local execution: `workflow.local_exec` (False with the SLURM executor plugin) decides whether the
-   run's jobs can use a job server on this host (pfscalib.jobserver).
 """
 
 from __future__ import annotations
@@ -63,9 +61,3 @@ def disk_budget(workflow: Any) -> int | None:
     resource = workflow.global_resources.get("disk_mb")
     value = getattr(resource, "value", None)
     return value if isinstance(value, int) else None
-
-
-def runs_jobs_locally(workflow: Any) -> bool:
-    """Whether this Snakemake process runs its jobs on this host (the local executor), not through a
-    cluster executor such as SLURM."""
-    return bool(workflow.local_exec)
