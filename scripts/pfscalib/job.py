@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .faults import arm_registry_faults, fault_hook, pipetask_progress
+from .faults import arm_registry_faults, fault_hook, pipetask_argv, pipetask_progress
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, s
     128 + the signal (the job leaves no process behind); a job killed outright (SIGKILL) takes pipetask
     with it (PR_SET_PDEATHSIG). (exit status, empty graph, the first error line)"""
     proc = subprocess.Popen(
-        argv,
+        pipetask_argv(argv, state_path),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
