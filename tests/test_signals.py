@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,3 +127,61 @@ def test_an_interrupted_run_leaves_no_process_of_its_job_and_resumes(workdir, si
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (workdir / TARGET).exists()
+
+
+# pipetask's stand-in: a Python process with two worker processes (default signal dispositions, as pipe_base's)
+STAND_IN = "import subprocess; workers = [subprocess.Popen(['sleep', '300']) for _ in range(2)]; workers[0].wait()"
+
+
+def job_around(tmp_path: Path) -> tuple[subprocess.Popen, psutil.Process]:
+    """`pfscalib pipetask` (the job's pipetask part) around a stand-in for pipetask; returns the job and the
+    stand-in once both its workers run."""
+    command = [sys.executable, "-c", STAND_IN, "-o", "u/test/chain"]  # -o: the chain the job reads
+    proc = subprocess.Popen(
+        ["pfscalib", "pipetask", "--state", str(tmp_path / "state.json"), "--", *command],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(psutil.Error):
+            stand_in = psutil.Process(proc.pid).children()
+            if stand_in and len(stand_in[0].children()) == 2:
+                return proc, stand_in[0]
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+
+
+def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
+    """What is still alive after timeout."""
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in procs if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signalled_job_stops_its_pipetask_group_and_exits_with_the_signal(tmp_path, sig):
+    proc, pipetask = job_around(tmp_path)
+    group = [pipetask, *pipetask.children()]
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 128 + sig, out
+    assert f"pipetask stopped on {sig.name}" in out
+    assert not gone(group), describe(group)
+
+
+def test_a_job_killed_outright_takes_its_pipetask_with_it(tmp_path):
+    proc, pipetask = job_around(tmp_path)
+    workers = pipetask.children()
+    try:
+        proc.kill()
+        proc.wait()
+        assert not gone([pipetask]), describe([pipetask])  # PR_SET_PDEATHSIG: pipetask does not outlive its job
+    finally:
+        for worker in workers:  # pipetask's own children are its to end (pipe_base's -j workers end by themselves)
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
