@@ -167,11 +167,16 @@ def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Proces
 def test_a_signalled_job_stops_its_pipetask_group_and_exits_with_the_signal(tmp_path, sig):
     proc, pipetask = job_around(tmp_path)
     group = [pipetask, *pipetask.children()]
-    proc.send_signal(sig)
-    out = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 128 + sig, out
-    assert f"pipetask stopped on {sig.name}" in out
-    assert not gone(group), describe(group)
+    try:
+        proc.send_signal(sig)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 128 + sig, out
+        assert f"pipetask stopped on {sig.name}" in out
+        assert not gone(group), describe(group)
+    finally:
+        for leftover in [proc, *group]:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                leftover.kill()
 
 
 def test_a_job_killed_outright_takes_its_pipetask_with_it(tmp_path):
