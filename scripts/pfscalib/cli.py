@@ -2,7 +2,7 @@
 
     pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
     pfscalib certify ...                                 replace-certify, clean, write the sentinel
-    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
+    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both, pipetask as the job's child (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
@@ -350,7 +350,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
     _certify_options(p)
     p.set_defaults(func=cmd_certify)
-    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`, one process")
+    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`")
     _certify_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
     p.set_defaults(func=cmd_job)
@@ -454,9 +454,10 @@ def parser() -> argparse.ArgumentParser:
 
 def setup_logging() -> None:
     """The job's log: our lines as `pfscalib: ...` on stderr (the rule sends it to the job's log file).
-    On the workflow's own module loggers, not on "pfscalib" or the root: pipetask, run in-process, sets up
-    the root logger itself, and names a task's logger after the top package of the task's module, so the
-    demo's stand-in tasks log as pfscalib.<label> (drp_stella's as pfs.<label>) to pipetask's handlers."""
+    On the workflow's own module loggers, not on "pfscalib" or the root: a task run in this process (the
+    offset scan's) logs through the root logger's handlers, and the middleware names a task's logger after
+    the top package of the task's module, so the demo's stand-in tasks log as pfscalib.<label> (drp_stella's
+    as pfs.<label>)."""
     import pkgutil
 
     import pfscalib
