@@ -281,9 +281,9 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 @contextlib.contextmanager
 def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
-    """While pipetask runs: SIGINT, SIGTERM and SIGHUP to the job go to pipetask's process group (each time
-    one arrives), and the job goes on reading pipetask's output until it exits; STOP_GRACE after the first,
-    the group gets SIGKILL. Yields the signals received, in order."""
+    """While pipetask runs: SIGINT, SIGTERM and SIGHUP to the job (unless ignored) go to pipetask's process
+    group (each time one arrives), and the job goes on reading pipetask's output until it exits; STOP_GRACE
+    after the first, the group gets SIGKILL. Yields the signals received, in order."""
     received: list[int] = []
     timer: threading.Timer | None = None
 
@@ -296,7 +296,8 @@ def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
             timer.daemon = True
             timer.start()
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    # an ignored signal (nohup's SIGHUP) stays ignored: pipetask inherited that through exec
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         yield received
     finally:
