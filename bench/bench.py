@@ -275,10 +275,7 @@ def compare(
         f"B/limit per run: {', '.join(f'{w / limit[0]:.2f}' for w, _, limit, _ in runs)}, "
         f"median {statistics.median(w / limit[0] for w, _, limit, _ in runs):.2f}"
     )
-    print(
-        f"job CPU from getrusage {cpu:.1f} s (Snakemake's benchmark files see only the job's client when the "
-        f"job server runs it); Snakemake's own process {own:.1f} s"
-    )
+    print(f"job CPU from getrusage {cpu:.1f} s; Snakemake's own process {own:.1f} s")
     print(
         f"jobs {len(jobs)}, sum of job wall {job_wall:.1f} s; "
         f"(cores x wall - job wall) / jobs = {(cores * wall - job_wall) / len(jobs):.2f} s "

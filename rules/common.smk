@@ -11,7 +11,6 @@ from pfscalib.snakemake_internals import (
     disk_budget,
     epochs_to_run,
     rerun_trigger,
-    runs_jobs_locally,
     user_forced,
 )
 from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
@@ -53,10 +52,6 @@ def preflight_environment():
             f"pfscalib: {len(forced)} forced job(s) start from scratch (a fresh RUN, no resume)",
             file=sys.stderr,
         )
-    if WF.config["job_server"] and runs_jobs_locally(workflow):
-        from pfscalib import jobserver
-
-        jobserver.start(paths.job_server_log(), WF.datastore)
 
 
 wildcard_constraints:

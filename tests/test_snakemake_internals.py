@@ -76,20 +76,6 @@ def test_the_disk_budget_is_read_back_and_snakemake_caps_a_larger_job(tmp_path):
     assert re.search(r"resources: .*disk_mb=2000\b", proc.stdout + proc.stderr)
 
 
-def test_onstart_knows_whether_jobs_run_on_this_host(tmp_path):
-    """runs_jobs_locally (the job server's condition): True under the local executor at onstart; the SLURM
-    test (tests/test_slurm.py) checks that a run through the SLURM executor starts no job server."""
-    from conftest import run
-
-    (tmp_path / "Snakefile").write_text(
-        "from pfscalib.snakemake_internals import runs_jobs_locally\n"
-        "onstart:\n    print('local', runs_jobs_locally(workflow))\n"
-        "rule a:\n    output: 'x'\n    shell: 'touch x'\n"
-    )
-    proc = run(["snakemake", "--cores", "1"], cwd=tmp_path, check=True)
-    assert "local True" in proc.stdout + proc.stderr
-
-
 FORCE_SNAKEFILE = """
 import os
 import sys

@@ -2,7 +2,7 @@
 
     pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
     pfscalib certify ...                                 replace-certify, clean, write the sentinel
-    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both in one process (what the rules run)
+    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both, pipetask as the job's child (what the rules run)
     pfscalib check-visits ...                            visits exist, right type, have raws
     pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def cmd_pipetask(args: argparse.Namespace) -> int:
     from . import job
 
-    return job.run_pipetask(args.command, args.state, args.in_process, done=args.done)
+    return job.run_pipetask(args.command, args.state, done=args.done)
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
@@ -102,11 +102,11 @@ def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    """A workflow job in one interpreter: pipetask runs in-process (when it is this environment's
-    `pipetask`), so the middleware is imported once per job, not once for pipetask and again to certify."""
+    """A workflow job: pipetask as a subprocess of the job (which forwards an interrupt to it and leaves it
+    nothing to outlive), then the certification in the job's own process."""
     from . import job
 
-    return job.run_job(certify_request(args), args.command, args.in_process)
+    return job.run_job(certify_request(args), args.command)
 
 
 def own_problems(butler, args: argparse.Namespace) -> list[str]:
@@ -359,14 +359,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True)
     p.add_argument("--done", default=None, help="written (RUN and chain) once pipetask has succeeded")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_pipetask, in_process=False)
+    p.set_defaults(func=cmd_pipetask)
     p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
     _certify_options(p)
     p.set_defaults(func=cmd_certify)
-    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`, one process")
+    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`")
     _certify_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
-    p.set_defaults(func=cmd_job, in_process=True)
+    p.set_defaults(func=cmd_job)
     p = sub.add_parser(
         "qa", help="QA pictures, drift panels or the certification table (pfscalib.qa's options after --)"
     )
@@ -468,9 +468,10 @@ def parser() -> argparse.ArgumentParser:
 
 def setup_logging() -> None:
     """The job's log: our lines as `pfscalib: ...` on stderr (the rule sends it to the job's log file).
-    On the workflow's own module loggers, not on "pfscalib" or the root: pipetask, run in-process, sets up
-    the root logger itself, and names a task's logger after the top package of the task's module, so the
-    demo's stand-in tasks log as pfscalib.<label> (drp_stella's as pfs.<label>) to pipetask's handlers."""
+    On the workflow's own module loggers, not on "pfscalib" or the root: a task run in this process (the
+    offset scan's) logs through the root logger's handlers, and the middleware names a task's logger after
+    the top package of the task's module, so the demo's stand-in tasks log as pfscalib.<label> (drp_stella's
+    as pfs.<label>)."""
     import pkgutil
 
     import pfscalib

@@ -14,19 +14,22 @@ state. A successful workflow run forgets the certified states of its own jobs (`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
-import traceback
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import paths, software
-from .faults import arm_registry_faults, fault_hook, pipetask_progress
+from .faults import arm_registry_faults, fault_hook, pipetask_argv, pipetask_progress
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,7 @@ def forced(output: str | None) -> bool:
     return output is not None and Path(paths.forced(output)).exists()
 
 
-def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
+def run_job(request: CertifyRequest, argv: list[str]) -> int:
     """`pfscalib job`: finish an interrupted run of the same build, or build afresh; then certify."""
     from . import butlerops
 
@@ -176,7 +179,7 @@ def run_job(request: CertifyRequest, argv: list[str], in_process: bool) -> int:
     ident = identity(argv, request.needs)
     if not forced(request.sentinel) and already_certified(request, ident):
         return 0
-    return run_pipetask(argv, request.state, in_process, ident, output=request.sentinel) or certify(request)
+    return run_pipetask(argv, request.state, ident, output=request.sentinel) or certify(request)
 
 
 def with_profiles_run(argv: list[str], record_path: str) -> list[str]:
@@ -219,12 +222,7 @@ def already_certified(request: CertifyRequest, ident: dict) -> bool:
 
 
 def run_pipetask(
-    argv: list[str],
-    state_path: str,
-    in_process: bool,
-    ident: dict | None = None,
-    done: str | None = None,
-    output: str | None = None,
+    argv: list[str], state_path: str, ident: dict | None = None, done: str | None = None, output: str | None = None
 ) -> int:
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
     same build (same identity, not forced), skipping what it already wrote. output: the job's Snakemake
@@ -250,8 +248,8 @@ def run_pipetask(
         # killed before pipetask created its RUN: nothing to resume, start afresh
         resume = butlerops.collection_type(butler, state["run"]) is not None
         if resume:
-            for done in butlerops.repair_run(butler, state["run"], _arg_after(argv, "-b")):
-                log.info("%s in %s", done, state["run"])
+            for fixed in butlerops.repair_run(butler, state["run"], _arg_after(argv, "-b")):
+                log.info("%s in %s", fixed, state["run"])
         butler.close()
     if resume:
         argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS + REBASE
@@ -265,10 +263,7 @@ def run_pipetask(
         fault_hook("before-pipetask", state_path)()
         argv = argv + ["--output-run", state["run"]] + REBASE
     log.info("%s", " ".join(argv))
-    if in_process and argv[0] == "pipetask":
-        rc, empty, cause = _pipetask_in_process(argv, state_path)
-    else:
-        rc, empty, cause = _pipetask_subprocess(argv, state_path)
+    rc, empty, cause = _pipetask_subprocess(argv, state_path)
     if rc != 0 and not (resume and empty):
         if resume and RESUME_REFUSED.search(cause or ""):  # no state is kept that can only fail
             write_json(state_path, {**state, "status": "resume-refused"})
@@ -285,64 +280,93 @@ def run_pipetask(
 
 
 def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, str]:
-    """(exit status, empty graph, the last error line)"""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`pipetask run ...` as the job's child, in a process group of its own with its -j workers: a SIGINT,
+    SIGTERM or SIGHUP to the job goes to that whole group, the job waits for it and then exits with
+    128 + the signal (the job leaves no process behind); a job killed outright (SIGKILL) takes pipetask
+    with it (PR_SET_PDEATHSIG). (exit status, empty graph, the first error line)"""
+    proc = subprocess.Popen(
+        pipetask_argv(argv, state_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,  # its own group, in the run's session (a whole-session kill still finds it)
+        preexec_fn=_die_with_parent(),
+    )
     empty, cause = False, ""
     assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        empty = empty or EMPTY_GRAPH in line
-        if ERROR_LINE.search(line) and not cause:  # the first error: later ones wrap it
-            cause = line.strip()
-        pipetask_progress(line, state_path, before=proc.kill)
-    return proc.wait(), empty, cause
-
-
-class _PipetaskWatch(logging.Handler):
-    """On pipetask's own loggers: the fault point "pipetask", and the last error (the cause to report)."""
-
-    def __init__(self, state_path: str):
-        super().__init__(level=logging.DEBUG)
-        self.state_path = state_path
-        self.cause = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        pipetask_progress(message, self.state_path)
-        if record.levelno >= logging.ERROR and not self.cause:  # the first error: later ones wrap it
-            error = record.exc_info[1] if record.exc_info else None
-            self.cause = f"{type(error).__name__}: {error}" if error is not None else message
-
-
-def _pipetask_in_process(argv: list[str], state_path: str) -> tuple[int, bool, str]:
-    """`pipetask run ...` through ctrl_mpexec's own click CLI, in this process: the job then pays the
-    middleware imports once instead of twice (pipetask, then certify), ~1.5 s per job.
-    (exit status, empty graph, the last error)"""
-    import click
-    from lsst.ctrl.mpexec.cli.pipetask import cli
-
-    watch = _PipetaskWatch(state_path)
-    # on "lsst", not the root logger: pipetask's logging.basicConfig must still find the root bare
-    logging.getLogger("lsst").addHandler(watch)
-    try:
-        # standalone_mode=False: click returns the exit status of a command that exits (as pipetask
-        # does after logging a failed quantum) instead of raising SystemExit
-        rc = cli.main(args=argv[1:], prog_name="pipetask", standalone_mode=False)
-        return (rc if isinstance(rc, int) else 0), False, watch.cause
-    except click.exceptions.Exit as exc:
-        return exc.exit_code, False, watch.cause
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code, EMPTY_GRAPH in exc.format_message(), exc.format_message().splitlines()[-1]
-    except click.exceptions.Abort:
-        return 1, False, "aborted"
-    except Exception as exc:  # a failed quantum, a bad query...: what the pipetask command would print
-        traceback.print_exc()
-        return 1, False, watch.cause or f"{type(exc).__name__}: {exc}"
-    finally:
-        logging.getLogger("lsst").removeHandler(watch)
+    with _forward_signals(proc) as received:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            empty = empty or EMPTY_GRAPH in line
+            if ERROR_LINE.search(line) and not cause:  # the first error: later ones wrap it
+                cause = line.strip()
+            pipetask_progress(line, state_path, before=lambda: _kill_group(proc, signal.SIGKILL))
+        rc = proc.wait()
+    if received:
         sys.stdout.flush()
-        sys.stderr.flush()
+        log.error("pipetask stopped on %s (exit status %d)", signal.Signals(received[0]).name, rc)
+        raise SystemExit(128 + received[0])
+    return rc, empty, cause
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE = 30.0  # seconds a signalled pipetask may take to exit before its group gets SIGKILL
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """For preexec_fn (Linux): the child gets SIGKILL when the job that started it dies, however it died.
+    Resolved before the fork: the child only calls prctl (and checks that its parent did not die first)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the job died before prctl: nobody would be told
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(proc.pid, sig)
+
+
+@contextlib.contextmanager
+def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
+    """While pipetask runs: SIGINT, SIGTERM and SIGHUP to the job (unless ignored) go to pipetask's process
+    group (each time one arrives), and the job goes on reading pipetask's output until it exits; STOP_GRACE
+    after the first, the group gets SIGKILL. Yields the signals received, in order."""
+    received: list[int] = []
+    timer: threading.Timer | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal timer
+        received.append(signum)
+        _kill_group(proc, signum)
+        if timer is None:
+            timer = threading.Timer(STOP_GRACE, _kill_group, (proc, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+
+    # an ignored signal (nohup's SIGHUP) stays ignored: pipetask inherited that through exec
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if timer is not None:
+            timer.cancel()
+        if proc.poll() is None:  # the job is leaving early (an exception, an injected fault): no orphans
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
 
 
 def certify(request: CertifyRequest) -> int:

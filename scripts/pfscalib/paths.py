@@ -82,11 +82,6 @@ def log(*parts: str) -> str:
     return "logs/" + "/".join(parts) + ".log"
 
 
-def job_server_log() -> str:
-    """The job server's own output (pfscalib.jobserver): what it could not preload."""
-    return "logs/job_server.log"
-
-
 def benchmark(*parts: str) -> str:
     """benchmarks/[EPOCH/[STEP/]]NAME.tsv (Snakemake's per-job benchmark files)"""
     return "benchmarks/" + "/".join(parts) + ".tsv"

@@ -110,7 +110,7 @@ def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str,
     from .offsets import write_points
 
     route_task_logs(log_roots)
-    rc = run_pipetask(argv, state, in_process=True, output=result)
+    rc = run_pipetask(argv, state, output=result)
     run = (read_json(state) or {}).get("run", "")
     butler = butlerops.open_butler(repo)
     messages = [r.message for r in butlerops.task_log(butler, label, run, _data_id(instrument, camera))]
@@ -175,7 +175,7 @@ def propose_offsets(wf, epoch: str, cameras: list[str], output: str) -> int:
     field = step.offset_override.split(":", 1)[1]
     for camera in cameras:
         isr = wf.commands.offset_pipetask_argv(epoch, camera, None)
-        if run_pipetask(isr, paths.state(f"{OFFSET_STEP}Isr", epoch, camera), in_process=True):
+        if run_pipetask(isr, paths.state(f"{OFFSET_STEP}Isr", epoch, camera)):
             refused.append(f"{camera}: the ISR of its bootstrap visits failed (see above)")
             continue
         argv = wf.commands.offset_pipetask_argv(epoch, camera, 0)

@@ -13,14 +13,12 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
 3. The disk budget: `--resources disk_mb=N` is read back from workflow.global_resources (where
    Snakemake normalises disk=, disk_mib= to disk_mb) to refuse a job larger than the whole budget before any job:
    Snakemake itself would cap the job's disk_mb at N and run it.
-4. Local execution: `workflow.local_exec` (False with the SLURM executor plugin) decides whether the
-   run's jobs can use a job server on this host (pfscalib.jobserver).
-5. Forced jobs: which jobs of this run the user forced (-F, -R/--forcerun RULE or FILE, -f), read from the
+4. Forced jobs: which jobs of this run the user forced (-F, -R/--forcerun RULE or FILE, -f), read from the
    DAG in onstart. Snakemake puts the outputs of incomplete jobs (--rerun-incomplete) into the same
    `dag.forcefiles` and flags both `reason.forced`, so the user's request is read from the settings
    (`dag_settings.forcerun`, `forcetargets`) and `dag.forcerules` (rules only: -F, -R, -f's rules), never
    from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job).
-6. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
+5. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
    their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
    (pfscalib.preflight.recheck_edited_epochs).
 """
@@ -95,12 +93,6 @@ def user_forced(workflow: Any) -> tuple[list[str], list[str]]:
         [str(f) for job in jobs if forced(job) for f in job.output],
         [str(f) for job in jobs for f in job.output],
     )
-
-
-def runs_jobs_locally(workflow: Any) -> bool:
-    """Whether this Snakemake process runs its jobs on this host (the local executor), not through a
-    cluster executor such as SLURM."""
-    return bool(workflow.local_exec)
 
 
 def epochs_to_run(workflow: Any) -> set[str]:
