@@ -205,7 +205,10 @@ def check_datastore(wf: Workflow) -> None:
     root = Path(location)
     where = f"{wf.source}: datastore"
     if wf.demo_enabled:
-        if root.exists() and not Path(paths.demo_marker(location)).exists():
+        # an empty directory is the one Snakemake makes for the demo rule's output (a run killed before the
+        # build): make_repo builds into it
+        empty = root.is_dir() and not any(root.iterdir())
+        if root.exists() and not empty and not Path(paths.demo_marker(location)).exists():
             raise ConfigError(
                 f"{wf.source}: demo.enabled",
                 f"datastore {location} is an existing repository the demo did not build: set demo.enabled "
