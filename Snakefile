@@ -2,7 +2,7 @@
 # This file only wires; logic lives in scripts/pfscalib (see README.md).
 from snakemake.utils import min_version
 
-min_version("9.25.2")
+min_version("9.27.1")  # the pinned Snakemake pfscalib.snakemake_internals is checked against
 
 
 report: "report/workflow.rst"

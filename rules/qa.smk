@@ -43,9 +43,13 @@ rule drift:
         ),
     log:
         paths.log("drift"),
+    benchmark:
+        paths.benchmark("drift")
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=drift_command,
     shell:
@@ -59,9 +63,13 @@ rule quality:
         report(paths.QUALITY, caption="../report/quality.rst", category="Quality gate"),
     log:
         paths.log("quality"),
+    benchmark:
+        paths.benchmark("quality")
     localrule: True
     conda:
         "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # files outside the datastore: not Snakemake's 1000 MB default
     params:
         cmd=quality_command,
     shell:
