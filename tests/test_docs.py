@@ -138,3 +138,13 @@ def test_no_pointer_to_a_readme_section_that_moved():
     pattern = re.compile(r"README(\.md)? (\"|Disk|section)")
     found = [f"{p.relative_to(PROJECT)}: {m.group(0)}" for p in sources for m in pattern.finditer(p.read_text())]
     assert not found, found
+
+
+def test_config_readme_example_is_a_valid_config():
+    """The example of config/README.md passes the config schema as written."""
+    from pfscalib.config import validate_config
+
+    blocks = re.findall(r"^```yaml\n(.*?)^```", CONFIG_README.read_text(), flags=re.M | re.S)
+    assert blocks
+    for block in blocks:
+        validate_config(yaml.safe_load(block), "config/README.md")
