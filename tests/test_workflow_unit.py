@@ -322,17 +322,6 @@ def test_priority_follows_the_chain():
     assert all(priority(need) > priority(step) for step in STEP_NAMES for need in STEPS[step].needs)
 
 
-def test_readme_links_resolve():
-    """Every relative link and image in the README (e.g. the embedded rule graph) is in the repository."""
-    import re
-
-    readme = (PROJECT / "README.md").read_text()
-    targets = [t for t in re.findall(r"\]\(([^)#\s]+)\)", readme) if "://" not in t]
-    assert "docs/rulegraph.svg" in targets
-    missing = [t for t in targets if not (PROJECT / t).exists()]
-    assert not missing, missing
-
-
 def test_no_step_name_comparisons_outside_steps_py():
     """Every difference between steps is a field of Step: no other module or rule compares step names."""
     import re
