@@ -29,7 +29,8 @@ onstart:
     preflight_environment()
 
 
-# A successful run forgets the states of its finished jobs (a killed run keeps them: the rerun uses them).
+# A successful run forgets the states of the jobs Snakemake recorded as finished (those it marks
+# incomplete keep theirs: their rerun recognises what they did).
 onsuccess:
     forget_finished_jobs()
 

@@ -10,6 +10,7 @@ from pfscalib.snakemake_internals import (
     declared,
     disk_budget,
     epochs_to_run,
+    incomplete,
     rerun_trigger,
     user_forced,
 )
@@ -32,10 +33,6 @@ if problem := WF.budget_problem(disk_budget(workflow)):
     sys.exit(f"pfscalib: {problem}")
 
 
-# The outputs of the jobs this run executes (onstart): onsuccess forgets only their states.
-RUN_OUTPUTS = []
-
-
 def preflight_environment():
     """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job;
     then the jobs the user forced are marked to start from scratch (pfscalib.job)."""
@@ -46,7 +43,7 @@ def preflight_environment():
         sys.exit(f"pfscalib: {error}")
     from pfscalib.job import mark_forced
 
-    forced, RUN_OUTPUTS[:] = user_forced(workflow)
+    forced, _ = user_forced(workflow)
     if mark_forced(forced):
         print(
             f"pfscalib: {len(forced)} forced job(s) start from scratch (a fresh RUN, no resume)",
@@ -192,7 +189,7 @@ def forget_finished_jobs():
     pfscalib.job)."""
     from pfscalib.job import forget_finished
 
-    forget_finished(paths.STATE_ROOT, RUN_OUTPUTS)
+    forget_finished(paths.STATE_ROOT, lambda sentinels: incomplete(workflow, sentinels))
 
 
 def report_held():

@@ -80,11 +80,12 @@ FORCE_SNAKEFILE = """
 import os
 import sys
 sys.path.insert(0, {scripts!r})
-from pfscalib.snakemake_internals import user_forced
+from pfscalib.snakemake_internals import incomplete, user_forced
 
 onstart:
     forced, outputs = user_forced(workflow)
     print("FORCED", ",".join(sorted(forced)), "RUN", ",".join(sorted(outputs)), file=sys.stderr)
+    print("INCOMPLETE", ",".join(sorted(incomplete(workflow, ["a.txt", "b.txt"]))), file=sys.stderr)
 
 rule all:
     input: "b.txt"
@@ -103,7 +104,8 @@ rule b:
 def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
     """The jobs the user forces (-F, -R, --forcerun FILE, -f) are read from the run's DAG; a job Snakemake
     reruns because a killed run left its output incomplete (--rerun-incomplete) is not forced: pfscalib
-    resumes that one and rebuilds the forced ones (pfscalib.job)."""
+    resumes that one and rebuilds the forced ones (pfscalib.job). `incomplete` names exactly the outputs
+    of jobs started and never recorded (onsuccess keeps their states)."""
     import os
     import subprocess
     import sys
@@ -111,9 +113,13 @@ def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
     (tmp_path / "Snakefile").write_text(FORCE_SNAKEFILE.format(scripts=str(PROJECT / "scripts")))
     snakemake = [str(Path(sys.executable).parent / "snakemake"), "--cores", "1", "--rerun-incomplete"]
 
+    seen_incomplete: list[str] = []
+
     def forced(*args: str, kill: bool = False) -> tuple[str, str]:
         env = {**os.environ, "KILL_SNAKEMAKE": "1" if kill else ""}
         proc = subprocess.run([*snakemake, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+        incomplete_line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("INCOMPLETE")), "")
+        seen_incomplete.append(incomplete_line.removeprefix("INCOMPLETE").strip())
         line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("FORCED")), "")
         parts = line.split()
         return (parts[1] if len(parts) > 3 else "", parts[-1]) if line else ("-", "-")
@@ -127,6 +133,7 @@ def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
     assert (tmp_path / ".snakemake/incomplete").exists() and any((tmp_path / ".snakemake/incomplete").iterdir())
     subprocess.run([*snakemake, "--unlock"], cwd=tmp_path, capture_output=True, check=True)  # the killed run's lock
     assert forced() == ("", "b.txt")
+    assert seen_incomplete[-1] == "b.txt" and set(seen_incomplete[:-2]) == {""}
 
 
 def test_onstart_knows_the_epochs_of_the_run_s_jobs(tmp_path):

@@ -9,7 +9,8 @@ finished quanta, it resumes; a half-made output chain, it repairs; a hot SQLite 
 anything else. Any other identity (edited table or -c, a rebuilt input, a changed pipeline file or stack)
 starts a fresh RUN and says why. A job the user forced (-F, -R, --forcerun, -f: marked by Snakemake's
 onstart, pfscalib.snakemake_internals.user_forced) is rebuilt from scratch in a fresh RUN whatever its
-state. A successful workflow run forgets the certified states of its own jobs (`onsuccess`).
+state. A successful workflow run forgets the certified states of the jobs Snakemake has recorded as
+finished (`onsuccess`); those it still marks incomplete stay for their rerun.
 """
 
 from __future__ import annotations
@@ -493,18 +494,21 @@ def hold(request: CertifyRequest, ref, quality: dict) -> None:
     )  # fmt: skip
 
 
-def forget_finished(state_root: str, outputs: list[str]) -> int:
-    """After a successful workflow run (Snakemake's onsuccess): Snakemake has recorded every job of the
-    run (outputs: theirs) as finished, so their certified states are no longer needed to recognise an
-    interrupted job; the states of other jobs (an unrelated interrupted one) stay. Returns how many were
-    removed."""
-    removed, ran = 0, set(outputs)
+def forget_finished(state_root: str, incomplete: Callable[[list[str]], set[str]]) -> int:
+    """After a successful workflow run (Snakemake's onsuccess): the certified states of jobs Snakemake has
+    recorded as finished (in this run or an earlier one) are no longer needed to recognise an interrupted
+    job; those of jobs it still marks incomplete (`incomplete(sentinels)`: started, never recorded, e.g. an
+    unrelated job of a killed run) stay for their rerun. Returns how many were removed."""
+    certified = {}
     for path in Path(state_root).rglob("*.json"):
         state = read_json(str(path)) or {}
-        if state.get("status") != "certified" or state.get("sentinelPath") not in ran:
-            continue
+        if state.get("status") == "certified":
+            certified[path] = state
+    unfinished = incomplete([s["sentinelPath"] for s in certified.values()])
+    removed = 0
+    for path, state in certified.items():
         sentinel = read_json(state["sentinelPath"]) or {}
-        if sentinel.get("datasetId") == state["sentinel"]["datasetId"]:
+        if state["sentinelPath"] not in unfinished and sentinel.get("datasetId") == state["sentinel"]["datasetId"]:
             path.unlink(missing_ok=True)
             removed += 1
     for directory in sorted(Path(state_root).rglob("*"), reverse=True):  # deepest first

@@ -18,6 +18,9 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    `dag.forcefiles` and flags both `reason.forced`, so the user's request is read from the settings
    (`dag_settings.forcerun`, `forcetargets`) and `dag.forcerules` (rules only: -F, -R, -f's rules), never
    from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job).
+6. Recorded jobs: `workflow.persistence._filter_incomplete_keys` (keys: the output paths) tells which
+   sentinels Snakemake still marks incomplete (a job started and not recorded finished): onsuccess keeps
+   the states of those jobs, which a rerun recognises, and forgets those of recorded ones.
 5. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
    their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
    (pfscalib.preflight.recheck_edited_epochs).
@@ -93,6 +96,11 @@ def user_forced(workflow: Any) -> tuple[list[str], list[str]]:
         [str(f) for job in jobs if forced(job) for f in job.output],
         [str(f) for job in jobs for f in job.output],
     )
+
+
+def incomplete(workflow: Any, outputs: list[str]) -> set[str]:
+    """The outputs Snakemake marks incomplete: their jobs started and were never recorded as finished."""
+    return set(workflow.persistence._filter_incomplete_keys(outputs))
 
 
 def epochs_to_run(workflow: Any) -> set[str]:
