@@ -25,11 +25,9 @@ from pfscalib import cli, preflight
 from pfscalib.config import ConfigError
 
 from conftest import PROJECT, run
-from test_databases import external_repo_config
-from test_workflow_e2e import workdir_config
+from helpers import external_repo_config, workdir_config
 
 CAMERAS = ["b1", "r1"]
-STAGES = ("dag", "onstart", "check", "register")
 
 
 def fingerprint(repo: Path) -> tuple[str, tuple]:
@@ -464,10 +462,6 @@ def test_bad_input_is_one_line_before_any_job(site, case, tmp_path, monkeypatch,
     assert "Traceback" not in line and "^[" not in line  # no regular expression shown
     assert fingerprint(site.repo) == before
     assert not (tmp_path / "check.json").exists()  # the check did not pass: no job can start
-
-
-def test_the_corpus_is_large_enough():
-    assert len(ALL) >= 80 and {c.stage for cases in CASES.values() for c in cases} == set(STAGES)
 
 
 # ---------------------------------------------------------------- accepted forms (not errors)

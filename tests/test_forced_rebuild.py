@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 from lsst.daf.butler import Butler
-from test_quality_gate import set_config
 
 from pfscalib import butlerops, paths
 
 from conftest import PROJECT, private_copy, run
-from test_workflow_e2e import calib_collection, snakemake, workdir_config
+from helpers import calib_collection, set_config, snakemake, workdir_config
 
 BIAS = paths.sentinel("bias", "run1", "b1")
 DARK = paths.sentinel("dark", "run1", "b1")

@@ -108,8 +108,7 @@ def test_the_jobs_select_the_chosen_name(tmp_path, monkeypatch):
 def test_a_build_whose_epoch_is_named_like_an_observing_run_uses_its_own_name(demo_repo, tmp_path):
     """(a) end to end: the observatory's `run1_brn` holds other groups; the build of b1's fiberProfiles
     succeeds with `demo_run1_brn`, its fiberProfiles built from the build's groups."""
-    from test_databases import external_repo_config
-    from test_workflow_e2e import workdir_config
+    from helpers import external_repo_config, workdir_config
 
     observatory_defines(demo_repo, "run1_brn", [["125..126", "127"]])
     workdir = workdir_config(tmp_path / "wd", cameras=["b1"], epochs=("run1",))
