@@ -128,7 +128,7 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
     assert refused.returncode != 0
     assert [ln for ln in out.splitlines() if ln.startswith("pfscalib:")] == [
         "pfscalib: config/config.yaml: steps.bias.extra_args: '--output-run-name-that-does-not-exist;$(touch PWNED)'"
-        " is refused by pipetask run: No such option: --output-run-name-that-does-not-exist;$(touch PWNED)"
+        " is refused by pipetask run: No such option '--output-run-name-that-does-not-exist;$(touch PWNED)'."
     ]
     assert "Traceback" not in out
     assert not list(tmp_path.rglob("PWNED*")) and not list(PROJECT.rglob("PWNED*"))
