@@ -33,3 +33,20 @@ def test_the_walk_sees_both_import_forms(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from test_a import b\n\ndef f():\n    import test_c\n    from helpers import d\n")
     assert imported_modules(module) == {"test_a", "test_c", "helpers"}
+
+
+def test_report_pictures_unchecked_in_ci_fail_instead_of_skipping(monkeypatch):
+    """reportcheck.chromium: without Chromium and without root to install it, a developer's run skips the
+    picture checks, CI's fails (CI=true)."""
+    import pytest
+
+    import reportcheck
+
+    monkeypatch.setattr(reportcheck.shutil, "which", lambda name: None)
+    monkeypatch.setattr(reportcheck.os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        reportcheck.chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is not root"):
+        reportcheck.chromium()
