@@ -24,8 +24,8 @@ from snakemake.common.configfile import load_configfile
 from pfscalib import cli, preflight
 from pfscalib.config import ConfigError
 
-from conftest import PROJECT, run
-from helpers import external_repo_config, workdir_config
+from conftest import PROJECT
+from helpers import external_repo_config, snakemake, workdir_config
 
 CAMERAS = ["b1", "r1"]
 
@@ -504,8 +504,7 @@ CONSOLE = [
 def test_the_line_reaches_the_console_before_any_step_job(site, tmp_path, args, case):
     files = write_case(site, tmp_path, case)
     before = fingerprint(site.repo)
-    proc = run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", *args, "--configfile", files[0]],
-               cwd=tmp_path)  # fmt: skip
+    proc = snakemake(tmp_path, *args, "--configfile", files[0], check=False, rerun_incomplete=False)
     out = proc.stdout + proc.stderr
     lines = [line for line in out.splitlines() if line.startswith("pfscalib: ")]
     assert proc.returncode != 0 and len(lines) == 1, out[-3000:]

@@ -39,11 +39,7 @@ def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch
     config["spectralOffset"].update({c: "auto" for c in SITE_AUTO})
     config["visits"] = {k: str(PROJECT / v) for k, v in config["visits"].items()}
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(config))
-    out = run(
-        ["snakemake", "-s", str(PROJECT / "Snakefile"), "-n", "-p", "--cores", "16", "--configfile", "site.yaml"],
-        cwd=tmp_path,
-        check=True,
-    )
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", "site.yaml", cores=16, rerun_incomplete=False)
     out = out.stdout + out.stderr
     monkeypatch.chdir(PROJECT)
     wf = Workflow(config)
