@@ -419,7 +419,7 @@ def make_workdir(root: Path) -> Path:
     """One camera, one epoch; demo: enabled, so the run itself builds the repository (kills hit that too)."""
     if str(PROJECT / "tests") not in sys.path:
         sys.path.insert(0, str(PROJECT / "tests"))
-    from test_workflow_e2e import workdir_config
+    from helpers import workdir_config
 
     return workdir_config(root, cameras=CAMERAS, epochs=EPOCHS)
 

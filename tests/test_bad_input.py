@@ -13,11 +13,8 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler
 
-from pfscalib.paths import job_server_log
-
 from conftest import PROJECT, run
-from test_databases import external_repo_config
-from test_workflow_e2e import certifications, workdir_config
+from helpers import certifications, external_repo_config, snakemake, workdir_config
 
 
 def digest(repo: Path) -> str:
@@ -26,10 +23,6 @@ def digest(repo: Path) -> str:
         if path.is_file():
             h.update(str(path.relative_to(repo)).encode() + path.read_bytes())
     return h.hexdigest()
-
-
-def snakemake(workdir: Path, *args: str):
-    return run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", *args], cwd=workdir)
 
 
 REGISTRY_CASES = [
@@ -57,7 +50,7 @@ def test_bad_visits_stop_before_any_job_and_leave_the_repo_untouched(tmp_path, d
     external_repo_config(workdir, str(demo_repo), ["b1", "r1"])
     (workdir / f"visits/{step}.tsv").write_text(table)
     before = digest(demo_repo)
-    proc = snakemake(workdir, "--show-failed-logs")
+    proc = snakemake(workdir, "--show-failed-logs", check=False, rerun_incomplete=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert digest(demo_repo) == before
@@ -81,7 +74,7 @@ def test_site_problems_stop_before_any_job(tmp_path, demo_repo, name, edit, mess
     edit(config)
     path.write_text(yaml.safe_dump(config))
     before = digest(demo_repo)
-    proc = snakemake(workdir, "--show-failed-logs")
+    proc = snakemake(workdir, "--show-failed-logs", check=False, rerun_incomplete=False)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "pfscalib: check-visits:" in ln]
     assert proc.returncode != 0 and lines and message in lines[0], lines
     assert digest(demo_repo) == before
@@ -91,7 +84,7 @@ def test_site_problems_stop_before_any_job(tmp_path, demo_repo, name, edit, mess
 def test_camera_without_raws_is_caught_by_the_check(tmp_path, demo_repo):
     workdir = workdir_config(tmp_path / "wd", cameras=["b1", "n3"], epochs=("run1",))
     external_repo_config(workdir, str(demo_repo), ["b1", "n3"])
-    proc = snakemake(workdir, "--show-failed-logs")
+    proc = snakemake(workdir, "--show-failed-logs", check=False, rerun_incomplete=False)
     assert proc.returncode != 0 and "has no raw for n3" in proc.stdout + proc.stderr
 
 
@@ -102,7 +95,7 @@ def test_bad_config_is_one_line_from_the_cli(tmp_path, demo_repo):
     config["epochs"]["run1"]["end"] = "2025-01-01T00:00:00"
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
     before = digest(demo_repo)
-    proc = snakemake(workdir)
+    proc = snakemake(workdir, check=False, rerun_incomplete=False)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("pfscalib:")]
     assert proc.returncode != 0 and errors == [
         "pfscalib: config/config.yaml: epochs.run1: end 2025-01-01T00:00:00 is not after begin 2025-03-01T00:00:00"
@@ -122,15 +115,29 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     config["steps"]["bias"] = {"threads": 1, "extra_args": ["--output-run-name-that-does-not-exist;$(touch PWNED)"]}
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-    dry = snakemake(workdir, "-n", "-p", "results/certified/run1/bias/b1.json")
+    dry = snakemake(workdir, "-n", "-p", "results/certified/run1/bias/b1.json", check=False, rerun_incomplete=False)
     command = next(line for line in dry.stdout.splitlines() if "pipetask run" in line)
     argv = shlex.split(command.strip().removeprefix("(").split(") > ")[0])
     assert argv[argv.index("-b") + 1] == str(repo)
     assert "--output-run-name-that-does-not-exist;$(touch PWNED)" in argv
-    # for real: pipetask rejects the unknown option as one argument; nothing is executed by a shell
+    # for real: the preflight parses them with pipetask run's own parser and refuses the unknown option, as one
+    # argument, in one line before any job; no shell ever sees it and the repository is untouched
+    before = digest(repo)
+    refused = snakemake(workdir, "results/certified/run1/bias/b1.json", check=False, rerun_incomplete=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert [ln for ln in out.splitlines() if ln.startswith("pfscalib:")] == [
+        "pfscalib: config/config.yaml: steps.bias.extra_args: '--output-run-name-that-does-not-exist;$(touch PWNED)'"
+        " is refused by pipetask run: No such option '--output-run-name-that-does-not-exist;$(touch PWNED)'."
+    ]
+    assert "Traceback" not in out
+    assert not list(tmp_path.rglob("PWNED*")) and not list(PROJECT.rglob("PWNED*"))
+    assert digest(repo) == before and certifications(repo) == {}
+    assert not (workdir / "results/certified").exists() and no_job_ran(workdir)
+    # without them, the hostile repository path reaches pipetask and butler as one argument each
     config["steps"]["bias"] = {"threads": 1}
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(workdir, "results/certified/run1/bias/b1.json")
+    proc = snakemake(workdir, "results/certified/run1/bias/b1.json", check=False, rerun_incomplete=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len([k for k in certifications(repo) if k[0] == "bias"]) == 1
     assert not list(tmp_path.rglob("PWNED*")) and not list(PROJECT.rglob("PWNED*"))
@@ -193,9 +200,8 @@ def config_lines(proc) -> list[str]:
 
 
 def no_job_ran(workdir: Path) -> bool:
-    """No job's log: the job server's own log (started in onstart) is not a job's."""
-    logs = workdir / "logs"
-    return not logs.exists() or all(p.name == Path(job_server_log()).name for p in logs.rglob("*.log"))
+    """No job's log (each job writes its own under logs/)."""
+    return not list((workdir / "logs").rglob("*.log"))
 
 
 def edit_config(workdir: Path, edit) -> None:
@@ -253,7 +259,7 @@ def test_issue29_input_is_one_line_before_any_job(tmp_path, demo_repo, name, sta
     for step, text in tables.items():
         (workdir / f"visits/{step}.tsv").write_text(text)
     before = digest(demo_repo)
-    proc = snakemake(workdir, *(["-n"] if stage == "dag" else []))
+    proc = snakemake(workdir, *(["-n"] if stage == "dag" else []), check=False, rerun_incomplete=False)
     lines = config_lines(proc)
     assert proc.returncode != 0 and len(lines) == 1, (proc.stdout + proc.stderr)[-3000:]
     assert all(w in lines[0] for w in words), lines
@@ -283,7 +289,7 @@ def test_a_visit_one_camera_of_the_arm_lacks_is_refused_by_the_check(tmp_path, d
     profiles.write_text("".join("\t".join(r) + "\n" for r in kept))
     (workdir / "visits/fiberNorms.tsv").write_text("epoch\tvisits\nrun1\t108..109^116\n")
     before = digest(demo_repo)
-    proc = snakemake(workdir, "--show-failed-logs")
+    proc = snakemake(workdir, "--show-failed-logs", check=False, rerun_incomplete=False)
     lines = [ln for ln in config_lines(proc) if "check-visits:" in ln]
     assert proc.returncode != 0 and lines, (proc.stdout + proc.stderr)[-3000:]
     assert "fiberNorms.tsv: row 2: visit 116 (fiberNorms, epoch run1, b): has no raw for b2" in lines[0]
@@ -298,14 +304,14 @@ def test_an_edited_table_is_checked_again_before_any_job(tmp_path, demo_repo):
     workdir = workdir_config(tmp_path / "wd", cameras=["b1"], epochs=("run1",))
     external_repo_config(workdir, str(demo_repo), ["b1"])
     target = "results/certified/run1/bias/b1.json"
-    first = snakemake(workdir, target)
+    first = snakemake(workdir, target, check=False, rerun_incomplete=False)
     assert first.returncode == 0, first.stderr[-3000:]
     sentinel = (workdir / target).read_text()
     table = workdir / "visits/bias.tsv"
     original = table.read_text()
     table.write_text(original.replace("100..104", "100..105"))  # 105: a dark, typed for 104
     before = digest(demo_repo)
-    proc = snakemake(workdir, target)
+    proc = snakemake(workdir, target, check=False, rerun_incomplete=False)
     lines = config_lines(proc)
     assert proc.returncode != 0 and len(lines) == 1, (proc.stdout + proc.stderr)[-3000:]
     assert "bias.tsv: row 2: visit 105 (bias, epoch run1, b1): is a dark" in lines[0], lines
@@ -314,10 +320,10 @@ def test_an_edited_table_is_checked_again_before_any_job(tmp_path, demo_repo):
     assert digest(demo_repo) == before and (workdir / target).read_text() == sentinel
     assert not re.search(r"^(local)?rule bias:", proc.stdout + proc.stderr, re.M)  # no job started
     # still refused on the next run (the check's record is not renewed by a failed check)
-    assert config_lines(snakemake(workdir, target)) == lines
+    assert config_lines(snakemake(workdir, target, check=False, rerun_incomplete=False)) == lines
     # a good edit: checked again, passes, and only the bias job reruns
     table.write_text(original.replace("100..104", "100..103"))
-    good = snakemake(workdir, target)
+    good = snakemake(workdir, target, check=False, rerun_incomplete=False)
     assert good.returncode == 0, good.stderr[-3000:]
     assert set(re.findall(r"^(?:local)?rule (\w+):", good.stdout + good.stderr, re.M)) == {"bias"}
     assert json.loads((workdir / "results/checks/run1.json").read_text())["checked"] == "ok"

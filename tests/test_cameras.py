@@ -24,7 +24,8 @@ from pfscalib.demo.make_repo import SITE_BIAS_RUN, SITE_DARK_RUN, SITE_NIR_DARK,
 from pfscalib.steps import ARMS, STEP_NAMES, role
 from pfscalib.workflow import Workflow
 
-from conftest import PROJECT, run
+from conftest import PROJECT
+from helpers import snakemake
 
 CAMERAS = ["b2", "r2", "n1", "m2"]
 BRN, M = "b,r,n", "m"
@@ -68,15 +69,10 @@ def cameras_workdir(tmp: Path, cameras=CAMERAS, tables=None, profiles=None, **ch
     return tmp
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True):
-    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", *args]
-    return run(argv, cwd=workdir, check=check)
-
-
 @pytest.fixture(scope="module")
 def cameras_run(tmp_path_factory):
     workdir = cameras_workdir(tmp_path_factory.mktemp("cameras"))
-    snakemake(workdir)
+    snakemake(workdir, rerun_incomplete=False)
     return workdir
 
 
@@ -179,7 +175,7 @@ def test_missing_site_nir_dark_stops_the_run_before_any_job(cameras_run, tmp_pat
     butler.registry.decertify(
         SITE_NIR_DARK, "nirDark", Timespan(None, None), dataIds=[{"instrument": "PFS", "arm": "n", "spectrograph": 1}]
     )
-    proc = snakemake(workdir, check=False)
+    proc = snakemake(workdir, check=False, rerun_incomplete=False)
     assert proc.returncode != 0
     # looked up at each of n1's visits (the site's cube is valid from its first dark visit on): the first one
     line = "n1: the site's nirDark is not certified at visit 108 ("

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 from lsst.daf.butler import Butler
-from test_quality_gate import set_config
 
 from pfscalib import butlerops, paths
 
-from conftest import PROJECT, private_copy, run
-from test_workflow_e2e import calib_collection, snakemake, workdir_config
+from conftest import PROJECT, private_copy
+from helpers import calib_collection, set_config, snakemake, workdir_config
 
 BIAS = paths.sentinel("bias", "run1", "b1")
 DARK = paths.sentinel("dark", "run1", "b1")
@@ -103,8 +102,7 @@ def test_a_resume_after_a_changed_pipeline_file_starts_a_fresh_run(tmp_path, dem
     set_config(workdir, pipelines_dir=str(pipelines))
     env = {**os.environ, "PFSCALIB_FAULT": "after-pipetask@/bias/", "PFSCALIB_FAULT_DIR": str(tmp_path / "faults")}
 
-    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", BIAS]
-    killed = run(argv, cwd=workdir, env=env)
+    killed = snakemake(workdir, BIAS, env=env, check=False)
     assert killed.returncode != 0 and not (workdir / BIAS).exists()
     state = read(workdir, paths.state("bias", "run1", "b1"))
     assert state["status"] == "pipetask-done"

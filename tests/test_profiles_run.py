@@ -108,14 +108,13 @@ def test_the_jobs_select_the_chosen_name(tmp_path, monkeypatch):
 def test_a_build_whose_epoch_is_named_like_an_observing_run_uses_its_own_name(demo_repo, tmp_path):
     """(a) end to end: the observatory's `run1_brn` holds other groups; the build of b1's fiberProfiles
     succeeds with `demo_run1_brn`, its fiberProfiles built from the build's groups."""
-    from test_databases import external_repo_config
-    from test_workflow_e2e import workdir_config
+    from helpers import external_repo_config, snakemake, workdir_config
 
     observatory_defines(demo_repo, "run1_brn", [["125..126", "127"]])
     workdir = workdir_config(tmp_path / "wd", cameras=["b1"], epochs=("run1",))
     external_repo_config(workdir, str(demo_repo), ["b1"])
     target = "results/certified/run1/fiberProfiles/b1.json"
-    proc = run(["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", target], cwd=workdir)
+    proc = snakemake(workdir, target, check=False, rerun_incomplete=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((workdir / "results/fiberProfilesInputs/run1/brn.json").read_text())
     assert record["profiles_run"] == "demo_run1_brn" and record["planned"] == "run1_brn"

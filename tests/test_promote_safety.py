@@ -19,20 +19,12 @@ from lsst.daf.butler import Butler, CollectionType
 
 from pfscalib.demo.make_repo import make_repo
 
-from conftest import PROJECT, run
-from test_databases import RUN1, external_repo_config
-from test_workflow_e2e import workdir_config
+from conftest import run
+from helpers import RUN1, external_repo_config, snakemake, workdir_config
 
 CHAIN = "PFS/calib"
 BIAS = "results/certified/run1/bias/b1.json"
 OTHER = "PFS/calib/observatory/bias.20260101a"
-
-
-def snakemake(workdir: Path, *args: str):
-    """mtime only: a private copy of the work directory names another repository in the jobs' params."""
-    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--rerun-triggers", "mtime", "--cores", "2"]
-    argv += ["--rerun-incomplete", *args]
-    return run(argv, cwd=workdir, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     make_repo(tmp / "repo", ("b1",), RUN1)
     workdir = workdir_config(tmp / "wd", cameras=["b1"], epochs=("run1",))
     external_repo_config(workdir, str(tmp / "repo"), ["b1"])
-    snakemake(workdir, BIAS)
+    snakemake(workdir, BIAS, mtime_only=True)
     return workdir, tmp / "repo"
 
 
@@ -208,7 +200,7 @@ def test_a_stale_record_resumed_is_one_line(site):
     workdir, repo = site
     linked = killed_at(workdir, "promote-certify", "--no-copy")
     copied = killed_at(workdir, "promote-certify")
-    snakemake(workdir, BIAS, "--forcerun", BIAS)  # the sentinel rebuilt: another dataset
+    snakemake(workdir, BIAS, "--forcerun", BIAS, mtime_only=True)  # the sentinel rebuilt: another dataset
     old, before = chain(repo), collections(repo)
     for record, args in ((linked, ["--no-copy"]), (copied, [])):
         proc = promote(workdir, *args)
@@ -324,6 +316,6 @@ def test_a_rebuild_after_a_promotion_into_the_chain_the_build_reads(site):
     workdir, _ = site
     assert promote(workdir).returncode == 0
     before = json.loads((workdir / BIAS).read_text())
-    snakemake(workdir, BIAS, "--forcerun", BIAS)
+    snakemake(workdir, BIAS, "--forcerun", BIAS, mtime_only=True)
     after = json.loads((workdir / BIAS).read_text())
     assert after["run"] != before["run"] and after["datasetId"] != before["datasetId"]

@@ -21,7 +21,7 @@ from lsst.daf.butler import Butler
 from pfscalib import butlerops
 
 from conftest import PROJECT, run
-from test_workflow_e2e import calib_collection, snakemake, workdir_config
+from helpers import calib_collection, set_config, snakemake, workdir_config
 
 PACKAGE = PROJECT / "scripts/pfscalib"
 
@@ -63,6 +63,39 @@ def attribute_names(path: Path) -> set[str]:
     return names
 
 
+# The only string keys metrics/qa may look up (x["key"], x.get("key")): the workflow's own JSON records (the
+# sentinel pfscalib writes, its quality record and acceptance; the held record), the metrics' own names
+# ("<product>.<metric>", the dict metrics returns), and, on `table` only, the columns of metrics.line_residuals'
+# own table of the ArcLineSet. A product is never a dict: dm["trace"] is not the real API.
+SENTINEL_JSON = {"dataId", "arm", "spectrograph", "datasetId", "datasetType", "epoch", "step", "quality", "verdict",
+                 "accepted", "reason", "by", "rules", "rule", "level", "metrics"}  # fmt: skip
+HELD_JSON = {"epoch", "step", "unit", "failing"}
+LINE_TABLE = {"fiberId", "x", "y", "wavelength", "residual", "snr", "group"}
+METRIC_NAME = re.compile(r"[a-z][A-Za-z]*\.[a-z_]+")
+
+
+def string_keys(path: Path) -> set[str]:
+    """String constants the module looks up by key: `x["key"]` and `x.get("key", ...)`, as "receiver[key]"
+    where the receiver is `table` (a line table's column) and as the bare key otherwise."""
+    keys = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript):
+            receiver, key = node.value, node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
+            receiver, key = node.func.value, node.args[0]
+        else:
+            continue
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            on_table = isinstance(receiver, ast.Name) and receiver.id == "table"
+            keys.add(f"table[{key.value}]" if on_table else key.value)
+    return keys
+
+
 def test_no_workflow_module_imports_the_demo():
     offenders = []
     for path in [*PACKAGE.glob("*.py"), PROJECT / "Snakefile", *PROJECT.glob("rules/*.smk")]:
@@ -84,10 +117,21 @@ def test_no_workflow_module_imports_the_demo():
 @pytest.mark.parametrize("module", ["metrics.py", "qa.py"])
 def test_metrics_and_qa_use_only_the_real_api(module):
     """What QA and the gate call on objects: the real classes' names, the middleware's, and Python's/matplotlib's
-    own (qa: axes methods). A demo-only name (dm["trace"], .residual, ...) would show up here."""
+    own (qa: axes methods); and the string keys it looks up (string_keys). A demo-only name (dm["trace"],
+    dm.get("trace"), .residual, ...) would show up here."""
     used = attribute_names(PACKAGE / module)
     allowed = REAL_API | MIDDLEWARE | PYTHON | (NAMESPACES | MATPLOTLIB if module == "qa.py" else BOOTSTRAP_LOG)
     assert used - allowed == set()
+    keys = {k for k in string_keys(PACKAGE / module) if not METRIC_NAME.fullmatch(k)}
+    assert keys - SENTINEL_JSON - HELD_JSON - {f"table[{c}]" for c in LINE_TABLE} == set()
+
+
+def test_the_key_walk_sees_a_product_read_as_a_dict(tmp_path):
+    """The check itself: a subscript or .get with a demo-only key on a product shows up; the line table's
+    columns count only on `table`."""
+    module = tmp_path / "m.py"
+    module.write_text('a = dm["trace"]\nb = dm.get("residual")\nc = table["residual"]\nd = out["bootstrap.rms"]\n')
+    assert string_keys(module) == {"trace", "residual", "table[residual]", "bootstrap.rms"}
 
 
 def test_malformed_limits_file_is_one_line_before_any_job(tmp_path):
@@ -110,13 +154,6 @@ def test_malformed_limits_file_is_one_line_before_any_job(tmp_path):
 
 # ------------------------------------------------------------------ one run, several defects
 CAMERAS = ["b1", "r1", "b2", "r2"]
-
-
-def set_config(workdir: Path, **changes) -> None:
-    path = workdir / "config/config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config.update(changes)
-    path.write_text(yaml.safe_dump(config))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pfscalib import paths
 from pfscalib.workflow import Workflow
 
 from conftest import run
-from test_workflow_e2e import workdir_config
+from helpers import workdir_config
 
 CAMERA = "b1"
 

@@ -25,8 +25,8 @@ import pytest
 from pfscalib import paths
 from pfscalib.steps import STEP_NAMES
 
+from helpers import workdir_config
 from killtrials import child_env, default_signals, snakemake_argv
-from test_workflow_e2e import workdir_config
 
 TARGET = paths.sentinel("bias", "run1", "b1")
 GRACE = 30.0  # seconds: Snakemake and its job must be gone this long after the signal

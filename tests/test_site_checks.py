@@ -25,7 +25,8 @@ from pfscalib.job import site_lacking
 from pfscalib.status import status_table, summary
 from pfscalib.workflow import Workflow
 
-from conftest import PROJECT, run
+from conftest import PROJECT
+from helpers import snakemake
 
 CAMERAS = ("b1", "n1")
 EPOCH = "run1"
@@ -47,8 +48,7 @@ def workdir(tmp_path, nir_template) -> Path:
 
 def check(workdir: Path, epoch: str = EPOCH):
     """The epoch's check job, as the workflow runs it before any pipetask job."""
-    argv = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "1", f"results/checks/{epoch}.json"]
-    return run(argv, cwd=workdir)
+    return snakemake(workdir, f"results/checks/{epoch}.json", cores=1, check=False, rerun_incomplete=False)
 
 
 def check_line(workdir: Path, epoch: str = EPOCH) -> str:

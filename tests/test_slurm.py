@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, require_root, run
-from test_workflow_e2e import certifications, workdir_config
+from helpers import certifications, workdir_config
 
 pytestmark = pytest.mark.slurm
 CLUSTER = PROJECT / "tests/slurm/cluster.sh"

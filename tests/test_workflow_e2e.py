@@ -18,61 +18,11 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler
 
-from pfscalib import butlerops
-from pfscalib.config import Settings
 from pfscalib.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, outside_dump, run
+from helpers import CAMERAS, certifications, snakemake, workdir_config
 from reportcheck import check_pictures_render
-
-CAMERAS = ["b1", "r1"]
-
-
-def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **changes) -> Path:
-    """A work directory with its own config and copies of the demo tables (tests edit them)."""
-    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
-    config["cameras"] = cameras
-    config["spectralOffset"] = {c: config["spectralOffset"].get(c, 0) for c in cameras}
-    config["pipelines_dir"] = str(PROJECT / "scripts/pfscalib/demo/pipelines")
-    config["epochs"] = {e: config["epochs"][e] for e in epochs}
-    (tmp / "visits").mkdir(parents=True, exist_ok=True)
-    for step, path in config["visits"].items():
-        lines = (PROJECT / path).read_text().splitlines(keepends=True)
-        (tmp / "visits" / f"{step}.tsv").write_text(
-            "".join(lines[:1] + [ln for ln in lines[1:] if ln.split("\t")[0] in epochs])
-        )
-        config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
-    config.update(changes)
-    (tmp / "config").mkdir(parents=True, exist_ok=True)
-    if config.get("limits"):  # a copy of the demo's limits file, named absolutely (configs are copied about)
-        (tmp / config["limits"]).write_text((PROJECT / config["limits"]).read_text())
-        config["limits"] = str(tmp / config["limits"])
-    (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
-    return tmp
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True):
-    return run(
-        ["snakemake", "-s", str(PROJECT / "Snakefile"), "--cores", "2", "--rerun-incomplete", *args],
-        cwd=workdir,
-        check=check,
-    )
-
-
-def calib_collection(step: str) -> str:
-    """Where the demo config's build certifies a step's product (its own collection under the rerun)."""
-    return Settings(yaml.safe_load((PROJECT / "config/config.yaml").read_text())).calib_collection(step)
-
-
-def certifications(repo: Path) -> dict:
-    butler = Butler.from_config(str(repo))
-    out = {}
-    for step in STEP_NAMES:
-        s = STEPS[step]
-        for c in butlerops.certified(butler, calib_collection(step), s.certified_as):
-            key = (s.certified_as, tuple(sorted(c["ref"].dataId.required.items())), c["begin"].isot[:19])
-            out[key] = (str(c["ref"].id), c["end"].isot[:19] if c["end"] is not None else None)
-    return out
 
 
 @pytest.fixture(scope="module")

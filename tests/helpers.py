@@ -1,0 +1,106 @@
+"""Helpers shared by the test modules: the one snakemake runner and the work-directory/config builders.
+
+Test modules import only conftest, helpers, killtrials and reportcheck, never one another
+(tests/test_test_layout.py checks it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+from lsst.daf.butler import Butler
+
+from pfscalib import butlerops
+from pfscalib.config import Settings
+from pfscalib.steps import STEP_NAMES, STEPS
+
+from conftest import PROJECT, run
+
+CAMERAS = ["b1", "r1"]
+RUN1 = {"run1": "2025-03-10T08:00:00"}
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    cores: int = 2,
+    rerun_incomplete: bool = True,
+    mtime_only: bool = False,
+) -> subprocess.CompletedProcess:
+    """The real snakemake CLI on the project's Snakefile from `workdir`.
+
+    check: raise with the output's tail on a non-zero exit (else return the process for the test to judge).
+    rerun_incomplete: add --rerun-incomplete (a killed run's outputs are rebuilt, not refused).
+    mtime_only: add --rerun-triggers mtime (a private copy of a work directory names another repository in
+    the jobs' params, which would otherwise retrigger every job).
+    """
+    argv = ["snakemake", "-s", str(PROJECT / "Snakefile")]
+    if mtime_only:
+        argv += ["--rerun-triggers", "mtime"]
+    argv += ["--cores", str(cores)]
+    if rerun_incomplete:
+        argv += ["--rerun-incomplete"]
+    return run([*argv, *args], cwd=workdir, check=check, env=env)
+
+
+def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **changes) -> Path:
+    """A work directory with its own config and copies of the demo tables (tests edit them)."""
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["cameras"] = cameras
+    config["spectralOffset"] = {c: config["spectralOffset"].get(c, 0) for c in cameras}
+    config["pipelines_dir"] = str(PROJECT / "scripts/pfscalib/demo/pipelines")
+    config["epochs"] = {e: config["epochs"][e] for e in epochs}
+    (tmp / "visits").mkdir(parents=True, exist_ok=True)
+    for step, path in config["visits"].items():
+        lines = (PROJECT / path).read_text().splitlines(keepends=True)
+        (tmp / "visits" / f"{step}.tsv").write_text(
+            "".join(lines[:1] + [ln for ln in lines[1:] if ln.split("\t")[0] in epochs])
+        )
+        config["visits"][step] = str(tmp / "visits" / f"{step}.tsv")
+    config.update(changes)
+    (tmp / "config").mkdir(parents=True, exist_ok=True)
+    if config.get("limits"):  # a copy of the demo's limits file, named absolutely (configs are copied about)
+        (tmp / config["limits"]).write_text((PROJECT / config["limits"]).read_text())
+        config["limits"] = str(tmp / config["limits"])
+    (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
+    return tmp
+
+
+def set_config(workdir: Path, **changes) -> None:
+    """Update top-level keys of a work directory's config."""
+    path = workdir / "config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+
+
+def external_repo_config(workdir: Path, repo: str, cameras: list[str]) -> None:
+    """Point a work dir's config at an existing repository instead of the demo rule."""
+    set_config(
+        workdir,
+        datastore=repo,
+        demo={"enabled": False},
+        spectralOffset={c: {"b1": -10, "r1": 6, "b2": 0, "r2": 3}.get(c, 0) for c in cameras},
+        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
+    )
+
+
+def calib_collection(step: str) -> str:
+    """Where the demo config's build certifies a step's product (its own collection under the rerun)."""
+    return Settings(yaml.safe_load((PROJECT / "config/config.yaml").read_text())).calib_collection(step)
+
+
+def certifications(repo: Path) -> dict:
+    """(type, data ID, begin) -> (dataset id, end) of every certification in the build's collections."""
+    butler = Butler.from_config(str(repo))
+    out = {}
+    for step in STEP_NAMES:
+        s = STEPS[step]
+        for c in butlerops.certified(butler, calib_collection(step), s.certified_as):
+            key = (s.certified_as, tuple(sorted(c["ref"].dataId.required.items())), c["begin"].isot[:19])
+            out[key] = (str(c["ref"].id), c["end"].isot[:19] if c["end"] is not None else None)
+    return out
