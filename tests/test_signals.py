@@ -29,7 +29,10 @@ from helpers import workdir_config
 from killtrials import child_env, default_signals, snakemake_argv
 
 TARGET = paths.sentinel("bias", "run1", "b1")
-GRACE = 30.0  # seconds: Snakemake and its job must be gone this long after the signal
+# Seconds Snakemake may take to exit after the signal: to its group, the job stops its pipetask (SIGKILL
+# after 30 s); to Snakemake alone, Snakemake waits for the running job to end, however long it takes (a bound
+# against a hang, not a timing: on a loaded machine a bias job ran longer than 30 s).
+GRACE = {True: 90.0, False: 600.0}
 
 
 def in_workdir(workdir: Path) -> list[psutil.Process]:
@@ -103,9 +106,9 @@ def test_an_interrupted_run_leaves_no_process_of_its_job_and_resumes(workdir, si
         assert pipetask.children() and len(job) >= 3, describe(job)
         (os.killpg if group else os.kill)(proc.pid, sig)
         try:
-            proc.wait(timeout=GRACE)
+            proc.wait(timeout=GRACE[group])
         except subprocess.TimeoutExpired:
-            pytest.fail(f"snakemake still runs {GRACE:.0f} s after {sig.name}:\n{describe(in_workdir(workdir))}")
+            pytest.fail(f"snakemake still runs {GRACE[group]:.0f} s after {sig.name}:\n{describe(in_workdir(workdir))}")
         deadline = time.monotonic() + 5
         while (left := in_workdir(workdir)) and time.monotonic() < deadline:
             time.sleep(0.1)
