@@ -2,7 +2,7 @@
 # This file only wires; logic lives in scripts/pfscalib (see README.md).
 from snakemake.utils import min_version
 
-min_version("9.27.1")  # the pinned Snakemake pfscalib.snakemake_internals is checked against
+min_version("9.27.1")  # the pinned Snakemake pfscalib.internals.snakemake is checked against
 
 
 report: "report/workflow.rst"
@@ -24,7 +24,7 @@ include: "rules/qa.smk"
 
 
 # Before the first job of a real run (Snakemake skips onstart in a dry run): what the run needs besides
-# the registry, each problem one line (pfscalib.preflight).
+# the registry, each problem one line (pfscalib.plan.preflight).
 onstart:
     preflight_environment()
 

@@ -108,8 +108,8 @@ def predictions(wd: Path, cores: int, budget: int | None) -> tuple[dict, float, 
     """Per job: (predicted, measured) bytes; the predicted peak; the largest job's disk_mb."""
     sys.path.insert(0, str(PROJECT / "scripts"))
     os.chdir(wd)  # the workflow's paths (checks, pipeline cache) are relative to its directory
-    from pfscalib.disk import plan
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.disk import plan
+    from pfscalib.plan.workflow import Workflow
 
     wf = Workflow(yaml.safe_load((wd / "config/config.yaml").read_text()))
     jobs = {}
@@ -136,7 +136,7 @@ def main() -> int:
     # the predicted largest job, from the demo config (its measured sizes), and the budget
     sys.path.insert(0, str(PROJECT / "scripts"))
     os.chdir(first)
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.workflow import Workflow
 
     largest = max(Workflow(yaml.safe_load(Path("config/config.yaml").read_text())).disk.jobs(), key=lambda j: j.written)
     os.chdir(PROJECT)

@@ -1,11 +1,11 @@
-# Shared input functions. The validated configuration lives in one pfscalib.workflow.Workflow object.
+# Shared input functions. The validated configuration lives in one pfscalib.plan.workflow.Workflow object.
 import functools
 import os
 import re
 import sys
 
-from pfscalib import paths
-from pfscalib.snakemake_internals import (
+from pfscalib.plan import paths
+from pfscalib.internals.snakemake import (
     declare_resource_evaluation,
     declared,
     disk_budget,
@@ -14,16 +14,16 @@ from pfscalib.snakemake_internals import (
     rerun_trigger,
     user_forced,
 )
-from pfscalib.steps import OFFSET_STEP, STEPS, priority as step_priority
-from pfscalib import preflight
-from pfscalib.config import ConfigError
+from pfscalib.plan.steps import OFFSET_STEP, STEPS, priority as step_priority
+from pfscalib.plan import preflight
+from pfscalib.plan.config import ConfigError
 
 declare_resource_evaluation()
 
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
 CONFIG_SOURCE = CONFIG_FILES[0]
 try:
-    WF = preflight.load(config, CONFIG_FILES)
+    WF = preflight.load(CONFIG_FILES, config)
 except ConfigError as error:
     # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
@@ -35,13 +35,13 @@ if problem := WF.budget_problem(disk_budget(workflow)):
 
 def preflight_environment():
     """onstart (a real run, not -n): datastore, executables, pipelines, -c overrides, before any job;
-    then the jobs the user forced are marked to start from scratch (pfscalib.job)."""
+    then the jobs the user forced are marked to start from scratch (pfscalib.job.run)."""
     try:
         preflight.environment(WF)
         preflight.recheck_edited_epochs(WF, sorted(epochs_to_run(workflow) & set(WF.epochs)))
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
-    from pfscalib.job import mark_forced
+    from pfscalib.plan.records import mark_forced
 
     forced, _ = user_forced(workflow)
     if mark_forced(forced):
@@ -83,7 +83,7 @@ def epoch_checks(epoch="{epoch}"):
 
 def step_inputs(step, proposal=True):
     """The sentinels the job's inputs come from (its camera's, its lender's, or every camera of its arm;
-    none for a product its camera's ISR does not read: pfscalib.steps.ARMS), its epoch's check and the
+    none for a product its camera's ISR does not read: pfscalib.plan.steps.ARMS), its epoch's check and the
     dataset-type registration, the profiles_run of its camera's mode where the step reads one, and with
     spectralOffset auto the camera's proposal (proposal=False: the scan's own ISR job)."""
 
@@ -186,15 +186,15 @@ def report_targets():
 
 def forget_finished_jobs():
     """Snakemake has recorded every job of this successful run: their build states can go (see
-    pfscalib.job)."""
-    from pfscalib.job import forget_finished
+    pfscalib.job.run)."""
+    from pfscalib.plan.records import forget_finished
 
     forget_finished(paths.STATE_ROOT, lambda sentinels: incomplete(workflow, sentinels))
 
 
 def report_held():
     """One line on stderr: the products held by the quality gate (results/held), and the failing rules."""
-    from pfscalib.gate import held_summary
+    from pfscalib.plan.records import held_summary
 
     line = held_summary(paths.HELD_ROOT)
     if line:

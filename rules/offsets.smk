@@ -1,4 +1,4 @@
-# spectralOffset `auto` (pfscalib.offsets): per epoch and camera, the ISR of the bootstrap pair once, the
+# spectralOffset `auto` (pfscalib.job.offsets): per epoch and camera, the ISR of the bootstrap pair once, the
 # bootstrap task over a grid of offsets (one job per grid point, or one per camera), then the proposal the
 # bootstrap job uses. A refused camera fails its propose job (one line): its bootstrap does not run.
 if WF.auto_cameras:

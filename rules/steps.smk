@@ -1,5 +1,5 @@
 # The calibration steps (bias ... fiberNorms), one rule each, defined once: every difference between
-# them is a field of pfscalib.steps.Step. A job runs pipetask (resuming an interrupted run), certifies
+# them is a field of pfscalib.plan.steps.Step. A job runs pipetask (resuming an interrupted run), certifies
 # its product per camera (or arm), cleans its intermediates and writes its sentinel.
 for step in STEPS.values():
 

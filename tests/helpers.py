@@ -12,9 +12,9 @@ from pathlib import Path
 import yaml
 from lsst.daf.butler import Butler
 
-from pfscalib import butlerops
-from pfscalib.config import Settings
-from pfscalib.steps import STEP_NAMES, STEPS
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.config import Settings
+from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, run
 

@@ -1,7 +1,7 @@
 """Whole-run random-kill trials: kill `snakemake` and every process it started at a random moment, rerun the
 same command until it succeeds, and compare the final state with a clean run's.
 
-Independent of the fault-injection seam (pfscalib.faults): nothing inside the workflow knows it is being
+Independent of the fault-injection seam (pfscalib.internals.faults): nothing inside the workflow knows it is being
 killed, so every kill is one an operator can meet (Ctrl-C = SIGINT to the whole process group, a batch
 system's SIGTERM, the OOM killer's or a node's SIGKILL), at any point: the demo repository build,
 Snakemake's own bookkeeping, inside pipetask, inside a registry commit.

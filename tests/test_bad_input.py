@@ -151,8 +151,8 @@ def test_hostile_strings_reach_pipetask_and_butler_as_single_arguments(tmp_path,
     ],
 )
 def test_strings_that_reach_query_literals_are_constrained(monkeypatch, key, value, message):
-    from pfscalib.config import ConfigError
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.plan.workflow import Workflow
 
     monkeypatch.chdir(PROJECT)
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
@@ -239,8 +239,8 @@ ISSUE29_CASES = [
     ("instrument class mistyped", "onstart",
      lambda c: c.update(instrument="pfscalib.demo.instrument.PrimeFocusSpectrograp"), {},
      ("config/config.yaml: instrument: 'pfscalib.demo.instrument.PrimeFocusSpectrograp' cannot be imported",)),
-    ("instrument not an Instrument", "onstart", lambda c: c.update(instrument="pfscalib.config.Settings"), {},
-     ("config/config.yaml: instrument: 'pfscalib.config.Settings' is not an lsst.pipe.base Instrument",)),
+    ("instrument not an Instrument", "onstart", lambda c: c.update(instrument="pfscalib.plan.config.Settings"), {},
+     ("config/config.yaml: instrument: 'pfscalib.plan.config.Settings' is not an lsst.pipe.base Instrument",)),
     ("extra_args pipetask does not take", "onstart",
      lambda c: c["steps"]["bias"].update(extra_args=["--clobber-output"]), {},
      ("config/config.yaml: steps.bias.extra_args: '--clobber-output' is refused by pipetask run",

@@ -1,4 +1,4 @@
-"""Issue #18: every PFS camera gets the steps it really needs (pfscalib.steps.ARMS).
+"""Issue #18: every PFS camera gets the steps it really needs (pfscalib.plan.steps.ARMS).
 
 n (NIR, H4RG): no bias or dark job; its ISR reads the site's nirDark, checked at each visit before any job.
 m (medium resolution): bias and dark from r of the same spectrograph (the ISR's r<->m fallback); its own
@@ -17,12 +17,12 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
-from pfscalib import butlerops
-from pfscalib.config import ConfigError
 from pfscalib.demo import detmap, simulate
 from pfscalib.demo.make_repo import SITE_BIAS_RUN, SITE_DARK_RUN, SITE_NIR_DARK, load_demo
-from pfscalib.steps import ARMS, STEP_NAMES, role
-from pfscalib.workflow import Workflow
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.config import ConfigError
+from pfscalib.plan.steps import ARMS, STEP_NAMES, role
+from pfscalib.plan.workflow import Workflow
 
 from conftest import PROJECT
 from helpers import snakemake
@@ -148,7 +148,7 @@ def test_each_camera_certifies_exactly_its_calibrations_matching_truth(cameras_r
 
 
 def test_status_shows_what_does_not_apply(cameras_run, monkeypatch):
-    from pfscalib.status import status_table
+    from pfscalib.tools.status import status_table
 
     monkeypatch.chdir(cameras_run)
     wf = Workflow(yaml.safe_load(Path("config/config.yaml").read_text()))

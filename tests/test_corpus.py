@@ -21,8 +21,9 @@ import pytest
 import yaml
 from snakemake.common.configfile import load_configfile
 
-from pfscalib import cli, preflight
-from pfscalib.config import ConfigError
+from pfscalib import cli
+from pfscalib.plan import preflight
+from pfscalib.plan.config import ConfigError
 
 from conftest import PROJECT
 from helpers import external_repo_config, snakemake, workdir_config
@@ -72,7 +73,7 @@ def site(tmp_path_factory, demo_template) -> Site:
     cwd = os.getcwd()
     os.chdir(base)
     try:
-        wf = preflight.load(copy.deepcopy(config), [str(base / "config/config.yaml")])
+        wf = preflight.load([str(base / "config/config.yaml")], copy.deepcopy(config))
         assert cli.main(shlex.split(wf.commands.register())[1:]) == 0
     finally:
         os.chdir(cwd)
@@ -367,7 +368,7 @@ ENVIRONMENT = [
          ("instrument", "'lsst.obs.pfs.PrimeFocusSpectrograp' cannot be imported"),
          config=setting("instrument", "lsst.obs.pfs.PrimeFocusSpectrograp")),
     Case("instrument not an Instrument", "onstart", ("instrument", "is not an lsst.pipe.base Instrument class"),
-         config=setting("instrument", "pfscalib.config.Settings")),
+         config=setting("instrument", "pfscalib.plan.config.Settings")),
     Case("extra_args pipetask does not take", "onstart",
          ("steps.bias.extra_args", "refused by pipetask run", "No such option '--clobber-output'"),
          config=steps(bias={"extra_args": ["--clobber-output"]})),
@@ -435,7 +436,7 @@ def refusal(site: Site, case: Case, capsys) -> tuple[str, str]:
     check/register jobs do, in-process, in the case's directory (the current one)."""
     files = write_case(site, Path.cwd(), case)
     try:
-        wf = preflight.load(load_configfile(files[0]), files)  # Snakemake's own reader, then the Snakefile's
+        wf = preflight.load(files, load_configfile(files[0]))  # Snakemake's own reader, then the Snakefile's
     except ConfigError as error:
         return "dag", f"pfscalib: {error}"
     try:
@@ -484,7 +485,7 @@ def test_forms_a_person_writes_are_accepted(site, tmp_path, monkeypatch, edit, t
     for path in (tmp_path / "visits").iterdir():
         if "*" in tables:
             path.write_text(tables["*"](path.read_text()))
-    wf = preflight.load(load_configfile(files[0]), files)
+    wf = preflight.load(files, load_configfile(files[0]))
     epoch_name = next(iter(wf.epochs))
     assert wf.validity("bias", epoch_name).begin.startswith("2025-03-01")
     assert wf.selections[("bias", epoch_name, "b1")].visits == (100, 101, 102, 103, 104)

@@ -11,7 +11,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGE = PROJECT / "scripts/pfscalib"
-SCHEMAS = PACKAGE / "schemas"
+SCHEMAS = PACKAGE / "plan" / "schemas"
 README = PROJECT / "README.md"
 CONFIG_README = PROJECT / "config/README.md"
 LAYOUT_PAGE = PROJECT / "docs/internals.md"
@@ -142,7 +142,7 @@ def test_no_pointer_to_a_readme_section_that_moved():
 
 def test_config_readme_example_is_a_valid_config():
     """The example of config/README.md passes the config schema as written."""
-    from pfscalib.config import validate_config
+    from pfscalib.plan.config import validate_config
 
     blocks = re.findall(r"^```yaml\n(.*?)^```", CONFIG_README.read_text(), flags=re.M | re.S)
     assert blocks

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler
 
-from pfscalib import butlerops, paths
+from pfscalib.job import butler as butlerops
+from pfscalib.plan import paths
 
 from conftest import PROJECT, private_copy
 from helpers import calib_collection, set_config, snakemake, workdir_config

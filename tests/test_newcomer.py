@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from pfscalib import butlerops
-from pfscalib.config import ConfigError, Settings
-from pfscalib.select_visits import Request, check_request, select
-from pfscalib.status import COLUMNS, STATES, render_compact, summary
-from pfscalib.steps import STEP_NAMES, STEPS
-from pfscalib.visits import compact_visit_list, parse_visit_list
-from pfscalib.workflow import Workflow
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.steps import STEP_NAMES, STEPS
+from pfscalib.plan.visits import compact_visit_list, parse_visit_list
+from pfscalib.plan.workflow import Workflow
+from pfscalib.tools.select_visits import Request, check_request, select
+from pfscalib.tools.status import COLUMNS, STATES, render_compact, summary
 
 from conftest import PROJECT, run
 

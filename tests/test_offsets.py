@@ -32,7 +32,7 @@ NO_ISR_CALIBS = ["isr:doBias=False", "isr:doDark=False", "isr:doFlat=False"]
 
 
 def test_site_dry_run_lists_the_scan_jobs_a_site_would_run(tmp_path, monkeypatch):
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.workflow import Workflow
 
     # the site example of a run that uses m (b, m, n x 4)
     config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())
@@ -71,7 +71,7 @@ def test_a_per_camera_match_radius_sets_that_camera_s_search(monkeypatch):
     """Finding 9: a camera's (or arm's) own -c bootstrap:matchRadius=, as real sites set it (drp_pfs_data
     6769d28 detectorMap/bootstrap/notes.md: matchRadius 2, m3 4), sets that camera's capture range and grid
     step; the others keep offset_search's."""
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.workflow import Workflow
 
     config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())
     config["spectralOffset"].update({c: "auto" for c in ("b1", "m1", "m3", "n2")})
@@ -117,10 +117,12 @@ def demo_config(workdir: Path, cameras: list[str], isr_calibs: bool = False, **c
 
 
 def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp_path):
-    from pfscalib import butlerops, gate, metrics
     from pfscalib.demo.make_repo import make_repo
-    from pfscalib.scan import run_point
-    from pfscalib.workflow import Workflow
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job import gate, metrics
+    from pfscalib.job.scan import run_point
+    from pfscalib.plan.limits import load_limits
+    from pfscalib.plan.workflow import Workflow
 
     cameras, unlit = ["b1", "r1", "b2", "r2"], "b3"
     truth = truth_offsets(cameras, seed=20)
@@ -144,7 +146,7 @@ def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp
 
     # The guide's one value for every camera: the same task at -10, judged by the quality gate (#19).
     butler = butlerops.open_butler(str(tmp_path / "results/demo/repo"))
-    limits = gate.load_limits(str(tmp_path / wf.config["limits"]))
+    limits = load_limits(str(tmp_path / wf.config["limits"]))
     bad = []
     for camera in cameras:
         argv = wf.commands.offset_pipetask_argv("run1", camera, 0)
@@ -238,8 +240,8 @@ def test_the_proposal_pictures_are_in_the_report(auto_run, tmp_path):
     ],
 )
 def test_a_bad_offset_setting_is_one_line_before_any_job(change, message, monkeypatch):
-    from pfscalib.config import ConfigError
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.plan.workflow import Workflow
 
     monkeypatch.chdir(PROJECT)
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
@@ -250,3 +252,25 @@ def test_a_bad_offset_setting_is_one_line_before_any_job(change, message, monkey
         Workflow(config, source="my.yaml")
     assert str(error.value).startswith("my.yaml") and message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_one_bootstrap_log_reader_two_rms_each_for_its_question():
+    """The gate and the offset proposal read the same BootstrapTask log through one reader
+    (metrics.BootstrapLog): the gate judges the worst CCD half, the scan ranks by the RMS of all kept points."""
+    from pfscalib.job.metrics import bootstrap_metrics
+    from pfscalib.job.offsets import parse_log
+
+    log = [
+        "Found 120 lines in 16 traces",
+        "Matched 100 lines",
+        "Median difference from detectorMap: 0.0,0.2 pixels",
+        "Fit 90/100 points, rms: x=0.05 y=0.08 total=0.1 pixels",
+        "Median difference from detectorMap: 0.0,1.2 pixels",
+        "Fit 10/100 points, rms: x=0.5 y=0.8 total=1.0 pixels",
+    ]
+    gate = bootstrap_metrics(log)
+    point = parse_log(0, log)
+    assert gate["bootstrap.rms"] == pytest.approx(1.0)  # the bad half is not hidden by the good one
+    assert point.rms == pytest.approx((0.109) ** 0.5)  # sqrt((90 * 0.1^2 + 10 * 1.0^2) / 100)
+    assert gate["bootstrap.median_dy"] == pytest.approx(0.3) == point.median_dy  # (0.2 * 90 + 1.2 * 10) / 100
+    assert (gate["bootstrap.fit_fraction"], point.fitted) == (pytest.approx(0.5), 100)

@@ -31,7 +31,7 @@ def define_profiles(repo: Path, workdir: Path, name: str, groups: list, fallback
 
 
 def definition(repo: Path, name: str):
-    from pfscalib.butlerops import profiles_run_definition
+    from pfscalib.job.butler import profiles_run_definition
 
     return profiles_run_definition(Butler.from_config(str(repo)), "PFS", name)
 
@@ -84,8 +84,8 @@ def test_an_identical_definition_is_reused_and_a_taken_fallback_is_one_line(demo
 def test_the_jobs_select_the_chosen_name(tmp_path, monkeypatch):
     """The commands name the planned profiles_run (stable across runs); the job's -d query takes the name
     define-profiles recorded."""
-    from pfscalib.job import with_profiles_run
-    from pfscalib.workflow import Workflow
+    from pfscalib.job.run import with_profiles_run
+    from pfscalib.plan.workflow import Workflow
 
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())

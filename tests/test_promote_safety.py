@@ -139,8 +139,8 @@ def test_a_second_promotion_at_the_same_time_refuses_in_one_line(site):
 def test_a_chain_changed_before_the_prepend_refuses_and_changes_nothing(site, monkeypatch):
     """The chain edited between the record's writing and the prepend (at the promote-certify fault hook):
     the compare-and-set finds another definition and refuses in one line; the chain keeps the edit."""
-    from pfscalib import promote as promotion
-    from pfscalib.preflight import load_file
+    from pfscalib.plan.preflight import load
+    from pfscalib.tools import promote as promotion
 
     workdir, repo = site
     monkeypatch.chdir(workdir)
@@ -154,7 +154,7 @@ def test_a_chain_changed_before_the_prepend_refuses_and_changes_nothing(site, mo
         return edit
 
     monkeypatch.setattr(promotion, "fault_hook", hook)
-    wf = load_file("config/config.yaml")
+    wf = load(["config/config.yaml"])
     with pytest.raises(promotion.PromotionError) as refused:
         promotion.promote(wf, CHAIN, "PIPE2D-1", "test", ["bias"], ["b1"], [])
     message = str(refused.value)
@@ -273,7 +273,7 @@ def test_the_compare_and_set_holds_the_chain_against_a_concurrent_writer(registr
     of the new definition: neither change is lost."""
     from lsst.daf.butler.direct_butler._direct_butler_collections import DirectButlerCollections
 
-    from pfscalib.butlerops import compare_and_set_chain
+    from pfscalib.job.butler import compare_and_set_chain
 
     setup = Butler.from_config(str(registry_root), writeable=True)
     for name in ("c1", "c2", "x"):

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from lsst.resources import ResourcePath
 
-from pfscalib import gate, metrics
 from pfscalib.demo import products, simulate
 from pfscalib.demo.formatters import FitsImageFormatter
 from pfscalib.demo.instrument import PrimeFocusSpectrograph
@@ -33,11 +32,13 @@ from pfscalib.demo.tasks.detectorMap import (
     FitDetectorMapTask,
     MeasureCentroidsTask,
 )
+from pfscalib.job import gate, metrics
+from pfscalib.plan.limits import load_limits
 
 from conftest import PROJECT
 
-SHIPPED = gate.load_limits()
-DEMO_LIMITS = gate.load_limits(str(PROJECT / "config/limits-demo.yaml"))
+SHIPPED = load_limits()
+DEMO_LIMITS = load_limits(str(PROJECT / "config/limits-demo.yaml"))
 # the demo pipeline's bootstrap matchRadius (nm), as the workflow runs it
 DEMO_MATCH_RADIUS = yaml.safe_load((PROJECT / "scripts/pfscalib/demo/pipelines/bootstrap.yaml").read_text())["tasks"][
     "bootstrap"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler, CollectionType
 
-from pfscalib import paths
-from pfscalib.workflow import Workflow
+from pfscalib.plan import paths
+from pfscalib.plan.workflow import Workflow
 
 from conftest import run
 from helpers import workdir_config
@@ -123,7 +123,7 @@ butler.registry.registerCollection("u/someone/killed", CollectionType.RUN)
 def test_a_half_made_output_chain_is_completed(workdir, demo_repo):
     """Cause 3: killed inside pipetask's output set-up (chain registered, RUN registered, chain not yet
     defined): every rerun used to fail the chain's consistency check."""
-    from pfscalib.job import fingerprint, identity
+    from pfscalib.job.run import fingerprint, identity
 
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     old = Path.cwd()
@@ -183,7 +183,7 @@ def test_a_failed_pipetask_fails_the_job_with_its_cause(workdir):
 def test_a_file_without_registry_row_is_removed_and_its_quantum_rerun(workdir, demo_repo):
     """Cause 6: a kill inside the registry commit of a task's log left its file with no registry row, and
     --skip-existing took the quantum as done: the file stayed an orphan and the log was never written."""
-    from pfscalib.job import read_json, write_json
+    from pfscalib.plan.records import read_json, write_json
 
     assert job(workdir, "bias").returncode == 0
     state_path = workdir / paths.state("bias", "run1", CAMERA)
@@ -199,7 +199,7 @@ def test_a_file_without_registry_row_is_removed_and_its_quantum_rerun(workdir, d
     assert orphans(demo_repo, butler, run_name)
     # a RUN named under the job's own keeps its files inside the job's RUN directory (the detectorMap copies'
     # <run>/certify): they are not orphans
-    from pfscalib.butlerops import copy_datasets
+    from pfscalib.job.butler import copy_datasets
 
     bias_ref = butler.get_dataset(__import__("uuid").UUID(state["sentinel"]["datasetId"]))
     nested = copy_datasets(butler, [bias_ref], "biasCopy", f"{run_name}/certify")[0]

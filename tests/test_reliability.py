@@ -8,9 +8,9 @@ import os
 import pytest
 from lsst.daf.butler import Butler, CollectionType
 
-from pfscalib import butlerops
-from pfscalib.faults import FAULT_POINTS
-from pfscalib.steps import STEP_NAMES, STEPS
+from pfscalib.internals.faults import FAULT_POINTS
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 from helpers import calib_collection, certifications, snakemake, workdir_config
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pfscalib import paths
-from pfscalib.steps import STEP_NAMES
+from pfscalib.plan import paths
+from pfscalib.plan.steps import STEP_NAMES
 
 from helpers import workdir_config
 from killtrials import child_env, default_signals, snakemake_argv

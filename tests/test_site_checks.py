@@ -21,9 +21,9 @@ from astropy.time import Time
 from lsst.daf.butler import Butler, Timespan
 
 from pfscalib.demo import simulate
-from pfscalib.job import site_lacking
-from pfscalib.status import status_table, summary
-from pfscalib.workflow import Workflow
+from pfscalib.job.run import site_lacking
+from pfscalib.plan.workflow import Workflow
+from pfscalib.tools.status import status_table, summary
 
 from conftest import PROJECT
 from helpers import snakemake

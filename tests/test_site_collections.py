@@ -16,7 +16,7 @@ from lsst.daf.butler import Butler, CollectionType, Timespan
 from pfscalib.demo import simulate
 from pfscalib.demo.instrument import detector_id
 from pfscalib.demo.make_repo import load_demo
-from pfscalib.faults import PROMOTE_FAULT_POINTS
+from pfscalib.internals.faults import PROMOTE_FAULT_POINTS
 
 from conftest import PROJECT, outside_dump, run
 from helpers import external_repo_config, snakemake, workdir_config
@@ -28,7 +28,7 @@ OBSERVATORY = "PFS/calib/observatory/bias.20250201a"
 def certify_observatory_bias(repo: Path) -> str:
     """The observatory's own bias for b1 over a range overlapping run1, in a CALIBRATION collection prepended
     to the site's PFS/calib, as a calibration manager would have it. Deliberately wrong (5000 ADU)."""
-    from pfscalib.butlerops import register_pipeline_dataset_types
+    from pfscalib.job.butler import register_pipeline_dataset_types
 
     butler = Butler.from_config(str(repo), writeable=True)
     register_pipeline_dataset_types(butler, [str(PROJECT / "scripts/pfscalib/demo/pipelines/bias.yaml")], [])
@@ -168,7 +168,7 @@ def test_a_killed_promotion_leaves_the_old_or_the_new_chain(site_build, point):
 
 def test_each_epoch_s_copy_of_one_camera_has_its_own_run():
     """A RUN holds one dataset per type and data ID: two epochs' b1 bias go to <Gen RUN>/<epoch>."""
-    from pfscalib.promote import gen_run, run_names
+    from pfscalib.tools.promote import gen_run, run_names
 
     names = {"bias": "PFS/calib/T/t/bias.20261207a", "dark": "PFS/calib/T/t/dark.20261207a"}
     assert gen_run(names["bias"]) == "PFS/calib/T/t/biasGen.20261207a"

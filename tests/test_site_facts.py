@@ -475,7 +475,7 @@ BOOTSTRAP_LOG = {  # BootstrapTask's log lines, the only place it reports its nu
     "Median difference from detectorMap: %f,%f pixels": ((-3.85, -13.15), f"{STELLA}bootstrap.py:555-556"),
     "Fit %d/%d points, rms: x=%f y=%f total=%f pixels": ((48, 66, 0.03, 0.034, 0.045), f"{STELLA}bootstrap.py:561-562"),
 }  # fmt: skip
-# Which task of each pipeline reads the visits' pfsConfig (pfscalib.steps Step.reads_pfs_config: checked per visit)
+# Which task of each pipeline reads the visits' pfsConfig (pfscalib.plan.steps Step.reads_pfs_config: checked per visit)
 PFS_CONFIG_READERS = {
     "bias.yaml": ((), f"{DRP_STELLA} pipelines/bias.yaml: isr, cpBiasCombine"),
     "dark.yaml": ((), f"{DRP_STELLA} pipelines/dark.yaml: isr, dark, cpDarkCombine"),
@@ -498,7 +498,7 @@ def test_the_bootstrap_log_lines_are_the_real_tasks():
     import inspect
 
     from pfscalib.demo.tasks.detectorMap import BootstrapTask
-    from pfscalib.metrics import parse_bootstrap_log
+    from pfscalib.job.metrics import parse_bootstrap_log
 
     source = inspect.getsource(BootstrapTask)
     for form, (_, where) in BOOTSTRAP_LOG.items():
@@ -513,9 +513,10 @@ def test_product_conventions_the_workflow_reads_are_the_real_ones():
     and in the workflow's readers."""
     import numpy as np
 
-    from pfscalib import butlerops, metrics
     from pfscalib.demo.tasks import measure
     from pfscalib.demo.tasks.calib import FlatCombineTask, PfsCalibCombineConfig, header_provenance
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job import metrics
 
     assert measure.TRACE == metrics.TRACE == "Trace"  # drp_stella 3a705d9 centroidTraces.py:220
     flat = FlatCombineTask().run([np.full((4, 4), np.nan), np.ones((4, 4))])  # no pixel measured: BAD_FLAT
@@ -537,7 +538,7 @@ def test_product_conventions_the_workflow_reads_are_the_real_ones():
 def test_the_steps_that_read_pfs_configs_are_the_real_ones(demo_template):
     """Step.reads_pfs_config (the per-visit pfsConfig check) is true exactly for the steps whose real pipeline
     has a task reading pfsConfig; the demo's pipelines read it in those tasks (or a subset, said above)."""
-    from pfscalib.steps import STEPS
+    from pfscalib.plan.steps import STEPS
 
     registry = Butler.from_config(str(demo_template)).registry
     for step in STEPS.values():

@@ -1,4 +1,4 @@
-"""The Snakemake behaviour pfscalib.snakemake_internals relies on, checked against the pinned Snakemake:
+"""The Snakemake behaviour pfscalib.internals.snakemake relies on, checked against the pinned Snakemake:
 if an upgrade changes any of it, these tests fail (and say what the workflow would lose)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pfscalib.snakemake_internals import declared, is_rerun_trigger, rerun_trigger
+from pfscalib.internals.snakemake import declared, is_rerun_trigger, rerun_trigger
 
 from conftest import PROJECT
 
@@ -44,7 +44,7 @@ def test_declared_resource_evaluation_passes_what_snakemake_passed_before():
     from snakemake.iocontainers import Wildcards
     from snakemake.resources import Resource
 
-    from pfscalib.snakemake_internals import declare_resource_evaluation, declared
+    from pfscalib.internals.snakemake import declare_resource_evaluation, declared
 
     def mem_mb(wildcards, attempt):
         return 16000 * attempt
@@ -67,7 +67,7 @@ def test_the_disk_budget_is_read_back_and_snakemake_caps_a_larger_job(tmp_path):
     from conftest import run
 
     (tmp_path / "Snakefile").write_text(
-        "from pfscalib.snakemake_internals import disk_budget\n"
+        "from pfscalib.internals.snakemake import disk_budget\n"
         "print('budget', disk_budget(workflow))\n"
         "rule big:\n    output: 'x'\n    resources: disk_mb=5000\n    shell: 'touch x'\n"
     )
@@ -80,7 +80,7 @@ FORCE_SNAKEFILE = """
 import os
 import sys
 sys.path.insert(0, {scripts!r})
-from pfscalib.snakemake_internals import incomplete, user_forced
+from pfscalib.internals.snakemake import incomplete, user_forced
 
 onstart:
     forced, outputs = user_forced(workflow)
@@ -104,7 +104,7 @@ rule b:
 def test_user_forced_jobs_are_told_from_incomplete_ones(tmp_path):
     """The jobs the user forces (-F, -R, --forcerun FILE, -f) are read from the run's DAG; a job Snakemake
     reruns because a killed run left its output incomplete (--rerun-incomplete) is not forced: pfscalib
-    resumes that one and rebuilds the forced ones (pfscalib.job). `incomplete` names exactly the outputs
+    resumes that one and rebuilds the forced ones (pfscalib.job.run). `incomplete` names exactly the outputs
     of jobs started and never recorded (onsuccess keeps their states)."""
     import os
     import subprocess
@@ -142,7 +142,7 @@ def test_onstart_knows_the_epochs_of_the_run_s_jobs(tmp_path):
     from conftest import run
 
     (tmp_path / "Snakefile").write_text(
-        "from pfscalib.snakemake_internals import epochs_to_run\n"
+        "from pfscalib.internals.snakemake import epochs_to_run\n"
         "onstart:\n    print('epochs', sorted(epochs_to_run(workflow)))\n"
         "rule a:\n    output: '{epoch}.txt'\n    shell: 'touch {output}'\n"
         "rule plain:\n    output: 'plain'\n    shell: 'touch plain'\n"

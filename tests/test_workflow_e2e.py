@@ -18,7 +18,7 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler
 
-from pfscalib.steps import STEP_NAMES, STEPS
+from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, outside_dump, run
 from helpers import CAMERAS, certifications, snakemake, workdir_config
@@ -390,7 +390,7 @@ def test_disk_prediction_is_within_10_percent_of_what_each_job_wrote(demo_run, m
     """Issue #21: every job of one camera and epoch (b1, run1; fiberNorms of arm b), predicted from its
     pipeline's connections and the demo config's measured sizes, against the file sizes its sentinel
     recorded in the datastore before cleaning."""
-    from pfscalib.workflow import Workflow
+    from pfscalib.plan.workflow import Workflow
 
     monkeypatch.chdir(demo_run)  # the epoch's check (the dither count) and the pipeline cache
     wf = Workflow(yaml.safe_load((demo_run / "config/config.yaml").read_text()))

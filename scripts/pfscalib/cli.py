@@ -17,8 +17,8 @@
     pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
 
-This module only parses arguments and dispatches: the job is in pfscalib.job, registry operations in
-pfscalib.butlerops.
+This module only parses arguments and dispatches: the job is in pfscalib.job.run, registry operations in
+pfscalib.job.butler.
 """
 
 from __future__ import annotations
@@ -35,19 +35,19 @@ log = logging.getLogger(__name__)
 
 
 def cmd_pipetask(args: argparse.Namespace) -> int:
-    from . import job
+    from pfscalib.job import run as job
 
     return job.run_pipetask(args.command, args.state, done=args.done)
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
-    from . import qa
+    from pfscalib.job import qa
 
     return qa.main(args.command)
 
 
 def cmd_scan_offset(args: argparse.Namespace) -> int:
-    from . import scan
+    from pfscalib.job import scan
 
     return scan.scan_offset(
         args.repo, args.instrument, args.epoch, args.camera, args.label, args.offset, args.state, args.result,
@@ -56,8 +56,8 @@ def cmd_scan_offset(args: argparse.Namespace) -> int:
 
 
 def cmd_scan_offsets(args: argparse.Namespace) -> int:
-    from . import scan
-    from .steps import OFFSET_STEP, STEPS
+    from pfscalib.job import scan
+    from pfscalib.plan.steps import OFFSET_STEP, STEPS
 
     field = STEPS[OFFSET_STEP].offset_override.split(":", 1)[1]
     offsets = [int(o) for o in args.offsets.split(",")]
@@ -65,18 +65,18 @@ def cmd_scan_offsets(args: argparse.Namespace) -> int:
 
 
 def cmd_propose_offset(args: argparse.Namespace) -> int:
-    from . import scan
+    from pfscalib.job import scan
 
     return scan.propose_offset(args.camera, args.epoch, json.loads(args.search), args.output, args.plot, args.scans)
 
 
 def cmd_propose_offsets(args: argparse.Namespace) -> int:
-    from . import scan
-    from .config import ConfigError
-    from .preflight import load_file
+    from pfscalib.job import scan
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.plan.preflight import load
 
     try:
-        wf = load_file(args.config)
+        wf = load([args.config])
         epoch = args.epoch or next(iter(wf.epochs))
         cameras = _split(args.cameras) or wf.auto_cameras or wf.cameras
         unknown = [c for c in cameras if c not in wf.cameras] + ([epoch] if epoch not in wf.epochs else [])
@@ -89,13 +89,13 @@ def cmd_propose_offsets(args: argparse.Namespace) -> int:
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
-    from . import job
+    from pfscalib.job import run as job
 
     return job.certify(certify_request(args))
 
 
 def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
-    from . import job
+    from pfscalib.job import run as job
 
     fields = {f.name for f in dataclasses.fields(job.CertifyRequest)}
     return job.CertifyRequest(**{k: v for k, v in vars(args).items() if k in fields})
@@ -104,7 +104,7 @@ def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
 def cmd_job(args: argparse.Namespace) -> int:
     """A workflow job: pipetask as a subprocess of the job (which forwards an interrupt to it and leaves it
     nothing to outlive), then the certification in the job's own process."""
-    from . import job
+    from pfscalib.job import run as job
 
     return job.run_job(certify_request(args), args.command)
 
@@ -114,7 +114,7 @@ def own_problems(butler, args: argparse.Namespace) -> list[str]:
     absent or of their type, and none named in the config is a typo (butlerops.own_collection_problems)."""
     from lsst.daf.butler import CollectionType
 
-    from .butlerops import own_collection_problems
+    from pfscalib.job.butler import own_collection_problems
 
     if not (args.calib_chain and args.rerun):
         return []
@@ -131,9 +131,9 @@ def _own_collection_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
-    from .butlerops import open_butler
-    from .checks import implied_counts, instrument_problems, problems
-    from .job import write_json
+    from pfscalib.job.butler import open_butler
+    from pfscalib.job.checks import implied_counts, instrument_problems, problems
+    from pfscalib.plan.records import write_json
 
     if not Path(args.repo).exists() and "://" not in args.repo:
         log.error("check-visits: datastore %s does not exist", args.repo)
@@ -162,9 +162,9 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
     """Define the planned profiles_run, or reuse it when it holds exactly these groups and roles; when
     another definition has the name (profiles_run names are shared: the observatory's run18_brn), the same
     with --fallback (the rerun's user's name). The record says which name the jobs use."""
-    from .butlerops import open_butler, profiles_run_definition
-    from .job import write_json
-    from .visits import parse_visit_list
+    from pfscalib.job.butler import open_butler, profiles_run_definition
+    from pfscalib.plan.records import write_json
+    from pfscalib.plan.visits import parse_visit_list
 
     groups = json.loads(args.groups)
     wanted = {
@@ -195,9 +195,9 @@ def cmd_define_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
-    from .butlerops import QueryError
-    from .config import ConfigError
-    from .select_visits import Request, select, settings
+    from pfscalib.job.butler import QueryError
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.tools.select_visits import Request, select, settings
 
     request = Request(
         args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
@@ -219,8 +219,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     """Register every dataset type of the pipelines, and make the workflow's own collections, once before
     parallel jobs: a type registered while another process queries a CALIBRATION collection trips
     daf_butler's cache (seen as "Dataset type should be checked to be calibration by calling code")."""
-    from .butlerops import ensure_own_collections, open_butler, register_pipeline_dataset_types
-    from .job import write_json
+    from pfscalib.job.butler import ensure_own_collections, open_butler, register_pipeline_dataset_types
+    from pfscalib.plan.records import write_json
 
     butler = open_butler(args.repo, writeable=True)
     found = own_problems(butler, args)  # before any write: a typo must not create a collection
@@ -235,7 +235,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import status
+    from pfscalib.tools import status
 
     try:
         return status.main(args.config, args.format, args.wide)
@@ -245,7 +245,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from . import status
+    from pfscalib.tools import status
 
     try:
         return status.main_summary(args.config)
@@ -259,16 +259,16 @@ def _split(text: str) -> list[str]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .preflight import load_file
-    from .promote import PromotionBusy, PromotionError, check_name_part, promote
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.plan.preflight import load
+    from pfscalib.tools.promote import PromotionBusy, PromotionError, check_name_part, promote
 
     try:
         check_name_part("--ticket", args.ticket)  # before the config or the repository is read
         check_name_part("--tag", args.tag)
         if args.chain is not None:
             check_name_part("--chain", args.chain, slashes=True)
-        wf = load_file(args.config)  # as the Snakefile reads it
+        wf = load([args.config])  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
         promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
@@ -282,7 +282,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .promote import PromotionBusy, PromotionError, rollback
+    from pfscalib.tools.promote import PromotionBusy, PromotionError, rollback
 
     try:
         rollback(args.repo, args.record)
@@ -296,12 +296,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .disk import format_plan, plan
-    from .preflight import load_file
+    from pfscalib.plan.config import ConfigError
+    from pfscalib.plan.disk import format_plan, plan
+    from pfscalib.plan.preflight import load
 
     try:
-        wf = load_file(args.config)  # as the Snakefile reads it
+        wf = load([args.config])  # as the Snakefile reads it
         predicted = plan(wf.disk, args.budget_mb, args.cores)
         print(format_plan(predicted, wf.disk.unlisted()))
     except ConfigError as exc:
@@ -313,8 +313,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_measure_sizes(args: argparse.Namespace) -> int:
     import yaml
 
-    from .disk import measured_sizes
-    from .job import read_json
+    from pfscalib.plan.disk import measured_sizes
+    from pfscalib.plan.records import read_json
 
     sentinels = [s for p in sorted(Path(args.certified).rglob("*.json")) if (s := read_json(str(p)))]
     if not any("written" in s for s in sentinels):
@@ -368,7 +368,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
     p.set_defaults(func=cmd_job)
     p = sub.add_parser(
-        "qa", help="QA pictures, drift panels or the certification table (pfscalib.qa's options after --)"
+        "qa", help="QA pictures, drift panels or the certification table (pfscalib.job.qa's options after --)"
     )
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_qa)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 
 def main() -> int:
-    from .cli import main as run_here
+    from pfscalib.cli import main as run_here
 
     return run_here()

@@ -10,10 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import paths
-from .config import ConfigError, Settings, schema_error_line, schema_path, schema_valid
-from .steps import KIND_WORDS, STEP_NAMES, STEPS
-from .visits import MAX_VISITS, parse_visit_list
+from pfscalib.plan import paths
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.schema import schema_error_line, schema_path, schema_valid
+from pfscalib.plan.steps import KIND_WORDS, STEP_NAMES, STEPS
+from pfscalib.plan.visits import MAX_VISITS, parse_visit_list
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 GROUP_ROLE_WORDS = {"bright": "", "dark": " dark"}  # "group 2", "group 2 dark" in messages

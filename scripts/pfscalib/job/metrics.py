@@ -1,6 +1,6 @@
 """Quality metrics of one product of one camera (or arm), from what a real site has: the product through the
 real classes' Python API (pfs-real-site.md section 6) and the tasks' middleware-native `<label>_log`
-records. The same numbers feed the gate (pfscalib.gate), the sentinels, the QA pictures and the drift panels.
+records. The same numbers feed the gate (pfscalib.job.gate), the sentinels, the QA pictures and the drift panels.
 
 Only these names are used on products (tests/test_quality_gate.py checks it): ExposureF `.image.array`;
 DetectorMap `getFiberId()`, `getXCenter(fiberId, row)`, `findPoint(fiberId, wavelength)`,
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .steps import Measure
+from pfscalib.plan.steps import Measure
 
 # pfs.drp.stella.ReferenceLineStatus (drp_stella referenceLine.py): bits fitDetectorMap sets on detectorMapLines
 DETECTORMAP_USED = 0x20
@@ -101,7 +101,17 @@ class BootstrapLog:
     """What drp_stella's BootstrapTask logs (bootstrap.py 371, 464, 555-556, 561-562): lines found on the arc
     and the traces they lie on, lines matched, and per CCD half the median difference (x, y) of the matched
     lines from the offset map and the fit (kept/matched points, rms x, y, total). The last run's numbers when
-    a log holds several."""
+    a log holds several. The one reader of that log: the quality gate (bootstrap_metrics) and the offset
+    proposal (pfscalib.job.offsets.parse_log) take their numbers from here.
+
+    Two RMS, each for its question:
+    - worst_rms, the gate's `bootstrap.rms`: the larger of the CCD halves' total RMS. A certified map must be
+      good on both halves; a combined number would let a good half hide a bad one.
+    - combined_rms, the offset scan's: the halves' total RMS combined in quadrature, weighted by the points
+      each kept (the RMS of all kept points). It ranks offsets by one number per grid point, where a half
+      that keeps few points should weigh little.
+    median_dy (both): the halves' median spectral difference, weighted by the points each kept.
+    """
 
     lines: int = 0
     traces: int = 0
@@ -116,6 +126,24 @@ class BootstrapLog:
     @property
     def fit_total(self) -> int:
         return sum(f[1] for f in self.fits)
+
+    @property
+    def worst_rms(self) -> float:
+        totals = [f[4] for f in self.fits]
+        return max(totals) if totals and all(math.isfinite(t) for t in totals) else math.nan
+
+    @property
+    def combined_rms(self) -> float:
+        if not self.fits:
+            return math.nan
+        return math.sqrt(sum(f[0] * f[4] ** 2 for f in self.fits) / max(1, self.fitted))
+
+    @property
+    def median_dy(self) -> float:
+        finite = [(m[1], f[0]) for m, f in zip(self.medians, self.fits) if math.isfinite(m[1])]
+        if not finite:
+            return math.nan
+        return sum(m * w for m, w in finite) / max(1, sum(w for _, w in finite))
 
 
 def parse_bootstrap_log(messages: list[str]) -> BootstrapLog:
@@ -135,9 +163,9 @@ def parse_bootstrap_log(messages: list[str]) -> BootstrapLog:
 
 
 def bootstrap_metrics(log_messages: list[str]) -> dict[str, float]:
-    """From the bootstrap task's log (the only place the real task reports them). The fit's RMS (worst CCD
-    half) and the points it kept per trace judge the map; matched over found depends on the lamp's line list
-    as much as on the offset (a shipped m1 matched 56 %)."""
+    """From the bootstrap task's log (the only place the real task reports them). The fit's RMS (the worst
+    CCD half's: BootstrapLog says why) and the points it kept per trace judge the map; matched over found
+    depends on the lamp's line list as much as on the offset (a shipped m1 matched 56 %)."""
     log = parse_bootstrap_log(log_messages)
     out: dict[str, float] = {}
     if log.lines:
@@ -146,10 +174,9 @@ def bootstrap_metrics(log_messages: list[str]) -> dict[str, float]:
     if log.fits:
         out["bootstrap.fit_fraction"] = log.fitted / max(log.fit_total, 1)
         out["bootstrap.fit_per_trace"] = log.fitted / max(log.traces, 1) if log.traces else math.nan
-        totals = [f[4] for f in log.fits]
-        out["bootstrap.rms"] = max(totals) if all(math.isfinite(t) for t in totals) else math.nan
+        out["bootstrap.rms"] = log.worst_rms
     if log.medians:
-        out["bootstrap.median_dy"] = float(np.median([m[1] for m in log.medians]))
+        out["bootstrap.median_dy"] = log.median_dy
     return out
 
 
@@ -259,14 +286,14 @@ def norms_metrics(norms: Any) -> dict[str, float]:
 # ------------------------------------------------------------------ reading through the middleware
 def log_messages(butler, label: str, run: str, data_id: dict) -> list[str]:
     """A task's `<label>_log` (ButlerLogRecords) in a run: its messages, or none if it is not there."""
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     return [record.message for record in butlerops.task_log(butler, label, run, data_id)]
 
 
 def run_lines(butler, run: str, data_id: dict) -> Any | None:
     """The detectorMapLines (ArcLineSet) the fit wrote beside a detectorMap in its run."""
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     return butlerops.run_product(butler, "detectorMapLines", run, data_id)
 

@@ -8,7 +8,7 @@ an interrupted one finishes that one's work: certified already, it rewrites the 
 finished quanta, it resumes; a half-made output chain, it repairs; a hot SQLite journal, it heals before
 anything else. Any other identity (edited table or -c, a rebuilt input, a changed pipeline file or stack)
 starts a fresh RUN and says why. A job the user forced (-F, -R, --forcerun, -f: marked by Snakemake's
-onstart, pfscalib.snakemake_internals.user_forced) is rebuilt from scratch in a fresh RUN whatever its
+onstart, pfscalib.internals.snakemake.user_forced) is rebuilt from scratch in a fresh RUN whatever its
 state. A successful workflow run forgets the certified states of the jobs Snakemake has recorded as
 finished (`onsuccess`); those it still marks incomplete stay for their rerun.
 """
@@ -29,8 +29,11 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import paths, software
-from .faults import arm_registry_faults, fault_hook, pipetask_argv, pipetask_progress
+from pfscalib.internals.faults import arm_registry_faults, fault_hook, pipetask_argv, pipetask_progress
+from pfscalib.job import software
+from pfscalib.plan import paths
+from pfscalib.plan.limits import load_limits
+from pfscalib.plan.records import forced, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +88,6 @@ class CertifyRequest:
         return data_id
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Atomic write: a crash never leaves a half-written sentinel or state."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    Path(tmp).write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _arg_after(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
@@ -145,25 +133,9 @@ def why_new(old: dict, new: dict) -> str:
     return "its identity changed"
 
 
-def mark_forced(outputs: list[str]) -> int:
-    """Snakemake's onstart: the jobs the user forced in this run (their outputs) start from scratch; the
-    marks of any earlier run go. Returns how many were marked."""
-    import shutil
-
-    shutil.rmtree(paths.FORCED_ROOT, ignore_errors=True)
-    for output in outputs:
-        write_json(paths.forced(output), {"output": output})
-    return len(outputs)
-
-
-def forced(output: str | None) -> bool:
-    """Whether this run's user forced the job writing `output` (and it has not started afresh yet)."""
-    return output is not None and Path(paths.forced(output)).exists()
-
-
 def run_job(request: CertifyRequest, argv: list[str]) -> int:
     """`pfscalib job`: finish an interrupted run of the same build, or build afresh; then certify."""
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     arm_registry_faults(request.state)
     route_task_logs(request.log_root)
@@ -185,7 +157,7 @@ def run_job(request: CertifyRequest, argv: list[str]) -> int:
 
 def with_profiles_run(argv: list[str], record_path: str) -> list[str]:
     """The -d query with the profiles_run define-profiles chose: the command names the planned one, which
-    may have been taken by another definition (pfscalib.tables profiles_run_fallback)."""
+    may have been taken by another definition (pfscalib.plan.tables profiles_run_fallback)."""
     chosen = (read_json(record_path) or {}).get("profiles_run")
     if not chosen or "-d" not in argv:
         return argv
@@ -203,7 +175,7 @@ def route_task_logs(log_roots: list[str]) -> None:
 
 def already_certified(request: CertifyRequest, ident: dict) -> bool:
     """An interrupted run of this same build certified its product: rewrite its sentinel."""
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     state = read_json(request.state) or {}
     if state.get("status") != "certified" or state.get("identity") != ident:
@@ -228,7 +200,7 @@ def run_pipetask(
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
     same build (same identity, not forced), skipping what it already wrote. output: the job's Snakemake
     output (how a forced job is known; default `done`)."""
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     ident = ident or identity(argv, [])
     output = output or done
@@ -373,8 +345,8 @@ def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
 def certify(request: CertifyRequest) -> int:
     """Replace-certify the job's product over its validity range, clean its intermediates, write the
     sentinel; then the state file goes (a later rerun of this job starts a fresh run)."""
-    from . import butlerops
-    from .steps import STEPS
+    from pfscalib.job import butler as butlerops
+    from pfscalib.plan.steps import STEPS
 
     state = read_json(request.state)
     if not state or state.get("status") != "pipetask-done":
@@ -438,11 +410,12 @@ def certify(request: CertifyRequest) -> int:
 def assess(butler, request: CertifyRequest, ref, run: str, timespan) -> dict:
     """The gate: the product's metrics against the limits and against the incumbent it would replace (the
     certification of this camera over the same range), both measured the same way."""
-    from . import butlerops, gate, metrics
-    from .steps import STEPS
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job import gate, metrics
+    from pfscalib.plan.steps import STEPS
 
     step = STEPS[request.step]
-    limits = gate.load_limits(request.limits)
+    limits = load_limits(request.limits)
     visits = len([v for v in request.visits.split(",") if v])
     noise = gate.read_noise(limits, request.arm)
     values = metrics.measure(butler, step.measure, ref, run, request.data_id, visits, noise)
@@ -494,29 +467,6 @@ def hold(request: CertifyRequest, ref, quality: dict) -> None:
     )  # fmt: skip
 
 
-def forget_finished(state_root: str, incomplete: Callable[[list[str]], set[str]]) -> int:
-    """After a successful workflow run (Snakemake's onsuccess): the certified states of jobs Snakemake has
-    recorded as finished (in this run or an earlier one) are no longer needed to recognise an interrupted
-    job; those of jobs it still marks incomplete (`incomplete(sentinels)`: started, never recorded, e.g. an
-    unrelated job of a killed run) stay for their rerun. Returns how many were removed."""
-    certified = {}
-    for path in Path(state_root).rglob("*.json"):
-        state = read_json(str(path)) or {}
-        if state.get("status") == "certified":
-            certified[path] = state
-    unfinished = incomplete([s["sentinelPath"] for s in certified.values()])
-    removed = 0
-    for path, state in certified.items():
-        sentinel = read_json(state["sentinelPath"]) or {}
-        if state["sentinelPath"] not in unfinished and sentinel.get("datasetId") == state["sentinel"]["datasetId"]:
-            path.unlink(missing_ok=True)
-            removed += 1
-    for directory in sorted(Path(state_root).rglob("*"), reverse=True):  # deepest first
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
-    return removed
-
-
 def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: dict[str, list[int]]) -> dict:
     """What was certified, from which run and visits, by which commands and versions, and what the job
     wrote into the datastore ({dataset type: [datasets, bytes]}, before cleaning)."""
@@ -548,7 +498,7 @@ def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: d
 def site_lacking(epoch: str, unit: str) -> dict[str, list[str]]:
     """The optional site calibrations the epoch's check found absent for the job's cameras (n: badRefPixels,
     h4Linearity; obs_pfs's ISR only warns), so the product was built without them: {camera: [what, ...]}."""
-    from . import paths
+    from pfscalib.plan import paths
 
     checked = read_json(paths.check(epoch)) or {}
     return {c: lines for c, lines in checked.get("lacking", {}).items() if c.startswith(unit)}

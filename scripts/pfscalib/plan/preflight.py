@@ -2,7 +2,7 @@
 
 - At DAG time (`load`, called by rules/common.smk; no registry, no pipelines, so `snakemake -n -p` works
   anywhere): the config files as written (one file, no duplicated key), then the configuration and the
-  visit tables (pfscalib.config, pfscalib.tables).
+  visit tables (pfscalib.plan.config, pfscalib.plan.tables).
 - Before the first job of a real run (`environment`, called by the Snakefile's `onstart`, which Snakemake
   skips in a dry run): the datastore, the demo's target, the executables, the pipeline files, and every
   step's `-c` overrides and `clean:` types against the pipeline itself (pipe_base, no registry), once
@@ -10,7 +10,7 @@
   Also there: the `instrument` class imports and is an lsst.pipe.base Instrument, each step's `extra_args`
   are options `pipetask run` takes (its own click command parses them, nothing runs), and an epoch whose
   tables changed since its check passed is checked again (`recheck_edited_epochs`).
-- What needs the registry is checked by the epoch's check job (pfscalib.checks) and, for the collections
+- What needs the registry is checked by the epoch's check job (pfscalib.job.checks) and, for the collections
   the workflow creates, by register-dataset-types (butlerops.own_collection_problems).
 
 One function per check; each raises ConfigError (one line naming the file, row, key or collection).
@@ -18,6 +18,7 @@ One function per check; each raises ConfigError (one line naming the file, row, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,16 +26,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import yaml
 
-from . import paths
-from .config import ConfigError
-from .pipelines import load_pipeline
-from .steps import STEP_NAMES, STEPS
-from .workflow import Workflow
+from pfscalib.plan import paths
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.stack import StackError, ask
+from pfscalib.plan.steps import STEP_NAMES, STEPS
+from pfscalib.plan.workflow import Workflow
 
 
 # ---------------------------------------------------------------- DAG time
@@ -87,83 +88,97 @@ def check_duplicate_keys(file: str) -> None:
         loader.dispose()
 
 
-def load(config: dict, files: Sequence[str]) -> Workflow:
-    """The Snakefile's entry: the config files, then the configuration and tables; ConfigError if bad."""
+def load(files: Sequence[str], config: dict | None = None, *, tables: bool = True) -> Workflow | Settings:
+    """The one reader of the configuration, for the Snakefile and for every command that reads it outside
+    Snakemake (status, summary, promote, select-visits, propose-offsets): the config files as written (one
+    file, no duplicated key; broken YAML is one line naming the file and line), then the configuration and,
+    unless tables=False (select-visits writes them), the visit tables. `config` is what Snakemake already
+    read from the files. ConfigError if bad."""
     check_config_files(files)
-    return Workflow(config, source=str(files[0]) if files else "config")
-
-
-def load_file(path: str) -> Workflow:
-    """A config file as the Snakefile reads it, for the commands that read it outside Snakemake (status,
-    summary, promote, propose-offsets): broken YAML is one line naming the file and line, as in a run."""
-    check_config_files([path])
-    return Workflow(yaml.safe_load(Path(path).read_text()), source=path)
+    if config is None:
+        config = yaml.safe_load(Path(files[0]).read_text())
+    source = str(files[0]) if files else "config"
+    return Workflow(config, source=source) if tables else Settings(config, source=source)
 
 
 # ---------------------------------------------------------------- before the first job
 def environment(wf: Workflow, cache: str = paths.PREFLIGHT) -> None:
-    """What a real run needs besides the registry: one ConfigError at the first problem."""
+    """What a real run needs besides the registry: one ConfigError at the first problem. The checks that
+    need the stack are asked of it in one child process (pfscalib.plan.stack), each once per payload and
+    stack (a passed check is remembered under `cache`)."""
     check_datastore(wf)
     check_executables(wf)
-    remembered(cache, "instrument", [wf.config["instrument"]], lambda: check_instrument(wf))
-    for step in STEP_NAMES:
-        extra = list(wf.setting(step, "extra_args", []))
-        if extra and wf.units(step):
-            remembered(cache, f"{step}-extra_args", extra, lambda step=step: check_extra_args(wf, step))
-    for step in STEP_NAMES:
-        check_pipeline(wf, step, cache)
+    checks = [instrument_check(wf)]
+    checks += [c for step in STEP_NAMES if (c := extra_args_check(wf, step))]
+    checks += [pipeline_check(wf, step) for step in STEP_NAMES]
+    pending = [c for c in checks if not c.passed(cache)]
+    for check, answer in zip(pending, ask_stack([c.request for c in pending]), strict=True):
+        check.judge(answer)
+        check.remember(cache)
 
 
-def remembered(cache: str, name: str, payload: list, check) -> None:
-    """Run a check that imports the stack unless it passed before for the same payload and stack (a passed
-    check is remembered under paths.PREFLIGHT, as check_pipeline's)."""
-    fingerprint = hashlib.sha256(json.dumps([payload, *environment_identity()]).encode()).hexdigest()[:20]
-    passed = Path(paths.preflight_pass(cache, name, fingerprint))
-    if passed.exists():
-        return
-    check()
+@dataclasses.dataclass
+class StackCheck:
+    """One question for the stack: its request, what decides whether an earlier pass still holds (the
+    payload and the stack's identity), and the judge of the answer (raises ConfigError)."""
+
+    name: str
+    payload: list
+    request: dict
+    judge: Callable[[dict], None]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps([self.payload, *environment_identity()]).encode()).hexdigest()[:20]
+
+    def passed(self, cache: str) -> bool:
+        return Path(paths.preflight_pass(cache, self.name, self.fingerprint())).exists()
+
+    def remember(self, cache: str) -> None:
+        passed = Path(paths.preflight_pass(cache, self.name, self.fingerprint()))
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.write_text(json.dumps({"checked": self.payload}) + "\n")
+        except OSError:  # an unwritable cache costs the next run the check again, nothing else
+            pass
+
+
+def ask_stack(requests: list[dict]) -> list[dict]:
     try:
-        passed.parent.mkdir(parents=True, exist_ok=True)
-        passed.write_text(json.dumps({"checked": payload}) + "\n")
-    except OSError:  # an unwritable cache costs the next run the check again, nothing else
-        pass
+        return ask(requests)
+    except StackError as exc:
+        raise ConfigError("environment", str(exc)) from None
 
 
-def check_instrument(wf: Workflow) -> None:
+def instrument_check(wf: Workflow) -> StackCheck:
     """`instrument` (pipetask --instrument) names an importable lsst.pipe.base Instrument subclass, as
     pipetask imports it in every job (a typo would fail each job after the check, not before)."""
-    from lsst.pipe.base import Instrument
-    from lsst.utils import doImportType
+    path = wf.config["instrument"]
 
-    where, path = f"{wf.source}: instrument", wf.config["instrument"]
-    try:
-        found = doImportType(path)
-    except Exception as exc:  # ImportError, TypeError, ...: the user's class path
-        raise ConfigError(where, f"{path!r} cannot be imported ({reason(exc)})") from None
-    if not (isinstance(found, type) and issubclass(found, Instrument)):
-        raise ConfigError(where, f"{path!r} is not an lsst.pipe.base Instrument class (pipetask --instrument)")
+    def judge(answer: dict) -> None:
+        if answer["problem"]:
+            raise ConfigError(f"{wf.source}: instrument", answer["problem"])
+
+    return StackCheck("instrument", [path], {"kind": "instrument", "path": path}, judge)
 
 
-def check_extra_args(wf: Workflow, step: str) -> None:
+def extra_args_check(wf: Workflow, step: str) -> StackCheck | None:
     """steps.<step>.extra_args are accepted by `pipetask run` after the workflow's own options: parsed by
-    ctrl_mpexec's own click command (make_context, resilient parsing off), never run."""
+    ctrl_mpexec's own click command, as written and with the -j the rule appends, never run."""
     extra = list(wf.setting(step, "extra_args", []))
     if not extra or not wf.units(step):
-        return
-    import click
-    from lsst.ctrl.mpexec.cli.pipetask import cli
-
+        return None
     # in the command of the step's first job, after `pipetask run`
     argv = wf.commands.pipetask_argv(step, next(iter(wf.epochs)), wf.units(step)[0])[2:]
-    run = cli.get_command(click.Context(cli), "run")
-    try:  # as written (the clearest message), then with the -j the rule appends
-        for tail in ([], ["-j", "1"]):
-            run.make_context("run", argv + tail, resilient_parsing=False)
-    except click.ClickException as exc:
-        raise ConfigError(
-            f"{wf.source}: steps.{step}.extra_args",
-            f"{' '.join(extra)!r} is refused by pipetask run: {exc.format_message()}",
-        ) from None
+
+    def judge(answer: dict) -> None:
+        if answer["problem"]:
+            raise ConfigError(
+                f"{wf.source}: steps.{step}.extra_args",
+                f"{' '.join(extra)!r} is refused by pipetask run: {answer['problem']}",
+            )
+
+    request = {"kind": "pipetask_run_args", "argv": argv, "tails": [[], ["-j", "1"]]}
+    return StackCheck(f"{step}-extra_args", extra, request, judge)
 
 
 def recheck_edited_epochs(wf: Workflow, epochs: Iterable[str]) -> None:
@@ -257,39 +272,35 @@ def step_overrides(wf: Workflow, step: str) -> list[tuple[str, str]]:
     return out
 
 
-def check_pipeline(wf: Workflow, step: str, cache: str = paths.PREFLIGHT) -> None:
+def pipeline_check(wf: Workflow, step: str) -> StackCheck:
     """The step's -c overrides are accepted by its pipeline (the task labels and config fields exist and
     take the values, as `pipetask build -p ... -c ...` checks them), and its `clean:` names dataset types
     the pipeline produces. Remembered per pipeline content, overrides and clean list."""
     path = pipeline_file(wf, step)
     overrides = step_overrides(wf, step)
     clean = list(wf.setting(step, "clean", STEPS[step].clean))
-    fingerprint = hashlib.sha256(
-        json.dumps([path.read_text(), overrides, clean, *environment_identity()]).encode()
-    ).hexdigest()[:20]
-    passed = Path(paths.preflight_pass(cache, step, fingerprint))
-    if passed.exists():
-        return
-    graph = pipeline_graph(path, [o for _, o in overrides])
-    if isinstance(graph, Exception):  # name the override: apply each alone
-        for key, override in overrides:
-            alone = pipeline_graph(path, [override])
-            if isinstance(alone, Exception):
-                raise ConfigError(f"{wf.source}: {key}", f"-c {override} is refused by {path.name}: {reason(alone)}")
-        raise ConfigError(f"{wf.source}: steps.{step}", f"{path.name} with the step's -c overrides: {reason(graph)}")
-    produced = {name for name in graph.dataset_types if graph.producer_of(name) is not None}
-    unknown = [t for t in clean if t not in produced]
-    if unknown:
-        key = f"steps.{step}.clean" if "clean" in wf.steps[step] else f"steps.{step}.clean (default)"
-        raise ConfigError(
-            f"{wf.source}: {key}",
-            f"{', '.join(unknown)}: not produced by {path.name} (it produces {', '.join(sorted(produced))})",
-        )
-    try:
-        passed.parent.mkdir(parents=True, exist_ok=True)
-        passed.write_text(json.dumps({"pipeline": str(path), "overrides": overrides, "clean": clean}) + "\n")
-    except OSError:  # an unwritable cache costs the next run the check again, nothing else
-        pass
+
+    def judge(answer: dict) -> None:
+        if answer["problem"]:  # name the override: apply each alone
+            alone = ask_stack([{"kind": "pipeline", "path": str(path), "overrides": [o]} for _, o in overrides])
+            for (key, override), refused in zip(overrides, alone, strict=True):
+                if refused["problem"]:
+                    raise ConfigError(
+                        f"{wf.source}: {key}", f"-c {override} is refused by {path.name}: {refused['problem']}"
+                    )
+            raise ConfigError(
+                f"{wf.source}: steps.{step}", f"{path.name} with the step's -c overrides: {answer['problem']}"
+            )
+        unknown = [t for t in clean if t not in answer["produced"]]
+        if unknown:
+            key = f"steps.{step}.clean" if "clean" in wf.steps[step] else f"steps.{step}.clean (default)"
+            raise ConfigError(
+                f"{wf.source}: {key}",
+                f"{', '.join(unknown)}: not produced by {path.name} (it produces {', '.join(answer['produced'])})",
+            )
+
+    request = {"kind": "pipeline", "path": str(path), "overrides": [o for _, o in overrides]}
+    return StackCheck(step, [path.read_text(), overrides, clean], request, judge)
 
 
 def environment_identity() -> list[str]:
@@ -304,16 +315,3 @@ def environment_identity() -> list[str]:
         except metadata.PackageNotFoundError:  # an LSST stack installs them under EUPS, not as dists
             versions.append("")
     return [sys.prefix, os.environ.get("DRP_STELLA_DIR", ""), os.environ.get("OBS_PFS_DIR", ""), *versions]
-
-
-def pipeline_graph(path: Path, overrides: list[str]):
-    """The pipeline's graph with the overrides applied as pipetask applies -c (LABEL:KEY=VALUE), without
-    a registry; the exception if the pipeline refuses them."""
-    try:
-        return load_pipeline(str(path), overrides).to_graph()
-    except Exception as exc:  # any refusal by pipe_base or pex_config is the user's input
-        return exc
-
-
-def reason(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip("'\"")

@@ -65,7 +65,7 @@ def profiles(epoch: str, mode: str) -> str:
 
 
 def pipeline_outputs(digest: str) -> str:
-    """The dataset types a pipeline writes (pfscalib.disk), cached by the pipeline's text and overrides."""
+    """The dataset types a pipeline writes (pfscalib.plan.disk), cached by the pipeline's text and overrides."""
     return f"results/disk/pipelines/{digest}.json"
 
 
@@ -87,7 +87,7 @@ def benchmark(*parts: str) -> str:
     return "benchmarks/" + "/".join(parts) + ".tsv"
 
 
-# spectralOffset `auto` (pfscalib.offsets): per epoch and camera, the ISR of the bootstrap pair once, the
+# spectralOffset `auto` (pfscalib.job.offsets): per epoch and camera, the ISR of the bootstrap pair once, the
 # bootstrap task at each grid offset, and the proposal with its picture.
 def offset_dir(epoch: str, camera: str) -> str:
     return f"results/offsets/{epoch}/{camera}"

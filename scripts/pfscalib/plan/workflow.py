@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import paths
-from .commands import Commands
-from .config import ConfigError, Settings
-from .disk import Disk, DiskModelError
-from .steps import STEP_NAMES
-from .tables import Selections
+from pfscalib.plan import paths
+from pfscalib.plan.commands import Commands
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.disk import Disk, DiskModelError
+from pfscalib.plan.steps import STEP_NAMES
+from pfscalib.plan.tables import Selections
 
-__all__ = ["ConfigError", "Workflow", "load"]
+__all__ = ["ConfigError", "Workflow"]
 
 SLURM_SITE_RESOURCES = {
     "PARTITION": "slurm_partition",
@@ -52,7 +52,7 @@ class Workflow(Settings):
         return max(1, min(int(self.setting(step, "threads", 1)), width))
 
     def disk_mb(self, step: str, epoch: str, unit: str) -> int:
-        """Snakemake's disk_mb of a job: the MB it writes into the datastore (pfscalib.disk). 0 where the
+        """Snakemake's disk_mb of a job: the MB it writes into the datastore (pfscalib.plan.disk). 0 where the
         pipeline cannot be read (a dry run without the stack): no budget can be set then, see
         budget_problem."""
         try:
@@ -83,7 +83,3 @@ class Workflow(Settings):
     @property
     def demo_enabled(self) -> bool:
         return bool(self.config.get("demo", {}).get("enabled"))
-
-
-def load(config: dict, source: str = "config") -> Workflow:
-    return Workflow(config, source)

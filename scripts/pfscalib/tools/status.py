@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths
-from .steps import STEP_NAMES, STEPS
-from .workflow import Workflow
+from pfscalib.plan import paths
+from pfscalib.plan.preflight import load
+from pfscalib.plan.steps import STEP_NAMES, STEPS
+from pfscalib.plan.workflow import Workflow
 
 COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state"]
 
@@ -39,7 +40,7 @@ STATES = {
     "differs": State("DIFFERS", "differs from sentinel"),
     "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
     "held": State("HELD", "HELD: {why}"),
-    # a camera x step the workflow does not build (pfscalib.steps.ARMS, config camera_steps): shown as such
+    # a camera x step the workflow does not build (pfscalib.plan.steps.ARMS, config camera_steps): shown as such
     "n/a": State("n/a", "n/a: its ISR does not read it (n: bias, dark), or camera_steps skips it", ok=True),
     "borrowed": State("from r", "n/a: from r of the spectrograph (the ISR's r<->m fallback)", ok=True),
     # the ISR found the camera's own arm's product in its inputs first (a site's m bias): not built, not r's
@@ -50,7 +51,7 @@ STATES = {
 def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
     from lsst.daf.butler import Timespan
 
-    from . import butlerops
+    from pfscalib.job import butler as butlerops
 
     butler = butlerops.open_butler(wf.datastore)
     rows = []
@@ -225,15 +226,8 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load(config_path: str) -> Workflow:
-    """The config as the Snakefile reads it (one file, no duplicated key)."""
-    from .preflight import load_file
-
-    return load_file(config_path)
-
-
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
-    wf = load(config_path)
+    wf = load([config_path])
     df = status_table(wf)
     text = render(df, fmt, wf, wide)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -241,7 +235,7 @@ def main(config_path: str, fmt: str, wide: bool = False) -> int:
 
 
 def main_summary(config_path: str) -> int:
-    wf = load(config_path)
+    wf = load([config_path])
     df = status_table(wf)
     print(summary(df, wf), end="")
     return 0 if all_ok(df) else 1

@@ -21,10 +21,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import paths
-from .config import ConfigError, Settings
-from .pipelines import load_pipeline
-from .steps import STEP_NAMES, STEPS
+from pfscalib.plan import paths
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.stack import StackError, ask
+from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 MB = 1_000_000  # Snakemake's disk_mb is decimal megabytes
 VISIT_DIMENSIONS = frozenset({"visit", "exposure"})
@@ -70,7 +70,7 @@ def default_sizes_mb() -> dict[str, dict[str, float]]:
     return out
 
 
-CACHE_FORMAT = 2  # bump when read_pipeline_outputs changes what it reads: older caches are then ignored
+CACHE_FORMAT = 2  # bump when pfscalib.job.stack.pipeline changes what it reads: older caches are then ignored
 
 
 class DiskModelError(ConfigError):
@@ -85,39 +85,46 @@ class Output:
     dimensions: frozenset[str]
 
 
-def read_pipeline_outputs(pipeline: str, overrides: Iterable[str]) -> list[Output]:
-    """Every dataset type the pipeline writes, from its tasks' connections (pipe_base's PipelineGraph,
-    with the step's -c overrides applied): outputs, per-quantum metadata and logs, configs, packages."""
-    graph = load_pipeline(pipeline, overrides, own_labels_only=True).to_graph()
-    out = {Output("packages", frozenset())}
-    for node in graph.tasks.values():
-        for edge in node.iter_all_outputs():
-            out.add(Output(edge.parent_dataset_type_name, frozenset(edge.raw_dimensions)))
-        out.add(Output(node.init.config_output.parent_dataset_type_name, frozenset()))  # <label>_config
-    return sorted(out, key=lambda o: o.dataset_type)
-
-
-def pipeline_outputs(pipeline: str, overrides: list[str]) -> list[Output]:
-    """read_pipeline_outputs, cached by the pipeline's text and overrides: reading a pipeline imports its
-    tasks (seconds at a site), and Snakemake asks for every job of every invocation."""
-    path = os.path.expandvars(pipeline)
+def pipeline_outputs(pipelines: dict[str, tuple[str, list[str]]]) -> dict[str, list[Output] | DiskModelError]:
+    """Every dataset type each pipeline writes (name: (pipeline, -c overrides)), from its tasks' connections
+    as pipe_base's PipelineGraph has them with the overrides applied: outputs, per-quantum metadata and logs,
+    configs, packages. Cached by the pipeline's text and overrides: reading a pipeline imports its tasks
+    (seconds at a site), and Snakemake asks for every job of every invocation; the uncached ones are asked
+    of the stack in one child process (pfscalib.plan.stack)."""
+    found: dict[str, list[Output] | DiskModelError] = {}
+    missing: dict[str, tuple[str, Path]] = {}
+    for name, (pipeline, overrides) in pipelines.items():
+        path = os.path.expandvars(pipeline)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            found[name] = DiskModelError(pipeline, f"cannot read the pipeline to predict disk use ({exc.strerror})")
+            continue
+        digest = hashlib.sha1(json.dumps([CACHE_FORMAT, text, sorted(overrides)]).encode()).hexdigest()[:16]
+        cache = Path(paths.pipeline_outputs(digest))
+        if cache.is_file():
+            found[name] = [Output(t, frozenset(dims)) for t, dims in json.loads(cache.read_text())]
+        else:
+            missing[name] = (path, cache)
+    requests = [
+        {"kind": "pipeline", "path": path, "overrides": pipelines[name][1], "own_labels_only": True}
+        for name, (path, _) in missing.items()
+    ]
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise DiskModelError(pipeline, f"cannot read the pipeline to predict disk use ({exc.strerror})") from None
-    digest = hashlib.sha1(json.dumps([CACHE_FORMAT, text, sorted(overrides)]).encode()).hexdigest()[:16]
-    cache = Path(paths.pipeline_outputs(digest))
-    if cache.is_file():
-        return [Output(name, frozenset(dims)) for name, dims in json.loads(cache.read_text())]
-    try:
-        outputs = read_pipeline_outputs(path, overrides)
-    except Exception as exc:  # no stack, a task that does not import: no prediction
-        raise DiskModelError(pipeline, f"cannot read the pipeline to predict disk use ({exc})") from None
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps([[o.dataset_type, sorted(o.dimensions)] for o in outputs]))
-    os.replace(tmp, cache)
-    return outputs
+        answers = ask(requests)
+    except StackError as exc:  # no stack: no prediction
+        answers = [{"problem": str(exc)}] * len(requests)
+    for (name, (_, cache)), answer in zip(missing.items(), answers, strict=True):
+        if answer["problem"]:
+            problem = f"cannot read the pipeline to predict disk use ({answer['problem']})"
+            found[name] = DiskModelError(pipelines[name][0], problem)
+            continue
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(answer["outputs"]))
+        os.replace(tmp, cache)
+        found[name] = [Output(t, frozenset(dims)) for t, dims in answer["outputs"]]
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +170,10 @@ class Disk:
         self._outputs: dict[str, list[Output] | DiskModelError] = {}
 
     def outputs(self, step: str) -> list[Output]:
-        if step not in self._outputs:  # a failure too: asked once per job
-            try:
-                self._outputs[step] = pipeline_outputs(self.settings.pipeline(step), self.settings.step_config(step))
-            except DiskModelError as error:
-                self._outputs[step] = error
+        if not self._outputs:  # every step's at once (one child process), a failure too: asked once
+            self._outputs = pipeline_outputs(
+                {s: (self.settings.pipeline(s), self.settings.step_config(s)) for s in STEP_NAMES}
+            )
         if isinstance(self._outputs[step], DiskModelError):
             raise self._outputs[step]
         return self._outputs[step]
@@ -186,7 +192,7 @@ class Disk:
     def implied_counts(self, step: str, epoch: str, unit: str) -> dict[str, int]:
         """Distinct values of dimensions the tables do not determine (dither), as the epoch's visit check
         recorded them from the registry; empty before the check."""
-        from .job import read_json
+        from pfscalib.plan.records import read_json
 
         check = read_json(paths.check(epoch)) or {}
         return check.get("implied", {}).get(step, {}).get(unit, {})
@@ -259,7 +265,7 @@ def simulate_peak(disk: Disk, jobs: list[JobDisk], cores: int, budget_mb: int | 
     """The datastore's growth at its highest, scheduling as Snakemake does (the steps with the most chain
     ahead first, as many jobs as cores and the disk budget allow, a job after the products it reads), every
     job taking the same time: what finished jobs left plus what running jobs hold."""
-    from .steps import priority
+    from pfscalib.plan.steps import priority
 
     done: set[str] = set()
     remaining = sorted(jobs, key=lambda j: (-priority(j.step), j.epoch, j.unit))

@@ -17,13 +17,13 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
    DAG in onstart. Snakemake puts the outputs of incomplete jobs (--rerun-incomplete) into the same
    `dag.forcefiles` and flags both `reason.forced`, so the user's request is read from the settings
    (`dag_settings.forcerun`, `forcetargets`) and `dag.forcerules` (rules only: -F, -R, -f's rules), never
-   from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job).
+   from `forcefiles`: an interrupted job resumes, a forced one is rebuilt (pfscalib.job.run).
 6. Recorded jobs: `workflow.persistence._filter_incomplete_keys` (keys: the output paths) tells which
    sentinels Snakemake still marks incomplete (a job started and not recorded finished): onsuccess keeps
    the states of those jobs, which a rerun recognises, and forgets those of recorded ones.
 5. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
    their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
-   (pfscalib.preflight.recheck_edited_epochs).
+   (pfscalib.plan.preflight.recheck_edited_epochs).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ import hashlib
 import json
 import shlex
 
-from . import paths
-from .config import Settings
-from .steps import OFFSET_STEP, STEP_NAMES, STEPS
-from .tables import Selections
+from pfscalib.plan import paths
+from pfscalib.plan.config import Settings
+from pfscalib.plan.steps import OFFSET_STEP, STEP_NAMES, STEPS
+from pfscalib.plan.tables import Selections
 
 
 @functools.cache  # the same repository, collections and options recur in every job's command
@@ -226,7 +226,7 @@ class Commands:
             argv += ["--prerequisite", dataset_type]
         site = {c: list(s.site_calibrations(c)) for c in s.cameras if s.site_calibrations(c)}
         optional = {c: [list(o) for o in s.optional_site_calibrations(c)] for c in site}
-        if site:  # looked up per visit, in each step's inputs (pfscalib.checks.site_calibration_problems)
+        if site:  # looked up per visit, in each step's inputs (pfscalib.job.checks.site_calibration_problems)
             wanted = {"cameras": site, "optional": {c: o for c, o in optional.items() if o}}
             argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
         argv += self.own_collections()
@@ -234,7 +234,7 @@ class Commands:
 
     def check_inputs_digest(self, epoch: str) -> str:
         """What the epoch's check checked (its command but the output path): recorded in the check's
-        output, compared by the run's onstart (pfscalib.preflight.recheck_edited_epochs)."""
+        output, compared by the run's onstart (pfscalib.plan.preflight.recheck_edited_epochs)."""
         return shlex.split(self.check(epoch, paths.check(epoch)))[-1]
 
     def register(self) -> str:

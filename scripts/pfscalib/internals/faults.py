@@ -103,16 +103,16 @@ REGISTRY_POINTS = ("sqlite-commit", "collections")
 
 def pipetask_argv(argv: list[str], job: str) -> list[str]:
     """The command that runs `pipetask ...` for a job: itself, or, with a registry fault listed, the same
-    pipetask command line in `python -m pfscalib.faults`, which arms the registry faults in pipetask's own
+    pipetask command line in `python -m pfscalib.internals.faults`, which arms the registry faults in pipetask's own
     process first (its output set-up is where they strike)."""
     points = [e.split("@", 1)[0] for e in os.environ.get("PFSCALIB_FAULT", "").split(",")]
     if argv[:1] != ["pipetask"] or not any(p in points for p in REGISTRY_POINTS):
         return argv
-    return [sys.executable, "-m", "pfscalib.faults", job, *argv[1:]]
+    return [sys.executable, "-m", "pfscalib.internals.faults", job, *argv[1:]]
 
 
 def main() -> int:
-    """`python -m pfscalib.faults JOB PIPETASK-ARGS...`: `pipetask PIPETASK-ARGS...` with JOB's registry
+    """`python -m pfscalib.internals.faults JOB PIPETASK-ARGS...`: `pipetask PIPETASK-ARGS...` with JOB's registry
     faults armed (pipetask_argv)."""
     job, args = sys.argv[1], sys.argv[2:]
     arm_registry_faults(job)

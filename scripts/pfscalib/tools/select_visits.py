@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from pathlib import Path
 from typing import Any, get_args
 
-from .config import ConfigError, Settings
-from .steps import VisitKind
-from .visits import compact_visit_list
+from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.steps import VisitKind
+from pfscalib.plan.visits import compact_visit_list
 
 KINDS: tuple[str, ...] = get_args(VisitKind)
 
@@ -44,7 +43,7 @@ def check_request(settings: Settings, request: Request) -> None:
 
 def describe(record: Any) -> tuple[str, str, str, str]:
     """What groups visits into one row: kind, target name, lamps, night (UTC date of the exposure)."""
-    from .checks import visit_kind
+    from pfscalib.job.checks import visit_kind
 
     return (visit_kind(record), record.target_name or "", record.lamps or "", record.timespan.begin.utc.isot[:10])
 
@@ -61,19 +60,16 @@ def table(epoch: str, records: list[Any], cameras: tuple[str, ...] = ()) -> str:
 
 
 def settings(config_path: str) -> Settings:
-    """The config as the Snakefile reads it (no duplicated key); its tables are not needed."""
-    import yaml
+    """The config as the Snakefile reads it; its tables are not needed (this command writes them)."""
+    from pfscalib.plan.preflight import load
 
-    from .preflight import check_config_files
-
-    check_config_files([config_path])
-    return Settings(yaml.safe_load(Path(config_path).read_text()), source=config_path)
+    return load([config_path], tables=False)
 
 
 def select(settings: Settings, repo: str, request: Request) -> str:
     """The visits of the request that start within the epoch's range, as a table."""
-    from . import butlerops
-    from .checks import visit_kind
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job.checks import visit_kind
 
     check_request(settings, request)
     span = settings.epochs[request.epoch]

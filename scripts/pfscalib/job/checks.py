@@ -7,9 +7,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import butlerops
-from .steps import KIND_WORDS, STEPS, UNLIT_KINDS, irp_variant
-from .visits import parse_visit_list
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.steps import KIND_WORDS, STEPS, UNLIT_KINDS, irp_variant
+from pfscalib.plan.visits import parse_visit_list
 
 
 def visit_kind(record: Any) -> str:
@@ -207,7 +207,7 @@ def missing_prerequisites(
 def implied_counts(butler, instrument: str, selection: dict) -> dict[str, dict[str, dict[str, int]]]:
     """{step: {unit: {dimension: distinct values}}} of the dimensions a visit implies (dither,
     pfs_design_id) over each job's visits: how many datasets a type with such a dimension has
-    (pfscalib.disk), which the tables do not say."""
+    (pfscalib.plan.disk), which the tables do not say."""
     selection = expanded(selection)
     wanted = sorted({v for s in selection.values() for pairs in s["units"].values() for v, _ in pairs})
     records = butlerops.visit_records(butler, instrument, wanted)
@@ -224,7 +224,7 @@ def site_calibration_problems(
     certified: Certified, epoch: str, selection: dict, records: dict, wanted: dict
 ) -> tuple[list[str], dict[str, list[str]]]:
     """The site calibrations an arm's ISR looks up (n: nirDark, or nirDark_irp<N> for a ramp of IRP ratio N;
-    pfscalib.steps.ARMS) are found at every visit of the camera, as the ISR finds them: the workflow never
+    pfscalib.plan.steps.ARMS) are found at every visit of the camera, as the ISR finds them: the workflow never
     builds them, and a real nirDark is valid from its first dark visit on (obs_pfs fe94433
     combineNirDark.py:91-96, 179-182), not over an epoch. Returns the problems (one line per camera and
     type) and, per camera, the optional ones absent (the ISR only warns: what the products will lack).

@@ -14,7 +14,7 @@ from typing import Any
 from astropy.time import Time
 from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType, MissingCollectionError, Timespan
 
-from .pipelines import load_pipeline
+from pfscalib.job.pipelines import load_pipeline
 
 
 def parse_date(text: str | None) -> Time | None:
@@ -190,7 +190,7 @@ def clean_runs(
 
 def stored_bytes(butler: Butler, pattern: str) -> dict[str, list[int]]:
     """{dataset type: [datasets, bytes]} of the files stored for every dataset in the RUN collections
-    matching pattern: what a job wrote into the datastore (pfscalib.disk compares its prediction)."""
+    matching pattern: what a job wrote into the datastore (pfscalib.plan.disk compares its prediction)."""
     out: dict[str, list[int]] = {}
     for run in runs_matching(butler, pattern):
         # one query for every dataset type of the RUN (a query per type costs ~0.2 s per job)
@@ -507,7 +507,7 @@ def calibration_validities(butler: Butler, dataset_type: str, collections: list[
         return []
 
 
-# ---------------------------------------------------------------- promotion (pfscalib.promote)
+# ---------------------------------------------------------------- promotion (pfscalib.tools.promote)
 def copy_into_runs(butler: Butler, runs: dict[str, str], sentinels: list[dict]) -> dict[str, str]:
     """Copy each sentinel's dataset into its Gen RUN (runs: sentinel path -> RUN) under a new dataset id:
     the file is copied byte for byte and ingested (Butler.ingest of a FileDataset, transfer="copy"), as
@@ -590,7 +590,7 @@ def compare_and_set_chain(butler: Butler, chain: str, expected: list[str], new: 
         return current
 
 
-# ---------------------------------------------------------------- spectralOffset auto (pfscalib.offsets)
+# ---------------------------------------------------------------- spectralOffset auto (pfscalib.job.offsets)
 def remove_collections(butler: Butler, patterns: list[str], log=print) -> int:
     """Remove the workflow's own collections matching butler globs, with every dataset of their RUNs
     (scan runs once the bootstrap is certified): chains first (a RUN in a chain cannot go), then RUNs."""

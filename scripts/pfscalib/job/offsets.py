@@ -1,6 +1,6 @@
 """spectralOffset `auto`: propose each camera's bootstrap offset from what the site's own bootstrap task logs.
 
-The task is run (pfscalib.scan, or one pipetask job per grid point) at offsets spaced no wider than its
+The task is run (pfscalib.job.scan, or one pipetask job per grid point) at offsets spaced no wider than its
 capture range (matchRadius / dispersion: an offset within it still matches the arc lines). Each run logs,
 as drp_stella's BootstrapTask does into `bootstrap_log`:
 
@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from .metrics import parse_bootstrap_log
+from pfscalib.job.metrics import parse_bootstrap_log
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ class ScanPoint:
     fitted: int = 0  # kept by the fit
     fit_total: int = 0
     median_dy: float = math.nan  # matched lines minus the offset map, spectral (pixels)
-    rms: float = math.nan  # total fit RMS (pixels)
+    rms: float = math.nan  # fit RMS of all kept points (pixels; BootstrapLog.combined_rms)
     error: str = ""  # the task raised (e.g. no match in a CCD half)
 
     def score(self, rms_scale: float) -> float:
@@ -49,17 +49,13 @@ class ScanPoint:
 
 
 def parse_log(offset: float, messages: Iterable[str], error: str = "") -> ScanPoint:
-    """One run's numbers from its log messages (read as the gate reads them, metrics.parse_bootstrap_log);
-    the CCD halves combined: RMS and median difference weighted by the points each half's fit kept."""
+    """One run's numbers from its log messages, read as the gate reads them (metrics.BootstrapLog, which says
+    why the scan ranks by the combined RMS and the gate judges the worst half's)."""
     log = parse_bootstrap_log(list(messages))
     point = ScanPoint(offset=offset, error=error, lines=log.lines, traces=log.traces, matched=log.matched)
     if log.fits and not error:
         point.fitted, point.fit_total = log.fitted, log.fit_total
-        weights = [f[0] for f in log.fits]
-        point.rms = math.sqrt(sum(f[0] * f[4] ** 2 for f in log.fits) / max(1, point.fitted))
-        finite = [(m[1], w) for m, w in zip(log.medians, weights) if math.isfinite(m[1])]
-        if finite:
-            point.median_dy = sum(m * w for m, w in finite) / max(1, sum(w for _, w in finite))
+        point.rms, point.median_dy = log.combined_rms, log.median_dy
     return point
 
 
@@ -161,7 +157,7 @@ def read_points(paths: Iterable[str]) -> list[ScanPoint]:
 
 
 def write_points(path: str, camera: str, epoch: str, points: list[ScanPoint]) -> None:
-    from .job import write_json
+    from pfscalib.plan.records import write_json
 
     write_json(path, {"camera": camera, "epoch": epoch, "points": [dataclasses.asdict(p) for p in points]})
 

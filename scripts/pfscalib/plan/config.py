@@ -6,19 +6,16 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
-from importlib import resources
-from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
+from pfscalib.plan import paths
+from pfscalib.plan.schema import schema_error_line, schema_path
+from pfscalib.plan.steps import ARMS, MODES, OFFSET_STEP, STEP_NAMES, STEPS, Role, lender, role, role_words
 
-from . import paths
-from .steps import ARMS, MODES, OFFSET_STEP, STEP_NAMES, STEPS, Role, lender, role, role_words
-
-AUTO = "auto"  # spectralOffset proposed from the data (pfscalib.offsets)
+AUTO = "auto"  # spectralOffset proposed from the data (pfscalib.job.offsets)
 # Pixels along wavelength (rows) of each arm's detector: spectralOffset shifts the detectorMap along rows
 # (drp_stella bootstrap.py:95, 275-281; ../shared/reference/pfs-real-site.md section 4), and b, r, m are
-# 4176 x 4096 CCDs, n a 4096 x 4096 H4RG (pfs-real-site.md section 7; pfscalib.disk). An offset of the
+# 4176 x 4096 CCDs, n a 4096 x 4096 H4RG (pfs-real-site.md section 7; pfscalib.plan.disk). An offset of the
 # detector's size or more moves every arc line off it; real offsets are tens of pixels (b1 0, r1 8, r3 40:
 # drp_pfs_data detectorMap/bootstrap/notes.md).
 DETECTOR_ROWS = {"b": 4096, "r": 4096, "m": 4096, "n": 4096}
@@ -29,32 +26,6 @@ class ConfigError(ValueError):
 
     def __init__(self, where: str, problem: str):
         super().__init__(f"{where}: {problem}")
-
-
-def schema_path(name: str) -> str:
-    return str(resources.files("pfscalib").joinpath(f"schemas/{name}.schema.yaml"))
-
-
-def schema_error_line(instance: Any, schema_file: str) -> str:
-    """The most relevant JSON-schema violation as 'key.path: message'."""
-    import jsonschema
-
-    schema = yaml.safe_load(Path(schema_file).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
-    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if "errorMessage" in error.schema:  # the schema says what is meant (as ajv-errors does), not a regex
-        return f"{path}: {error.instance!r} {error.schema['errorMessage']}"
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = list(error.schema.get("properties", {}))
-        unknown = [k for k in error.instance if k not in known]
-        return f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
-    return f"{path}: {error.message}"
-
-
-def schema_valid(instance: Any, schema_file: str) -> bool:
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_file).read_text())).is_valid(instance)
 
 
 def validate_config(config: dict, source: str = "config") -> None:
@@ -202,7 +173,7 @@ class Settings:
         return [u for u in self.all_units(step) if self.role(step, u) == "build"]
 
     def role(self, step: str, unit: str) -> Role:
-        """build, skip or borrow (pfscalib.steps.ARMS, overridden by the config's camera_steps)."""
+        """build, skip or borrow (pfscalib.plan.steps.ARMS, overridden by the config's camera_steps)."""
         return role(step, unit, self.camera_steps)
 
     def role_words(self, step: str, unit: str) -> str:
@@ -345,7 +316,7 @@ class Settings:
 
     def accepted(self, epoch: str, step: str, unit: str) -> dict | None:
         """The config's acceptance of a held product of this job, if any."""
-        from .gate import accepted
+        from pfscalib.plan.limits import accepted
 
         return accepted(self.config.get("accept", []), epoch, step, unit)
 
@@ -490,7 +461,7 @@ class Settings:
 
     def _check_quality(self) -> None:
         """The limits file validates (one line before any job); acceptances name a real job."""
-        from .gate import LimitsError, load_limits
+        from pfscalib.plan.limits import LimitsError, load_limits
 
         try:
             load_limits(self.config.get("limits"))

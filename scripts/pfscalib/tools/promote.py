@@ -49,12 +49,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import butlerops, paths
-from .config import ConfigError
-from .faults import fault_hook
-from .job import read_json, write_json
-from .steps import STEP_NAMES, STEPS
-from .workflow import Workflow
+from pfscalib.internals.faults import fault_hook
+from pfscalib.job import butler as butlerops
+from pfscalib.plan import paths
+from pfscalib.plan.config import ConfigError
+from pfscalib.plan.records import read_json, write_json
+from pfscalib.plan.steps import STEP_NAMES, STEPS
+from pfscalib.plan.workflow import Workflow
 
 log = logging.getLogger(__name__)
 PROMOTIONS = "results/promotions"

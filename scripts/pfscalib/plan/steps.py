@@ -9,9 +9,9 @@ import dataclasses
 from typing import Literal
 
 QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
-# What a product is measured as by the gate (pfscalib.metrics.measure)
+# What a product is measured as by the gate (pfscalib.job.metrics.measure)
 Measure = Literal["bias_frame", "dark_frame", "flat_field", "bootstrap_lines", "detector_map", "profiles", "norms"]
-# What a visit is, from its record (pfscalib.checks.visit_kind): arcs are `comparison` at Subaru
+# What a visit is, from its record (pfscalib.job.checks.visit_kind): arcs are `comparison` at Subaru
 # (`arc` in simulator data) and, as BootstrapTask tells them, any lamps other than 'Quartz'.
 VisitKind = Literal["bias", "dark", "flat", "arc"]
 KIND_WORDS = {"bias": "a bias", "dark": "a dark", "flat": "a quartz", "arc": "an arc"}
@@ -42,15 +42,15 @@ class Step:
     # pipelines/measureCentroids.py, pipelines/fiberProfiles.py); checked per visit before any job.
     reads_pfs_config: bool = False
     # What the pipeline's ISR writes (its outputExposure): its header names the calibrations the ISR used,
-    # read into the sentinel before cleaning (pfscalib.butlerops.calib_inputs).
+    # read into the sentinel before cleaning (pfscalib.job.butler.calib_inputs).
     isr_output: str = "postISRCCD"
     offset_override: str = ""  # -c LABEL:FIELD set from the camera's config spectralOffset
     # With spectralOffset `auto`: the pipeline's labels run once on the step's visits (the ISR), then the
-    # label run over a grid of offsets, scored from its `<label>_log` (pfscalib.offsets).
+    # label run over a grid of offsets, scored from its `<label>_log` (pfscalib.job.offsets).
     scan_prepare: tuple[str, ...] = ()
     scan_label: str = ""
     qa_plot: QaPlot
-    measure: Measure  # how the gate measures the product (pfscalib.metrics)
+    measure: Measure  # how the gate measures the product (pfscalib.job.metrics)
     # prefix of the product's metrics in the limits file (pfscalib/limits.yaml); the certified type's name
     metric_prefix: str = ""
 

@@ -1,9 +1,9 @@
 """QA pictures of certified calibrations, one PNG per calibration and camera (or arm), with the gate's verdict.
 
-    python -m pfscalib.qa --repo REPO --outdir DIR SENTINEL.json ...
+    python -m pfscalib.job.qa --repo REPO --outdir DIR SENTINEL.json ...
 
 Products are read through the dataset id each sentinel records, and only through the real classes' API (via
-pfscalib.metrics, which names what it may call): bias/dark/fiberFlat images (1-99 % stretch); bootstrap and
+pfscalib.job.metrics, which names what it may call): bias/dark/fiberFlat images (1-99 % stretch); bootstrap and
 detectorMap traces (getXCenter) with the measured arc lines of detectorMapLines and their wavelength
 residuals (findWavelength) coloured by USED/RESERVED; fiberProfiles widths per fibre; fiberNorms per fibre.
 A product that cannot be drawn gets a placeholder picture saying why: QA never fails the run.
@@ -24,8 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import metrics
-from .steps import STEPS
+from pfscalib.job import metrics
+from pfscalib.plan.steps import STEPS
 
 log = logging.getLogger(__name__)
 # Fixed margins (room for the labels and the caption line): tight_layout measured every text of every
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
     if args.table:
-        from .gate import held_records
+        from pfscalib.plan.records import held_records
 
         held = held_records(args.held_root) if args.held_root else []
         quality_table(_sentinels(args.sentinels), held).to_csv(args.table, sep="\t", index=False)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drift:
         drift(_sentinels(args.sentinels), args.drift, Path(args.outdir))
         return 0
-    from .butlerops import open_butler
+    from pfscalib.job.butler import open_butler
 
     butler = open_butler(args.repo)
     out = Path(args.outdir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from .offsets import ScanPoint, parse_log
+from pfscalib.job.offsets import ScanPoint, parse_log
 
 
 class _Capture(logging.Handler):
@@ -105,9 +105,10 @@ def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str,
     failed job; a pipetask that wrote no log (bad query, broken repository) is."""
     from pathlib import Path
 
-    from . import butlerops
-    from .job import read_json, route_task_logs, run_pipetask
-    from .offsets import write_points
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job.offsets import write_points
+    from pfscalib.job.run import route_task_logs, run_pipetask
+    from pfscalib.plan.records import read_json
 
     route_task_logs(log_roots)
     rc = run_pipetask(argv, state, output=result)
@@ -131,8 +132,8 @@ def scan_offsets(repo: str, camera: str, epoch: str, label: str, field: str, off
                  argv: list[str]) -> int:  # fmt: skip
     """Every grid point in this process (per_camera job): the query, inputs and overrides of the pipetask
     command given, the quantum built once."""
-    from . import butlerops
-    from .offsets import write_points
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job.offsets import write_points
 
     overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
     inputs = _arg_after(argv, "-i").split(",")
@@ -146,8 +147,8 @@ def scan_offsets(repo: str, camera: str, epoch: str, label: str, field: str, off
 
 def propose_offset(camera: str, epoch: str, search: dict, output: str, plot_path: str, scans: list[str]) -> int:
     """The proposal from the scan results, its picture; a refused camera fails the job with one line."""
-    from .job import write_json
-    from .offsets import plot, propose, read_points
+    from pfscalib.job.offsets import plot, propose, read_points
+    from pfscalib.plan.records import write_json
 
     proposal = propose(camera, epoch, read_points(scans), float(search["capture"]), search)
     plot(proposal, plot_path, search)
@@ -166,10 +167,12 @@ def propose_offsets(wf, epoch: str, cameras: list[str], output: str) -> int:
 
     import yaml
 
-    from . import butlerops, paths
-    from .job import run_pipetask, write_json
-    from .offsets import plot, propose
-    from .steps import OFFSET_STEP, STEPS
+    from pfscalib.job import butler as butlerops
+    from pfscalib.job.offsets import plot, propose
+    from pfscalib.job.run import run_pipetask
+    from pfscalib.plan import paths
+    from pfscalib.plan.records import write_json
+    from pfscalib.plan.steps import OFFSET_STEP, STEPS
 
     step, values, refused = STEPS[OFFSET_STEP], {}, []
     field = step.offset_override.split(":", 1)[1]

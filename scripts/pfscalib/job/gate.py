@@ -8,57 +8,8 @@ green/yellow: certify (yellow recorded); red: hold (nothing certified), unless t
 from __future__ import annotations
 
 import math
-from importlib import resources
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 LEVELS = ("green", "yellow", "red")
-
-
-class LimitsError(ValueError):
-    """A limits file that does not validate; str() is one line naming the file, the key and the problem."""
-
-
-def shipped_limits() -> str:
-    return str(resources.files("pfscalib").joinpath("limits.yaml"))
-
-
-def load_limits(site_file: str | None = None) -> dict:
-    """The shipped limits, each metric of a site's file replacing the shipped one whole; validated (with
-    defaults)."""
-    from .config import schema_error_line, schema_path
-
-    def read(path: str) -> dict:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise LimitsError(f"{path}: no such limits file") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "YAML"
-            raise LimitsError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        import jsonschema
-
-        schema = yaml.safe_load(Path(schema_path("limits")).read_text())
-        if not jsonschema.Draft202012Validator(schema).is_valid(data):
-            raise LimitsError(f"{path}: {schema_error_line(data, schema_path('limits'))}")
-        return data
-
-    limits = read(shipped_limits())
-    limits["file"] = shipped_limits()
-    if site_file:
-        site = read(site_file)
-        limits = {
-            **limits,
-            **{k: v for k, v in site.items() if k != "metrics"},
-            "metrics": {**limits["metrics"], **site["metrics"]},
-            "file": site_file,
-            "shipped_version": limits["version"],
-        }
-    limits.setdefault("margin", 0.2)
-    return limits
 
 
 def read_noise(limits: dict, arm: str) -> float:
@@ -124,28 +75,3 @@ def verdict(rules: list[dict]) -> str:
 
 def failing(rules: list[dict]) -> list[str]:
     return [r["rule"] for r in rules if r["level"] == "red"]
-
-
-def accepted(accepts: list[dict], epoch: str, step: str, unit: str) -> dict | None:
-    """The config's explicit acceptance of this held product, if any."""
-    return next((a for a in accepts if (a["epoch"], a["step"], a["camera"]) == (epoch, step, unit)), None)
-
-
-def held_records(root: str) -> list[dict[str, Any]]:
-    """The records of held products (paths.held), oldest first."""
-    import json
-
-    records = []
-    for path in sorted(Path(root).rglob("*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def held_summary(root: str) -> str:
-    """One line: what was held and why ("" if nothing is)."""
-    held = held_records(root)
-    items = [f"{h['epoch']}/{h['step']}/{h['unit']} ({'; '.join(h['failing'])})" for h in held]
-    return f"held {len(held)}: " + ", ".join(items) if held else ""
