@@ -551,3 +551,242 @@ def test_the_steps_that_read_pfs_configs_are_the_real_ones(demo_template):
             if edge.parent_dataset_type_name == "pfsConfig"
         }
         assert demo <= set(real) and bool(demo) == bool(real), f"{step.pipeline}: demo {demo}, real {real} ({where})"
+
+
+# ----------------------------------------------------------------------------------- pipelines, labels, -c fields
+PIPE = f"{DRP_STELLA} pipelines/"
+# The real pipelines' labels and task classes (drp_stella 3a705d9 pipelines/*.yaml): the workflow names the
+# labels in its -c overrides, its <label>_log reads and its scans (Step.offset_override, scan_label, scan_prepare).
+REAL_PIPELINES = {
+    "bias.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}bias.yaml:3-4"),
+        "cpBiasCombine": ("pfs.drp.stella.pipelines.calibCombine.PfsCalibCombineTask", f"{PIPE}bias.yaml:13-14"),
+    },
+    "dark.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}dark.yaml:3-4"),
+        "dark": ("pfs.drp.stella.pipelines.dark.PfsDarkTask", f"{PIPE}dark.yaml:12-13"),
+        "darkCombine": ("pfs.drp.stella.pipelines.calibCombine.PfsCalibCombineTask", f"{PIPE}dark.yaml:26-27"),
+    },
+    "flat.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}flat.yaml:3-4"),
+        "ditherCombine": ("pfs.drp.stella.pipelines.FlatDitherCombineTask", f"{PIPE}flat.yaml:11-12"),
+        "flatCombine": ("pfs.drp.stella.pipelines.FlatCombineTask", f"{PIPE}flat.yaml:16-17"),
+    },
+    "bootstrap.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}bootstrap.yaml:3-4"),
+        "bootstrap": ("pfs.drp.stella.bootstrap.BootstrapTask", f"{PIPE}bootstrap.yaml:5-6"),
+    },
+    "detectorMap.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}detectorMap.yaml:7-8"),
+        "cosmicray": ("pfs.drp.stella.cosmicray.CosmicRayTask", f"{PIPE}detectorMap.yaml:9-10"),
+        "measureCentroids": ("pfs.drp.stella.pipelines.MeasureCentroidsTask", f"{PIPE}detectorMap.yaml:13-14"),
+        "gatherSlitOffsets": ("pfs.drp.stella.pipelines.GatherSlitOffsetsTask", f"{PIPE}detectorMap.yaml:17-18"),
+        "fitDetectorMap": ("pfs.drp.stella.pipelines.FitDetectorMapTask", f"{PIPE}detectorMap.yaml:21-22"),
+    },
+    "fitFiberProfiles.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}fitFiberProfiles.yaml:7-8"),
+        "cosmicray": ("pfs.drp.stella.cosmicray.CosmicRayTask", f"{PIPE}fitFiberProfiles.yaml:9-10"),
+        "profilesFitDetectorMap": (
+            "pfs.drp.stella.reduceProfiles.ProfilesFitDetectorMapTask",
+            f"{PIPE}fitFiberProfiles.yaml:14-15",
+        ),
+        "fitProfiles": ("pfs.drp.stella.reduceProfiles.ReduceProfilesTask", f"{PIPE}fitFiberProfiles.yaml:16-17"),
+        "mergeProfiles": (
+            "pfs.drp.stella.mergeFiberProfiles.MergeFiberProfilesTask",
+            f"{PIPE}fitFiberProfiles.yaml:18-19",
+        ),
+    },
+    "fiberNorms.yaml": {
+        "isr": ("lsst.obs.pfs.isrTask.PfsIsrTask", f"{PIPE}fiberNorms.yaml:5-6"),
+        "cosmicray": ("pfs.drp.stella.cosmicray.CosmicRayTask", f"{PIPE}fiberNorms.yaml:7-8"),
+        "reduceExposure": ("pfs.drp.stella.reduceExposure.ReduceExposureTask", f"{PIPE}fiberNorms.yaml:9-10"),
+        "measureFiberNorms": (
+            "pfs.drp.stella.measureFiberNorms.MeasureFiberNormsTask",
+            f"{PIPE}fiberNorms.yaml:16-17",
+        ),
+    },
+}
+BFP = f"{STELLA}buildFiberProfiles.py"
+FDM = f"{STELLA}fitDetectorMap.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldFact:
+    dtype: type
+    default: object  # the config class's default, after its setDefaults
+    source: str
+
+
+# Every `-c LABEL:FIELD=VALUE` the workflow writes (pfscalib.steps Step.config, Step.offset_override, the
+# matchRadius pfscalib.config reads back, the site examples' camera_config): the real field, its type and default.
+OVERRIDE_FIELDS = {
+    "isr:doCrosstalk": FieldFact(bool, False, f"{ISR_PY}:1114 (setDefaults), :1269 (asserted False)"),
+    "bootstrap:spectralOffset": FieldFact(float, 0.0, f"{STELLA}bootstrap.py:95"),
+    "bootstrap:matchRadius": FieldFact(float, 1.0, f"{STELLA}bootstrap.py:77"),
+    "bootstrap:profiles.profileRadius": FieldFact(int, 5, f"{STELLA}bootstrap.py:71, 98-100; {BFP}:48"),
+    "bootstrap:profiles.profileSwath": FieldFact(float, 300.0, f"{STELLA}bootstrap.py:71; {BFP}:47"),
+    "bootstrap:profiles.profileOversample": FieldFact(int, 10, f"{STELLA}bootstrap.py:71; {BFP}:49"),
+    "measureCentroids:connections.calibDetectorMap": FieldFact(
+        str, "detectorMap_calib", f"{STELLA}pipelines/measureCentroids.py:47-48"
+    ),
+    "fitDetectorMap:fitDetectorMap.doSlitOffsets": FieldFact(
+        bool, False, f"{STELLA}pipelines/fitDetectorMap.py:20, 170; {FDM}:273"
+    ),
+    "fitDetectorMap:fitDetectorMap.order": FieldFact(int, 7, f"{STELLA}pipelines/fitDetectorMap.py:170; {FDM}:269"),
+    "fitDetectorMap:fitDetectorMap.soften": FieldFact(
+        float, 0.003, f"{STELLA}pipelines/fitDetectorMap.py:170; {FDM}:271"
+    ),
+    "fitProfiles:profiles.profileRadius": FieldFact(int, 5, f"{STELLA}reduceProfiles.py:127; {BFP}:48"),
+    "fitProfiles:profiles.profileSwath": FieldFact(float, 300.0, f"{STELLA}reduceProfiles.py:127; {BFP}:47"),
+    "fitProfiles:profiles.profileOversample": FieldFact(int, 3, f"{STELLA}reduceProfiles.py:127, 156-159"),
+}
+
+
+def demo_task_nodes(pipeline: str) -> dict:
+    return dict(Pipeline.from_uri(str(DEMO_PIPELINES / pipeline)).to_graph().tasks.items())
+
+
+def workflow_overrides() -> dict[str, set[str]]:
+    """pipeline file -> every LABEL:FIELD the workflow passes as -c for it, by default or in the site examples."""
+    import yaml
+
+    from pfscalib.steps import OFFSET_STEP, STEPS
+
+    from conftest import PROJECT
+
+    out: dict[str, set[str]] = {}
+    for step in STEPS.values():
+        given = [*step.config, *([f"{step.offset_override}=0"] if step.offset_override else [])]
+        if step.name == OFFSET_STEP:
+            given.append(f"{step.scan_label}:matchRadius=1")  # pfscalib.config Settings.match_radius
+        for path in sorted((PROJECT / "config").glob("*.yaml")):
+            spec = (yaml.safe_load(path.read_text()).get("steps") or {}).get(step.name) or {}
+            given += spec.get("config", [])
+            given += [o for overrides in (spec.get("camera_config") or {}).values() for o in overrides]
+        out.setdefault(step.pipeline, set()).update(o.partition("=")[0] for o in given)
+    return out
+
+
+def test_the_demo_pipelines_have_the_real_labels_and_task_classes():
+    """Each demo pipeline has exactly the real pipeline's labels, each run by a stand-in of the real class's name;
+    the labels the workflow names itself (scan_label, scan_prepare) are among them."""
+    from pfscalib.steps import STEPS
+
+    assert {s.pipeline for s in STEPS.values()} == set(REAL_PIPELINES)
+    for step in STEPS.values():
+        real = REAL_PIPELINES[step.pipeline]
+        nodes = demo_task_nodes(step.pipeline)
+        assert set(nodes) == set(real), f"{step.pipeline}: demo {sorted(nodes)}, real {sorted(real)}"
+        for label, (class_name, where) in real.items():
+            assert nodes[label].task_class.__name__ == class_name.rpartition(".")[2], f"{label} ({where})"
+        assert {step.scan_label, *step.scan_prepare} - {""} <= set(real), step.name
+
+
+def config_field(config, path: str):
+    """(the pex_config Field, its value) of a dotted field path."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        config = getattr(config, parent)
+    return type(config)._fields[name], getattr(config, name)
+
+
+def test_every_override_the_workflow_writes_is_a_real_field_of_the_demo_task():
+    """Each -c LABEL:FIELD the workflow writes is a real field (table above, with its source) and the demo's task
+    for that label has it with the real type and the real class default (setDefaults included; the demo
+    pipeline's own settings, e.g. bootstrap matchRadius 2.5, are the demo's and said in its YAML)."""
+    overrides = workflow_overrides()
+    assert set().union(*overrides.values()) <= set(OVERRIDE_FIELDS), set().union(*overrides.values()) - set(
+        OVERRIDE_FIELDS
+    )
+    problems = []
+    for pipeline, names in overrides.items():
+        nodes = demo_task_nodes(pipeline)
+        for name in sorted(names):
+            label, _, path = name.partition(":")
+            fact = OVERRIDE_FIELDS[name]
+            if label not in nodes:
+                problems.append(f"{name}: no label {label} in the demo {pipeline} ({fact.source})")
+                continue
+            try:
+                field, value = config_field(nodes[label].task_class.ConfigClass(), path)
+            except (AttributeError, KeyError) as exc:
+                problems.append(f"{name}: not a field of the demo's {label} ({exc!r}; real: {fact.source})")
+                continue
+            if field.dtype is not fact.dtype or value != fact.default:
+                problems.append(f"{name}: demo {field.dtype.__name__} {value!r}, real {fact.dtype.__name__} "
+                                f"{fact.default!r} ({fact.source})")  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
+def test_the_offset_searchs_match_radius_default_is_the_real_tasks():
+    """offset_search.matchRadius defaults to BootstrapConfig.matchRadius (drp_stella 3a705d9 bootstrap.py:77: 1.0,
+    which the real bootstrap.yaml does not change, pipelines/bootstrap.yaml:1-6); the demo config says what the
+    demo pipeline sets instead."""
+    import yaml
+
+    from pfscalib.config import schema_path
+
+    from conftest import PROJECT
+
+    schema = yaml.safe_load(Path(schema_path("config")).read_text())
+    assert schema["properties"]["offset_search"]["properties"]["matchRadius"]["default"] == 1.0
+    demo_config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    demo_pipeline = demo_task_nodes("bootstrap.yaml")["bootstrap"].config
+    assert demo_config["offset_search"]["matchRadius"] == demo_pipeline.matchRadius
+
+
+def test_task_logs_reach_the_roots_the_configs_name():
+    """pipe_base names a task's logger <module root>.<label> (lsst-pipe-base 30.2026.4300 lsst/pipe/base/task.py:
+    182-192): drp_stella's BootstrapTask (module pfs.drp.stella.bootstrap, pipelines/bootstrap.yaml:6) logs as
+    pfs.bootstrap, the schema's default root; the demo's as pfscalib.bootstrap, the demo config's root."""
+    import yaml
+
+    from pfscalib.config import schema_path
+
+    from conftest import PROJECT
+
+    schema = yaml.safe_load(Path(schema_path("config")).read_text())
+    real_module = REAL_PIPELINES["bootstrap.yaml"]["bootstrap"][0]
+    assert schema["properties"]["task_log_roots"]["default"] == [real_module.split(".")[0]]
+    node = demo_task_nodes("bootstrap.yaml")["bootstrap"]
+    task = node.task_class(config=node.config, name="bootstrap")
+    root = yaml.safe_load((PROJECT / "config/config.yaml").read_text())["task_log_roots"]
+    assert task.log.name == "pfscalib.bootstrap" and root == ["pfscalib"]
+
+
+def test_the_bootstrap_refuses_a_wrong_pair_as_the_real_task():
+    """drp_stella 3a705d9 bootstrap.py:130-171 (chooseOne): exactly 2 exposures and 2 pfsConfigs, exactly one quartz
+    (visit.lamps == 'Quartz') and one arc, each pfsConfig found by its visit; messages :156, :159; fibres of the two
+    pfsConfigs identical (:224-227). The workflow's own check (Step.exact_kinds) refuses such a pair before any job;
+    a run that gets past it fails with the real task's words."""
+    from types import SimpleNamespace
+
+    from pfscalib.demo.tasks.detectorMap import BootstrapTask
+
+    class DataId(dict):
+        def __init__(self, visit: int, lamps: str):
+            super().__init__(visit=visit, instrument="PFS", arm="b", spectrograph=1)
+            self.records = {"visit": SimpleNamespace(lamps=lamps)}
+
+    def ref(visit: int, lamps: str):
+        return SimpleNamespace(dataId=DataId(visit, lamps))
+
+    def run_quantum(exposures, configs, fibers=((1, 2), (1, 2))):
+        by_visit = {r.dataId["visit"]: {"fiberId": list(f)} for r, f in zip(configs, fibers)}
+        butler = SimpleNamespace(
+            quantum=SimpleNamespace(dataId=DataId(0, "")), get=lambda r: by_visit[r.dataId["visit"]]
+        )
+        inputs = SimpleNamespace(exposure=exposures, pfsConfig=configs)
+        BootstrapTask(config=BootstrapTask.ConfigClass()).runQuantum(butler, inputs, SimpleNamespace())
+
+    quartz, arc, other_arc = ref(1, "Quartz"), ref(2, "Ne"), ref(3, "HgAr")
+    with pytest.raises(RuntimeError, match=r"^Expected 2 dataset references in exposure, found 3$"):
+        run_quantum([quartz, arc, other_arc], [quartz, arc])
+    with pytest.raises(RuntimeError, match=r"^Expected exactly 1 arc in exposure, found 2$"):
+        run_quantum([arc, other_arc], [arc, other_arc])
+    with pytest.raises(RuntimeError, match=r"^Expected exactly 1 arc in exposure, found 0$"):
+        run_quantum([quartz, ref(4, "Quartz")], [quartz, arc])  # the arc is chosen first (:162-164)
+    with pytest.raises(RuntimeError, match=r"^Expected 2 dataset references in pfsConfig, found 1$"):
+        run_quantum([quartz, arc], [quartz])
+    with pytest.raises(RuntimeError, match=r"^Mismatch between fibers for flat \(\[1, 2\]\) and arc \(\[1, 3\]\)$"):
+        run_quantum([quartz, arc], [quartz, arc], fibers=((1, 2), (1, 3)))
