@@ -790,3 +790,195 @@ def test_the_bootstrap_refuses_a_wrong_pair_as_the_real_task():
         run_quantum([quartz, arc], [quartz])
     with pytest.raises(RuntimeError, match=r"^Mismatch between fibers for flat \(\[1, 2\]\) and arc \(\[1, 3\]\)$"):
         run_quantum([quartz, arc], [quartz, arc], fibers=((1, 2), (1, 3)))
+
+
+# ----------------------------------------------------------------------------------- the products' Python API
+DATAMODEL = "Subaru-PFS/datamodel 355df2a python/pfs/datamodel/"
+# What pfscalib.metrics and pfscalib.qa call on products (tests/test_quality_gate.py REAL_API), where the real
+# class defines it.
+PRODUCT_API = {
+    "DetectorMap": {
+        "getBBox": f"{STELLA}DetectorMap.cc:20",
+        "getFiberId": f"{STELLA}DetectorMap.cc:22",
+        "getXCenter": f"{STELLA}DetectorMap.cc:41-60 (int; int, float64 array)",
+        "findPoint": f"{STELLA}DetectorMap.cc:116-122 (int, float; int, array; int32 array, array)",
+        "findWavelength": f"{STELLA}DetectorMap.cc:124-146 (int, float; int, array; int32 array, array)",
+    },
+    "FiberProfileSet": {
+        "fiberId": f"{STELLA}fiberProfileSet.py:206-207",
+        "__getitem__": f"{STELLA}fiberProfileSet.py:217 (by fiberId)",
+    },
+    "PfsFiberNorms": {
+        "fiberId": f"{DATAMODEL}pfsFiberNorms.py:52 (shape numFibers, :66)",
+        "values": f"{DATAMODEL}pfsFiberNorms.py:54 (shape numFibers x height, :68)",
+    },
+}
+# ArcLineSet (drp_stella arcLine.py:16-17: DamdClass = LineMeasurements) columns (datamodel drp.py:127-146)
+ARC_LINE_COLUMNS = (
+    "fiberId", "wavelength", "x", "y", "xErr", "yErr", "xx", "yy", "xy", "flux", "fluxErr", "fluxNorm", "flag",
+    "status", "description", "transition", "source",
+)  # fmt: skip
+# ReferenceLineStatus bits fitDetectorMap sets on detectorMapLines (referenceLine.py:25-26; fitDetectorMap.py:413-414)
+REFERENCE_LINE_STATUS = {"DETECTORMAP_USED": 0x20, "DETECTORMAP_RESERVED": 0x40}
+
+
+def real_profile_index(radius: int, oversample: int):
+    """drp_stella 3a705d9 fiberProfile.py:41-48, FiberProfile.__init__'s index, written out."""
+    import numpy as np
+
+    profileSize = 2 * int((radius + 1) * oversample + 0.5) + 1
+    profileCenter = int((radius + 1) * oversample + 0.5)
+    return (np.arange(profileSize, dtype=int) - profileCenter) / oversample
+
+
+def test_the_products_the_gate_reads_have_the_real_api():
+    """The demo's products answer what the gate and QA call, with the real names; ArcLineSet's columns are
+    LineMeasurements'; the status bits are ReferenceLineStatus'; a FiberProfile's index is the real sample grid
+    (the gate's profile width is the second moment over it, pfscalib.metrics.profile_widths)."""
+    import numpy as np
+
+    from pfscalib import metrics
+    from pfscalib.demo import products
+
+    for name, api in PRODUCT_API.items():
+        cls = getattr(products, name)
+        for attribute, where in api.items():
+            assert hasattr(cls, attribute), f"demo {name} has no {attribute} ({where})"
+    assert set(products.ArcLineSet.COLUMNS) <= set(ARC_LINE_COLUMNS)
+    lines = products.ArcLineSet({c: [1] for c in products.ArcLineSet.COLUMNS})
+    for column in ("fiberId", "wavelength", "x", "y", "flux", "fluxErr", "flag", "status", "description"):
+        assert column in ARC_LINE_COLUMNS and np.asarray(getattr(lines, column)).shape == (1,), column
+    assert tuple(REFERENCE_LINE_STATUS.values()) == (products.DETECTORMAP_USED, products.DETECTORMAP_RESERVED)
+    assert tuple(REFERENCE_LINE_STATUS.values()) == (metrics.DETECTORMAP_USED, metrics.DETECTORMAP_RESERVED)
+    for radius, oversample in ((10, 3), (5, 10), (2, 3)):  # fitProfiles as the workflow sets it, the defaults
+        index = real_profile_index(radius, oversample)
+        entry = {"profiles": [[0.0] * len(index)], "swathCentres": [128.0]}
+        profile = products.FiberProfileSet({"fibers": {"7": entry}, "radius": radius, "oversample": oversample})[7]
+        assert np.array_equal(profile.index, index) and profile.index[len(index) // 2] == 0.0
+    norms = products.PfsFiberNorms({"fiberId": [1, 2], "values": [[1.0, 1.1], [0.9, 1.0]], "wavelength": [500, 600]})
+    assert norms.fiberId.shape == (2,) and norms.values.shape == (2, 2)
+
+
+def test_the_demo_fits_profiles_on_the_real_grid():
+    """ReduceProfilesTask with the workflow's fitProfiles overrides (radius 10, oversample 3) writes one sample
+    per point of the real index (fiberProfile.py:41-48), so the gate's width reads the profile where it lies."""
+    import numpy as np
+
+    from pfscalib import metrics
+    from pfscalib.demo import detmap, products
+    from pfscalib.demo.tasks.fiber import ReduceProfilesConfig, ReduceProfilesTask
+
+    truth = simulate.CameraTruth(1, simulate.Epoch("run1", 0), "b1")
+    dm = detmap.new("b", truth.spectrograph, [int(f) for f in truth.fiber_ids])
+    centres = np.array([detmap.trace_x(dm, i, np.arange(simulate.NY)) for i in range(len(dm["fiberId"]))])
+    x = np.arange(simulate.NX)
+    sigma = 1.5
+    image = np.zeros((simulate.NY, simulate.NX))
+    for centre in centres[5:6]:  # one fibre lit: no neighbour's wing within the radius (the demo's 14 px pitch)
+        image += 1000.0 * np.exp(-0.5 * ((x[np.newaxis, :] - centre[:, np.newaxis]) / sigma) ** 2)
+    config = ReduceProfilesConfig()
+    config.profiles.profileRadius, config.profiles.profileSwath = 10, 500
+    profiles = products.FiberProfileSet(ReduceProfilesTask(config=config).run([image], [], dm))
+    for fiber_id in profiles.fiberId:
+        profile = profiles[int(fiber_id)]
+        assert np.asarray(profile.profiles).shape[1] == len(real_profile_index(10, 3))
+    fiber_ids, widths = metrics.profile_widths(profiles)
+    assert list(fiber_ids) == [dm["fiberId"][5]] and abs(widths[0] - sigma) < 0.05, widths
+
+
+# ----------------------------------------------------------------------------------- fibre-profile inputs
+def real_parse_integer_list(string: str) -> list[int]:
+    """drp_stella 3a705d9 python/pfs/drp/stella/utils/visits.py:6, 9-43 (parseIntegerList), written out: what the
+    real defineFiberProfilesInputs.py does with each --bright/--dark (bin.src/defineFiberProfilesInputs.py:29-30)."""
+    import re
+
+    visit_regex = re.compile(r"^(\d+)\.\.(\d+)(?::(\d+))?$")
+    result = []
+    for value in string.split("^"):
+        mat = re.search(visit_regex, value)
+        if mat:
+            start = int(mat.group(1))
+            stop = int(mat.group(2))
+            stride = mat.group(3)
+            stride = int(stride) if stride else 1
+            result += list(range(start, stop + 1, stride))
+        else:
+            result.append(int(value))
+    return result
+
+
+# bin.src/defineFiberProfilesInputs.py:12-25: positional repo, instrument, name; --bright, --dark (append), --update
+DEFINE_PROFILES_ARGUMENTS = ("repo", "instrument", "name", "--bright", "--dark", "--update")
+
+
+def test_visit_lists_the_workflow_writes_mean_the_same_to_the_real_parser():
+    """The workflow writes visit lists (its tables, defineFiberProfilesInputs.py's --bright/--dark) in the PFS
+    syntax; the real parser reads them as the workflow's own does."""
+    from pfscalib.visits import compact_visit_list, parse_visit_list
+
+    for visits in ([5], [1, 2, 3], [10, 12, 14, 20], [1, 3, 4, 5, 9, 13, 17], [100, 200], list(range(7, 70, 7))):
+        text = compact_visit_list(visits)
+        assert real_parse_integer_list(text) == parse_visit_list(text) == sorted(visits), text
+    for text in ("0^2..4^7..9", "1..5:2", "123..134:2^234..245"):  # the real docstring's and --help's examples
+        assert parse_visit_list(text) == real_parse_integer_list(text), text
+
+
+def test_define_fiber_profiles_inputs_writes_what_the_real_script_writes(demo_repo):
+    """The demo's defineFiberProfilesInputs.py takes the real arguments and writes, as drp_stella 3a705d9 gen3.py:
+    742-779 does, a profiles_run with one profiles_group per --bright, profiles_visits records for the group's
+    visits, and a profiles_visits dataset dict(bright=..., dark=...) in <instrument>/fiberProfilesInputs: what
+    pfscalib.butlerops.profiles_run_definition reads back; unequal --bright/--dark counts fail with the real
+    message (gen3.py:747-748)."""
+    import contextlib
+    import io
+
+    from pfscalib import butlerops
+    from pfscalib.demo import bin as demo_bin
+
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        demo_bin.define_fiber_profiles_inputs(["--help"])
+    for argument in DEFINE_PROFILES_ARGUMENTS:
+        assert argument in help_text.getvalue(), argument
+    flats = [s.visit for s in load_demo(demo_repo).visit_specs("run1") if s.kind == "flat"][:4]
+    argv = [str(demo_repo), "PFS", "t_brn", "--bright", f"{flats[0]}^{flats[1]}", "--dark", str(flats[2])]
+    argv += ["--bright", str(flats[3]), "--dark", str(flats[2])]
+    assert demo_bin.define_fiber_profiles_inputs(argv) == 0
+    butler = Butler.from_config(str(demo_repo))
+    definition = butlerops.profiles_run_definition(butler, "PFS", "t_brn")
+    assert definition == {
+        0: {"bright": sorted(flats[:2]), "dark": [flats[2]]},
+        1: {"bright": [flats[3]], "dark": [flats[2]]},
+    }
+    refs = butler.query_datasets("profiles_visits", collections="PFS/fiberProfilesInputs", explain=False)
+    assert {ref.run for ref in refs} == {"PFS/fiberProfilesInputs"} and len(refs) == 2
+    bad = io.StringIO()
+    with contextlib.redirect_stderr(bad):
+        argv = [str(demo_repo), "PFS", "t_bad", "--bright", str(flats[0]), "--bright", str(flats[1])]
+        assert demo_bin.define_fiber_profiles_inputs([*argv, "--dark", str(flats[2])]) == 1
+    assert "Length of bright (2) and dark (1) lists do not match" in bad.getvalue()
+
+
+def test_visit_records_are_told_apart_as_the_real_ones(demo_template):
+    """Subaru's visit records (obs_pfs fe94433 translator.py:233-239: observation_type is DATA-TYP lower-cased;
+    utils.py:22-26: a flat's lamps are {'Quartz'}; ics_utils DATA-TYP 'COMPARISON' for arcs), as the demo's
+    current layout writes them, are what pfscalib.checks.visit_kind reads: bias, dark, flat, and arc from
+    'comparison' or any lamps other than 'Quartz' (BootstrapTask's test, drp_stella bootstrap.py:162-167)."""
+    from types import SimpleNamespace
+
+    from pfscalib.checks import visit_kind
+
+    def record(observation_type, lamps):
+        return SimpleNamespace(observation_type=observation_type, lamps=lamps)
+
+    assert visit_kind(record("flat", "Quartz")) == "flat"
+    assert visit_kind(record("comparison", "Ne,Ar")) == "arc"
+    assert visit_kind(record("comparison", None)) == "arc"
+    assert visit_kind(record("bias", None)) == "bias" and visit_kind(record("dark", None)) == "dark"
+    demo = load_demo(demo_template)
+    kinds = {s.visit: {"bright": "flat", "dark_profile": "flat"}.get(s.kind, s.kind) for s in demo.visit_specs()}
+    records = Butler.from_config(str(demo_template)).registry.queryDimensionRecords("visit", instrument="PFS")
+    for r in records:
+        assert r.observation_type in ("bias", "dark", "flat", "comparison"), r.observation_type
+        assert (r.lamps == "Quartz") == (r.observation_type == "flat"), (r.id, r.observation_type, r.lamps)
+        assert visit_kind(r) == kinds[r.id], r.id
