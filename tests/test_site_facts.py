@@ -517,7 +517,7 @@ def test_product_conventions_the_workflow_reads_are_the_real_ones():
     from pfscalib.demo.tasks import measure
     from pfscalib.demo.tasks.calib import FlatCombineTask, PfsCalibCombineConfig, header_provenance
 
-    assert measure.TRACE == metrics.TRACE == "Trace"  # drp_stella 3a705d9 centroidTraces.py:220
+    assert measure.TRACE == metrics.TRACE == "Trace"  # drp_stella 3a705d9 centroidTraces.py:221
     flat = FlatCombineTask().run([np.full((4, 4), np.nan), np.ones((4, 4))])  # no pixel measured: BAD_FLAT
     assert metrics.BAD_FLAT == "BAD_FLAT" in flat.mask.getMaskPlaneDict()  # drp_stella pipelines/flat.py:278-283
     assert np.all(np.asarray(flat) == 1.0)  # empty pixels 1.0 (flat.py:274-275), no NaN (flat.py:285-287)
@@ -982,3 +982,27 @@ def test_visit_records_are_told_apart_as_the_real_ones(demo_template):
         assert r.observation_type in ("bias", "dark", "flat", "comparison"), r.observation_type
         assert (r.lamps == "Quartz") == (r.observation_type == "flat"), (r.id, r.observation_type, r.lamps)
         assert visit_kind(r) == kinds[r.id], r.id
+
+
+# ----------------------------------------------------------------------------------- collections
+def test_the_site_collections_are_named_as_the_real_code_names_them(demo_template):
+    """Raws in RUN <instrument>/raw/sps (obs_pfs fe94433 PrimeFocusSpectrograph.py:239-249, the raw ingest run),
+    pfsConfigs in RUN PFS/raw/pfsConfig (drp_stella 3a705d9 gen3.py:1104, bin.src/pfsConfigSummary.py:47,
+    bin.src/defineCombination.py:15: the default searched), profile inputs in <instrument>/fiberProfilesInputs
+    (gen3.py:742); the workflow reads `<instrument>/defaults` = CHAINED [PFS/raw/pfsConfig, PFS/raw/sps, PFS/calib]
+    (the guide's later revision, pfs-real-site.md section 2) unless the config names its inputs."""
+    from pfscalib.demo.instrument import PrimeFocusSpectrograph
+    from pfscalib.demo.make_repo import PFS_CONFIG_RUN, RAW_SPS
+
+    butler = Butler.from_config(str(demo_template))
+    registry = butler.registry
+    assert PrimeFocusSpectrograph().makeDefaultRawIngestRunName() == RAW_SPS == "PFS/raw/sps"
+    assert PFS_CONFIG_RUN == "PFS/raw/pfsConfig"
+    assert registry.getCollectionType(RAW_SPS) is CollectionType.RUN
+    assert registry.getCollectionType(PFS_CONFIG_RUN) is CollectionType.RUN
+    assert {ref.run for ref in butler.query_datasets("raw", collections=DEFAULTS, limit=5, explain=False)} == {RAW_SPS}
+    configs = butler.query_datasets("pfsConfig", collections=DEFAULTS, limit=5, explain=False)
+    assert {ref.run for ref in configs} == {PFS_CONFIG_RUN}
+    assert registry.getCollectionType(DEFAULTS) is CollectionType.CHAINED
+    assert list(registry.getCollectionChain(DEFAULTS)) == [PFS_CONFIG_RUN, RAW_SPS, CALIB]
+    assert registry.getCollectionType(CALIB) is CollectionType.CHAINED
