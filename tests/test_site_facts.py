@@ -1027,7 +1027,7 @@ def test_no_match_in_a_ccd_half_raises_as_the_real_bootstrap():
 KNOWN_MISMATCHES = {
     "fiberNorms_calib values": (
         "real: PfsFiberNorms.values = pfsArm.flux / pfsArm.norm per fibre and detector row, on each fibre's own "
-        "wavelength, not normalised across fibres (drp_stella 3a705d9 measureFiberNorms.py:200-216, 303-317; "
+        "wavelength, not normalised across fibres (drp_stella 3a705d9 measureFiberNorms.py:207, 219-220, 301, 303-317; "
         "datamodel 355df2a pfsFiberNorms.py:54, 68); demo: ratio to the arm's median fibre over its mean, on a "
         "common 200-point grid (pfscalib.demo.tasks.fiber.MeasureFiberNormsTask). The workflow's fiberNorms.min/max "
         "limits (pfscalib/limits.yaml: 'relative to the arm's mean') and pfscalib.metrics.norms_metrics assume the "
