@@ -1034,3 +1034,24 @@ KNOWN_MISMATCHES = {
         "demo's normalisation."
     ),
 }
+
+
+def test_an_r_visit_without_any_bias_is_refused_at_graph_building(demo_repo):
+    """obs_pfs fe94433 isrTask.py:643-697 (lookupBiasDark) and :798-806 (the bias connection, allowEmpty False): an
+    r or m visit with neither arm's bias raises "Unable to find <bias> for <dataId>" (:690-694) while the graph is
+    built; a b visit's lookup finds none (:667-668, the None dropped by the middleware) and fails at run time; the
+    dark's lookup (:807-815, allowEmpty) finds none without raising."""
+    from pfscalib.demo.tasks.calib import PfsIsrConnections, lookup_bias_dark
+
+    demo = load_demo(demo_repo)
+    butler = Butler.from_config(str(demo_repo), writeable=True)
+    registry = butler.registry
+    registry.registerCollection("u/t/empty", CollectionType.CALIBRATION)
+    visit = next(s.visit for s in demo.visit_specs("run1") if s.kind == "flat")
+    bias_type = registry.getDatasetType("bias")
+    with pytest.raises(RuntimeError, match=r"^Unable to find DatasetType\('bias'"):
+        lookup_bias_dark(bias_type, registry, quantum_data_id(butler, visit, "r1"), ["u/t/empty"])
+    assert lookup_bias_dark(bias_type, registry, quantum_data_id(butler, visit, "b1"), ["u/t/empty"]) == []
+    assert PfsIsrConnections.bias.lookupFunction is lookup_bias_dark
+    dark_lookup = PfsIsrConnections.dark.lookupFunction
+    assert dark_lookup(bias_type, registry, quantum_data_id(butler, visit, "r1"), ["u/t/empty"]) == []
