@@ -1055,3 +1055,60 @@ def test_an_r_visit_without_any_bias_is_refused_at_graph_building(demo_repo):
     assert PfsIsrConnections.bias.lookupFunction is lookup_bias_dark
     dark_lookup = PfsIsrConnections.dark.lookupFunction
     assert dark_lookup(bias_type, registry, quantum_data_id(butler, visit, "r1"), ["u/t/empty"]) == []
+
+
+# Who writes each product a step certifies and each intermediate it cleans (pfscalib.steps Step.product, clean;
+# pfscalib.preflight.check_pipeline checks `clean` against the pipeline's producers), in the real pipelines.
+PRODUCERS = {
+    "bias.yaml": {
+        "bias": ("cpBiasCombine", f"{PIPE}bias.yaml:17"),
+        "biasProc": ("isr", f"{PIPE}bias.yaml:6"),
+    },
+    "dark.yaml": {
+        "dark": ("darkCombine", f"{PIPE}dark.yaml:30"),
+        "darkProc": ("isr", f"{PIPE}dark.yaml:6"),
+        "darkScaled": ("dark", f"{PIPE}dark.yaml:21"),
+    },
+    "flat.yaml": {
+        "fiberFlat": ("flatCombine", f"{STELLA}pipelines/flat.py:187-192"),
+        "flatProc": ("isr", f"{PIPE}flat.yaml:6"),
+        "ditherFlat": ("ditherCombine", f"{STELLA}pipelines/flat.py:23-27"),
+    },
+    "bootstrap.yaml": {
+        "detectorMap_bootstrap": ("bootstrap", f"{STELLA}bootstrap.py:53-58"),
+        "postISRCCD": ("isr", f"{ISR_PY}:956-961"),
+    },
+    "detectorMap.yaml": {
+        "detectorMap_candidate": ("fitDetectorMap", f"{STELLA}pipelines/fitDetectorMap.py:145-151"),
+        "postISRCCD": ("isr", f"{ISR_PY}:956-961"),
+        "crMask": ("cosmicray", f"{STELLA}cosmicray.py:46-52"),
+    },
+    "fitFiberProfiles.yaml": {
+        "fiberProfiles": ("mergeProfiles", f"{STELLA}mergeFiberProfiles.py:86-92"),
+        "postISRCCD": ("isr", f"{ISR_PY}:956-961"),
+        "crMask": ("cosmicray", f"{STELLA}cosmicray.py:46-52"),
+        # doWriteExposure (default False, cosmicray.py:262, 61-66) set in fitFiberProfiles.yaml:13
+        "calexp": ("cosmicray", f"{STELLA}cosmicray.py:53-58; {PIPE}fitFiberProfiles.yaml:13"),
+    },
+    "fiberNorms.yaml": {
+        "fiberNorms_calib": ("measureFiberNorms", f"{STELLA}measureFiberNorms.py:41-47"),
+        "postISRCCD": ("isr", f"{ISR_PY}:956-961"),
+        "crMask": ("cosmicray", f"{STELLA}cosmicray.py:46-52"),
+        "calexp": ("reduceExposure", f"{STELLA}reduceExposure.py:117-122"),  # cosmicray's: off by default
+    },
+}
+
+
+def test_what_a_step_certifies_and_cleans_is_written_by_the_real_tasks(demo_template):
+    """Each step's product and each intermediate it cleans is written, in the demo pipeline as in the real one, by
+    the same label (table above, with the real connection or pipeline line)."""
+    from pfscalib.steps import STEPS
+
+    registry = Butler.from_config(str(demo_template)).registry
+    for step in STEPS.values():
+        real = PRODUCERS[step.pipeline]
+        assert {step.product, *step.clean} == set(real), step.name
+        graph = Pipeline.from_uri(str(DEMO_PIPELINES / step.pipeline)).to_graph(registry=registry)
+        for name, (label, where) in real.items():
+            producer = graph.producer_of(name)
+            assert producer is not None and producer.label == label, f"{step.pipeline} {name}: {producer} ({where})"
