@@ -77,10 +77,10 @@ def define_fiber_profiles_inputs(argv: list[str] | None = None) -> int:
         p.add_argument("--dark", action="append", default=[], help="visit LIST; one per --bright, or none")
         p.add_argument("--update", action="store_true", help="allow changed dimension records")
         a = p.parse_args(argv)
-        if a.dark and len(a.dark) != len(a.bright):
-            raise ValueError(f"{len(a.bright)} --bright but {len(a.dark)} --dark: give one --dark per --bright")
-        if not a.bright:
-            raise ValueError("at least one --bright is required")
+        # drp_stella 3a705d9 python/pfs/drp/stella/gen3.py:747-748 (its message); no group at all is a
+        # profiles_run without groups, as there
+        if len(a.bright) != len(a.dark) and any(a.dark):
+            raise RuntimeError(f"Length of bright ({len(a.bright)}) and dark ({len(a.dark)}) lists do not match")
         butler = Butler.from_config(a.repo, writeable=True)
         registry = butler.registry
         registry.registerDatasetType(

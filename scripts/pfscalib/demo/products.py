@@ -172,15 +172,26 @@ class ArcLineSet(dict):
         return len(self.get("fiberId", []))
 
 
+def profile_index(radius: int, oversample: int) -> np.ndarray:
+    """pfs.drp.stella.FiberProfile.index (drp_stella 3a705d9 fiberProfile.py:41-48): the profile's samples, in
+    pixels from the trace centre, oversample per pixel over +-(radius + 1), the centre sample at 0."""
+    size = 2 * int((radius + 1) * oversample + 0.5) + 1
+    centre = int((radius + 1) * oversample + 0.5)
+    return (np.arange(size, dtype=int) - centre) / oversample
+
+
 class FiberProfile:
-    """pfs.drp.stella.FiberProfile's data: index (pixels from the centre), rows (swath centres), profiles."""
+    """pfs.drp.stella.FiberProfile's data: index (pixels from the centre), rows (swath centres), profiles
+    (swath x sample)."""
 
     def __init__(self, entry: dict, radius: float, oversample: int):
-        self.radius, self.oversample = radius, oversample
+        self.radius, self.oversample = int(radius), int(oversample)
         self.profiles = np.asarray(entry["profiles"], dtype=float)
         self.rows = np.asarray(entry["swathCentres"], dtype=float)
+        self.index = profile_index(self.radius, self.oversample)
         width = self.profiles.shape[1]
-        self.index = -radius + (np.arange(width) + 0.5) / oversample
+        if width != len(self.index):  # written before the demo sampled on the real grid: bin centres
+            self.index = -radius + (np.arange(width) + 0.5) / oversample
 
 
 class FiberProfileSet(dict):

@@ -55,9 +55,10 @@ def lookup_defects(dataset_type, registry, data_id, collections):
 
 def lookup_bias_dark(dataset_type, registry, data_id, collections, allow_empty=False):
     """obs_pfs isrTask.py:643-697 lookupBiasDark, by the visit's timespan: b looks up its own arm only (:667-668;
-    n's bias is dropped, as adjustQuantum :1062-1074 does); r and m take their own arm from any input collection
-    first and the other arm's only if there is none (:675-697). Nothing found is an empty list, which the demo
-    ISR turns into a message naming camera and visit."""
+    nothing found is no ref, the middleware dropping the None; n's bias is dropped, as adjustQuantum :1062-1074
+    does); r and m take their own arm from any input collection first and the other arm's only if there is none
+    (:675-697), and with neither raise at graph building unless allowEmpty (the dark, :813; the bias, :805,
+    raises). A b visit without a bias is refused at run time by the demo ISR, naming camera and visit."""
     arm = data_id["arm"]
     if arm == "n":  # isrTask.py:1062-1074: never a bias for the H4RG, which reads the nirDark instead of a dark
         return []
@@ -67,14 +68,17 @@ def lookup_bias_dark(dataset_type, registry, data_id, collections, allow_empty=F
         spectrograph=data_id["spectrograph"],
         timespan=data_id.timespan,
     )
+    if arm not in OTHER_ARM:  # :667-668
+        ref = registry.findDataset(dataset_type, arm=arm, **kwargs)
+        return [ref] if ref is not None else []
     refs = []
-    for candidate in (arm, OTHER_ARM.get(arm)) if arm in OTHER_ARM else (arm,):
+    for candidate in (arm, OTHER_ARM[arm]):
         # as obs_pfs: a type not registered yet, or nothing found, is no candidate
         with contextlib.suppress(Exception):
             refs.append(registry.findDataset(dataset_type, arm=candidate, **kwargs))
     found = [ref for ref in refs if ref is not None][:1]  # the same arm as the quantum's, if found (:695-697)
     if not found and not allow_empty:
-        raise RuntimeError(f"Unable to find {dataset_type.name} for {data_id}")
+        raise RuntimeError(f"Unable to find {dataset_type} for {data_id}")  # :690-694
     return found
 
 
@@ -138,7 +142,7 @@ class PfsIsrConnections(pipeBase.PipelineTaskConnections, dimensions=IVAS):
         dimensions=IAS,
         isCalibration=True,
         minimum=0,
-        lookupFunction=functools.partial(lookup_bias_dark, allow_empty=True),
+        lookupFunction=lookup_bias_dark,  # obs_pfs isrTask.py:798-806: allowEmpty False
         doc="bias, looked up in the calibration collections by visit time (r<->m fallback; none for n)",
     )
     dark = cT.PrerequisiteInput(

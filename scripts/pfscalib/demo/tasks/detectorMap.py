@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import detmap, products, simulate
 from . import measure
-from .calib import IAS, IVAS, camera_of, visit_record
+from .calib import IAS, IVAS, visit_record
 
 FIBER_STATUS_GOOD = 1  # pfs.datamodel FiberStatus.GOOD
 
@@ -106,23 +106,30 @@ class BootstrapTask(pipeBase.PipelineTask):
 
     def runQuantum(self, butlerQC, inputRefs, outputRefs):
         data_id = butlerQC.quantum.dataId
-        if len(inputRefs.exposure) != 2 or len(inputRefs.pfsConfig) != 2:
+
+        def choose_one(name, select, kind):
+            """drp_stella 3a705d9 bootstrap.py:130-160 (chooseOne), its messages verbatim (:156, :159)."""
+            refs = getattr(inputRefs, name)
+            if len(refs) != 2:
+                raise RuntimeError(f"Expected 2 dataset references in {name}, found {len(refs)}")
+            chosen = [ref for ref in refs if select(ref)]
+            if len(chosen) != 1:
+                raise RuntimeError(f"Expected exactly 1 {kind} in {name}, found {len(chosen)}")
+            return chosen[0]
+
+        # bootstrap.py:162-171: the quartz is the visit whose lamps are exactly 'Quartz', the arc the other one
+        arc = choose_one("exposure", lambda ref: visit_record(ref.dataId).lamps != "Quartz", "arc")
+        quartz = choose_one("exposure", lambda ref: visit_record(ref.dataId).lamps == "Quartz", "quartz")
+        arc_config = choose_one("pfsConfig", lambda ref: ref.dataId["visit"] == arc.dataId["visit"], "arc")
+        quartz_config = choose_one("pfsConfig", lambda ref: ref.dataId["visit"] == quartz.dataId["visit"], "quartz")
+        configs = [butlerQC.get(quartz_config), butlerQC.get(arc_config)]
+        if configs[0]["fiberId"] != configs[1]["fiberId"]:  # bootstrap.py:224-227
             raise RuntimeError(
-                f"bootstrap {camera_of(data_id)}: need exactly one quartz and one arc, got "
-                f"visits {[r.dataId['visit'] for r in inputRefs.exposure]}"
+                f"Mismatch between fibers for flat ({configs[0]['fiberId']}) and arc ({configs[1]['fiberId']})"
             )
-        quartz = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps == "Quartz"]
-        arc = [r for r in inputRefs.exposure if visit_record(r.dataId).lamps != "Quartz"]
-        if len(quartz) != 1:
-            raise RuntimeError(
-                f"bootstrap {camera_of(data_id)}: need exactly one quartz (lamps='Quartz'), got {len(quartz)}"
-            )
-        configs = [butlerQC.get(r) for r in inputRefs.pfsConfig]
-        if configs[0]["fiberId"] != configs[1]["fiberId"]:
-            raise RuntimeError("bootstrap: the two pfsConfigs have different fiberId")
         dm = self.run(
-            butlerQC.get(quartz[0]),
-            butlerQC.get(arc[0]),
+            butlerQC.get(quartz),
+            butlerQC.get(arc),
             fibers_of(configs[0], data_id["spectrograph"]),
             data_id["arm"],
             data_id["spectrograph"],
@@ -138,7 +145,9 @@ class BootstrapTask(pipeBase.PipelineTask):
         found = sum(len(y) > 5 for y, _ in traces.values())
         self.log.info("Found %d fibers on flat", found)
         if found != len(fiber_ids):
-            raise RuntimeError(f"Insufficient traces ({found}) found vs expected number of fibers ({len(fiber_ids)})")
+            raise RuntimeError(  # bootstrap.py:319-321
+                f"Insufficient traces ({found}) found vs expected number of fibers ({len(fiber_ids)})"
+            )
         detmap.fit_traces(dm, traces, order=2)
         lines = self.find_arc_lines(np.asarray(arc), dm)
         self.log.info("Found %d lines in %d traces", sum(len(v) for v in lines), len(lines))

@@ -16,7 +16,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import detmap, simulate
+from .. import detmap, products, simulate
 from . import measure
 from .calib import IAS, IVAS, camera_of
 from .detectorMap import BuildFiberProfilesConfig
@@ -182,7 +182,10 @@ class ReduceProfilesTask(pipeBase.PipelineTask):
         }
         nswath = max(1, int(round(simulate.NY / cfg.profileSwath)))
         edges = np.linspace(0, simulate.NY, nswath + 1).astype(int)
-        bins = np.arange(-cfg.profileRadius, cfg.profileRadius + 1e-9, 1.0 / cfg.profileOversample)
+        # samples on the real profile grid (products.profile_index), each the mean of the pixels within half a
+        # sample of it; none beyond profileRadius (the window), so the outermost samples stay 0
+        index = products.profile_index(cfg.profileRadius, cfg.profileOversample)
+        bins = np.append(index - 0.5 / cfg.profileOversample, index[-1] + 0.5 / cfg.profileOversample)
         for i in np.flatnonzero(lit):
             offsets = x[np.newaxis, :] - centres[i][:, np.newaxis]
             window = np.abs(offsets) <= cfg.profileRadius
