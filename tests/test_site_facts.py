@@ -618,8 +618,8 @@ class FieldFact:
     source: str
 
 
-# Every `-c LABEL:FIELD=VALUE` the workflow writes (pfscalib.steps Step.config, Step.offset_override, the
-# matchRadius pfscalib.config reads back, the site examples' camera_config): the real field, its type and default.
+# Every `-c LABEL:FIELD=VALUE` the workflow writes (pfscalib.plan.steps Step.config, Step.offset_override, the
+# matchRadius pfscalib.plan.config reads back, the site examples' camera_config): the real field, its type and default.
 OVERRIDE_FIELDS = {
     "isr:doCrosstalk": FieldFact(bool, False, f"{ISR_PY}:1114 (setDefaults), :1269 (asserted False)"),
     "bootstrap:spectralOffset": FieldFact(float, 0.0, f"{STELLA}bootstrap.py:95"),
@@ -651,7 +651,7 @@ def workflow_overrides() -> dict[str, set[str]]:
     """pipeline file -> every LABEL:FIELD the workflow passes as -c for it, by default or in the site examples."""
     import yaml
 
-    from pfscalib.steps import OFFSET_STEP, STEPS
+    from pfscalib.plan.steps import OFFSET_STEP, STEPS
 
     from conftest import PROJECT
 
@@ -659,7 +659,7 @@ def workflow_overrides() -> dict[str, set[str]]:
     for step in STEPS.values():
         given = [*step.config, *([f"{step.offset_override}=0"] if step.offset_override else [])]
         if step.name == OFFSET_STEP:
-            given.append(f"{step.scan_label}:matchRadius=1")  # pfscalib.config Settings.match_radius
+            given.append(f"{step.scan_label}:matchRadius=1")  # pfscalib.plan.config Settings.match_radius
         for path in sorted((PROJECT / "config").glob("*.yaml")):
             spec = (yaml.safe_load(path.read_text()).get("steps") or {}).get(step.name) or {}
             given += spec.get("config", [])
@@ -671,7 +671,7 @@ def workflow_overrides() -> dict[str, set[str]]:
 def test_the_demo_pipelines_have_the_real_labels_and_task_classes():
     """Each demo pipeline has exactly the real pipeline's labels, each run by a stand-in of the real class's name;
     the labels the workflow names itself (scan_label, scan_prepare) are among them."""
-    from pfscalib.steps import STEPS
+    from pfscalib.plan.steps import STEPS
 
     assert {s.pipeline for s in STEPS.values()} == set(REAL_PIPELINES)
     for step in STEPS.values():
@@ -725,7 +725,7 @@ def test_the_offset_searchs_match_radius_default_is_the_real_tasks():
     demo pipeline sets instead."""
     import yaml
 
-    from pfscalib.config import schema_path
+    from pfscalib.plan.schema import schema_path
 
     from conftest import PROJECT
 
@@ -742,7 +742,7 @@ def test_task_logs_reach_the_roots_the_configs_name():
     pfs.bootstrap, the schema's default root; the demo's as pfscalib.bootstrap, the demo config's root."""
     import yaml
 
-    from pfscalib.config import schema_path
+    from pfscalib.plan.schema import schema_path
 
     from conftest import PROJECT
 
@@ -795,7 +795,7 @@ def test_the_bootstrap_refuses_a_wrong_pair_as_the_real_task():
 
 # ----------------------------------------------------------------------------------- the products' Python API
 DATAMODEL = "Subaru-PFS/datamodel 355df2a python/pfs/datamodel/"
-# What pfscalib.metrics and pfscalib.qa call on products (tests/test_quality_gate.py REAL_API), where the real
+# What pfscalib.job.metrics and pfscalib.job.qa call on products (tests/test_quality_gate.py REAL_API), where the real
 # class defines it.
 PRODUCT_API = {
     "DetectorMap": {
@@ -835,11 +835,11 @@ def real_profile_index(radius: int, oversample: int):
 def test_the_products_the_gate_reads_have_the_real_api():
     """The demo's products answer what the gate and QA call, with the real names; ArcLineSet's columns are
     LineMeasurements'; the status bits are ReferenceLineStatus'; a FiberProfile's index is the real sample grid
-    (the gate's profile width is the second moment over it, pfscalib.metrics.profile_widths)."""
+    (the gate's profile width is the second moment over it, pfscalib.job.metrics.profile_widths)."""
     import numpy as np
 
-    from pfscalib import metrics
     from pfscalib.demo import products
+    from pfscalib.job import metrics
 
     for name, api in PRODUCT_API.items():
         cls = getattr(products, name)
@@ -865,9 +865,9 @@ def test_the_demo_fits_profiles_on_the_real_grid():
     per point of the real index (fiberProfile.py:41-48), so the gate's width reads the profile where it lies."""
     import numpy as np
 
-    from pfscalib import metrics
     from pfscalib.demo import detmap, products
     from pfscalib.demo.tasks.fiber import ReduceProfilesConfig, ReduceProfilesTask
+    from pfscalib.job import metrics
 
     truth = simulate.CameraTruth(1, simulate.Epoch("run1", 0), "b1")
     dm = detmap.new("b", truth.spectrograph, [int(f) for f in truth.fiber_ids])
@@ -915,7 +915,7 @@ DEFINE_PROFILES_ARGUMENTS = ("repo", "instrument", "name", "--bright", "--dark",
 def test_visit_lists_the_workflow_writes_mean_the_same_to_the_real_parser():
     """The workflow writes visit lists (its tables, defineFiberProfilesInputs.py's --bright/--dark) in the PFS
     syntax; the real parser reads them as the workflow's own does."""
-    from pfscalib.visits import compact_visit_list, parse_visit_list
+    from pfscalib.plan.visits import compact_visit_list, parse_visit_list
 
     for visits in ([5], [1, 2, 3], [10, 12, 14, 20], [1, 3, 4, 5, 9, 13, 17], [100, 200], list(range(7, 70, 7))):
         text = compact_visit_list(visits)
@@ -928,13 +928,13 @@ def test_define_fiber_profiles_inputs_writes_what_the_real_script_writes(demo_re
     """The demo's defineFiberProfilesInputs.py takes the real arguments and writes, as drp_stella 3a705d9 gen3.py:
     742-779 does, a profiles_run with one profiles_group per --bright, profiles_visits records for the group's
     visits, and a profiles_visits dataset dict(bright=..., dark=...) in <instrument>/fiberProfilesInputs: what
-    pfscalib.butlerops.profiles_run_definition reads back; unequal --bright/--dark counts fail with the real
+    pfscalib.job.butler.profiles_run_definition reads back; unequal --bright/--dark counts fail with the real
     message (gen3.py:747-748)."""
     import contextlib
     import io
 
-    from pfscalib import butlerops
     from pfscalib.demo import bin as demo_bin
+    from pfscalib.job import butler as butlerops
 
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
@@ -963,11 +963,11 @@ def test_define_fiber_profiles_inputs_writes_what_the_real_script_writes(demo_re
 def test_visit_records_are_told_apart_as_the_real_ones(demo_template):
     """Subaru's visit records (obs_pfs fe94433 translator.py:233-239: observation_type is DATA-TYP lower-cased;
     utils.py:22-26: a flat's lamps are {'Quartz'}; ics_utils DATA-TYP 'COMPARISON' for arcs), as the demo's
-    current layout writes them, are what pfscalib.checks.visit_kind reads: bias, dark, flat, and arc from
+    current layout writes them, are what pfscalib.job.checks.visit_kind reads: bias, dark, flat, and arc from
     'comparison' or any lamps other than 'Quartz' (BootstrapTask's test, drp_stella bootstrap.py:162-167)."""
     from types import SimpleNamespace
 
-    from pfscalib.checks import visit_kind
+    from pfscalib.job.checks import visit_kind
 
     def record(observation_type, lamps):
         return SimpleNamespace(observation_type=observation_type, lamps=lamps)
@@ -1031,8 +1031,8 @@ KNOWN_MISMATCHES = {
         "wavelength, not normalised across fibres (drp_stella 3a705d9 measureFiberNorms.py:207, 219-220, 301, 303-317; "
         "datamodel 355df2a pfsFiberNorms.py:54, 68); demo: ratio to the arm's median fibre over its mean, on a "
         "common 200-point grid (pfscalib.demo.tasks.fiber.MeasureFiberNormsTask). The workflow's fiberNorms.min/max "
-        "limits (pfscalib/limits.yaml: 'relative to the arm's mean') and pfscalib.metrics.norms_metrics assume the "
-        "demo's normalisation."
+        "limits (pfscalib/plan/limits.yaml: 'relative to the arm's mean') and pfscalib.job.metrics.norms_metrics "
+        "assume the demo's normalisation."
     ),
 }
 
@@ -1058,7 +1058,7 @@ def test_an_r_visit_without_any_bias_is_refused_at_graph_building(demo_repo):
     assert dark_lookup(bias_type, registry, quantum_data_id(butler, visit, "r1"), ["u/t/empty"]) == []
 
 
-# Who writes each product a step certifies and each intermediate it cleans (pfscalib.steps Step.product, clean;
+# Who writes each product a step certifies and each intermediate it cleans (pfscalib.plan.steps Step.product, clean;
 # pfscalib.preflight.check_pipeline checks `clean` against the pipeline's producers), in the real pipelines.
 PRODUCERS = {
     "bias.yaml": {
@@ -1103,7 +1103,7 @@ PRODUCERS = {
 def test_what_a_step_certifies_and_cleans_is_written_by_the_real_tasks(demo_template):
     """Each step's product and each intermediate it cleans is written, in the demo pipeline as in the real one, by
     the same label (table above, with the real connection or pipeline line)."""
-    from pfscalib.steps import STEPS
+    from pfscalib.plan.steps import STEPS
 
     registry = Butler.from_config(str(demo_template)).registry
     for step in STEPS.values():
