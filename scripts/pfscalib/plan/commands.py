@@ -181,7 +181,8 @@ class Commands:
     def offset_scan_camera(self, epoch: str, camera: str) -> str:
         """Every grid point in one process (per_camera)."""
         argv = ["pfscalib", "scan-offsets", *self._scan_options(epoch, camera)]
-        argv += ["--offsets", ",".join(map(str, self.settings.offset_grid(camera)))]
+        # one argument with its `=`: argparse takes a separate "-150,-136,..." for an option, not a value
+        argv += [f"--offsets={','.join(map(str, self.settings.offset_grid(camera)))}"]
         argv += ["--result", paths.offset_scan(epoch, camera, "all"), "--"]
         return shell_join(argv + self.offset_scan_pipetask(epoch, camera).argv())
 
