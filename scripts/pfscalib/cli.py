@@ -228,14 +228,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_measure_sizes(args: argparse.Namespace) -> int:
     import yaml
 
-    from pfscalib.plan.disk import measured_sizes
-    from pfscalib.plan.records import read_json
+    from pfscalib.plan.disk import measured_from
 
-    sentinels = [s for p in sorted(Path(args.certified).rglob("*.json")) if (s := read_json(str(p)))]
-    if not any("written" in s for s in sentinels):
+    sizes = measured_from(args.certified)
+    if sizes is None:
         log.error("measure-sizes: no sentinel under %s records what its job wrote", args.certified)
         return 1
-    sys.stdout.write(yaml.safe_dump({"disk": measured_sizes(sentinels)}, sort_keys=False))
+    sys.stdout.write(yaml.safe_dump({"disk": sizes}, sort_keys=False))
     return 0
 
 
