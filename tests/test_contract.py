@@ -93,6 +93,16 @@ def test_an_override_is_written_as_it_was_read(text):
     assert Override.parse(text).text() == text
 
 
+def test_a_stand_in_for_pipetask_runs_as_written():
+    """The tests' stand-ins (`python -c ... -o CHAIN`) run as given, followed by what the job adds."""
+    stand_in = ["python", "-c", "print(1)", "-o", "u/test/chain"]
+    command = PipetaskCommand.parse(stand_in)
+    assert command.output == "u/test/chain" and command.argv() == stand_in
+    assert dataclasses.replace(command, output_run="u/test/chain/1", rebase=True).argv()[-3:] == [
+        "--output-run", "u/test/chain/1", "--rebase",
+    ]  # fmt: skip
+
+
 def test_extra_args_stay_as_written():
     command = PipetaskCommand(repo="r", pipeline="p.yaml", extra=("--no-versions", "--mock"))
     assert PipetaskCommand.parse(command.argv()) == command

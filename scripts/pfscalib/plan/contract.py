@@ -112,14 +112,22 @@ class PipetaskCommand:
     output_run: str | None = None
     resume: bool = False  # --extend-run --skip-existing --clobber-outputs
     rebase: bool = False
+    # A command that is not `pipetask run` (the tests' stand-ins for pipetask): its arguments as written,
+    # run so, followed by what the job adds (overrides, -j, --output-run ...); its values read as pipetask's.
+    written: tuple[str, ...] | None = None
 
     def argv(self) -> list[str]:
+        if self.written is not None:
+            return [self.executable, *self.written, *self._tail()]
         argv = [self.executable, "run"] + ["--register-dataset-types"] * self.register_dataset_types
         argv += ["-b", self.repo] + (["--instrument", self.instrument] if self.instrument else [])
         argv += (["-i", ",".join(self.inputs)] if self.inputs else []) + (["-o", self.output] if self.output else [])
         argv += ["-p", self.pipeline] + (["-d", self.where] if self.where is not None else [])
         argv += ["--fail-fast"] * self.fail_fast
-        argv += [a for o in self.overrides for a in ("-c", o.text())]
+        return argv + self._tail()
+
+    def _tail(self) -> list[str]:
+        argv = [a for o in self.overrides for a in ("-c", o.text())]
         argv += [a for c in self.config_files for a in ("-C", c)]
         argv += list(self.extra) + (["-j", str(self.jobs)] if self.jobs is not None else [])
         argv += ["--output-run", self.output_run] if self.output_run else []
@@ -131,7 +139,8 @@ class PipetaskCommand:
 
     def pipeline_files(self) -> list[str]:
         """The files pipetask reads the pipeline from: -p without its #subset, the FILE of each -C LABEL:FILE."""
-        return [self.pipeline.split("#", 1)[0], *(c.partition(":")[2] or c for c in self.config_files)]
+        files = [c.partition(":")[2] or c for c in self.config_files]
+        return [self.pipeline.split("#", 1)[0], *files] if self.pipeline else files
 
     def with_override(self, override: Override) -> PipetaskCommand:
         return dataclasses.replace(self, overrides=(*self.overrides, override))
@@ -140,7 +149,15 @@ class PipetaskCommand:
     def parse(cls, argv: list[str]) -> PipetaskCommand:
         """The inverse of argv(): the command after `--` of a job's shell line, whole (what argv() does not
         name stays in extra, in order)."""
-        args, extra = _PIPETASK.parse_known_args(argv[2:] if argv[1:2] == ["run"] else argv[1:])
+        if argv[1:2] != ["run"]:  # not pipetask run: run as written, its values read for the job
+            args = _PIPETASK.parse_known_args(argv[1:])[0]
+            inputs = tuple(i for a in args.i for i in a.split(",") if i)
+            return cls(
+                executable=argv[0], written=tuple(argv[1:]), repo=args.b or "", instrument=args.instrument,
+                inputs=inputs, output=args.o, pipeline=args.p or "", where=args.d,
+                register_dataset_types=False, fail_fast=False,
+            )  # fmt: skip
+        args, extra = _PIPETASK.parse_known_args(argv[2:])
         return cls(
             executable=argv[0],
             repo=args.b,
