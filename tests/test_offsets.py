@@ -149,11 +149,10 @@ def test_auto_recovers_random_offsets_and_refuses_a_camera_without_arc_lines(tmp
     limits = load_limits(str(tmp_path / wf.config["limits"]))
     bad = []
     for camera in cameras:
-        argv = wf.commands.offset_pipetask_argv("run1", camera, 0)
-        overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"][:-1]
+        command = wf.commands.offset_scan_pipetask("run1", camera)
+        overrides = [o.text() for o in command.overrides]
         node, quantum = butlerops.build_quantum(
-            butler, argv[argv.index("-p") + 1], overrides, "bootstrap", [argv[argv.index("-i") + 1]],
-            argv[argv.index("-d") + 1],
+            butler, command.pipeline, overrides, "bootstrap", list(command.inputs), command.where
         )  # fmt: skip
         _, messages = run_point(butler, node, quantum, "spectralOffset", -10)
         rules = gate.judge(metrics.bootstrap_metrics(messages), limits, "bootstrap", camera[0])

@@ -100,9 +100,9 @@ def test_the_jobs_select_the_chosen_name(tmp_path, monkeypatch):
     record.write_text(json.dumps({"profiles_run": "pfsuser_run18_brn", "planned": "run18_brn", "groups": groups}))
     again = Workflow(config, "pfs.example-m.yaml")
     assert again.profiles_run("run18", "brn") == "run18_brn"  # the command does not change
-    argv = site.commands.pipetask_argv("fiberProfiles", "run18", "n2")
-    chosen = with_profiles_run(argv, str(record))
-    assert chosen[chosen.index("-d") + 1] == "profiles_run = 'pfsuser_run18_brn' AND arm='n' AND spectrograph=2"
+    command = site.commands.pipetask("fiberProfiles", "run18", "n2")
+    chosen = with_profiles_run(command, str(record))
+    assert chosen.where == "profiles_run = 'pfsuser_run18_brn' AND arm='n' AND spectrograph=2"
 
 
 def test_a_build_whose_epoch_is_named_like_an_observing_run_uses_its_own_name(demo_repo, tmp_path):

@@ -123,13 +123,13 @@ butler.registry.registerCollection("u/someone/killed", CollectionType.RUN)
 def test_a_half_made_output_chain_is_completed(workdir, demo_repo):
     """Cause 3: killed inside pipetask's output set-up (chain registered, RUN registered, chain not yet
     defined): every rerun used to fail the chain's consistency check."""
-    from pfscalib.job.run import fingerprint, identity
+    from pfscalib.job.run import identity
 
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     old = Path.cwd()
     os.chdir(workdir)
     try:
-        argv = Workflow(config).commands.pipetask_argv("bias", "run1", CAMERA)
+        command = Workflow(config).commands.pipetask("bias", "run1", CAMERA)
     finally:
         os.chdir(old)
     chain, run_name = f"u/demo/run1/bias/{CAMERA}", f"u/demo/run1/bias/{CAMERA}/20260101T000000000000Z"
@@ -138,14 +138,14 @@ def test_a_half_made_output_chain_is_completed(workdir, demo_repo):
     butler.collections.register(run_name, CollectionType.RUN)
     state = workdir / paths.state("bias", "run1", CAMERA)
     state.parent.mkdir(parents=True)
-    state.write_text(json.dumps({"identity": identity(argv, []), "run": run_name, "status": "started"}))
-    assert fingerprint(argv)[0] == "pipetask"
+    state.write_text(json.dumps({"identity": identity(command, []), "run": run_name, "status": "started"}))
+    assert command.identity()[0] == "pipetask"
     result = job(workdir, "bias")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "repaired output chain" in result.stderr
     butler = Butler.from_config(str(demo_repo))
     assert runs_of(butler, chain) == [run_name]
-    inputs = argv[argv.index("-i") + 1].split(",")  # as pipetask would have defined it: the flattened inputs
+    inputs = list(command.inputs)  # as pipetask would have defined it: the flattened inputs
     flattened = list(butler.collections.query(inputs, flatten_chains=True, include_chains=False))
     assert list(butler.registry.getCollectionChain(chain))[1:] == flattened and "PFS/raw/sps" in flattened
 

@@ -1,14 +1,6 @@
-"""`pfscalib` command: the job-side steps the rules call, plus user helpers.
+"""`pfscalib`: the commands a person types, and the workflow's jobs the rules run (not listed by --help).
 
-    pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
-    pfscalib certify ...                                 replace-certify, clean, write the sentinel
-    pfscalib job CERTIFY-OPTIONS -- pipetask run ...     both, pipetask as the job's child (what the rules run)
-    pfscalib check-visits ...                            visits exist, right type, have raws
-    pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
     pfscalib select-visits --epoch E [--kind K] [--where Q]  write a visit table from a registry query
-    pfscalib scan-offset | scan-offsets ... -- pipetask run ...   bootstrap task at grid offsets (auto)
-    pfscalib propose-offset ... SCAN.json ...           a camera's proposed spectralOffset
-    pfscalib qa -- [--repo R] [--drift E] [--table T] ...   QA pictures, drift panels, certification table
     pfscalib propose-offsets --config C [--epoch E]     scan + propose in one process: a config snippet
     pfscalib status [--config C] [--format table|tsv|json] [--wide]   what is certified vs the sentinels
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
@@ -17,19 +9,32 @@
     pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
 
-This module only parses arguments and dispatches: the job is in pfscalib.job.run, registry operations in
-pfscalib.job.butler.
+The workflow's jobs (pfscalib.plan.commands builds their command lines, pfscalib.plan.contract their options):
+
+    pfscalib job JOB-OPTIONS -- pipetask run ...         pipetask then certify (what the step rules run)
+    pfscalib pipetask --state FILE -- pipetask run ...   resumable pipetask run
+    pfscalib certify JOB-OPTIONS                         replace-certify, clean, write the sentinel
+    pfscalib check-visits ...                            visits exist, right type, have raws
+    pfscalib define-profiles ... -- defineFiberProfilesInputs.py ...   idempotent
+    pfscalib register-dataset-types ...                  the pipelines' dataset types, own collections
+    pfscalib scan-offset | scan-offsets ... -- pipetask run ...   bootstrap task at grid offsets (auto)
+    pfscalib propose-offset ... SCAN.json ...           a camera's proposed spectralOffset
+    pfscalib qa -- [--repo R] [--drift E] [--table T] ...   QA pictures, drift panels, certification table
+
+This module only parses arguments and calls one operation per command: the job is in pfscalib.job.run, the
+jobs before the steps in pfscalib.job.prepare, the offset scans in pfscalib.job.scan, a person's commands
+in pfscalib.tools.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
+
+from pfscalib.plan.contract import JobRequest, OwnCollections, PipetaskCommand, ScanRequest
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 def cmd_pipetask(args: argparse.Namespace) -> int:
     from pfscalib.job import run as job
 
-    return job.run_pipetask(args.command, args.state, done=args.done)
+    return job.run_pipetask(PipetaskCommand.parse(args.command), args.state, done=args.done)
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
@@ -49,19 +54,15 @@ def cmd_qa(args: argparse.Namespace) -> int:
 def cmd_scan_offset(args: argparse.Namespace) -> int:
     from pfscalib.job import scan
 
-    return scan.scan_offset(
-        args.repo, args.instrument, args.epoch, args.camera, args.label, args.offset, args.state, args.result,
-        args.command, args.log_root,
-    )  # fmt: skip
+    command = PipetaskCommand.parse(args.command)
+    return scan.scan_offset(ScanRequest.from_args(args), args.offset, args.state, args.result, command, args.log_root)
 
 
 def cmd_scan_offsets(args: argparse.Namespace) -> int:
     from pfscalib.job import scan
-    from pfscalib.plan.steps import OFFSET_STEP, STEPS
 
-    field = STEPS[OFFSET_STEP].offset_override.split(":", 1)[1]
-    offsets = [int(o) for o in args.offsets.split(",")]
-    return scan.scan_offsets(args.repo, args.camera, args.epoch, args.label, field, offsets, args.result, args.command)
+    offsets = [int(o) for o in _split(args.offsets)]
+    return scan.scan_offsets(ScanRequest.from_args(args), offsets, args.result, PipetaskCommand.parse(args.command))
 
 
 def cmd_propose_offset(args: argparse.Namespace) -> int:
@@ -91,14 +92,7 @@ def cmd_propose_offsets(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     from pfscalib.job import run as job
 
-    return job.certify(certify_request(args))
-
-
-def certify_request(args: argparse.Namespace):  # -> job.CertifyRequest
-    from pfscalib.job import run as job
-
-    fields = {f.name for f in dataclasses.fields(job.CertifyRequest)}
-    return job.CertifyRequest(**{k: v for k, v in vars(args).items() if k in fields})
+    return job.certify(JobRequest.from_args(args))
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -106,92 +100,25 @@ def cmd_job(args: argparse.Namespace) -> int:
     nothing to outlive), then the certification in the job's own process."""
     from pfscalib.job import run as job
 
-    return job.run_job(certify_request(args), args.command)
-
-
-def own_problems(butler, args: argparse.Namespace) -> list[str]:
-    """The workflow's own collections (--rerun, --calib-chain, --calib-collection, --collection) are
-    absent or of their type, and none named in the config is a typo (butlerops.own_collection_problems)."""
-    from lsst.daf.butler import CollectionType
-
-    from pfscalib.job.butler import own_collection_problems
-
-    if not (args.calib_chain and args.rerun):
-        return []
-    wanted = {args.calib_chain: CollectionType.CHAINED}
-    wanted |= {c: CollectionType.CALIBRATION for c in args.calib_collection + args.collection}
-    return own_collection_problems(butler, args.rerun, wanted, [args.calib_chain, *args.collection])
-
-
-def _own_collection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rerun", default=None, help="the workflow's rerun (its collections lie under it)")
-    p.add_argument("--calib-chain", default=None, help="the build's CHAINED calib collection")
-    p.add_argument("--calib-collection", action="append", default=[], help="a CALIBRATION collection in the chain")
-    p.add_argument("--collection", action="append", default=[], help="a CALIBRATION collection outside it")
+    return job.run_job(JobRequest.from_args(args), PipetaskCommand.parse(args.command))
 
 
 def cmd_check_visits(args: argparse.Namespace) -> int:
-    from pfscalib.job.butler import open_butler
-    from pfscalib.job.checks import implied_counts, instrument_problems, problems
-    from pfscalib.plan.records import write_json
+    from pfscalib.job import prepare
 
-    if not Path(args.repo).exists() and "://" not in args.repo:
-        log.error("check-visits: datastore %s does not exist", args.repo)
-        return 1
-    butler, selection = open_butler(args.repo), json.loads(args.selection)
-    # in this order: a wrong instrument or a typo'd collection would make every visit look missing
-    found, lacking = instrument_problems(butler, args.instrument) or own_problems(butler, args), {}
-    if not found:
-        site = json.loads(args.site_calibrations or "{}")
-        found, lacking = problems(butler, args.instrument, args.epoch, selection, args.prerequisite, site)
-    if found:
-        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
-        log.error("check-visits: %s%s", found[0], more)
-        return 1
-    for camera, lines in sorted(lacking.items()):
-        log.warning("check-visits: %s: %s", camera, "; ".join(lines))
-    implied = implied_counts(butler, args.instrument, selection)
-    write_json(
-        args.output,
-        {"epoch": args.epoch, "checked": "ok", "inputs": args.inputs_digest, "implied": implied, "lacking": lacking},
-    )
-    return 0
+    return prepare.check_visits(
+        args.repo, args.instrument, args.epoch, json.loads(args.selection), args.prerequisite,
+        json.loads(args.site_calibrations or "{}"), OwnCollections.from_args(args), args.inputs_digest, args.output,
+    )  # fmt: skip
 
 
 def cmd_define_profiles(args: argparse.Namespace) -> int:
-    """Define the planned profiles_run, or reuse it when it holds exactly these groups and roles; when
-    another definition has the name (profiles_run names are shared: the observatory's run18_brn), the same
-    with --fallback (the rerun's user's name). The record says which name the jobs use."""
-    from pfscalib.job.butler import open_butler, profiles_run_definition
-    from pfscalib.plan.records import write_json
-    from pfscalib.plan.visits import parse_visit_list
+    from pfscalib.job import prepare
 
     groups = json.loads(args.groups)
-    wanted = {
-        n: {"bright": sorted(parse_visit_list(bright)), "dark": sorted(parse_visit_list(dark)) if dark else []}
-        for n, (bright, dark) in enumerate(groups)
-    }
-    butler = open_butler(args.repo)
-    names = [args.name] + ([args.fallback] if args.fallback and args.fallback != args.name else [])
-    for name in names:
-        have = profiles_run_definition(butler, args.instrument, name)
-        if have == wanted:
-            log.info("profiles_run %s already defined with these groups and roles: reusing it", name)
-            break
-        if have is None:
-            command = [name if arg == args.name else arg for arg in args.command]  # its positional name
-            rc = subprocess.call(command)
-            if rc:
-                return rc
-            break
-        log.info("profiles_run %s is defined with other groups or roles: not this build's", name)
-    else:
-        taken = f"profiles_runs {' and '.join(names)} are each" if len(names) > 1 else f"profiles_run {name} is"
-        log.error("define-profiles: %s defined with other groups or roles (not this build's)", taken)
-        return 1
-    record = {"profiles_run": name, "planned": args.name, "groups": groups, "command": args.command}
-    write_json(args.output, record)
-    return 0
+    return prepare.define_profiles(
+        args.repo, args.instrument, args.name, args.fallback, groups, args.output, args.command
+    )
 
 
 def cmd_select_visits(args: argparse.Namespace) -> int:
@@ -216,22 +143,10 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    """Register every dataset type of the pipelines, and make the workflow's own collections, once before
-    parallel jobs: a type registered while another process queries a CALIBRATION collection trips
-    daf_butler's cache (seen as "Dataset type should be checked to be calibration by calling code")."""
-    from pfscalib.job.butler import ensure_own_collections, open_butler, register_pipeline_dataset_types
-    from pfscalib.plan.records import write_json
+    from pfscalib.job import prepare
 
-    butler = open_butler(args.repo, writeable=True)
-    found = own_problems(butler, args)  # before any write: a typo must not create a collection
-    if found:
-        log.error("register-dataset-types: %s", found[0])
-        return 1
-    register_pipeline_dataset_types(butler, args.pipeline, args.config)
-    if args.calib_chain:
-        ensure_own_collections(butler, args.calib_chain, args.calib_collection, args.collection)
-    write_json(args.output, {"pipelines": args.pipeline})
-    return 0
+    own = OwnCollections.from_args(args)
+    return prepare.register_dataset_types(args.repo, args.pipeline, args.config, own, args.output)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -313,75 +228,65 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_measure_sizes(args: argparse.Namespace) -> int:
     import yaml
 
-    from pfscalib.plan.disk import measured_sizes
-    from pfscalib.plan.records import read_json
+    from pfscalib.plan.disk import measured_from
 
-    sentinels = [s for p in sorted(Path(args.certified).rglob("*.json")) if (s := read_json(str(p)))]
-    if not any("written" in s for s in sentinels):
+    sizes = measured_from(args.certified)
+    if sizes is None:
         log.error("measure-sizes: no sentinel under %s records what its job wrote", args.certified)
         return 1
-    sys.stdout.write(yaml.safe_dump({"disk": measured_sizes(sentinels)}, sort_keys=False))
+    sys.stdout.write(yaml.safe_dump({"disk": sizes}, sort_keys=False))
     return 0
 
 
-def _certify_options(p: argparse.ArgumentParser) -> None:
-    for name in ("--repo", "--chain", "--dataset-type", "--calib", "--begin-date", "--state", "--sentinel",
-                 "--step", "--epoch", "--arm"):  # fmt: skip
-        p.add_argument(name, required=True)
-    p.add_argument("--end-date", default=None)
-    p.add_argument("--instrument", default="PFS")
-    p.add_argument("--spectrograph", type=int, default=None)
-    p.add_argument("--copy-as", default=None)
-    p.add_argument("--clean", action="append", default=[])
-    p.add_argument("--visits", default="")
-    p.add_argument("--needs", action="append", default=[], help="sentinel of a product the job reads")
-    p.add_argument("--spectral-offset-from", dest="offset_from", default=None, help="proposal (spectralOffset auto)")
-    p.add_argument("--offset-field", default=None, help="LABEL:FIELD the proposal sets, e.g. bootstrap:spectralOffset")
-    p.add_argument("--clean-collections", action="append", default=[], help="glob of scan collections to remove")
-    p.add_argument("--profiles-from", default=None, help="define-profiles record: the profiles_run the -d query uses")
-    p.add_argument("--held", default="", help="where the record of a held product goes")
-    p.add_argument("--limits", default=None, help="a site's limits file (default: the shipped one)")
-    p.add_argument("--accept", default=None, help="JSON {epoch, step, camera, reason, by}: certify even if held")
-    p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
-
-
 def _scan_options(p: argparse.ArgumentParser) -> None:
-    for name in ("--repo", "--epoch", "--camera", "--label", "--result"):
-        p.add_argument(name, required=True)
-    p.add_argument("--instrument", default="PFS")
+    ScanRequest.add_arguments(p)
+    p.add_argument("--result", required=True)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
+
+
+# What a person types; the other commands are the workflow's jobs (INTERNAL_COMMANDS), run by the rules.
+USER_COMMANDS = (
+    "status", "summary", "select-visits", "plan", "propose-offsets", "promote", "rollback", "measure-sizes",
+)  # fmt: skip
+INTERNAL_COMMANDS = (
+    "job", "pipetask", "certify", "qa", "check-visits", "define-profiles", "register-dataset-types",
+    "scan-offset", "scan-offsets", "propose-offset",
+)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pfscalib", description=__doc__.splitlines()[0])
-    sub = top.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("pipetask", help="run pipetask, resuming an interrupted run of the same job")
+    sub = top.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(USER_COMMANDS) + "}")
+
+    def internal(name: str, what: str) -> argparse.ArgumentParser:
+        """A command the rules run: it parses as ever, and a person's `pfscalib --help` does not list it."""
+        return sub.add_parser(name, description=what)
+
+    p = internal("pipetask", "run pipetask, resuming an interrupted run of the same job")
     p.add_argument("--state", required=True)
     p.add_argument("--done", default=None, help="written (RUN and chain) once pipetask has succeeded")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_pipetask)
-    p = sub.add_parser("certify", help="replace-certify a camera's product, clean, write the sentinel")
-    _certify_options(p)
+    p = internal("certify", "replace-certify a camera's product, clean, write the sentinel")
+    JobRequest.add_arguments(p)
     p.set_defaults(func=cmd_certify)
-    p = sub.add_parser("job", help="one workflow job: `pfscalib pipetask` then `pfscalib certify`")
-    _certify_options(p)
+    p = internal("job", "one workflow job: `pfscalib pipetask` then `pfscalib certify`")
+    JobRequest.add_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- pipetask run ...")
     p.set_defaults(func=cmd_job)
-    p = sub.add_parser(
-        "qa", help="QA pictures, drift panels or the certification table (pfscalib.job.qa's options after --)"
-    )
+    p = internal("qa", "QA pictures, drift panels or the certification table (pfscalib.job.qa's options after --)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_qa)
-    p = sub.add_parser("check-visits", help="check a selection against the registry")
+    p = internal("check-visits", "check a selection against the registry")
     for name in ("--repo", "--epoch", "--selection", "--output"):
         p.add_argument(name, required=True)
     p.add_argument("--instrument", default="PFS")
     p.add_argument("--prerequisite", action="append", default=[], help="site calibration every camera needs")
     p.add_argument("--site-calibrations", default="", help="JSON: site calibrations per camera")
     p.add_argument("--inputs-digest", default="", help="recorded in the output: what was checked")
-    _own_collection_options(p)
+    OwnCollections.add_arguments(p)
     p.set_defaults(func=cmd_check_visits)
-    p = sub.add_parser("define-profiles", help="run defineFiberProfilesInputs.py unless already defined")
+    p = internal("define-profiles", "run defineFiberProfilesInputs.py unless already defined")
     for name in ("--repo", "--name", "--output", "--groups"):
         p.add_argument(name, required=True)
     p.add_argument("--fallback", default=None, help="the name to define when --name holds another definition")
@@ -399,12 +304,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
-    p = sub.add_parser("register-dataset-types", help="register the dataset types of pipelines")
+    p = internal("register-dataset-types", "register the dataset types of pipelines")
     p.add_argument("--repo", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("-p", "--pipeline", action="append", default=[])
     p.add_argument("-c", "--config", action="append", default=[], help="LABEL:KEY=VALUE connection overrides")
-    _own_collection_options(p)
+    OwnCollections.add_arguments(p)
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
     p.add_argument("--config", default="config/config.yaml")
@@ -426,17 +331,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True)
     p.add_argument("record", help="the promotion's record, results/promotions/<time>.json")
     p.set_defaults(func=cmd_rollback)
-    p = sub.add_parser("scan-offset", help="the bootstrap task at one grid offset (spectralOffset auto)")
+    p = internal("scan-offset", "the bootstrap task at one grid offset (spectralOffset auto)")
     _scan_options(p)
     p.add_argument("--offset", type=int, required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--log-root", action="append", default=[], help="task logger root whose INFO reaches <label>_log")
     p.set_defaults(func=cmd_scan_offset)
-    p = sub.add_parser("scan-offsets", help="the bootstrap task at every grid offset, in one process")
+    p = internal("scan-offsets", "the bootstrap task at every grid offset, in one process")
     _scan_options(p)
     p.add_argument("--offsets", required=True, help="comma-separated pixels")
     p.set_defaults(func=cmd_scan_offsets)
-    p = sub.add_parser("propose-offset", help="a camera's spectralOffset from its scan results")
+    p = internal("propose-offset", "a camera's spectralOffset from its scan results")
     for name in ("--epoch", "--camera", "--search", "--output", "--plot"):
         p.add_argument(name, required=True)
     p.add_argument("scans", nargs="+", help="scan result files")

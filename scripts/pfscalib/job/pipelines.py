@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from pfscalib.plan.contract import Override
+
 
 def load_pipeline(uri: str, overrides: Iterable[str], *, own_labels_only: bool = False) -> Any:
     """lsst.pipe.base.Pipeline of `uri` ($VARS expanded) with the overrides applied; own_labels_only skips
@@ -14,10 +16,8 @@ def load_pipeline(uri: str, overrides: Iterable[str], *, own_labels_only: bool =
     from lsst.pipe.base import Pipeline
 
     pipeline = Pipeline.from_uri(os.path.expandvars(uri))
-    for override in overrides:
-        label, _, assignment = override.partition(":")
-        if own_labels_only and label not in pipeline.task_labels:
+    for override in map(Override.parse, overrides):
+        if own_labels_only and override.label not in pipeline.task_labels:
             continue
-        key, _, value = assignment.partition("=")
-        pipeline.addConfigOverride(label, key, value)
+        pipeline.addConfigOverride(override.label, override.field, override.value or "")
     return pipeline

@@ -26,94 +26,39 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pfscalib.internals.faults import arm_registry_faults, fault_hook, pipetask_argv, pipetask_progress
 from pfscalib.job import software
 from pfscalib.plan import paths
+from pfscalib.plan.contract import JobRequest, PipetaskCommand
 from pfscalib.plan.limits import load_limits
 from pfscalib.plan.records import forced, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 EMPTY_GRAPH = "QuantumGraph was empty"
-RESUME_FLAGS = ["--extend-run", "--skip-existing", "--clobber-outputs"]
-# A job's output chain records its inputs as pipetask flattened them when it was made; a promotion into a
-# chain the build reads (PFS/calib) changes that, and pipetask then refuses the chain ("does not include
-# the same sequence of (flattened) input collections"). --rebase keeps the chain's own RUNs first, then the
-# inputs as they are now (ctrl_mpexec cli/butler_factory.py OutputChainedCollectionInfo), for every run.
-REBASE = ["--rebase"]
+# Every run of a job is given --rebase (PipetaskCommand.rebase): a job's output chain records its inputs as
+# pipetask flattened them when it was made; a promotion into a chain the build reads (PFS/calib) changes
+# that, and pipetask then refuses the chain ("does not include the same sequence of (flattened) input
+# collections"). --rebase keeps the chain's own RUNs first, then the inputs as they are now (ctrl_mpexec
+# cli/butler_factory.py OutputChainedCollectionInfo).
 ERROR_LINE = re.compile(r"\bERROR\b|Error:|Exception:")
 # pipetask's refusals to extend a RUN made by other software or configs (pipe_base pipeline_graph
 # compare_packages, graph.py "Config does not match existing task config"): a resume can only fail again
 RESUME_REFUSED = re.compile(r"Package versions mismatch|Config does not match existing")
 
 
-@dataclasses.dataclass(frozen=True)
-class CertifyRequest:
-    """What to certify where, what to clean, and the job's files (`pfscalib job` options)."""
-
-    repo: str
-    chain: str
-    dataset_type: str
-    calib: str
-    begin_date: str
-    end_date: str | None
-    instrument: str
-    arm: str
-    spectrograph: int | None
-    copy_as: str | None
-    clean: list[str]
-    step: str
-    epoch: str
-    visits: str
-    state: str
-    sentinel: str
-    needs: list[str] = dataclasses.field(default_factory=list)  # sentinels of the products the job reads
-    offset_from: str | None = None  # spectralOffset auto: the proposal whose value the job sets
-    offset_field: str | None = None  # ... as -c LABEL:FIELD=value
-    clean_collections: list[str] = dataclasses.field(default_factory=list)  # scan collections, once certified
-    profiles_from: str | None = None  # define-profiles record: the profiles_run the -d query selects
-    held: str = ""  # where a held product's record goes (paths.held)
-    limits: str | None = None  # a site's limits file (None: the shipped pfscalib/limits.yaml)
-    accept: str | None = None  # JSON of the config's acceptance of this job's held product
-    log_root: list[str] = dataclasses.field(default_factory=list)  # task loggers whose INFO reaches <label>_log
-
-    @property
-    def data_id(self) -> dict:
-        data_id: dict = {"instrument": self.instrument, "arm": self.arm}
-        if self.spectrograph is not None:
-            data_id["spectrograph"] = self.spectrograph
-        return data_id
-
-
-def _arg_after(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
-
-
-def fingerprint(argv: list[str]) -> list[str]:
-    """The pipetask command without -j (changing cores must not restart a run)."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
-        if token == "-j":
-            skip = True
-            continue
-        out.append(token)
-    return out
-
-
-def identity(argv: list[str], needs: list[str]) -> dict:
-    """What makes two runs of a job the same build: the command, the products it reads (a rebuilt input
-    has a new dataset id, so its consumers rebuild too), the pipeline files it reads and the software."""
+def identity(command: PipetaskCommand, needs: Sequence[str]) -> dict:
+    """What makes two runs of a job the same build: the command (without -j), the products it reads (a
+    rebuilt input has a new dataset id, so its consumers rebuild too), the pipeline files it reads and the
+    software."""
     inputs = {path: (read_json(path) or {}).get("datasetId") for path in needs}
     return {
-        "command": fingerprint(argv),
+        "command": command.identity(),
         "inputs": inputs,
-        "pipeline": software.pipeline_files(argv),
+        "pipeline": software.pipeline_files(command.pipeline_files()),
         "software": software.versions(),
     }
 
@@ -133,7 +78,7 @@ def why_new(old: dict, new: dict) -> str:
     return "its identity changed"
 
 
-def run_job(request: CertifyRequest, argv: list[str]) -> int:
+def run_job(request: JobRequest, command: PipetaskCommand) -> int:
     """`pfscalib job`: finish an interrupted run of the same build, or build afresh; then certify."""
     from pfscalib.job import butler as butlerops
 
@@ -141,29 +86,28 @@ def run_job(request: CertifyRequest, argv: list[str]) -> int:
     route_task_logs(request.log_root)
     if butlerops.heal_hot_journal(request.repo):
         log.info("removed the registry's journal left by a killed process (rolled back if it was hot)")
-    if request.offset_from:
+    if request.offset_from and request.offset_field:
         proposal = read_json(request.offset_from) or {}
         if proposal.get("spectralOffset") is None:
             log.error("%s: no proposed spectralOffset (%s)", request.offset_from, proposal.get("reason", "missing"))
             return 1
-        argv = argv + ["-c", f"{request.offset_field}={proposal['spectralOffset']:g}"]
+        command = command.with_override(request.offset_field.with_value(float(proposal["spectralOffset"])))
     if request.profiles_from:
-        argv = with_profiles_run(argv, request.profiles_from)
-    ident = identity(argv, request.needs)
+        command = with_profiles_run(command, request.profiles_from)
+    ident = identity(command, request.needs)
     if not forced(request.sentinel) and already_certified(request, ident):
         return 0
-    return run_pipetask(argv, request.state, ident, output=request.sentinel) or certify(request)
+    return run_pipetask(command, request.state, ident, output=request.sentinel) or certify(request)
 
 
-def with_profiles_run(argv: list[str], record_path: str) -> list[str]:
+def with_profiles_run(command: PipetaskCommand, record_path: str) -> PipetaskCommand:
     """The -d query with the profiles_run define-profiles chose: the command names the planned one, which
     may have been taken by another definition (pfscalib.plan.tables profiles_run_fallback)."""
     chosen = (read_json(record_path) or {}).get("profiles_run")
-    if not chosen or "-d" not in argv:
-        return argv
-    at = argv.index("-d") + 1
-    query = re.sub(r"profiles_run = '[^']*'", lambda _: f"profiles_run = '{chosen}'", argv[at])
-    return [*argv[:at], query, *argv[at + 1 :]]
+    if not chosen or command.where is None:
+        return command
+    query = re.sub(r"profiles_run = '[^']*'", lambda _: f"profiles_run = '{chosen}'", command.where)
+    return dataclasses.replace(command, where=query)
 
 
 def route_task_logs(log_roots: list[str]) -> None:
@@ -173,7 +117,7 @@ def route_task_logs(log_roots: list[str]) -> None:
         os.environ["DAF_BUTLER_ROOT_LOGGER"] = ":".join(sorted(roots))
 
 
-def already_certified(request: CertifyRequest, ident: dict) -> bool:
+def already_certified(request: JobRequest, ident: dict) -> bool:
     """An interrupted run of this same build certified its product: rewrite its sentinel."""
     from pfscalib.job import butler as butlerops
 
@@ -195,14 +139,18 @@ def already_certified(request: CertifyRequest, ident: dict) -> bool:
 
 
 def run_pipetask(
-    argv: list[str], state_path: str, ident: dict | None = None, done: str | None = None, output: str | None = None
+    command: PipetaskCommand,
+    state_path: str,
+    ident: dict | None = None,
+    done: str | None = None,
+    output: str | None = None,
 ) -> int:
     """`pipetask run ...` into a new RUN of the job's chain, or into the RUN of an interrupted run of the
     same build (same identity, not forced), skipping what it already wrote. output: the job's Snakemake
     output (how a forced job is known; default `done`)."""
     from pfscalib.job import butler as butlerops
 
-    ident = ident or identity(argv, [])
+    ident = ident or identity(command, [])
     output = output or done
     state = read_json(state_path) or {}
     resume = False
@@ -212,29 +160,28 @@ def run_pipetask(
     elif state.get("identity") not in (None, ident) and state.get("run"):
         log.info("a fresh RUN, not %s: %s", state["run"], why_new(state["identity"], ident))
     elif state.get("identity") == ident and state.get("status") in ("started", "pipetask-done"):
-        butler = butlerops.open_butler(_arg_after(argv, "-b"), writeable=True)
-        repaired = butlerops.repair_output_chain(
-            butler, _arg_after(argv, "-o"), state["run"], _arg_after(argv, "-i").split(",")
-        )
+        butler = butlerops.open_butler(command.repo, writeable=True)
+        repaired = butlerops.repair_output_chain(butler, command.output, state["run"], list(command.inputs))
         if repaired:
             log.info("%s", repaired)
         # killed before pipetask created its RUN: nothing to resume, start afresh
         resume = butlerops.collection_type(butler, state["run"]) is not None
         if resume:
-            for fixed in butlerops.repair_run(butler, state["run"], _arg_after(argv, "-b")):
+            for fixed in butlerops.repair_run(butler, state["run"], command.repo):
                 log.info("%s in %s", fixed, state["run"])
         butler.close()
     if resume:
-        argv = argv + ["--output-run", state["run"]] + RESUME_FLAGS + REBASE
+        command = dataclasses.replace(command, output_run=state["run"], resume=True, rebase=True)
         log.info("resuming %s after an interrupted job", state["run"])
     else:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        state = {"identity": ident, "run": f"{_arg_after(argv, '-o')}/{stamp}", "status": "started"}
+        state = {"identity": ident, "run": f"{command.output}/{stamp}", "status": "started"}
         write_json(state_path, state)
         if output:  # started afresh: a retry or rerun after a kill resumes this RUN
             Path(paths.forced(output)).unlink(missing_ok=True)
         fault_hook("before-pipetask", state_path)()
-        argv = argv + ["--output-run", state["run"]] + REBASE
+        command = dataclasses.replace(command, output_run=state["run"], rebase=True)
+    argv = command.argv()
     log.info("%s", " ".join(argv))
     rc, empty, cause = _pipetask_subprocess(argv, state_path)
     if rc != 0 and not (resume and empty):
@@ -248,7 +195,7 @@ def run_pipetask(
     write_json(state_path, {**state, "status": "pipetask-done", "argv": argv})
     fault_hook("after-pipetask", state_path)()
     if done:  # a job whose output is pipetask's run itself (the ISR of an offset scan)
-        write_json(done, {"run": state["run"], "chain": _arg_after(argv, "-o"), "argv": argv})
+        write_json(done, {"run": state["run"], "chain": command.output, "argv": argv})
     return 0
 
 
@@ -342,7 +289,7 @@ def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
             proc.wait()
 
 
-def certify(request: CertifyRequest) -> int:
+def certify(request: JobRequest) -> int:
     """Replace-certify the job's product over its validity range, clean its intermediates, write the
     sentinel; then the state file goes (a later rerun of this job starts a fresh run)."""
     from pfscalib.job import butler as butlerops
@@ -407,7 +354,7 @@ def certify(request: CertifyRequest) -> int:
     return 0
 
 
-def assess(butler, request: CertifyRequest, ref, run: str, timespan) -> dict:
+def assess(butler, request: JobRequest, ref, run: str, timespan) -> dict:
     """The gate: the product's metrics against the limits and against the incumbent it would replace (the
     certification of this camera over the same range), both measured the same way."""
     from pfscalib.job import butler as butlerops
@@ -446,7 +393,7 @@ def assess(butler, request: CertifyRequest, ref, run: str, timespan) -> dict:
     }
 
 
-def hold(request: CertifyRequest, ref, quality: dict) -> None:
+def hold(request: JobRequest, ref, quality: dict) -> None:
     """A red product: nothing certified, no sentinel; the record says what and why (pfscalib status shows it)."""
     unit = request.arm + (str(request.spectrograph) if request.spectrograph is not None else "")
     record = {
@@ -467,7 +414,7 @@ def hold(request: CertifyRequest, ref, quality: dict) -> None:
     )  # fmt: skip
 
 
-def sentinel(request: CertifyRequest, ref, state: dict, cleaned: int, written: dict[str, list[int]]) -> dict:
+def sentinel(request: JobRequest, ref, state: dict, cleaned: int, written: dict[str, list[int]]) -> dict:
     """What was certified, from which run and visits, by which commands and versions, and what the job
     wrote into the datastore ({dataset type: [datasets, bytes]}, before cleaning)."""
     from importlib.metadata import version  # not `import lsst.pipe.base`: 2.4 s per job for a string

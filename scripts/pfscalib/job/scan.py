@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 
 from pfscalib.job.offsets import ScanPoint, parse_log
+from pfscalib.plan.contract import PipetaskCommand, ScanRequest
 
 
 class _Capture(logging.Handler):
@@ -90,16 +92,21 @@ def run_point(butler, task_node, quantum, field: str, offset: float) -> tuple[Sc
 log = logging.getLogger(__name__)
 
 
-def _arg_after(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
-
-
 def _data_id(instrument: str, camera: str) -> dict:
     return {"instrument": instrument, "arm": camera[0], "spectrograph": int(camera[1:])}
 
 
-def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str, offset: int, state: str,
-                result: str, argv: list[str], log_roots: list[str]) -> int:  # fmt: skip
+def _offset_field() -> str:
+    """The FIELD of the step's LABEL:FIELD the scan sets (spectralOffset)."""
+    from pfscalib.plan.steps import OFFSET_STEP, STEPS
+
+    target = STEPS[OFFSET_STEP].offset_target
+    assert target is not None
+    return target.field
+
+
+def scan_offset(request: ScanRequest, offset: int, state: str, result: str, command: PipetaskCommand,
+                log_roots: Sequence[str]) -> int:  # fmt: skip
     """One grid point (per_offset job): the task by `pipetask run` into the point's own RUN (resumable),
     then the numbers of its `<label>_log`. A task that raised is a point with an error (score 0), not a
     failed job; a pipetask that wrote no log (bad query, broken repository) is."""
@@ -110,11 +117,12 @@ def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str,
     from pfscalib.job.run import route_task_logs, run_pipetask
     from pfscalib.plan.records import read_json
 
+    camera, epoch, label = request.camera, request.epoch, request.label
     route_task_logs(log_roots)
-    rc = run_pipetask(argv, state, output=result)
+    rc = run_pipetask(command, state, output=result)
     run = (read_json(state) or {}).get("run", "")
-    butler = butlerops.open_butler(repo)
-    messages = [r.message for r in butlerops.task_log(butler, label, run, _data_id(instrument, camera))]
+    butler = butlerops.open_butler(request.repo)
+    messages = [r.message for r in butlerops.task_log(butler, label, run, _data_id(request.instrument, camera))]
     if not messages:
         log.error(
             "scan %s %s offset %d: no %s_log in %s (pipetask exit status %d)", camera, epoch, offset, label, run, rc
@@ -128,21 +136,27 @@ def scan_offset(repo: str, instrument: str, epoch: str, camera: str, label: str,
     return 0
 
 
-def scan_offsets(repo: str, camera: str, epoch: str, label: str, field: str, offsets: list[int], result: str,
-                 argv: list[str]) -> int:  # fmt: skip
+def scan_offsets(request: ScanRequest, offsets: list[int], result: str, command: PipetaskCommand) -> int:
     """Every grid point in this process (per_camera job): the query, inputs and overrides of the pipetask
     command given, the quantum built once."""
     from pfscalib.job import butler as butlerops
     from pfscalib.job.offsets import write_points
 
-    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
-    inputs = _arg_after(argv, "-i").split(",")
-    butler = butlerops.open_butler(repo)
-    node, quantum = butlerops.build_quantum(
-        butler, _arg_after(argv, "-p"), overrides, label, inputs, _arg_after(argv, "-d")
-    )
-    write_points(result, camera, epoch, scan(butler, node, quantum, field, offsets, log))
+    butler = butlerops.open_butler(request.repo)
+    node, quantum = _quantum(butler, command, request.label)
+    points = scan(butler, node, quantum, _offset_field(), offsets, log)
+    write_points(result, request.camera, request.epoch, points)
     return 0
+
+
+def _quantum(butler, command: PipetaskCommand, label: str):
+    """The scanned label's task and its quantum, from the pipetask command's pipeline, -c, inputs and query."""
+    from pfscalib.job import butler as butlerops
+
+    overrides = [o.text() for o in command.overrides]
+    return butlerops.build_quantum(
+        butler, command.pipeline, overrides, label, list(command.inputs), command.where or ""
+    )
 
 
 def propose_offset(camera: str, epoch: str, search: dict, output: str, plot_path: str, scans: list[str]) -> int:
@@ -175,19 +189,14 @@ def propose_offsets(wf, epoch: str, cameras: list[str], output: str) -> int:
     from pfscalib.plan.steps import OFFSET_STEP, STEPS
 
     step, values, refused = STEPS[OFFSET_STEP], {}, []
-    field = step.offset_override.split(":", 1)[1]
     for camera in cameras:
-        isr = wf.commands.offset_pipetask_argv(epoch, camera, None)
+        isr = wf.commands.offset_pipetask(epoch, camera, None)
         if run_pipetask(isr, paths.state(f"{OFFSET_STEP}Isr", epoch, camera)):
             refused.append(f"{camera}: the ISR of its bootstrap visits failed (see above)")
             continue
-        argv = wf.commands.offset_pipetask_argv(epoch, camera, 0)
-        overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"][:-1]
         butler = butlerops.open_butler(wf.datastore)
-        node, quantum = butlerops.build_quantum(
-            butler, _arg_after(argv, "-p"), overrides, step.scan_label, [_arg_after(argv, "-i")], _arg_after(argv, "-d")
-        )
-        points = scan(butler, node, quantum, field, wf.offset_grid(camera), log)
+        node, quantum = _quantum(butler, wf.commands.offset_scan_pipetask(epoch, camera), step.scan_label)
+        points = scan(butler, node, quantum, _offset_field(), wf.offset_grid(camera), log)
         proposal = propose(camera, epoch, points, wf.capture_range(camera), wf.offset_search)
         plot(proposal, paths.offset_plot(epoch, camera), wf.offset_search)
         write_json(paths.offset_proposal(epoch, camera), proposal.to_json())

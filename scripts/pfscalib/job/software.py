@@ -10,9 +10,9 @@ library and PyYAML only: also used inside Snakemake's process.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -30,15 +30,11 @@ def versions() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def pipeline_files(argv: list[str]) -> dict[str, str]:
-    """{expanded path: sha256} of the pipeline (-p, without its #subset), the files of -C LABEL:FILE, and
-    every file a pipeline YAML imports or names as a task config file (keys `location`, `file`)."""
-    files: list[str] = []
-    for flag, token in itertools.pairwise(argv):
-        if flag == "-p":
-            files.append(token.split("#", 1)[0])
-        elif flag == "-C":
-            files.append(token.split(":", 1)[-1])
+def pipeline_files(named: Iterable[str]) -> dict[str, str]:
+    """{expanded path: sha256} of the files a pipetask command names (its pipeline without the #subset, the
+    FILE of each -C LABEL:FILE: PipetaskCommand.pipeline_files) and every file a pipeline YAML imports or
+    names as a task config file (keys `location`, `file`)."""
+    files = list(named)
     digests: dict[str, str] = {}
     while files:
         path = os.path.expanduser(os.path.expandvars(files.pop()))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import shlex
 
 from pfscalib.plan import paths
-from pfscalib.plan.config import Settings
+from pfscalib.plan.config import AUTO, Settings
+from pfscalib.plan.contract import JobRequest, Override, OwnCollections, PipetaskCommand, ScanRequest
 from pfscalib.plan.steps import OFFSET_STEP, STEP_NAMES, STEPS
 from pfscalib.plan.tables import Selections
 
@@ -26,9 +28,8 @@ def shell_join(argv: list[str]) -> str:
 
 
 def check_digest(argv: list[str]) -> str:
-    """A check command's inputs (tables' selections, collections, prerequisites), without its --output."""
-    at = argv.index("--output")
-    return hashlib.sha256(json.dumps(argv[:at] + argv[at + 2 :]).encode()).hexdigest()[:20]
+    """A check command's inputs (tables' selections, collections, prerequisites): its argv without --output."""
+    return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:20]
 
 
 class Commands:
@@ -49,70 +50,70 @@ class Commands:
             return f"{query} AND arm='{unit}' AND spectrograph IN ({spectrographs})"
         return f"{query} AND arm='{unit[0]}' AND spectrograph={int(unit[1:])}"
 
-    def pipetask_argv(self, step: str, epoch: str, unit: str) -> list[str]:
+    def pipetask(self, step: str, epoch: str, unit: str) -> PipetaskCommand:
         """The guide's `pipetask run`, without -j (the rule appends -j {threads})."""
         s = self.settings
-        argv = [
-            s.executables["pipetask"], "run", "--register-dataset-types",
-            "-b", s.datastore, "--instrument", s.config["instrument"],
-            "-i", ",".join(s.inputs(step)),
-            "-o", self.chain(step, epoch, unit),
-            "-p", s.pipeline(step),
-            "-d", self.where(step, epoch, unit),
-            "--fail-fast",
-        ]  # fmt: skip
-        for override in s.config_overrides(step, unit):
-            argv += ["-c", override]
-        return argv + list(s.setting(step, "extra_args", []))
+        return PipetaskCommand(
+            executable=s.executables["pipetask"],
+            repo=s.datastore,
+            instrument=s.config["instrument"],
+            inputs=tuple(s.inputs(step)),
+            output=self.chain(step, epoch, unit),
+            pipeline=s.pipeline(step),
+            where=self.where(step, epoch, unit),
+            overrides=tuple(map(Override.parse, s.config_overrides(step, unit))),
+            extra=tuple(s.setting(step, "extra_args", [])),
+        )
+
+    def pipetask_argv(self, step: str, epoch: str, unit: str) -> list[str]:
+        return self.pipetask(step, epoch, unit).argv()
 
     def chain(self, step: str, epoch: str, unit: str) -> str:
         """The job's pipetask output collection (a CHAINED collection of its RUNs)."""
         return f"{self.settings.config['rerun']}/{epoch}/{step}/{unit}"
 
-    def certify_options(self, step: str, epoch: str, unit: str) -> list[str]:
+    def request(self, step: str, epoch: str, unit: str) -> JobRequest:
         """`pfscalib job` options: what to certify where, what to clean, and the job's files."""
         s, settings = STEPS[step], self.settings
         begin, end = settings.validity(step, epoch)
-        argv = [
-            "--repo", settings.datastore, "--chain", self.chain(step, epoch, unit),
-            "--dataset-type", s.product, "--calib", settings.calib_collection(step),
-            "--instrument", settings.instrument_name, "--begin-date", begin,
-        ]  # fmt: skip
-        if end:
-            argv += ["--end-date", end]
-        argv += ["--arm", unit[0]] + ([] if s.per_arm else ["--spectrograph", unit[1:]])
-        if s.copies_product:
-            argv += ["--copy-as", s.certified_as]
-        for dataset_type in settings.clean(step):
-            argv += ["--clean", dataset_type]
-        visits = self.selections[(step, epoch, unit)].visits
-        argv += [
-            "--step", step, "--epoch", epoch, "--visits", ",".join(map(str, visits)),
-            "--state", paths.state(step, epoch, unit), "--sentinel", paths.sentinel(step, epoch, unit),
-        ]  # fmt: skip
-        for need in settings.needs(step, epoch, unit):
-            argv += ["--needs", need]
-        if s.offset_override and unit in settings.auto_cameras:  # the proposal's value, at run time
-            argv += ["--spectral-offset-from", paths.offset_proposal(epoch, unit), "--offset-field", s.offset_override]
-            argv += [a for pattern in self.scan_collections(epoch, unit) for a in ("--clean-collections", pattern)]
-        if s.profile_groups:  # the name define-profiles chose (the planned one or its fallback), at run time
-            argv += ["--profiles-from", paths.profiles(epoch, settings.mode(unit))]
-        argv += ["--held", paths.held(step, epoch, unit)]
-        if settings.config.get("limits"):
-            argv += ["--limits", settings.config["limits"]]
+        auto = s.offset_target is not None and settings.spectral_offset(unit) == AUTO  # the proposal's, at run time
         accepted = settings.accepted(epoch, step, unit)
-        if accepted:  # only this job's command changes: adding an acceptance reruns only the held job
-            argv += ["--accept", json.dumps(accepted, sort_keys=True)]
-        for root in settings.config["task_log_roots"]:
-            argv += ["--log-root", root]
-        return argv
+        return JobRequest(
+            repo=settings.datastore,
+            chain=self.chain(step, epoch, unit),
+            dataset_type=s.product,
+            calib=settings.calib_collection(step),
+            instrument=settings.instrument_name,
+            begin_date=begin,
+            end_date=end or None,
+            arm=unit[0],
+            spectrograph=None if s.per_arm else int(unit[1:]),
+            copy_as=s.certified_as if s.copies_product else None,
+            clean=tuple(settings.clean(step)),
+            step=step,
+            epoch=epoch,
+            visits=",".join(map(str, self.selections[(step, epoch, unit)].visits)),
+            state=paths.state(step, epoch, unit),
+            sentinel=paths.sentinel(step, epoch, unit),
+            needs=tuple(settings.needs(step, epoch, unit)),
+            offset_from=paths.offset_proposal(epoch, unit) if auto else None,
+            offset_field=s.offset_target if auto else None,
+            clean_collections=tuple(self.scan_collections(epoch, unit)) if auto else (),
+            # the name define-profiles chose (the planned one or its fallback), at run time
+            profiles_from=paths.profiles(epoch, settings.mode(unit)) if s.profile_groups else None,
+            held=paths.held(step, epoch, unit),
+            limits=settings.config.get("limits") or None,
+            # only this job's command changes: adding an acceptance reruns only the held job
+            accept=json.dumps(accepted, sort_keys=True) if accepted else None,
+            log_root=tuple(settings.config["task_log_roots"]),
+        )
 
     def job(self, step: str, epoch: str, unit: str) -> str:
         """The shell command of one job: pipetask (resumable) then certify+clean+sentinel, in one process;
         the pipetask part after `--` reads like the guide's command. No -j: the rule appends
         `-j {threads}`, so the command does not depend on threads and serves as the job's params rerun
         trigger."""
-        job = ["pfscalib", "job", *self.certify_options(step, epoch, unit), "--"]
+        job = ["pfscalib", "job", *self.request(step, epoch, unit).argv(), "--"]
         return shell_join(job + self.pipetask_argv(step, epoch, unit))
 
     # ------------------------------------------------------------------ spectralOffset: auto
@@ -127,25 +128,34 @@ class Commands:
             return []
         return [f"{self.offset_chain(epoch, camera)}*", f"{self.offset_chain(epoch, camera, 0).rsplit('/', 1)[0]}/*"]
 
-    def offset_pipetask_argv(self, epoch: str, camera: str, offset: int | None) -> list[str]:
+    def offset_pipetask(self, epoch: str, camera: str, offset: int | None) -> PipetaskCommand:
         """`pipetask run` of the step's ISR labels on its visits (offset None), or of its scanned label at one
         offset on the ISR's output, with the step's -c overrides of those labels."""
         s, step = self.settings, STEPS[OFFSET_STEP]
         labels = step.scan_prepare if offset is None else (step.scan_label,)
-        inputs = s.inputs(OFFSET_STEP) if offset is None else [self.offset_chain(epoch, camera)]
-        argv = [
-            s.executables["pipetask"], "run", "--register-dataset-types",
-            "-b", s.datastore, "--instrument", s.config["instrument"],
-            "-i", ",".join(inputs), "-o", self.offset_chain(epoch, camera, offset),
-            "-p", f"{s.pipeline(OFFSET_STEP)}#{','.join(labels)}",
-            "-d", self.where(OFFSET_STEP, epoch, camera), "--fail-fast",
-        ]  # fmt: skip
-        for override in s.config_overrides(OFFSET_STEP, camera):
-            if override.split(":", 1)[0] in labels:
-                argv += ["-c", override]
+        overrides = [o for o in map(Override.parse, s.config_overrides(OFFSET_STEP, camera)) if o.label in labels]
         if offset is not None:
-            argv += ["-c", f"{step.offset_override}={offset}"]
-        return argv
+            assert step.offset_target is not None
+            overrides.append(step.offset_target.with_value(offset))
+        return PipetaskCommand(
+            executable=s.executables["pipetask"],
+            repo=s.datastore,
+            instrument=s.config["instrument"],
+            inputs=tuple(s.inputs(OFFSET_STEP)) if offset is None else (self.offset_chain(epoch, camera),),
+            output=self.offset_chain(epoch, camera, offset),
+            pipeline=f"{s.pipeline(OFFSET_STEP)}#{','.join(labels)}",
+            where=self.where(OFFSET_STEP, epoch, camera),
+            overrides=tuple(overrides),
+        )
+
+    def offset_pipetask_argv(self, epoch: str, camera: str, offset: int | None) -> list[str]:
+        return self.offset_pipetask(epoch, camera, offset).argv()
+
+    def offset_scan_pipetask(self, epoch: str, camera: str) -> PipetaskCommand:
+        """The scanned label's query, inputs and -c overrides for the scan in one process: it writes nothing
+        (no -o), the offset is set per point."""
+        command = self.offset_pipetask(epoch, camera, 0)
+        return dataclasses.replace(command, output=None, overrides=command.overrides[:-1])
 
     def offset_isr(self, epoch: str, camera: str) -> str:
         state = paths.state(f"{OFFSET_STEP}Isr", epoch, camera)
@@ -154,10 +164,10 @@ class Commands:
 
     def _scan_options(self, epoch: str, camera: str) -> list[str]:
         s = self.settings
-        return [
-            "--repo", s.datastore, "--instrument", s.instrument_name, "--epoch", epoch, "--camera", camera,
-            "--label", STEPS[OFFSET_STEP].scan_label,
-        ]  # fmt: skip
+        label = STEPS[OFFSET_STEP].scan_label
+        return ScanRequest(
+            repo=s.datastore, instrument=s.instrument_name, epoch=epoch, camera=camera, label=label
+        ).argv()
 
     def offset_scan(self, epoch: str, camera: str, offset: int) -> str:
         """One grid point (per_offset): pipetask into its own RUN, then its log's numbers."""
@@ -171,12 +181,10 @@ class Commands:
     def offset_scan_camera(self, epoch: str, camera: str) -> str:
         """Every grid point in one process (per_camera)."""
         argv = ["pfscalib", "scan-offsets", *self._scan_options(epoch, camera)]
-        argv += ["--offsets", ",".join(map(str, self.settings.offset_grid(camera)))]
+        # one argument with its `=`: argparse takes a separate "-150,-136,..." for an option, not a value
+        argv += [f"--offsets={','.join(map(str, self.settings.offset_grid(camera)))}"]
         argv += ["--result", paths.offset_scan(epoch, camera, "all"), "--"]
-        # the scanned label's query, inputs and -c overrides; it writes nothing (no -o), the offset is set per point
-        pipetask = self.offset_pipetask_argv(epoch, camera, 0)[:-2]
-        output = pipetask.index("-o")
-        return shell_join(argv + pipetask[:output] + pipetask[output + 2 :])
+        return shell_join(argv + self.offset_scan_pipetask(epoch, camera).argv())
 
     def scan_results(self, epoch: str, camera: str) -> list[str]:
         if self.settings.offset_search["jobs"] == "per_camera":
@@ -221,16 +229,16 @@ class Commands:
             for step in STEP_NAMES
         }
         argv = ["pfscalib", "check-visits", "--repo", s.datastore, "--instrument", s.instrument_name]
-        argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True), "--output", output]
-        for dataset_type in s.config.get("prerequisites", []):
-            argv += ["--prerequisite", dataset_type]
+        argv += ["--epoch", epoch, "--selection", json.dumps(payload, sort_keys=True)]
+        after = [a for dataset_type in s.config.get("prerequisites", []) for a in ("--prerequisite", dataset_type)]
         site = {c: list(s.site_calibrations(c)) for c in s.cameras if s.site_calibrations(c)}
         optional = {c: [list(o) for o in s.optional_site_calibrations(c)] for c in site}
         if site:  # looked up per visit, in each step's inputs (pfscalib.job.checks.site_calibration_problems)
             wanted = {"cameras": site, "optional": {c: o for c, o in optional.items() if o}}
-            argv += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
-        argv += self.own_collections()
-        return shlex.join(argv + ["--inputs-digest", check_digest(argv)])
+            after += ["--site-calibrations", json.dumps(wanted, sort_keys=True)]
+        after += self.own_collections()
+        digest = check_digest(argv + after)
+        return shlex.join([*argv, "--output", output, *after, "--inputs-digest", digest])
 
     def check_inputs_digest(self, epoch: str) -> str:
         """What the epoch's check checked (its command but the output path): recorded in the check's
@@ -241,19 +249,20 @@ class Commands:
         argv = ["pfscalib", "register-dataset-types", "--repo", self.settings.datastore, "--output", paths.REGISTRY]
         for step in STEP_NAMES:
             argv += ["-p", self.settings.pipeline(step)]
-            argv += [a for o in self.settings.step_config(step) if ":connections." in o for a in ("-c", o)]
+            overrides = map(Override.parse, self.settings.step_config(step))
+            argv += [a for o in overrides if o.field.startswith("connections.") for a in ("-c", o.text())]
         return shell_join(argv + self.own_collections())
 
     def own_collections(self) -> list[str]:
         """The options naming the workflow's own collections (check-visits and register-dataset-types
         check them; register makes them)."""
-        argv = ["--rerun", self.settings.config["rerun"], "--calib-chain", self.settings.collections["calib"]]
-        for collection in self.settings.own_calib_collections():
-            argv += ["--calib-collection", collection]
         outside = sorted({self.settings.calib_collection(s) for s in STEP_NAMES if STEPS[s].outside_calib_chain})
-        for collection in outside:
-            argv += ["--collection", collection]
-        return argv
+        return OwnCollections(
+            rerun=self.settings.config["rerun"],
+            calib_chain=self.settings.collections["calib"],
+            calib_collection=tuple(self.settings.own_calib_collections()),
+            collection=tuple(outside),
+        ).argv()
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
         s = self.settings

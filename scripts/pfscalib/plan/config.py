@@ -9,6 +9,7 @@ import re
 from typing import Any, NamedTuple
 
 from pfscalib.plan import paths
+from pfscalib.plan.contract import Override, overrides_in
 from pfscalib.plan.schema import schema_error_line, schema_path
 from pfscalib.plan.steps import ARMS, MODES, OFFSET_STEP, STEP_NAMES, STEPS, Role, lender, role, role_words
 
@@ -274,18 +275,24 @@ class Settings:
         """-c overrides of one job: the step's, the camera's spectralOffset where the step takes one,
         then the arm's and the camera's own."""
         overrides = self.step_config(step)
-        if STEPS[step].offset_override and unit not in self.auto_cameras:  # auto: the job adds the proposal
-            overrides.append(f"{STEPS[step].offset_override}={self.config['spectralOffset'][unit]:g}")
+        target, offset = STEPS[step].offset_target, self.spectral_offset(unit)
+        if target is not None and offset != AUTO:  # auto: the job adds the proposal
+            overrides.append(target.with_value(offset).text())
         camera_config = self.setting(step, "camera_config", {})
         overrides += camera_config.get(unit[0], []) if unit[0] != unit else []
         overrides += camera_config.get(unit, [])
         return overrides
 
     # ------------------------------------------------------------------ spectralOffset: auto
+    def spectral_offset(self, camera: str) -> float | str | None:
+        """The camera's bootstrap spectralOffset: pixels, AUTO (proposed from the data) or None (not given).
+        The one reader of the config's spectralOffset: every other place asks this."""
+        return self.config.get("spectralOffset", {}).get(camera)
+
     @property
     def auto_cameras(self) -> list[str]:
         """Cameras whose bootstrap spectralOffset is proposed from the data."""
-        return [c for c in self.cameras if self.config.get("spectralOffset", {}).get(c) == AUTO]
+        return [c for c in self.cameras if self.spectral_offset(c) == AUTO]
 
     @property
     def offset_search(self) -> dict[str, Any]:
@@ -296,11 +303,10 @@ class Settings:
         its -c overrides in the order pipetask applies them (the step's, the arm's, the camera's, then
         extra_args' -c), else offset_search's. Real sites set it per camera (drp_pfs_data 6769d28
         detectorMap/bootstrap/notes.md: 2, m3 4)."""
-        field = f"{STEPS[OFFSET_STEP].scan_label}:matchRadius="
-        extra = list(self.setting(OFFSET_STEP, "extra_args", []))
-        given = self.config_overrides(OFFSET_STEP, camera)
-        given += [value for flag, value in itertools.pairwise(extra) if flag in ("-c", "--config")]
-        values = [o.removeprefix(field) for o in given if o.startswith(field)]
+        given = [Override.parse(o) for o in self.config_overrides(OFFSET_STEP, camera)]
+        given += overrides_in(self.setting(OFFSET_STEP, "extra_args", []))
+        label = STEPS[OFFSET_STEP].scan_label
+        values = [o.value for o in given if (o.label, o.field) == (label, "matchRadius") and o.value is not None]
         return float(values[-1]) if values else float(self.offset_search["matchRadius"])
 
     def capture_range(self, camera: str) -> float:
@@ -427,9 +433,9 @@ class Settings:
             raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {lacking[0]}")
         if unknown:
             raise ConfigError(f"{self.source}: spectralOffset.{unknown[0]}", "not a configured camera")
-        for camera, offset in offsets.items():
-            rows = DETECTOR_ROWS[camera[0]]
-            if offset != AUTO and abs(offset) >= rows:
+        for camera in offsets:
+            rows, offset = DETECTOR_ROWS[camera[0]], self.spectral_offset(camera)
+            if isinstance(offset, int | float) and abs(offset) >= rows:
                 raise ConfigError(
                     f"{self.source}: spectralOffset.{camera}",
                     f"{offset:g} pixels is as wide as the {camera[0]} detector or wider ({rows} pixels along "

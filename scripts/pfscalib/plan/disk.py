@@ -355,3 +355,14 @@ def measured_sizes(sentinels: Iterable[dict]) -> dict:
             else:
                 sizes.setdefault(kind, {})[dataset_type] = float(f"{mb:.4g}")
     return {"sizes_mb": sizes, "other_mb": float(f"{sum(small) / len(small):.3g}") if small else SMALL_MB}
+
+
+def measured_from(certified: str) -> dict | None:
+    """`pfscalib measure-sizes`: the `disk` config from the sentinels under a directory; None when no
+    sentinel there records what its job wrote (made before sentinels did)."""
+    from pfscalib.plan.records import read_json
+
+    sentinels = [s for p in sorted(Path(certified).rglob("*.json")) if (s := read_json(str(p)))]
+    if not any("written" in s for s in sentinels):
+        return None
+    return measured_sizes(sentinels)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from pfscalib.plan import paths
-from pfscalib.plan.config import ConfigError, Settings
+from pfscalib.plan.config import AUTO, ConfigError, Settings
 from pfscalib.plan.stack import StackError, ask
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.workflow import Workflow
@@ -263,10 +263,14 @@ def pipeline_file(wf: Workflow, step: str) -> Path:
 def step_overrides(wf: Workflow, step: str) -> list[tuple[str, str]]:
     """(config key, LABEL:FIELD=VALUE) of every -c override any job of the step passes."""
     out = [(f"steps.{step}.config", o) for o in wf.step_config(step)]
-    if STEPS[step].offset_override:
+    target = STEPS[step].offset_target
+    if target is not None:
         # auto: the field is checked with 0 (the scan and the proposal set numbers)
-        offsets = {c: 0 if c in wf.auto_cameras else wf.config["spectralOffset"][c] for c in wf.cameras}
-        out += [(f"spectralOffset.{c}", f"{STEPS[step].offset_override}={offsets[c]:g}") for c in wf.cameras]
+        offsets = {c: wf.spectral_offset(c) for c in wf.cameras}
+        out += [
+            (f"spectralOffset.{c}", target.with_value(0 if offset == AUTO else offset).text())  # type: ignore[arg-type]
+            for c, offset in offsets.items()
+        ]
     for unit, overrides in wf.setting(step, "camera_config", {}).items():
         out += [(f"steps.{step}.camera_config.{unit}", o) for o in overrides]
     return out

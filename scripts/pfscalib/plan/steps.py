@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from pfscalib.plan.contract import Override
+
 QaPlot = Literal["image", "traces", "traces_and_lines", "profiles", "norms"]
 # What a product is measured as by the gate (pfscalib.job.metrics.measure)
 Measure = Literal["bias_frame", "dark_frame", "flat_field", "bootstrap_lines", "detector_map", "profiles", "norms"]
@@ -53,6 +55,11 @@ class Step:
     measure: Measure  # how the gate measures the product (pfscalib.job.metrics)
     # prefix of the product's metrics in the limits file (pfscalib/limits.yaml); the certified type's name
     metric_prefix: str = ""
+
+    @property
+    def offset_target(self) -> Override | None:
+        """offset_override as the -c LABEL:FIELD it sets (None: the step takes no spectralOffset)."""
+        return Override.parse(self.offset_override) if self.offset_override else None
 
     def __post_init__(self) -> None:
         if not self.certified_as:
