@@ -7,6 +7,7 @@ Test modules import only conftest, helpers, killtrials and reportcheck, never on
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -116,16 +117,19 @@ def certifications(repo: Path) -> dict:
 @contextlib.contextmanager
 def slurm_cluster():
     """A real single-node SLURM (tests/slurm/cluster.sh; root only, else the test skips with the reason):
-    yields (env with SLURM_CONF, state dir)."""
+    yields (env with SLURM_CONF, state dir). One at a time on the machine (a file lock): the cluster's
+    slurm.conf is also installed at /etc/slurm, and two controllers would share its port."""
     require_root("SLURM (slurmctld, slurmd, munge)")
     cluster = PROJECT / "tests/slurm/cluster.sh"
-    state = Path(tempfile.mkdtemp(prefix="pfscalib-slurm-"))  # short, world-traversable: slurmctld runs as slurm
-    state.chmod(0o755)
-    started = run(["bash", str(cluster), "start", str(state)], check=True)
-    try:
-        yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1]}, state
-    finally:
-        run(["bash", str(cluster), "stop", str(state)], check=True)
+    with open("/var/lock/pfscalib-slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test module's cluster: wait until it stops
+        state = Path(tempfile.mkdtemp(prefix="pfscalib-slurm-"))  # short, world-traversable: slurmctld runs as slurm
+        state.chmod(0o755)
+        started = run(["bash", str(cluster), "start", str(state)], check=True)
+        try:
+            yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1]}, state
+        finally:
+            run(["bash", str(cluster), "stop", str(state)], check=True)
 
 
 def slurm_jobcomp(state: Path) -> dict[int, dict[str, str]]:

@@ -72,8 +72,7 @@ def default_sizes_mb() -> dict[str, dict[str, float]]:
 
 def twin_scale(config: dict) -> float:
     """The timing twin's scale factor (config demo.twin.scale; pfscalib.plan.realsite), 0 when off."""
-    demo = config.get("demo") or {}
-    return float((demo.get("twin") or {}).get("scale", 0)) if demo.get("enabled") else 0.0
+    return float(((config.get("demo") or {}).get("twin") or {}).get("scale", 0))
 
 
 CACHE_FORMAT = 2  # bump when pfscalib.job.stack.pipeline changes what it reads: older caches are then ignored

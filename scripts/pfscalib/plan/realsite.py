@@ -23,8 +23,8 @@ class Duration:
     source: str  # "reference: ..." or "estimate: ..."
 
 
-# The demo's fibre-profile tables hold 2 bright/dark groups per camera and epoch, fitted one quantum each.
-PROFILE_GROUPS = 2
+# The demo's fibre-profile tables hold 4 bright/dark groups per camera and epoch, fitted one quantum each.
+PROFILE_GROUPS = 4
 
 # Per task label (the pipelines' labels, drp_stella's names): seconds per quantum.
 DURATIONS: dict[str, Duration] = {
