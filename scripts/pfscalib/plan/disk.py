@@ -172,8 +172,14 @@ class Disk:
         for kind, sizes in config.get("sizes_mb", {}).items():
             self.sizes[kind] = self.sizes[kind] | sizes
         self.other_mb: float = config.get("other_mb", 0.01)
-        # The timing twin pads every image to its real size x scale (pfscalib.demo.twin): at least that.
+        # The timing twin pads every image to its real size x scale (pfscalib.demo.twin): at least that. Its
+        # images are otherwise the demo's, one size for every arm: a detector kind the config measured no
+        # size for takes another kind's measured ones, not the real detector's.
         if scale := twin_scale(settings.config):
+            measured = config.get("sizes_mb", {})
+            for kind in self.sizes:
+                if kind not in measured and measured:
+                    self.sizes[kind] = self.sizes[kind] | next(iter(measured.values()))
             for kind, real in default_sizes_mb().items():
                 for t in (*EXPOSURE_TYPES, *MASK_TYPES):
                     self.sizes[kind][t] = max(self.sizes[kind].get(t, 0.0), real[t] * scale)

@@ -20,11 +20,15 @@ from pfscalib.plan.disk import MB, JobDisk, human, twin_scale
 from pfscalib.plan.realsite import duration
 from pfscalib.plan.steps import STEP_NAMES, priority
 
-# Per job, besides its quanta: on SLURM the job script restarts Python and Snakemake, the job imports the
-# middleware, pipetask builds its quantum graph, the job certifies and cleans; plus the plugin's status
-# checks. Measured on the project machine (2 cores, 2026-12-07): a twin job on the test SLURM took its
-# quanta's sleep plus a median of this many seconds (tests/test_season.py prints the figure).
-OVERHEAD_S = 20.0
+# Per job, besides its quanta, measured on the project machine (2 cores, shared, 2026-12-07) with the twin on
+# the test SLURM (tests/test_season.py prints both figures):
+# - start-up: the job script restarts Python and Snakemake, the job imports the middleware, pipetask builds
+#   its quantum graph, the job certifies and cleans: a job's SLURM wall minus its quanta's sleep, 19 s;
+# - dispatch: from a job's end to the start of the job waiting on it (Snakemake's status check, every 2 s
+#   in the test, then its submission and SLURM's scheduling), 15 s (11-23 s).
+STARTUP_S = 19.0
+DISPATCH_S = 15.0
+OVERHEAD_S = STARTUP_S + DISPATCH_S  # wall per job besides its quanta
 METADATA = "_metadata"
 
 
@@ -44,7 +48,8 @@ class Cluster:
 class TimedJob:
     disk: JobDisk
     threads: int
-    seconds: float  # wall: start-up + the quanta, `threads` at a time
+    seconds: float  # wall: dispatch + start-up + the quanta, `threads` at a time
+    busy: float  # seconds it holds its cores: start-up + the quanta
     needs: tuple[str, ...]  # sentinels of the jobs it reads
 
     @property
@@ -53,7 +58,7 @@ class TimedJob:
 
     @property
     def core_seconds(self) -> float:
-        return self.threads * self.seconds
+        return self.threads * self.busy
 
 
 def quanta(job: JobDisk) -> dict[str, int]:
@@ -67,7 +72,9 @@ def timed_jobs(wf, scale: float, overhead_s: float, cores: int) -> list[TimedJob
     for job in wf.disk.jobs():
         threads = min(wf.job_threads(job.step, job.epoch, job.unit), cores)
         work = sum(math.ceil(n / threads) * duration(label).seconds for label, n in quanta(job).items())
-        out.append(TimedJob(job, threads, overhead_s + work * scale, tuple(wf.needs(job.step, job.epoch, job.unit))))
+        busy = overhead_s * STARTUP_S / OVERHEAD_S + work * scale
+        seconds = overhead_s + work * scale
+        out.append(TimedJob(job, threads, seconds, busy, tuple(wf.needs(job.step, job.epoch, job.unit))))
     return out
 
 
@@ -184,7 +191,7 @@ def format_season(s: Season) -> str:
     figures = "real-site figures" if s.scale == 1 else f"real-site figures x {s.scale:g} (the timing twin)"
     lines = [
         f"season: {s.jobs} jobs on {c.nodes} node(s) x {c.cores} cores, {budget}; each job {figures} "
-        f"+ {c.overhead_s:g} s start-up",
+        f"+ {c.overhead_s:g} s start-up and dispatch",
         f"predicted makespan: {hms(s.makespan)} ({s.makespan:.0f} s); "
         f"bound max(critical path {hms(s.critical_seconds)}, "
         f"core-seconds / cores {hms(s.core_seconds / c.total_cores)}) = {hms(s.bound)}",
