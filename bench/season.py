@@ -67,6 +67,11 @@ def season_config(work: Path, repo: Path, cameras: list[str], epochs: list[str],
     visit tables of each epoch (test_cameras' layout, shifted by 100 visits per epoch)."""
     config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
     modes = {BRN} | ({M} if any(c[0] == "m" for c in cameras) else set())
+    present = {c[0] for c in cameras}
+
+    def arms(column: str) -> str:  # the table's cameras column names only arms of the config's cameras
+        return ",".join(a for a in column.split(",") if a in present) if column else ""
+
     config.update(
         cameras=cameras,
         datastore=str(repo),
@@ -85,7 +90,8 @@ def season_config(work: Path, repo: Path, cameras: list[str], epochs: list[str],
     for step, rows in TABLES.items():
         text = "epoch\tvisits\tcameras\n"
         for k, e in enumerate(epochs):
-            text += "".join(f"{e}\t{visits(a, b, 100 * k, t)}\t{c}\n" for a, b, c, t in rows if c == "" or c in modes)
+            chosen = [(a, b, c, t) for a, b, c, t in rows if c == "" or c in modes]
+            text += "".join(f"{e}\t{visits(a, b, 100 * k, t)}\t{arms(c)}\n" for a, b, c, t in chosen)
         (work / f"visits/{step}.tsv").write_text(text)
         config["visits"][step] = str(work / f"visits/{step}.tsv")
     text = "epoch\tvisits\tcameras\tgroup\trole\n"
@@ -95,7 +101,7 @@ def season_config(work: Path, repo: Path, cameras: list[str], epochs: list[str],
                 continue
             for g in range(4):
                 v = first + 100 * k + 3 * g
-                text += f"{e}\t{v}..{v + 1}\t{cams}\t{g}\tbright\n{e}\t{v + 2}\t{cams}\t{g}\tdark\n"
+                text += f"{e}\t{v}..{v + 1}\t{arms(cams)}\t{g}\tbright\n{e}\t{v + 2}\t{arms(cams)}\t{g}\tdark\n"
     (work / "visits/fiberProfiles.tsv").write_text(text)
     config["visits"]["fiberProfiles"] = str(work / "visits/fiberProfiles.tsv")
     (work / "config").mkdir(exist_ok=True)

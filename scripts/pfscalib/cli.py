@@ -299,14 +299,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from pfscalib.plan.config import ConfigError
     from pfscalib.plan.disk import format_plan, plan
     from pfscalib.plan.preflight import load
-    from pfscalib.plan.season import OVERHEAD_S, Cluster, format_season, predict
+    from pfscalib.plan.season import Cluster, format_season, predict
 
     try:
         wf = load([args.config])  # as the Snakefile reads it
         predicted = plan(wf.disk, args.budget_mb, args.cores * args.nodes)
         print(format_plan(predicted, wf.disk.unlisted()))
-        overhead = OVERHEAD_S if args.overhead_s is None else args.overhead_s
-        cluster = Cluster(args.nodes, args.cores, args.budget_mb, overhead)  # the season (issue #33)
+        measured = {k: v for k in ("startup_s", "dispatch_s") if (v := getattr(args, k)) is not None}
+        cluster = Cluster(args.nodes, args.cores, args.budget_mb, **measured)  # the season (issue #33)
         print(format_season(predict(wf, cluster)))
     except ConfigError as exc:
         log.error("plan: %s", exc)
@@ -456,7 +456,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-mb", type=int, default=None, help="the --resources disk_mb the run will get")
     p.add_argument("--cores", type=int, default=2, help="the run's --cores (or jobs:); per node with --nodes")
     p.add_argument("--nodes", type=int, default=1, help="nodes of the cluster, each with --cores")
-    p.add_argument("--overhead-s", type=float, default=None, help="start-up seconds per job (default: measured)")
+    p.add_argument("--startup-s", type=float, default=None, help="start-up seconds per job (default: measured)")
+    p.add_argument("--dispatch-s", type=float, default=None, help="seconds from inputs made to job submitted")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("measure-sizes", help="MB per dataset type measured from the sentinels of finished jobs")
     p.add_argument("--certified", default="results/certified", help="the sentinels' directory")

@@ -26,9 +26,10 @@ from pfscalib.plan.steps import STEP_NAMES, priority
 #   its quantum graph, the job certifies and cleans: a job's SLURM wall minus its quanta's sleep, 19 s;
 # - dispatch: from a job's end to the start of the job waiting on it (Snakemake's status check, every 2 s
 #   in the test, then its submission and SLURM's scheduling), 15 s (11-23 s).
+#   A job already submitted starts as soon as SLURM has the cores (no dispatch): it delays only a job
+#   whose inputs have just been made.
 STARTUP_S = 19.0
 DISPATCH_S = 15.0
-OVERHEAD_S = STARTUP_S + DISPATCH_S  # wall per job besides its quanta
 METADATA = "_metadata"
 
 
@@ -37,7 +38,8 @@ class Cluster:
     nodes: int = 1
     cores: int = 2  # per node
     budget_mb: int | None = None
-    overhead_s: float = OVERHEAD_S
+    startup_s: float = STARTUP_S
+    dispatch_s: float = DISPATCH_S
 
     @property
     def total_cores(self) -> int:
@@ -48,8 +50,7 @@ class Cluster:
 class TimedJob:
     disk: JobDisk
     threads: int
-    seconds: float  # wall: dispatch + start-up + the quanta, `threads` at a time
-    busy: float  # seconds it holds its cores: start-up + the quanta
+    seconds: float  # wall on its cores: start-up + the quanta, `threads` at a time
     needs: tuple[str, ...]  # sentinels of the jobs it reads
 
     @property
@@ -58,7 +59,7 @@ class TimedJob:
 
     @property
     def core_seconds(self) -> float:
-        return self.threads * self.busy
+        return self.threads * self.seconds
 
 
 def quanta(job: JobDisk) -> dict[str, int]:
@@ -66,15 +67,13 @@ def quanta(job: JobDisk) -> dict[str, int]:
     return {t.removesuffix(METADATA): n for t, (n, _) in job.datasets.items() if t.endswith(METADATA)}
 
 
-def timed_jobs(wf, scale: float, overhead_s: float, cores: int) -> list[TimedJob]:
+def timed_jobs(wf, scale: float, startup_s: float, cores: int) -> list[TimedJob]:
     """Every job of the configuration with its predicted wall time on `threads` (capped at a node's cores)."""
     out = []
     for job in wf.disk.jobs():
         threads = min(wf.job_threads(job.step, job.epoch, job.unit), cores)
         work = sum(math.ceil(n / threads) * duration(label).seconds for label, n in quanta(job).items())
-        busy = overhead_s * STARTUP_S / OVERHEAD_S + work * scale
-        seconds = overhead_s + work * scale
-        out.append(TimedJob(job, threads, seconds, busy, tuple(wf.needs(job.step, job.epoch, job.unit))))
+        out.append(TimedJob(job, threads, startup_s + work * scale, tuple(wf.needs(job.step, job.epoch, job.unit))))
     return out
 
 
@@ -86,6 +85,7 @@ class Season:
     makespan: float  # seconds
     core_seconds: float
     critical_path: list[TimedJob]  # the longest chain, first job first
+    critical_seconds: float  # its length, each job's dispatch included
     peak_bytes: float  # the datastore's growth at its highest
     peak_jobs: int  # most jobs running at once
     peak_held_mb: int  # most disk_mb held by running jobs at once (what the budget bounds)
@@ -93,48 +93,59 @@ class Season:
     stuck: list[str]  # jobs never started (larger than the budget, or a node)
 
     @property
-    def critical_seconds(self) -> float:
-        return sum(j.seconds for j in self.critical_path)
-
-    @property
     def bound(self) -> float:
         """No schedule is shorter: max(critical path, core-seconds / cores)."""
         return max(self.critical_seconds, self.core_seconds / self.cluster.total_cores)
 
 
-def critical_path(jobs: list[TimedJob]) -> list[TimedJob]:
+def critical_path(jobs: list[TimedJob], dispatch_s: float) -> tuple[list[TimedJob], float]:
+    """The longest chain of jobs, each after the products it reads (plus the dispatch), and its length."""
     by_sentinel = {j.sentinel: j for j in jobs}
     finish: dict[str, float] = {}
     before: dict[str, str | None] = {}
     for job in sorted(jobs, key=lambda j: STEP_NAMES.index(j.disk.step)):  # a job reads earlier steps only
         needs = [n for n in job.needs if n in finish]
         first = max(needs, key=lambda n: finish[n], default=None)
-        finish[job.sentinel] = (finish[first] if first else 0.0) + job.seconds
+        finish[job.sentinel] = (finish[first] if first else 0.0) + dispatch_s + job.seconds
         before[job.sentinel] = first
     if not finish:
-        return []
+        return [], 0.0
     chain, at = [], max(finish, key=finish.get)
+    length = finish[at]
     while at is not None:
         chain.append(by_sentinel[at])
         at = before[at]
-    return chain[::-1]
+    return chain[::-1], length
 
 
 def schedule(jobs: list[TimedJob], cluster: Cluster) -> tuple[float, float, int, int, TimedJob | None, list[str]]:
-    """List scheduling as Snakemake does it (greedy in priority order at every job end): returns the
-    makespan, the peak of the datastore's growth, the most concurrent jobs, the most disk_mb they held at
-    once, the last job and the jobs that could never start."""
+    """List scheduling as Snakemake and SLURM do it: a job is submitted `dispatch_s` after the last job it
+    reads ends (or after a running job's end frees the disk budget it waited for), in priority order, and
+    starts as soon as a node has its cores. Returns the makespan, the peak of the datastore's growth, the
+    most concurrent jobs, the most disk_mb they held at once, the last job and the jobs never started."""
     budget = cluster.budget_mb if cluster.budget_mb is not None else math.inf
     remaining = sorted(jobs, key=lambda j: (-priority(j.disk.step), j.disk.epoch, j.disk.unit))
     free = [cluster.cores] * cluster.nodes
     running: list[tuple[float, int, TimedJob, int]] = []  # (end, tie, job, node)
-    done: set[str] = set()
+    done_at: dict[str, float] = {}
+    waits: dict[str, float] = {}  # a job held back by the budget: submitted again after a job's end
     now = stays = held_bytes = peak = 0.0
     held_mb = peak_jobs = peak_held = tie = 0
     last = None
+
+    def ready(job: TimedJob) -> float | None:
+        if not set(job.needs) <= done_at.keys():
+            return None
+        after = max((done_at[n] for n in job.needs), default=0.0) + cluster.dispatch_s
+        return max(after, waits.get(job.sentinel, 0.0))
+
     while True:
         for job in list(remaining):
-            if not set(job.needs) <= done or held_mb + job.disk.disk_mb > budget:
+            at = ready(job)
+            if at is None or at > now:
+                continue
+            if held_mb + job.disk.disk_mb > budget:
+                waits[job.sentinel] = math.inf
                 continue
             node = next((i for i, f in enumerate(free) if f >= job.threads), None)
             if node is None:
@@ -148,20 +159,23 @@ def schedule(jobs: list[TimedJob], cluster: Cluster) -> tuple[float, float, int,
         peak = max(peak, stays + held_bytes)
         peak_jobs = max(peak_jobs, len(running))
         peak_held = max(peak_held, held_mb)
-        if not running:
+        upcoming = [at for j in remaining if (at := ready(j)) is not None and now < at < math.inf]
+        if running:
+            upcoming.append(running[0][0])
+        if not upcoming:
             break
-        now, _, job, node = heapq.heappop(running)
-        finished = [(job, node)]
+        now = min(upcoming)
         while running and running[0][0] <= now:
-            _, _, other, other_node = heapq.heappop(running)
-            finished.append((other, other_node))
-        for job, node in finished:
+            _, _, job, node = heapq.heappop(running)
             free[node] += job.threads
             held_mb -= job.disk.disk_mb
             held_bytes -= job.disk.written
             stays += job.disk.stays
-            done.add(job.sentinel)
+            done_at[job.sentinel] = now
             last = job
+            for sentinel, at in waits.items():  # the freed budget: Snakemake submits them at its next check
+                if at == math.inf:
+                    waits[sentinel] = now + cluster.dispatch_s
     return now, peak, peak_jobs, peak_held, last, [j.disk.name for j in remaining]
 
 
@@ -170,10 +184,11 @@ def predict(wf, cluster: Cluster, scale: float | None = None) -> Season:
     unless given, 1 (the real-site figures) when the config has no twin."""
     if scale is None:
         scale = twin_scale(wf.config) or 1.0
-    jobs = timed_jobs(wf, scale, cluster.overhead_s, cluster.cores)
+    jobs = timed_jobs(wf, scale, cluster.startup_s, cluster.cores)
     makespan, peak, peak_jobs, peak_held, last, stuck = schedule(jobs, cluster)
+    chain, length = critical_path(jobs, cluster.dispatch_s)
     return Season(
-        cluster, scale, len(jobs), makespan, sum(j.core_seconds for j in jobs), critical_path(jobs), peak,
+        cluster, scale, len(jobs), makespan, sum(j.core_seconds for j in jobs), chain, length, peak,
         peak_jobs, peak_held, last, stuck,
     )  # fmt: skip
 
@@ -191,7 +206,7 @@ def format_season(s: Season) -> str:
     figures = "real-site figures" if s.scale == 1 else f"real-site figures x {s.scale:g} (the timing twin)"
     lines = [
         f"season: {s.jobs} jobs on {c.nodes} node(s) x {c.cores} cores, {budget}; each job {figures} "
-        f"+ {c.overhead_s:g} s start-up and dispatch",
+        f"+ {c.startup_s:g} s start-up, {c.dispatch_s:g} s dispatch after its inputs",
         f"predicted makespan: {hms(s.makespan)} ({s.makespan:.0f} s); "
         f"bound max(critical path {hms(s.critical_seconds)}, "
         f"core-seconds / cores {hms(s.core_seconds / c.total_cores)}) = {hms(s.bound)}",
