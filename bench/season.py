@@ -47,7 +47,7 @@ TABLES = {
 }
 REGISTRY_ERRORS = re.compile(
     r"OperationalError|IntegrityError|SerializationFailure|could not serialize|deadlock detected|"
-    r"ConflictingDefinitionError|psycopg2\.errors|too many clients",
+    r"ConflictingDefinitionError|MissingDatabaseTableError|psycopg2\.errors|too many clients",
     re.I,
 )
 
@@ -180,7 +180,7 @@ def main() -> int:
     print(f"season: {len(cameras)} cameras ({','.join(cameras)}), {len(epochs)} epochs, twin x {args.scale}, in {work}")
 
     with (
-        service("postgres/server.sh", str(free_port())) as (db, _),
+        service("postgres/server.sh", str(free_port())) as (db, pg_dir),
         slurm_cluster() as (env, state),  # the tests' cluster, one at a time on the machine
     ):
         cpus = node_cpus(env)
@@ -210,14 +210,16 @@ def main() -> int:
         sampler.join()
         (work / "snakemake.log").write_text(proc.stdout + proc.stderr)
         comp = slurm_jobcomp(state)
+        server_log = (pg_dir / "server.log").read_text(errors="replace")  # the server's own ERROR lines
     os.chdir(PROJECT)
 
     done = [f for f in comp.values() if f.get("JobState") == "COMPLETED"]
-    intervals = [(slurm_time(f["StartTime"]), slurm_time(f["EndTime"])) for f in done]
+    intervals = [(slurm_time(f["StartTime"]), slurm_time(f["EndTime"])) for f in comp.values()]  # failed too
     makespan = max(e for _, e in intervals) - min(s for s, _ in intervals) if intervals else float("nan")
     sentinels = list((work / "results/certified").rglob("*.json"))
     logs = [p for p in [*work.glob("logs/**/*.log"), *work.glob(".snakemake/slurm_logs/**/*.log")] if p.is_file()]
     errors = sum(len(REGISTRY_ERRORS.findall(p.read_text(errors="replace"))) for p in logs)
+    server_errors = [ln for ln in server_log.splitlines() if " ERROR: " in ln]
     peak = max(size for _, size in sampler.samples) - baseline
     held = held_by_running(work, sampler.samples, baseline)
 
@@ -231,21 +233,23 @@ def main() -> int:
         (f"{shape}, disk_mb={budget}", "predicted", "measured", "predicted vs measured"),
         ("jobs (certified sentinels)", plan.jobs, len(sentinels), ""),
         ("SLURM submissions (completed / all)", plan.jobs, f"{len(done)} / {len(comp)}", ""),
-        ("makespan (SLURM: first start to last end)", f"{plan.makespan:.0f} s", f"{makespan:.0f} s",
+        ("makespan (SLURM: first start to last end, every job)", f"{plan.makespan:.0f} s", f"{makespan:.0f} s",
          pct(makespan, plan.makespan)),
         ("bound max(critical path, core-s / cores)", bound, f"makespan / bound {makespan / plan.bound:.2f}", ""),
         ("peak concurrent jobs", plan.peak_jobs, peak_concurrent(intervals), ""),
-        ("registry errors in the logs", 0, errors, ""),
+        ("registry errors in the jobs' logs / the server's log", 0, f"{errors} / {len(server_errors)}",
+         "; ".join(ln.split(" ERROR: ", 1)[1] for ln in server_errors[:3])),
         ("peak of the datastore's growth", f"{plan.peak_bytes / MB:.1f} MB", f"{peak / MB:.1f} MB",
          pct(peak, plan.peak_bytes)),
-        (f"held by running jobs (budget {budget} MB)", f"{plan.peak_held_mb} MB", f"{held / MB:.1f} MB", ""),
+        (f"held by running jobs (budget {budget} MB; a failed job's writes count)",
+         f"{plan.peak_held_mb} MB", f"{held / MB:.1f} MB", ""),
         ("unconstrained plan", f"makespan {free.makespan:.0f} s, held {free.peak_held_mb} MB", "", ""),
     ]  # fmt: skip
     for k, row in enumerate(rows):
         print("| " + " | ".join(str(c) for c in row) + " |")
         if k == 0:
             print("|---|---|---|---|")
-    return 0 if proc.returncode == 0 and errors == 0 and held <= budget * MB else 1
+    return 0 if proc.returncode == 0 and errors == 0 and not server_errors and held <= budget * MB else 1
 
 
 if __name__ == "__main__":
