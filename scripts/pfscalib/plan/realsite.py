@@ -70,7 +70,7 @@ def padded_mb(dataset_type: str, arm: str) -> float | None:
 
 
 def table() -> str:
-    """The figures as text (for `pfscalib plan --twin` and the docs)."""
+    """The figures and their sources as text: `python -c "from pfscalib.plan.realsite import table; print(table())"`."""
     lines = [f"{'task':<24}{'s/quantum':>10}  source"]
     lines += [f"{label:<24}{d.seconds:>10.0f}  {d.source}" for label, d in DURATIONS.items()]
     sizes = default_sizes_mb()["ccd"]
