@@ -17,6 +17,8 @@ from pfscalib.internals.snakemake import (
 from pfscalib.plan.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib.plan import preflight
 from pfscalib.plan.config import ConfigError
+from pfscalib.plan.disk import twin_scale
+from pfscalib.plan.realsite import TWIN_ENV
 
 declare_resource_evaluation()
 
@@ -27,6 +29,9 @@ try:
 except ConfigError as error:
     # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
+# The demo's timing twin (config demo.twin.scale): every job, local or on SLURM, reads it from the environment.
+if twin_scale(WF.config):
+    os.environ[TWIN_ENV] = str(twin_scale(WF.config))
 # A job larger than the whole --resources disk_mb budget: one line before any job (Snakemake itself
 # would cap the job's disk_mb at the budget and run it).
 if problem := WF.budget_problem(disk_budget(workflow)):

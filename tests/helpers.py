@@ -6,7 +6,14 @@ Test modules import only conftest, helpers, killtrials and reportcheck, never on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import subprocess
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -16,7 +23,7 @@ from pfscalib.job import butler as butlerops
 from pfscalib.plan.config import Settings
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 
-from conftest import PROJECT, run
+from conftest import PROJECT, require_root, run
 
 CAMERAS = ["b1", "r1"]
 RUN1 = {"run1": "2025-03-10T08:00:00"}
@@ -104,3 +111,72 @@ def certifications(repo: Path) -> dict:
             key = (s.certified_as, tuple(sorted(c["ref"].dataId.required.items())), c["begin"].isot[:19])
             out[key] = (str(c["ref"].id), c["end"].isot[:19] if c["end"] is not None else None)
     return out
+
+
+# ---------------------------------------------------------------- SLURM and the datastore's size over time
+@contextlib.contextmanager
+def slurm_cluster():
+    """A real single-node SLURM (tests/slurm/cluster.sh; root only, else the test skips with the reason):
+    yields (env with SLURM_CONF, state dir). One at a time on the machine (a file lock): the cluster's
+    slurm.conf is also installed at /etc/slurm, and two controllers would share its port."""
+    require_root("SLURM (slurmctld, slurmd, munge)")
+    cluster = PROJECT / "tests/slurm/cluster.sh"
+    with open("/var/lock/pfscalib-slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test module's cluster: wait until it stops
+        state = Path(tempfile.mkdtemp(prefix="pfscalib-slurm-"))  # short, world-traversable: slurmctld runs as slurm
+        state.chmod(0o755)
+        started = run(["bash", str(cluster), "start", str(state)], check=True)
+        try:
+            yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1]}, state
+        finally:
+            run(["bash", str(cluster), "stop", str(state)], check=True)
+
+
+def slurm_jobcomp(state: Path) -> dict[int, dict[str, str]]:
+    """Every finished SLURM job of the cluster (jobcomp/filetxt): job id -> its fields."""
+    out = {}
+    for line in (state / "log/jobcomp.txt").read_text().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        out[int(fields["JobId"])] = fields
+    return out
+
+
+NOT_DATASTORE = ("gen3.sqlite3", "bin")  # the registry and the demo's stand-in scripts
+
+
+def datastore_bytes(repo: Path) -> int:
+    """Bytes of every file of the repository's datastore (not the SQLite registry, not the demo's scripts)."""
+    total = 0
+    for root, dirs, files in os.walk(repo):
+        if Path(root) == repo:
+            dirs[:] = [d for d in dirs if d not in NOT_DATASTORE]
+            files = [f for f in files if not f.startswith(NOT_DATASTORE)]
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):  # purged while we looked
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+class DatastoreSampler(threading.Thread):
+    """Samples the datastore's size every `interval` seconds while the test runs the workflow."""
+
+    def __init__(self, repo: Path, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.repo, self.interval, self.stop = repo, interval, threading.Event()
+        self.samples: list[tuple[float, int]] = []  # (time, datastore bytes)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((time.time(), datastore_bytes(self.repo)))
+            time.sleep(self.interval)
+
+
+def held_by_running(workdir: Path, samples: list[tuple[float, int]], baseline: int) -> int:
+    """The peak of what running jobs held: the datastore's growth minus what finished jobs left (each
+    sentinel's recorded writes of the types its job did not clean, from the moment it was written)."""
+    finished = []
+    for path in (workdir / "results/certified").rglob("*.json"):
+        s = json.loads(path.read_text())
+        cleaned = set(s["cleaned"]["datasetTypes"])
+        finished.append((path.stat().st_mtime, sum(b for t, (_, b) in s["written"].items() if t not in cleaned)))
+    return max(size - baseline - sum(b for when, b in finished if when <= t) for t, size in samples)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, require_root, run
-from helpers import certifications, workdir_config
+from conftest import PROJECT, run
+from helpers import certifications, slurm_cluster, workdir_config
 
 pytestmark = pytest.mark.slurm
 CLUSTER = PROJECT / "tests/slurm/cluster.sh"
@@ -22,13 +21,8 @@ CLUSTER = PROJECT / "tests/slurm/cluster.sh"
 
 @pytest.fixture(scope="module")
 def slurm_env():
-    require_root("SLURM (slurmctld, slurmd, munge)")
-    state = Path(tempfile.mkdtemp(prefix="pfscalib-slurm-"))  # short, world-traversable: slurmctld runs as slurm
-    state.chmod(0o755)
-    started = run(["bash", str(CLUSTER), "start", str(state)], check=True)
-    env = {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1]}
-    yield env, state
-    run(["bash", str(CLUSTER), "stop", str(state)], check=True)
+    with slurm_cluster() as (env, state):  # one cluster at a time on the machine (tests/helpers.py)
+        yield env, state
 
 
 def jobcomp(state: Path) -> dict[int, dict[str, str]]:

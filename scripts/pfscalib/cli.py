@@ -6,7 +6,7 @@
     pfscalib summary [--config C]                        a few lines: certified per epoch and camera
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  copy a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
-    pfscalib plan [--config C] [--budget-mb N] [--cores N]  predicted disk use per step, peak, budget
+    pfscalib plan [--config C] [--budget-mb N] [--cores N] [--nodes N]  disk per step, peak, budget; the season
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
 
 The workflow's jobs (pfscalib.plan.commands builds their command lines, pfscalib.plan.contract their options):
@@ -214,11 +214,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from pfscalib.plan.config import ConfigError
     from pfscalib.plan.disk import format_plan, plan
     from pfscalib.plan.preflight import load
+    from pfscalib.plan.season import Cluster, format_season, predict
 
     try:
         wf = load([args.config])  # as the Snakefile reads it
-        predicted = plan(wf.disk, args.budget_mb, args.cores)
+        predicted = plan(wf.disk, args.budget_mb, args.cores * args.nodes)
         print(format_plan(predicted, wf.disk.unlisted()))
+        measured = {k: v for k in ("startup_s", "dispatch_s") if (v := getattr(args, k)) is not None}
+        cluster = Cluster(args.nodes, args.cores, args.budget_mb, **measured)  # the season (issue #33)
+        print(format_season(predict(wf, cluster)))
     except ConfigError as exc:
         log.error("plan: %s", exc)
         return 2
@@ -355,7 +359,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="predicted disk use per step, the run's peak, whether a budget holds")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--budget-mb", type=int, default=None, help="the --resources disk_mb the run will get")
-    p.add_argument("--cores", type=int, default=2, help="the run's --cores (or jobs:)")
+    p.add_argument("--cores", type=int, default=2, help="the run's --cores (or jobs:); per node with --nodes")
+    p.add_argument("--nodes", type=int, default=1, help="nodes of the cluster, each with --cores")
+    p.add_argument("--startup-s", type=float, default=None, help="start-up seconds per job (default: measured)")
+    p.add_argument("--dispatch-s", type=float, default=None, help="seconds from inputs made to job submitted")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("measure-sizes", help="MB per dataset type measured from the sentinels of finished jobs")
     p.add_argument("--certified", default="results/certified", help="the sentinels' directory")

@@ -9,6 +9,8 @@ from astropy.io import fits
 from lsst.daf.butler import FormatterV2
 from lsst.resources import ResourcePath
 
+from . import twin
+
 # The header cards the demo keeps (afw writes a whole PropertyList): the ISR's calibration provenance.
 METADATA_PREFIX = "LSST "
 
@@ -45,3 +47,4 @@ class FitsImageFormatter(FormatterV2):
             header = fits.Header([(f"HIERARCH MP_{name}", bit) for name, bit in mask.getMaskPlaneDict().items()])
             hdus.append(fits.ImageHDU(mask.array, header=header, name="MASK"))
         fits.HDUList(hdus).writeto(uri.ospath, overwrite=True)
+        twin.pad(uri.ospath, self.dataset_ref)  # the timing twin: real size x scale (off by default)

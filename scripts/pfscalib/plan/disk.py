@@ -70,6 +70,11 @@ def default_sizes_mb() -> dict[str, dict[str, float]]:
     return out
 
 
+def twin_scale(config: dict) -> float:
+    """The timing twin's scale factor (config demo.twin.scale; pfscalib.plan.realsite), 0 when off."""
+    return float(((config.get("demo") or {}).get("twin") or {}).get("scale", 0))
+
+
 CACHE_FORMAT = 2  # bump when pfscalib.job.stack.pipeline changes what it reads: older caches are then ignored
 
 
@@ -167,6 +172,17 @@ class Disk:
         for kind, sizes in config.get("sizes_mb", {}).items():
             self.sizes[kind] = self.sizes[kind] | sizes
         self.other_mb: float = config.get("other_mb", 0.01)
+        # The timing twin pads every image to its real size x scale (pfscalib.demo.twin): at least that. Its
+        # images are otherwise the demo's, one size for every arm: a detector kind the config measured no
+        # size for takes another kind's measured ones, not the real detector's.
+        if scale := twin_scale(settings.config):
+            measured = config.get("sizes_mb", {})
+            for kind in self.sizes:
+                if kind not in measured and measured:
+                    self.sizes[kind] = self.sizes[kind] | next(iter(measured.values()))
+            for kind, real in default_sizes_mb().items():
+                for t in (*EXPOSURE_TYPES, *MASK_TYPES):
+                    self.sizes[kind][t] = max(self.sizes[kind].get(t, 0.0), real[t] * scale)
         self._outputs: dict[str, list[Output] | DiskModelError] = {}
 
     def outputs(self, step: str) -> list[Output]:

@@ -16,7 +16,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import products, simulate
+from .. import products, simulate, twin
 
 IVAS = ("instrument", "visit", "arm", "spectrograph")
 IAS = ("instrument", "arm", "spectrograph")
@@ -237,6 +237,7 @@ class PfsIsrConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsIsrConnec
     doFringe = pexConfig.Field(dtype=bool, default=False, doc="fringe correction; PFS asserts False")
 
 
+@twin.timed
 class PfsIsrTask(pipeBase.PipelineTask):
     ConfigClass = PfsIsrConfig
     _DefaultName = "isr"
@@ -397,6 +398,7 @@ class PfsCalibCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Pfs
     mask = pexConfig.ListField(dtype=str, default=["SAT", "DETECTED", "INTRP"], doc="mask planes to reject")
 
 
+@twin.timed
 class PfsCalibCombineTask(pipeBase.PipelineTask):
     ConfigClass = PfsCalibCombineConfig
     _DefaultName = "cpCombine"
@@ -469,6 +471,7 @@ class PfsDarkConfig(pipeBase.PipelineTaskConfig, pipelineConnections=PfsDarkConn
     crThreshold = pexConfig.Field(dtype=float, default=8.0, doc="sigma above the local median flagged as CR")
 
 
+@twin.timed
 class PfsDarkTask(pipeBase.PipelineTask):
     """Mask cosmic rays: pixels far above both the local 3x3 median and their own Poisson+read noise.
 
@@ -531,6 +534,7 @@ class CombineHandlesTask(pipeBase.PipelineTask):
         butlerQC.put(self.run([h.get() for h in handles]), outputRefs.outputData)
 
 
+@twin.timed
 class FlatDitherCombineTask(CombineHandlesTask):
     """Mean of one dither's quartz frames divided by a smooth model: ~1 in lit pixels."""
 
@@ -565,6 +569,7 @@ class FlatCombineConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FlatCom
     pass
 
 
+@twin.timed
 class FlatCombineTask(CombineHandlesTask):
     """Mean of the dither flats where measured (the dithers fill the gaps between fibres). As drp_stella's
     FlatCombineTask.run (pipelines/flat.py:274-287): a pixel no dither measured is set to exactly 1.0 and

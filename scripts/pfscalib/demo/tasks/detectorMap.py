@@ -7,7 +7,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import detmap, products, simulate
+from .. import detmap, products, simulate, twin
 from . import measure
 from .calib import IAS, IVAS, visit_record
 
@@ -92,6 +92,7 @@ def fit_chebyshev_2d(xx, yy, x_order, y_order, domain, iterations, threshold):
     return x_resid[good].std(), y_resid[good].std(), residuals[good].std(), good
 
 
+@twin.timed
 class BootstrapTask(pipeBase.PipelineTask):
     """drp_stella's BootstrapTask on the demo's images: blind tracing on the quartz, lines found on the arc,
     each fibre's lines (brightest first) matched to the brightest unused reference line within matchRadius
@@ -274,6 +275,7 @@ class CosmicRayConfig(pipeBase.PipelineTaskConfig, pipelineConnections=CosmicRay
     crThreshold = pexConfig.Field(dtype=float, default=10.0, doc="sigma above the local median")
 
 
+@twin.timed
 class CosmicRayTask(pipeBase.PipelineTask):
     """Single-pixel outliers whose 4 neighbours are all below half their value (lines and traces are wider)."""
 
@@ -335,6 +337,7 @@ def good_fibers(pfs_config: dict | None, fiber_ids: list[int]) -> list[int]:
     return [i for i, f in enumerate(fiber_ids) if f in good]
 
 
+@twin.timed
 class MeasureCentroidsTask(pipeBase.PipelineTask):
     """drp_stella's MeasureCentroidsTask: the arc lines of the GOOD fibres, and (doForceTraces, or when no
     line was measured: every quartz) their trace centroids as lines with description "Trace", flag False,
@@ -427,6 +430,7 @@ class GatherSlitOffsetsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=G
     doSlitOffsets = pexConfig.Field(dtype=bool, default=False, doc="offsets are being fitted: write nothing")
 
 
+@twin.timed
 class GatherSlitOffsetsTask(pipeBase.PipelineTask):
     ConfigClass = GatherSlitOffsetsConfig
     _DefaultName = "gatherSlitOffsets"
@@ -491,6 +495,7 @@ class FitDetectorMapConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FitD
     fitDetectorMap = pexConfig.ConfigField(dtype=FitDetectorMapSubConfig, doc="fit parameters")
 
 
+@twin.timed
 class FitDetectorMapTask(pipeBase.PipelineTask):
     ConfigClass = FitDetectorMapConfig
     _DefaultName = "fitDetectorMap"

@@ -16,7 +16,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 
-from .. import detmap, products, simulate
+from .. import detmap, products, simulate, twin
 from . import measure
 from .calib import IAS, IVAS, camera_of
 from .detectorMap import BuildFiberProfilesConfig
@@ -84,6 +84,7 @@ class ProfilesFitDetectorMapConfig(pipeBase.PipelineTaskConfig, pipelineConnecti
     requireAdjustDetectorMap = pexConfig.Field(dtype=bool, default=False, doc="fail if adjustment fails")
 
 
+@twin.timed
 class ProfilesFitDetectorMapTask(pipeBase.PipelineTask):
     ConfigClass = ProfilesFitDetectorMapConfig
     _DefaultName = "profilesFitDetectorMap"
@@ -141,6 +142,7 @@ class ReduceProfilesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Redu
         self.profiles.profileOversample = 3
 
 
+@twin.timed
 class ReduceProfilesTask(pipeBase.PipelineTask):
     """Subtract a*darks + c (fitted away from lit fibres), then measure each lit fibre's profile."""
 
@@ -231,6 +233,7 @@ class MergeFiberProfilesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=
     pass
 
 
+@twin.timed
 class MergeFiberProfilesTask(pipeBase.PipelineTask):
     """Take each fibre from a group where it was lit; fill missing fibres from their nearest neighbours."""
 
@@ -303,6 +306,7 @@ class ReduceExposureConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Redu
     maxAdjustment = pexConfig.Field(dtype=float, default=1.0, doc="largest trace shift (pixels) accepted")
 
 
+@twin.timed
 class ReduceExposureTask(pipeBase.PipelineTask):
     ConfigClass = ReduceExposureConfig
     _DefaultName = "reduceExposure"
@@ -383,6 +387,7 @@ class MeasureFiberNormsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=M
     numWavelength = pexConfig.Field(dtype=int, default=200, doc="points of the common wavelength grid")
 
 
+@twin.timed
 class MeasureFiberNormsTask(pipeBase.PipelineTask):
     """Co-add each spectrograph's visits, then norm = flux / median over all fibres of the arm, per wavelength."""
 
