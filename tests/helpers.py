@@ -180,3 +180,26 @@ def held_by_running(workdir: Path, samples: list[tuple[float, int]], baseline: i
         cleaned = set(s["cleaned"]["datasetTypes"])
         finished.append((path.stat().st_mtime, sum(b for t, (_, b) in s["written"].items() if t not in cleaned)))
     return max(size - baseline - sum(b for when, b in finished if when <= t) for t, size in samples)
+
+
+TWIN_SCALE = 0.005  # 1/200: fibre-profile fitting 22 s per camera, a postISRCCD 1 MB
+
+
+def twin_workdir(tmp_path: Path) -> Path:
+    """The demo's b1 and r1, one epoch, as the timing twin (issue #33)."""
+    workdir = workdir_config(tmp_path, cameras=["b1", "r1"], epochs=("run1",))
+    path = workdir / "config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["demo"]["twin"] = {"scale": TWIN_SCALE}
+    path.write_text(yaml.safe_dump(config))
+    return workdir
+
+
+def predicted(workdir: Path, monkeypatch, budget_mb: int | None):
+    """The workflow of a twin work directory and `pfscalib plan`'s season for 1 node x 2 cores."""
+    from pfscalib.plan.season import Cluster, predict
+    from pfscalib.plan.workflow import Workflow
+
+    monkeypatch.chdir(workdir)  # the pipeline cache and the visit checks are relative to the work directory
+    wf = Workflow(yaml.safe_load((workdir / "config/config.yaml").read_text()))
+    return wf, predict(wf, Cluster(nodes=1, cores=2, budget_mb=budget_mb))
