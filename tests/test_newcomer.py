@@ -160,8 +160,13 @@ def test_summary_names_what_is_missing(monkeypatch):
     df = status_frame(wf, ["ok"])
     df.loc[(df["epoch"] == "run2") & (df["step"] == "dark") & (df["camera"] == "r1"), "state"] = "missing"
     lines = summary(df, wf).splitlines()
-    assert lines[1] == "  run1 [2025-03-01, 2025-04-01): b1 r1 b2 r2: all 7 calibrations certified"
-    assert lines[2] == "  run2 [2025-04-01, 2025-05-01): b1 b2 r2: all 7 calibrations certified; r1 dark NOT CERTIFIED"
+    assert lines[1] == (
+        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass, sp2 pass); b1 r1 b2 r2: all 7 calibrations certified"
+    )
+    assert lines[2] == (
+        "  run2 [2025-04-01, 2025-05-01): incomplete (sp1 incomplete, sp2 pass); b1 b2 r2: all 7 calibrations "
+        "certified; r1 dark NOT CERTIFIED"
+    )
     assert lines[-1] == "Report: snakemake --report report.html    Status: pfscalib status"
 
 
