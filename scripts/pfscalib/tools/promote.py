@@ -151,6 +151,12 @@ def chosen_sentinels(wf: Workflow, steps: list[str], cameras: list[str], epochs:
                     continue
                 path = paths.sentinel(step, epoch, unit)
                 sentinel = read_json(path)
+                held = read_json(paths.held(step, epoch, unit))
+                if sentinel is None and held:
+                    raise PromotionError(
+                        f"refused by the quality gate's verdict: {epoch}/{step}/{unit} held "
+                        f"({'; '.join(held['failing'])}); held products are never promoted; nothing changed"
+                    )
                 if sentinel is None:
                     raise PromotionError(f"{path}: not built (run the workflow first)")
                 out.append({**sentinel, "path": path, "epoch": epoch, "unit": unit})
