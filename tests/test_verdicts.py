@@ -149,7 +149,9 @@ def test_a_held_product_prints_its_accept_entry_and_is_listed_in_holds_tsv(workd
 
 def test_an_accepted_product_rebuilt_red_is_held_again(workdir):
     held = json.loads((workdir / HELD).read_text())
-    entry = yaml.safe_load(held["accept"])[0] | {"reason": "known noisy (test)", "by": "verdict-test"}
+    entry = {"epoch": "run1", "step": "bias", "camera": "b1", "datasetId": held["datasetId"],
+             "reason": "known noisy (test)", "by": "verdict-test"}  # fmt: skip
+    assert yaml.safe_load(held["accept"])[0] == {**entry, "reason": "<why it is good enough>", "by": "<you>"}
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     (workdir / "config/config.yaml").write_text(yaml.safe_dump({**config, "accept": [entry]}))
     snakemake(workdir, BIAS)
