@@ -65,8 +65,8 @@ def clean_environment() -> dict[str, str]:
 
 def check_summary(workdir: Path, out: str) -> None:
     assert [ln for ln in out.splitlines() if "all 7 calibrations certified" in ln] == [
-        "  run1 [2025-03-01, 2025-04-01): b1 r1: all 7 calibrations certified",
-        "  run2 [2025-04-01, 2025-05-01): b1 r1: all 7 calibrations certified",
+        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
+        "  run2 [2025-04-01, 2025-05-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
     ]
     assert "Report: snakemake --report report.html" in out
 
@@ -75,7 +75,7 @@ def check_status(workdir: Path, out: str) -> None:
     lines = out.splitlines()
     lines = lines[lines.index(next(ln for ln in lines if ln.startswith("epoch "))) :]  # after make's echo
     assert lines[0].split() == ["epoch", "camera", *STEP_NAMES] and max(map(len, lines)) <= 100
-    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["ok"] * 7] for e in ("run1", "run2") for c in CAMERAS]
+    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["pass"] * 7] for e in ("run1", "run2") for c in CAMERAS]
 
 
 def check_nothing_to_do(workdir: Path, out: str) -> None:
