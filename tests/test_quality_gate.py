@@ -42,6 +42,7 @@ PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "a
           "to_csv", "search"}  # fmt: skip
 # metrics.BootstrapLog's own fields (the parsed bootstrap log, not a product)
 BOOTSTRAP_LOG = {"lines", "traces", "matched", "medians", "fits", "fitted", "fit_total"}
+BOOTSTRAP_LOG |= {"worst_rms", "combined_rms", "median_dy"}
 # argparse's namespace; steps.Step's
 NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot"}
 MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",

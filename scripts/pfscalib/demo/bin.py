@@ -12,8 +12,8 @@ import sys
 
 from lsst.daf.butler import Butler, DatasetType
 
-from .. import butlerops
-from ..visits import parse_visit_list
+from pfscalib.job import butler as butlerops
+from pfscalib.plan.visits import parse_visit_list
 
 
 def _dates(parser: argparse.ArgumentParser) -> None:
