@@ -1,6 +1,6 @@
 """Stand-ins for drp_stella's command-line scripts the seed calls, with the same positional arguments
 and options: certifyDetectorMaps.py, defineFiberProfilesInputs.py, butlerCleanRun.py, butlerCertify.py,
-butlerDecertify.py. Built on pfscalib.butlerops (daf_butler API).
+butlerDecertify.py. Built on pfscalib.job.butler (daf_butler API).
 
 Never installed under those names (they would shadow a site's real scripts): make_repo writes a shim per
 script into <repo>/bin (make_repo.SHIMS), which the demo puts first on PATH."""
