@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pfscalib.job import gate, metrics
-from pfscalib.plan.limits import load_limits, shipped_limits
+from pfscalib.plan.limits import limits_note, load_limits, shipped_limits
 
 from conftest import PROJECT, run
 from helpers import snakemake, workdir_config
@@ -47,6 +47,14 @@ def test_shipped_limits_cite_no_demo_source():
     assert {"dark.current", "fiberProfiles.width_max", "fiberNorms.min"} <= {
         n for n, s in demo["metrics"].items() if "max" in s or "min" in s
     }
+
+
+def test_a_site_without_limits_is_told_which_it_runs_on():
+    """One line at the run's start (Snakemake's onstart) when the config sets no `limits:`; none otherwise."""
+    assert shipped_limits() in limits_note(None) and "no `limits:`" in limits_note(None)
+    assert limits_note("config/limits-demo.yaml") == ""
+    onstart = (PROJECT / "rules/common.smk").read_text()
+    assert 'limits_note(WF.config.get("limits"))' in onstart
 
 
 def test_a_metric_that_cannot_be_measured_holds_the_product():
