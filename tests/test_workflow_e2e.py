@@ -180,7 +180,7 @@ def test_demo_certifies_every_calibration(demo_run):
                 assert sentinel["validity"]["begin"].startswith(begin)
                 assert sentinel["commands"][0][:2] == ["pipetask", "run"]
                 # make demo's config trips none of the shipped limits (issue #19)
-                assert sentinel["quality"]["verdict"] == "green", (step, epoch, unit, sentinel["quality"]["rules"])
+                assert sentinel["quality"]["verdict"] == "pass", (step, epoch, unit, sentinel["quality"]["rules"])
     assert len(certs) == 2 * (6 * len(CAMERAS) + 2)
     # intermediates are gone, certified products are not
     butler = Butler.from_config(str(repo))
