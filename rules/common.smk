@@ -46,7 +46,12 @@ def preflight_environment():
         preflight.recheck_edited_epochs(WF, sorted(epochs_to_run(workflow) & set(WF.epochs)))
     except ConfigError as error:
         sys.exit(f"pfscalib: {error}")
+    from pfscalib.plan.limits import limits_note
     from pfscalib.plan.records import mark_forced
+
+    note = limits_note(WF.config.get("limits"))
+    if note:  # a site that sets no limits: is told once which limits its products are judged by
+        print(f"pfscalib: {note}", file=sys.stderr)
 
     forced, _ = user_forced(workflow)
     if mark_forced(forced):
@@ -192,15 +197,18 @@ def report_targets():
 def forget_finished_jobs():
     """Snakemake has recorded every job of this successful run: their build states can go (see
     pfscalib.job.run)."""
-    from pfscalib.plan.records import forget_finished
+    from pfscalib.plan.records import forget_finished, write_holds
 
     forget_finished(paths.STATE_ROOT, lambda sentinels: incomplete(workflow, sentinels))
+    write_holds(paths.HELD_ROOT)  # holds of earlier runs stay listed until certified
 
 
 def report_held():
-    """One line on stderr: the products held by the quality gate (results/held), and the failing rules."""
-    from pfscalib.plan.records import held_summary
+    """One line on stderr: the products held by the quality gate (results/held), and the failing rules; then
+    the accept: entry of each; every hold in results/qa/holds.tsv."""
+    from pfscalib.plan.records import held_summary, write_holds
 
+    write_holds(paths.HELD_ROOT)
     line = held_summary(paths.HELD_ROOT)
     if line:
         print(f"pfscalib: {line}", file=sys.stderr)

@@ -153,11 +153,11 @@ def test_status_shows_what_does_not_apply(cameras_run, monkeypatch):
     monkeypatch.chdir(cameras_run)
     wf = Workflow(yaml.safe_load(Path("config/config.yaml").read_text()))
     table = status_table(wf).set_index(["step", "camera"])["status"]
-    assert table[("bias", "n1")] == "n/a" and table[("bias", "r2")] == "ok"
+    assert table[("bias", "n1")] == "n/a" and table[("bias", "r2")] == "pass"
     # m2 builds no bias or dark, and its ISR took the site's own m2 ones, not r2's (obs_pfs isrTask.py:666-697):
     # status says what the ISR used (its header provenance, in the sentinel), never "from r2" by assumption
     for step, site_run in (("bias", SITE_BIAS_RUN), ("dark", SITE_DARK_RUN)):
-        assert table[("flat", "m2")] == "ok" and table[(step, "m2")].startswith(f"n/a: m2's {step} from {site_run}")
+        assert table[("flat", "m2")] == "pass" and table[(step, "m2")].startswith(f"n/a: m2's {step} from {site_run}")
     flat = json.loads(Path("results/certified/run1/flat/m2.json").read_text())["calibInputs"]
     assert flat["bias"]["dataId"] == {"instrument": "PFS", "arm": "m", "spectrograph": 2}
     assert flat["bias"]["run"].startswith(SITE_BIAS_RUN) and flat["dark"]["run"].startswith(SITE_DARK_RUN)
@@ -165,7 +165,7 @@ def test_status_shows_what_does_not_apply(cameras_run, monkeypatch):
     assert b2["bias"]["run"].startswith("u/demo/run1/bias/b2/") and b2["dark"]["run"].startswith("u/demo/run1/dark/b2/")
     n1 = json.loads(Path("results/certified/run1/flat/n1.json").read_text())["calibInputs"]
     assert n1["nirdark"]["datasetType"] == "nirDark" and "bias" not in n1
-    assert table[("flat", "n1")] == "ok" and table[("bias", "r2")] == "ok"
+    assert table[("flat", "n1")] == "pass" and table[("bias", "r2")] == "pass"
 
 
 def test_missing_site_nir_dark_stops_the_run_before_any_job(cameras_run, tmp_path):

@@ -3,6 +3,7 @@ argument or query; the status table in 100 columns; the summary `make demo` ends
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -16,7 +17,7 @@ from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.visits import compact_visit_list, parse_visit_list
 from pfscalib.plan.workflow import Workflow
 from pfscalib.tools.select_visits import Request, check_request, select
-from pfscalib.tools.status import COLUMNS, STATES, render_compact, summary
+from pfscalib.tools.status import COLUMNS, STATES, render, render_compact, summary
 
 from conftest import PROJECT, run
 
@@ -160,8 +161,13 @@ def test_summary_names_what_is_missing(monkeypatch):
     df = status_frame(wf, ["ok"])
     df.loc[(df["epoch"] == "run2") & (df["step"] == "dark") & (df["camera"] == "r1"), "state"] = "missing"
     lines = summary(df, wf).splitlines()
-    assert lines[1] == "  run1 [2025-03-01, 2025-04-01): b1 r1 b2 r2: all 7 calibrations certified"
-    assert lines[2] == "  run2 [2025-04-01, 2025-05-01): b1 b2 r2: all 7 calibrations certified; r1 dark NOT CERTIFIED"
+    assert lines[1] == (
+        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass, sp2 pass); b1 r1 b2 r2: all 7 calibrations certified"
+    )
+    assert lines[2] == (
+        "  run2 [2025-04-01, 2025-05-01): incomplete (sp1 incomplete, sp2 pass); b1 b2 r2: all 7 calibrations "
+        "certified; r1 dark NOT CERTIFIED"
+    )
     assert lines[-1] == "Report: snakemake --report report.html    Status: pfscalib status"
 
 
@@ -172,3 +178,39 @@ def test_make_dag_writes_only_untracked_files():
     tracked = run(["git", "ls-files", *written], check=True).stdout
     ignored = run(["git", "check-ignore", *written]).stdout.split()
     assert tracked == "" and ignored == written
+
+
+def test_status_rolls_the_verdicts_up_per_camera_spectrograph_and_run(monkeypatch):
+    """Worst-of: held > incomplete > warn > pass; accepted counts as a pass, marked. A warning is `warn`,
+    never "ok", in the table and the json."""
+    monkeypatch.chdir(PROJECT)
+    wf = Workflow(yaml.safe_load((PROJECT / "config/config.yaml").read_text()), source="config/config.yaml")
+    df = status_frame(wf, ["ok"])
+    df["verdict"] = "pass"
+
+    def put(epoch: str, step: str, camera: str, state: str) -> None:
+        at = (df["epoch"] == epoch) & (df["step"] == step) & (df["camera"] == camera)
+        df.loc[at, ["state", "verdict"]] = [state, {"warn": "warn", "held": "held", "accepted": "accepted"}[state]]
+
+    put("run1", "bias", "b1", "warn")
+    put("run1", "dark", "b2", "accepted")
+    put("run2", "flat", "r2", "held")
+    text = render_compact(df, wf)
+    assert len(max(text.splitlines(), key=len)) <= 100
+    grid = {tuple(re.split(r"\s{2,}", ln.strip())[:1]): re.split(r"\s{2,}", ln.strip())[1:]
+            for ln in text.split("\n\n")[1].splitlines()}  # fmt: skip
+    assert grid[("verdict",)] == ["run1", "run2"]
+    assert grid[("b1",)] == ["warn", "pass"] and grid[("b2",)] == ["pass (1 accepted)", "pass"]
+    assert grid[("r2",)] == ["pass", "held"]
+    assert grid[("sp1",)] == ["warn", "pass"] and grid[("sp2",)] == ["pass (1 accepted)", "held"]
+    assert grid[("run",)] == ["warn (1 accepted)", "held"]
+    assert not re.search(r"\bok\b", text)
+    records = json.loads(render(df, "json", wf))
+    roll = {(r["epoch"], r["scope"], r["camera"]): r["verdict"] for r in records if r["scope"] != "product"}
+    assert roll[("run1", "spectrograph", "sp1")] == "warn" and roll[("run2", "run", "run2")] == "held"
+    bias = next(r for r in records if (r["epoch"], r["step"], r["camera"]) == ("run1", "bias", "b1"))
+    assert bias["verdict"] == "warn"
+    lines = summary(df, wf).splitlines()
+    assert lines[1].startswith("  run1 [2025-03-01, 2025-04-01): warn (1 accepted) (sp1 warn, sp2 pass (1 accepted));")
+    assert "b1 bias warn" in lines[1]
+    assert lines[2].startswith("  run2 [2025-04-01, 2025-05-01): held (sp1 pass, sp2 held);")

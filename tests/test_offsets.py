@@ -188,7 +188,7 @@ def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_
     assert proc.returncode != 0  # b2 refused
     for step in ("bias", "dark", "flat"):  # the chain before bootstrap was built and certified by the run
         upstream = json.loads((workdir / f"results/certified/run1/{step}/b1.json").read_text())
-        assert upstream["step"] == step and upstream["quality"]["verdict"] == "green"
+        assert upstream["step"] == step and upstream["quality"]["verdict"] == "pass"
     sentinel = json.loads((workdir / "results/certified/run1/bootstrap/b1.json").read_text())
     truth = load_demo(workdir / "results/demo/repo").truth("run1", "b1")
     true_offset = truth.spectral_offset + truth.epoch.spectral_shift  # what the simulation put on b1's arcs
@@ -197,7 +197,7 @@ def test_workflow_bootstraps_with_the_proposal_and_refuses_a_camera_without_arc_
     assert provenance["score"] > 0 and provenance["runnerUpOffset"] is not None
     assert f"bootstrap:spectralOffset={provenance['spectralOffset']:g}" in sentinel["commands"][0]
     # the gate judged the map bootstrapped at the proposal, on the real bias/dark/flat, and passed it
-    assert sentinel["quality"]["verdict"] == "green", sentinel["quality"]
+    assert sentinel["quality"]["verdict"] == "pass", sentinel["quality"]
     assert not (workdir / "results/certified/run1/bootstrap/b2.json").exists()
     log = (workdir / "logs/run1/propose_offset/b2.log").read_text().strip().splitlines()
     assert "spectralOffset of b2 (run1) refused, not bootstrapped: no usable arc: at most" in log[-1]

@@ -208,19 +208,22 @@ def test_each_defect_holds_exactly_its_camera_and_step(faulty_run):
     assert all((certified / f"{s}/r1.json").exists() for s in ("bias", "dark", "flat"))
     for step in ("bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles"):
         sentinel = json.loads((certified / f"{step}/b2.json").read_text())
-        assert sentinel["quality"]["verdict"] == "green", (step, sentinel["quality"]["failing"])
+        assert sentinel["quality"]["verdict"] == "pass", (step, sentinel["quality"]["failing"])
     status = run(["pfscalib", "status", "--config", "config/config.yaml", "--format", "json"], cwd=workdir)
     rows = {(r["step"], r["camera"]): r["status"] for r in json.loads(status.stdout)}
-    assert rows[("bias", "b1")].startswith("HELD: bias.noise_ratio")
+    assert rows[("bias", "b1")].startswith("held: bias.noise_ratio")
 
 
 def test_accepting_a_held_product_certifies_it_with_the_reason(faulty_run):
     workdir, _ = faulty_run
     reason = "b1 read noise known high this run (ticket PIPE2D-0000)"
-    set_config(workdir, accept=[{"epoch": "run1", "step": "bias", "camera": "b1", "reason": reason, "by": "gate-test"}])
+    dataset_id = json.loads((workdir / "results/held/run1/bias/b1.json").read_text())["datasetId"]
+    entry = {"epoch": "run1", "step": "bias", "camera": "b1", "datasetId": dataset_id, "reason": reason,
+             "by": "gate-test"}  # fmt: skip
+    set_config(workdir, accept=[entry])
     snakemake(workdir, "results/certified/run1/bias/b1.json")
     quality = json.loads((workdir / "results/certified/run1/bias/b1.json").read_text())["quality"]
-    assert quality["verdict"] == "red" and quality["accepted"]["reason"] == reason
+    assert quality["verdict"] == "accepted" and quality["level"] == "red" and quality["accepted"]["reason"] == reason
     assert not (workdir / "results/held/run1/bias/b1.json").exists()
 
 

@@ -65,8 +65,8 @@ def clean_environment() -> dict[str, str]:
 
 def check_summary(workdir: Path, out: str) -> None:
     assert [ln for ln in out.splitlines() if "all 7 calibrations certified" in ln] == [
-        "  run1 [2025-03-01, 2025-04-01): b1 r1: all 7 calibrations certified",
-        "  run2 [2025-04-01, 2025-05-01): b1 r1: all 7 calibrations certified",
+        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
+        "  run2 [2025-04-01, 2025-05-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
     ]
     assert "Report: snakemake --report report.html" in out
 
@@ -75,7 +75,7 @@ def check_status(workdir: Path, out: str) -> None:
     lines = out.splitlines()
     lines = lines[lines.index(next(ln for ln in lines if ln.startswith("epoch "))) :]  # after make's echo
     assert lines[0].split() == ["epoch", "camera", *STEP_NAMES] and max(map(len, lines)) <= 100
-    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["ok"] * 7] for e in ("run1", "run2") for c in CAMERAS]
+    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["pass"] * 7] for e in ("run1", "run2") for c in CAMERAS]
 
 
 def check_nothing_to_do(workdir: Path, out: str) -> None:
@@ -186,7 +186,7 @@ def test_demo_certifies_every_calibration(demo_run):
                 assert sentinel["validity"]["begin"].startswith(begin)
                 assert sentinel["commands"][0][:2] == ["pipetask", "run"]
                 # make demo's config trips none of the shipped limits (issue #19)
-                assert sentinel["quality"]["verdict"] == "green", (step, epoch, unit, sentinel["quality"]["rules"])
+                assert sentinel["quality"]["verdict"] == "pass", (step, epoch, unit, sentinel["quality"]["rules"])
     assert len(certs) == 2 * (6 * len(CAMERAS) + 2)
     # intermediates are gone, certified products are not
     butler = Butler.from_config(str(repo))
@@ -341,8 +341,8 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(demo_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
     ok = run(["pfscalib", "status", "--format", "json"], cwd=workdir, check=True)
-    rows = json.loads(ok.stdout)
-    assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"ok"}
+    rows = [r for r in json.loads(ok.stdout) if r["scope"] == "product"]  # then the roll-up rows
+    assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"pass"}
     run(
         [
             "results/demo/repo/bin/butlerDecertify.py",  # the demo's stand-in, beside its repository
@@ -364,17 +364,17 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     bad = run(["pfscalib", "status", "--format", "tsv"], cwd=workdir)
     assert bad.returncode == 1
     lines = [line.split("\t") for line in bad.stdout.splitlines()]
-    header, body = lines[0], [dict(zip(lines[0], line)) for line in lines[1:]]
+    header, body = lines[0], [r for line in lines[1:] if (r := dict(zip(lines[0], line)))["scope"] == "product"]
     assert header[:5] == ["epoch", "step", "camera", "datasetType", "status"]
-    broken = [r for r in body if not r["status"].startswith("ok")]
+    broken = [r for r in body if not r["status"].startswith("pass")]
     assert [(r["epoch"], r["step"], r["camera"], r["status"]) for r in broken] == [
         ("run1", "dark", "r1", "NOT CERTIFIED (sentinel says certified)")
     ]
     table = run(["pfscalib", "status"], cwd=workdir).stdout.splitlines()
-    assert table[2].split() == ["run1", "r1", "ok", "LOST", *["ok"] * 5]
+    assert table[2].split() == ["run1", "r1", "pass", "LOST", *["pass"] * 5]
     assert "LOST: NOT CERTIFIED (sentinel says certified)" in table
     wide = run(["pfscalib", "status", "--wide"], cwd=workdir).stdout
-    assert "NOT CERTIFIED" in wide and "ok [2025-03-01, 2025-04-01)" in wide
+    assert "NOT CERTIFIED" in wide and "pass [2025-03-01, 2025-04-01)" in wide
 
 
 def test_report_shows_a_picture_per_calibration_and_camera(demo_run, readme_run, tmp_path):

@@ -186,7 +186,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
         wf = load([args.config])  # as the Snakefile reads it
         chain = args.chain or f"{wf.instrument_name}/calib"
         steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
-        promote(wf, chain, args.ticket, args.tag, steps, cameras, epochs, copy=not args.no_copy)
+        promote(
+            wf, chain, args.ticket, args.tag, steps, cameras, epochs,
+            copy=not args.no_copy, accept_warnings=args.accept_warnings,
+        )  # fmt: skip
     except PromotionBusy as exc:
         log.error("promote: %s", exc)
         return 1
@@ -329,6 +332,11 @@ def parser() -> argparse.ArgumentParser:
         help="certify the build's own datasets instead of copies (obs_pfs copyDatasets.py --no-copy): the "
         "promoted collections then depend on the build's RUNs surviving, and a butler remove-runs of them "
         "empties them",
+    )
+    p.add_argument(
+        "--accept-warnings",
+        action="store_true",
+        help="promote products the quality gate certified with warnings (held products are never promoted)",
     )
     p.set_defaults(func=cmd_promote)
     p = sub.add_parser("rollback", help="restore a chain's definition from before a promotion")

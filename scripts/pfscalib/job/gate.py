@@ -1,8 +1,10 @@
 """The quality gate between pipetask and certification: a product's metrics against the limits (yellow and
 red per metric, per arm where it differs) and against the incumbent it would replace.
 
-green/yellow: certify (yellow recorded); red: hold (nothing certified), unless the config accepts it
-(`accept: [{epoch, step, camera, reason, by}]`).
+green/yellow: certify (yellow recorded); red: hold (nothing certified), unless the config accepts this very
+product (`accept: [{epoch, step, camera, datasetId, reason, by}]`). A metric that cannot be measured (NaN or
+absent) is red unless its limit says `optional: true`. What a user sees says pass / warn / held / accepted
+(pfscalib.plan.limits.verdict_word); green / yellow / red stay the per-rule levels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ def _bounds(spec: dict, arm: str) -> dict:
     return {**{k: spec[k] for k in ("max", "min") if k in spec}, **spec.get("arms", {}).get(arm, {})}
 
 
+def _limit_words(bounds: dict) -> str:
+    return "; ".join(f"{side} {band['yellow']:g}/{band['red']:g}" for side, band in bounds.items())
+
+
 def judge(metrics: dict[str, float], limits: dict, prefix: str, arm: str) -> list[dict]:
     """Every limit of the product's metrics (names starting with prefix): level and the rule, in words."""
     rules = []
@@ -28,17 +34,30 @@ def judge(metrics: dict[str, float], limits: dict, prefix: str, arm: str) -> lis
         if not name.startswith(f"{prefix}.") or not ({"max", "min"} & set(_bounds(spec, arm))):
             continue
         value = metrics.get(name)
-        if value is None or not math.isfinite(value):
-            rules.append({"metric": name, "value": value, "level": "yellow", "rule": f"{name} not measured"})
+        if value is None or not math.isfinite(value):  # nothing passes silently
+            optional = bool(spec.get("optional"))
+            rules.append(
+                {
+                    "metric": name,
+                    "value": None,
+                    "level": "green" if optional else "red",  # optional: recorded, not judged
+                    "rule": f"{name} not measured" + (" (optional)" if optional else ""),
+                    "limit": "optional" if optional else "must be measured",
+                    "source": spec["source"],
+                }
+            )
             continue
-        level, rule = "green", f"{name} {value:.4g} within limits"
+        level, rule, limit = "green", f"{name} {value:.4g} within limits", _limit_words(_bounds(spec, arm))
         for side, band in _bounds(spec, arm).items():
             for lvl in ("red", "yellow"):
                 bad = value > band[lvl] if side == "max" else value < band[lvl]
                 if bad and LEVELS.index(lvl) > LEVELS.index(level):
                     sign = ">" if side == "max" else "<"
                     level, rule = lvl, f"{name} {value:.4g} {sign} {lvl} {band[lvl]:g}"
-        rules.append({"metric": name, "value": value, "level": level, "rule": rule, "source": spec["source"]})
+                    limit = f"{'max' if side == 'max' else 'min'} {lvl} {band[lvl]:g}"
+        rules.append(
+            {"metric": name, "value": value, "level": level, "rule": rule, "limit": limit, "source": spec["source"]}
+        )
     return rules
 
 
@@ -62,6 +81,7 @@ def compare(candidate: dict[str, float], incumbent: dict[str, float], limits: di
                 "value": new,
                 "incumbent": old,
                 "level": "red" if bad else "green",
+                "limit": f"incumbent {old:.4g} {'+' if worse == 'higher' else '-'} {100 * margin:g}%",
                 "rule": f"{name} {new:.4g} vs incumbent {old:.4g}: "
                 + (f"worse by more than {100 * margin:g}%" if bad else "not worse"),
             }

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pfscalib.job import metrics
+from pfscalib.plan.limits import verdict_word
 from pfscalib.plan.steps import STEPS
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _per_fiber(ax, fiber_ids, values, ylabel: str, title: str) -> None:
 
 def _caption(sentinel: dict) -> str:
     quality = sentinel.get("quality") or {}
-    verdict = quality.get("verdict", "not measured")
+    verdict = verdict_word(quality)
     accepted = quality.get("accepted")
     worst = [r["rule"] for r in quality.get("rules", []) if r["level"] != "green"]
     text = f"gate: {verdict}" + (f" (accepted: {accepted['reason']})" if accepted else "")
@@ -161,13 +162,13 @@ def drift(sentinels: list[dict], epochs: list[str], outdir: Path) -> None:
 
 
 def quality_table(sentinels: list[dict], held: list[dict]):
-    """The gate's verdict of every product: pass / yellow / accepted / held, and why."""
+    """The gate's verdict of every product: pass / warn / accepted / held, and why."""
     import pandas as pd
 
     rows = []
     for sentinel in sentinels:
         quality = sentinel.get("quality") or {}
-        verdict = quality.get("verdict", "not measured")
+        verdict = verdict_word(quality)
         accepted = quality.get("accepted")
         why = [r["rule"] for r in quality.get("rules", []) if r["level"] != "green"]
         rows.append(
@@ -175,8 +176,7 @@ def quality_table(sentinels: list[dict], held: list[dict]):
                 "epoch": sentinel["epoch"],
                 "calibration": sentinel["step"],
                 "camera": _unit(sentinel),
-                "verdict": f"accepted ({accepted['reason']}, by {accepted['by']})" if accepted
-                else {"green": "pass"}.get(verdict, verdict),
+                "verdict": f"accepted ({accepted['reason']}, by {accepted['by']})" if accepted else verdict,
                 "why": "; ".join(why),
             }
         )  # fmt: skip

@@ -33,7 +33,7 @@ from pfscalib.internals.faults import arm_registry_faults, fault_hook, pipetask_
 from pfscalib.job import software
 from pfscalib.plan import paths
 from pfscalib.plan.contract import JobRequest, PipetaskCommand
-from pfscalib.plan.limits import load_limits
+from pfscalib.plan.limits import LEVEL_WORDS, accept_entry, load_limits
 from pfscalib.plan.records import forced, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ def certify(request: JobRequest) -> int:
         return 1
     timespan = butlerops.make_timespan(request.begin_date, request.end_date)
     quality = assess(butler, request, refs[0], state["run"], timespan)
-    if quality["verdict"] == "red" and not quality["accepted"]:
+    if quality["verdict"] == "held":
         hold(request, refs[0], quality)
         return 1
     with butler.transaction():
@@ -377,13 +377,21 @@ def assess(butler, request: JobRequest, ref, run: str, timespan) -> dict:
         incumbent = {"datasetId": str(old.id), "run": old.run, "metrics": old_values}
     level = gate.verdict(rules)
     accepted = json.loads(request.accept) if request.accept and level == "red" else None
+    if accepted and accepted.get("datasetId") != str(ref.id):  # an acceptance names one product, not a camera
+        log.warning(
+            "gate: the accept entry names dataset %s, this build is %s (rebuilt since): judged again",
+            accepted.get("datasetId"), ref.id,
+        )  # fmt: skip
+        accepted = None
     for rule in rules:
         if rule["level"] != "green":
-            log.warning("gate %s %s: %s: %s", request.step, request.data_id, rule["level"], rule["rule"])
+            log.warning("gate %s %s: %s: %s", request.step, request.data_id, LEVEL_WORDS[rule["level"]], rule["rule"])
     if accepted:
         log.warning("gate: held product accepted by %s: %s", accepted["by"], accepted["reason"])
+    word = "accepted" if accepted else LEVEL_WORDS[level]
     return {
-        "verdict": level,
+        "verdict": word,  # pass / warn / held / accepted (what users see)
+        "level": level,  # the worst rule's level (green / yellow / red)
         "failing": gate.failing(rules),
         "metrics": values,
         "rules": rules,
@@ -406,11 +414,13 @@ def hold(request: JobRequest, ref, quality: dict) -> None:
         **quality,
         "held_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    entry = accept_entry(request.epoch, request.step, unit, str(ref.id))
+    record["accept"] = entry  # the exact accept: entry to paste (this product only; a rebuild is judged again)
     if request.held:
         write_json(request.held, record)
     log.error(
-        "held %s %s: %s (not certified; accept it with config accept: {epoch: %s, step: %s, camera: %s, reason, by})",
-        request.step, unit, "; ".join(quality["failing"]), request.epoch, request.step, unit,
+        "held %s %s: %s (not certified; to certify this product anyway, add to the config's accept: %s)",
+        request.step, unit, "; ".join(quality["failing"]), entry,
     )  # fmt: skip
 
 

@@ -232,7 +232,7 @@ class JobRequest(Options):
     profiles_from: str | None = option("define-profiles record: the profiles_run the -d query uses", default=None)
     held: str = option("where the record of a held product goes", default="")
     limits: str | None = option("a site's limits file (default: the shipped one)", default=None)
-    accept: str | None = option("JSON {epoch, step, camera, reason, by}: certify even if held", default=None)
+    accept: str | None = option("JSON {epoch, step, camera, datasetId, reason, by}: certify it", default=None)
     log_root: tuple[str, ...] = option("task logger root whose INFO reaches <label>_log", default_factory=tuple)
 
     @property

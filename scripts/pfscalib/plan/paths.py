@@ -10,6 +10,7 @@ import os
 REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
 CERTIFICATIONS = "results/qa/certifications.tsv"
 QUALITY = "results/qa/quality.tsv"  # the gate's verdict of every product
+HOLDS = "results/qa/holds.tsv"  # every hold: its rule, value, limit and what to do (written at the run's end)
 DRIFT_DIR = "results/qa/drift"  # one drift panel per camera
 
 

@@ -76,8 +76,40 @@ def held_records(root: str) -> list[dict[str, Any]]:
     return records
 
 
+def _accept(record: dict) -> str:
+    from pfscalib.plan.limits import accept_entry
+
+    return record.get("accept") or accept_entry(record["epoch"], record["step"], record["unit"], record["datasetId"])
+
+
 def held_summary(root: str) -> str:
-    """One line: what was held and why ("" if nothing is)."""
+    """One line: what was held and why ("" if nothing is); then, per held product, the exact `accept:`
+    entry that certifies it (and no rebuild of it)."""
     held = held_records(root)
+    if not held:
+        return ""
     items = [f"{h['epoch']}/{h['step']}/{h['unit']} ({'; '.join(h['failing'])})" for h in held]
-    return f"held {len(held)}: " + ", ".join(items) if held else ""
+    pastes = [f"  to accept {h['epoch']}/{h['step']}/{h['unit']} as it is, add to accept: {_accept(h)}" for h in held]
+    return "\n".join([f"held {len(held)}: " + ", ".join(items), *pastes, f"  every hold: {paths.HOLDS}"])
+
+
+HOLD_COLUMNS = ["epoch", "step", "camera", "datasetId", "verdict", "rule", "metric", "value", "limit", "what_to_do"]
+
+
+def write_holds(root: str, out: str = paths.HOLDS) -> int:
+    """results/qa/holds.tsv: one row per failing rule of every held product (its metric, value and limit) and
+    what to do: the accept entry to paste, or the rebuild. Returns how many products are held."""
+    held = held_records(root)
+    lines = ["\t".join(HOLD_COLUMNS)]
+    for h in held:
+        rebuild = f"or fix the cause and rebuild: snakemake -f {paths.sentinel(h['step'], h['epoch'], h['unit'])}"
+        todo = f"accept: {_accept(h)} {rebuild}"
+        for rule in (r for r in h.get("rules", []) if r.get("level") == "red"):
+            value = rule.get("value")
+            row = [h["epoch"], h["step"], h["unit"], h.get("datasetId", ""), "held", rule["rule"], rule["metric"],
+                   "" if value is None else f"{value:.6g}", rule.get("limit", ""), todo]  # fmt: skip
+            lines.append("\t".join(str(c).replace("\t", " ") for c in row))
+    if held or Path(out).exists():
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(lines) + "\n")
+    return len(held)

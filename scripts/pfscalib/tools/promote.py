@@ -53,6 +53,7 @@ from pfscalib.internals.faults import fault_hook
 from pfscalib.job import butler as butlerops
 from pfscalib.plan import paths
 from pfscalib.plan.config import ConfigError
+from pfscalib.plan.limits import verdict_word
 from pfscalib.plan.records import read_json, write_json
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.workflow import Workflow
@@ -150,10 +151,35 @@ def chosen_sentinels(wf: Workflow, steps: list[str], cameras: list[str], epochs:
                     continue
                 path = paths.sentinel(step, epoch, unit)
                 sentinel = read_json(path)
+                held = read_json(paths.held(step, epoch, unit))
+                if sentinel is None and held:
+                    raise PromotionError(
+                        f"refused by the quality gate's verdict: {epoch}/{step}/{unit} held "
+                        f"({'; '.join(held['failing'])}); held products are never promoted; nothing changed"
+                    )
                 if sentinel is None:
                     raise PromotionError(f"{path}: not built (run the workflow first)")
-                out.append({**sentinel, "path": path, "epoch": epoch})
+                out.append({**sentinel, "path": path, "epoch": epoch, "unit": unit})
     return out
+
+
+def refuse_by_verdict(sentinels: list[dict], accept_warnings: bool = False) -> None:
+    """The quality gate's verdict decides what may be promoted: never a held product (its last build was held,
+    even if an earlier one stays certified), nor one never judged; one with warnings only with
+    --accept-warnings. One line naming every refused epoch/step/camera and its verdict."""
+    refused = []
+    for s in sentinels:
+        name = f"{s['epoch']}/{s['step']}/{s['unit']}"
+        held = read_json(paths.held(s["step"], s["epoch"], s["unit"]))
+        word = "held" if held else verdict_word(s.get("quality"))
+        if word in ("held", "not judged") or (word == "warn" and not accept_warnings):
+            why = held["failing"] if held else [r["rule"] for r in (s.get("quality") or {}).get("rules", [])
+                                                  if r.get("level") == "yellow"]  # fmt: skip
+            refused.append(f"{name} {word}" + (f" ({'; '.join(why)})" if why else ""))
+    if refused:
+        warned = all(" warn" in r for r in refused)
+        hint = "promote them with --accept-warnings" if warned else "held products are never promoted"
+        raise PromotionError(f"refused by the quality gate's verdict: {', '.join(refused)}; {hint}; nothing changed")
 
 
 def collection_names(butler, root: str, products: list[str], day: str) -> dict[str, str]:
@@ -200,6 +226,7 @@ def promote(
     cameras: list[str],
     epochs: list[str],
     copy: bool = True,
+    accept_warnings: bool = False,
 ) -> str:
     """Returns the record's path. copy=False (--no-copy) certifies the build's own datasets (linked)."""
     check_name_part("--ticket", ticket)  # before anything touches the repository
@@ -209,6 +236,7 @@ def promote(
         from lsst.daf.butler import CollectionType
 
         sentinels = chosen_sentinels(wf, steps, cameras, epochs)
+        refuse_by_verdict(sentinels, accept_warnings)
         butler = butlerops.open_butler(wf.datastore, writeable=True)
         if butlerops.collection_type(butler, chain) is not CollectionType.CHAINED:
             raise PromotionError(f"{chain} is not an existing CHAINED collection: nothing to promote into")

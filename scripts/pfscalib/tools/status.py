@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from pfscalib.plan import paths
+from pfscalib.plan.limits import VERDICTS, verdict_word
 from pfscalib.plan.preflight import load
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.workflow import Workflow
 
-COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state"]
+COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state",
+           "verdict"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,20 +34,67 @@ class State:
 
 
 STATES = {
-    "ok": State("ok", "ok", ok=True),
-    "range": State("ok*", "ok (range differs from config)", ok=True),
+    # certified and judged by the quality gate: pass / warn / accepted (one vocabulary: pfscalib.plan.limits)
+    "ok": State("pass", "pass", ok=True),
+    "range": State("pass*", "pass (range differs from config)", ok=True),
+    "warn": State("warn", "warn: {why}", ok=True),
+    "accepted": State("accepted", "accepted: {why}", ok=True),
     "missing": State("MISSING", "NOT CERTIFIED"),
     "lost": State("LOST", "NOT CERTIFIED (sentinel says certified)"),
     "unrecorded": State("FOREIGN", "certified, no sentinel"),
     "differs": State("DIFFERS", "differs from sentinel"),
     "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
-    "held": State("HELD", "HELD: {why}"),
+    "held": State("held", "held: {why}"),
     # a camera x step the workflow does not build (pfscalib.plan.steps.ARMS, config camera_steps): shown as such
     "n/a": State("n/a", "n/a: its ISR does not read it (n: bias, dark), or camera_steps skips it", ok=True),
     "borrowed": State("from r", "n/a: from r of the spectrograph (the ISR's r<->m fallback)", ok=True),
     # the ISR found the camera's own arm's product in its inputs first (a site's m bias): not built, not r's
     "own": State("site", "n/a: the site's own product of the arm (found before r's)", ok=True),
 }
+
+
+# The gate's verdict of a state (pass / warn / held / accepted); a calibration not certified (missing, lost,
+# differs ...) has none and makes its roll-up "incomplete"; a step the camera does not build counts for nothing.
+ROW_VERDICT = {"ok": "pass", "range": "pass", "warn": "warn", "accepted": "accepted", "held": "held"}
+NOT_BUILT = {"n/a", "borrowed", "own"}
+ROLLUP_ORDER = (*VERDICTS[:3], "incomplete", "held")  # pass < accepted < warn < incomplete < held
+
+
+def worst(states: list[str]) -> str:
+    """Worst-of the states' verdicts (held > incomplete > warn > pass; accepted counts as a pass, marked:
+    "pass (1 accepted)")."""
+    words = [ROW_VERDICT.get(s, "incomplete") for s in states if s not in NOT_BUILT]
+    top = max(words, key=ROLLUP_ORDER.index, default="pass")
+    accepted = words.count("accepted")
+    top = "pass" if top == "accepted" else top
+    return top + (f" ({accepted} accepted)" if accepted else "")
+
+
+def rollup(df: pd.DataFrame, cameras: list[str]) -> pd.DataFrame:
+    """One verdict per epoch (run) and camera, spectrograph, and the whole run, worst-of its products' (a
+    per-arm product counts for every camera of its arm)."""
+    grid = camera_states(df, cameras)
+    rows = []
+    for epoch in dict.fromkeys(df["epoch"]):
+        per_camera = {camera: list(grid.loc[(epoch, camera)]) for camera in cameras}
+        for camera, states in per_camera.items():
+            rows.append({"epoch": epoch, "scope": "camera", "name": camera, "verdict": worst(states)})
+        for sg in sorted({c[1:] for c in cameras}):
+            states = [s for c, st in per_camera.items() if c[1:] == sg for s in st]
+            rows.append({"epoch": epoch, "scope": "spectrograph", "name": f"sp{sg}", "verdict": worst(states)})
+        every = [s for st in per_camera.values() for s in st]
+        rows.append({"epoch": epoch, "scope": "run", "name": epoch, "verdict": worst(every)})
+    return pd.DataFrame(rows, columns=["epoch", "scope", "name", "verdict"])
+
+
+def render_rollup(roll: pd.DataFrame) -> str:
+    """Rows: cameras, spectrographs, the run; columns: epochs; each cell the worst-of verdict."""
+    epochs = list(dict.fromkeys(roll["epoch"]))
+    names = list(dict.fromkeys(zip(roll["scope"], roll["name"].where(roll["scope"] != "run", "run"))))
+    cell = {(r.epoch, r.scope, r.name if r.scope != "run" else "run"): r.verdict for r in roll.itertuples()}
+    rows = [["verdict", *epochs]] + [[name, *(cell[(e, scope, name)] for e in epochs)] for scope, name in names]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
@@ -66,7 +115,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                     maker = wf.maker(step, unit)
                     row = dict.fromkeys(COLUMNS, "") | {"epoch": epoch, "step": step, "camera": unit}
                     state, words = borrowed(epoch, unit, s.certified_as, maker, workdir) if maker else ("n/a", "n/a")
-                    rows.append(row | {"datasetType": s.certified_as, "state": state, "status": words})
+                    rows.append(row | {"datasetType": s.certified_as, "state": state, "status": words, "verdict": ""})
                     continue
                 data_id = {"arm": unit[0], **({} if s.per_arm else {"spectrograph": int(unit[1:])})}
                 mine = [
@@ -107,11 +156,19 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                     else:
                         state = "ok" if Timespan(cert["begin"], cert["end"]) == span else "range"
                 why = ""
+                if state in ("ok", "range") and sentinel is not None:  # what the gate said of it
+                    quality = sentinel.get("quality")
+                    word = verdict_word(quality)
+                    if word == "warn":
+                        state = "warn"
+                        why = "; ".join(r["rule"] for r in quality.get("rules", []) if r.get("level") == "yellow")
+                    elif word == "accepted":
+                        state, why = "accepted", f"{quality['accepted']['reason']} (by {quality['accepted']['by']})"
                 held = workdir / paths.held(step, epoch, unit)
                 if held.exists():  # the quality gate held the last build (an incumbent stays certified)
                     state, why = "held", "; ".join(json.loads(held.read_text())["failing"])
                 status = STATES[state].text.format(n=len(mine), why=why)
-                rows.append({**row, "state": state, "status": status})
+                rows.append({**row, "state": state, "status": status, "verdict": ROW_VERDICT.get(state, "")})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -163,20 +220,26 @@ def render_compact(df: pd.DataFrame, wf: Workflow) -> str:
     if per_arm:
         notes.append(f"{', '.join(per_arm)}: one per arm, shown on each camera of the arm")
     seen = dict.fromkeys(grid.to_numpy().ravel())
-    notes += [
-        f"{STATES[s].short}: {STATES[s].text.format(n='several', why='held by the quality gate (results/held)')}"
-        for s in seen
-        if STATES[s].short != "ok"
-    ]
+    why = {"held": "held by the quality gate (results/held, results/qa/holds.tsv)", "warn": "certified with a warning",
+           "accepted": "held, certified by an accept: entry"}  # fmt: skip
+    notes += [f"{STATES[s].short}: {STATES[s].text.format(n='several', why=why.get(s, ''))}" for s in seen if s != "ok"]
     notes.append("--wide: validity ranges per cell; --format tsv|json: runs and dataset ids")
-    return text + "\n\n" + "\n".join(notes) + "\n"
+    roll = render_rollup(rollup(df, wf.cameras))
+    return text + "\n\n" + roll + "\n\n" + "\n".join(notes) + "\n"
 
 
 def render(df: pd.DataFrame, fmt: str, wf: Workflow, wide: bool = False) -> str:
-    if fmt == "tsv":
-        return df.to_csv(sep="\t", index=False)
-    if fmt == "json":
-        return df.to_json(orient="records", indent=1)
+    """tsv and json: one row per product (its verdict), then the roll-up rows (scope camera, spectrograph,
+    run: step empty, camera the camera, spN or the epoch)."""
+    if fmt in ("tsv", "json"):
+        roll = rollup(df, wf.cameras)
+        extra = pd.DataFrame(
+            [dict.fromkeys(COLUMNS, "") | {"epoch": r.epoch, "camera": r.name, "verdict": r.verdict, "scope": r.scope}
+             for r in roll.itertuples()],
+            columns=[*COLUMNS, "scope"],
+        )  # fmt: skip
+        out = pd.concat([df.assign(scope="product"), extra], ignore_index=True)
+        return out.to_csv(sep="\t", index=False) if fmt == "tsv" else out.to_json(orient="records", indent=1)
     return render_wide(df) if wide else render_compact(df, wf)
 
 
@@ -199,8 +262,12 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
     grid = camera_states(df, wf.cameras)
     collections = f"{wf.collections['calib']}, {wf.collections['bootstrap']}"
     lines = [f"pfscalib: certified in {wf.datastore} (collections {collections}):"]
+    roll = rollup(df, wf.cameras)
     for epoch, v in wf.epochs.items():
-        head = f"  {epoch} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]}):"
+        mine = roll[roll["epoch"] == epoch]
+        run_verdict = mine[mine["scope"] == "run"]["verdict"].iloc[0]
+        per_sg = ", ".join(f"{r.name} {r.verdict}" for r in mine[mine["scope"] == "spectrograph"].itertuples())
+        head = f"  {epoch} [{v['begin'][:10]}, {(v.get('end') or 'inf')[:10]}): {run_verdict} ({per_sg});"
         done, parts = [], []
         for camera in wf.cameras:
             states = grid.loc[(epoch, camera)].items()
@@ -209,6 +276,8 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
                 for step, state in states
                 if not STATES[state].ok
             ]
+            marked = grid.loc[(epoch, camera)].items()
+            bad += [f"{step} {state}" for step, state in marked if state in ("warn", "accepted")]
             if bad:
                 parts.append(f"{camera} {', '.join(bad)}")
             else:
