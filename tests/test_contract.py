@@ -36,7 +36,16 @@ def site(monkeypatch) -> Workflow:
     monkeypatch.chdir(PROJECT)
     config = yaml.safe_load((PROJECT / "config/pfs.example-m.yaml").read_text())
     config["spectralOffset"].update({c: "auto" for c in AUTO})
-    config["accept"] = [{"epoch": "run18", "step": "bias", "camera": "b1", "reason": "known", "by": "me"}]
+    config["accept"] = [
+        {
+            "epoch": "run18",
+            "step": "bias",
+            "camera": "b1",
+            "datasetId": "0b8f1e8e-6f4c-4b7a-9a49-3a2c8d1f5e21",
+            "reason": "known",
+            "by": "me",
+        }
+    ]
     return Workflow(config, "pfs.example-m.yaml")
 
 
