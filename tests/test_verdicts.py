@@ -133,8 +133,14 @@ def test_a_warning_shows_as_warn_in_status_and_promote_asks_the_flag(workdir):
 
 def test_a_held_product_prints_its_accept_entry_and_is_listed_in_holds_tsv(workdir):
     use_limits(workdir, "limits-red.yaml", {"yellow": 0.005, "red": 0.01})
-    proc = snakemake(workdir, BIAS, check=False)
+    # with the profiles' retries: a hold is a verdict, judged once; the retries end at once (failure classes)
+    proc = snakemake(workdir, BIAS, "--retries", "2", "--show-failed-logs", check=False)
     assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    attempts = out.count("Error in rule bias:")
+    judged = len(re.findall(r"held bias b1: bias\.noise_ratio", out))
+    standing = out.count("a verdict, not retried")
+    assert (attempts, judged, standing) == (3, 1, 2), out[-4000:]
     record = json.loads((workdir / HELD).read_text())
     assert record["verdict"] == "held"
     entry = f'- {{epoch: run1, step: bias, camera: b1, datasetId: "{record["datasetId"]}", '
@@ -174,3 +180,31 @@ def test_an_accepted_product_rebuilt_red_is_held_again(workdir):
     again = json.loads((workdir / HELD).read_text())
     assert again["datasetId"] != held["datasetId"] and again["verdict"] == "held"
     assert not (workdir / BIAS).exists()
+
+
+def test_a_failure_retries_cannot_fix_is_not_run_again(tmp_path, monkeypatch):
+    """pipe_base's exit codes tell a failure retries cannot fix (20: RepeatableQuantumError, 21:
+    InvalidQuantumError) from a crash: the job records it, and a retry of the same build ends at once with the
+    same status instead of running pipetask again; a crash (any other status) is retried."""
+    import inspect
+
+    from lsst.pipe.base import InvalidQuantumError, RepeatableQuantumError, mp_graph_executor
+
+    from pfscalib.job import run as job
+    from pfscalib.plan.contract import JobRequest
+    from pfscalib.plan.records import write_json
+
+    # the middleware facts the classes rest on (pinned lsst-pipe-base; fails loudly if they change)
+    assert (RepeatableQuantumError.EXIT_CODE, InvalidQuantumError.EXIT_CODE) == (20, 21)
+    assert 'f"Task {self} failed, exit code={exitcode}"' in inspect.getsource(mp_graph_executor)
+    line = "lsst.pipe.base.mp_graph_executor ERROR: Task <isr dataId={arm: 'b'}> failed, exit code=21"
+    assert job.QUANTUM_EXIT.search(line).group(1) == "21"
+
+    state = tmp_path / "state.json"
+    names = dict(repo="r", chain="c", dataset_type="bias", calib="k", step="bias", epoch="run1", arm="b")
+    request = JobRequest(**names, begin_date="2025-03-01T00:00:00", state=str(state), sentinel=str(tmp_path / "s"))
+    ident = {"command": ["pipetask", "run"], "needs": {}}
+    for code, expected in ((21, 21), (20, 20), (1, 0)):  # 1: a crash, retried
+        write_json(str(state), {"identity": ident, "run": "c/1", "status": "failed", "exit": code, "cause": "x"})
+        assert job.standing_verdict(request, ident) == expected
+    assert job.standing_verdict(request, {**ident, "needs": {"a": 1}}) == 0  # another build: runs

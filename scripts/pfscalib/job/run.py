@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +49,13 @@ ERROR_LINE = re.compile(r"\bERROR\b|Error:|Exception:")
 # pipetask's refusals to extend a RUN made by other software or configs (pipe_base pipeline_graph
 # compare_packages, graph.py "Config does not match existing task config"): a resume can only fail again
 RESUME_REFUSED = re.compile(r"Package versions mismatch|Config does not match existing")
+# Failures retries cannot fix (pipe_base _status.py: RepeatableQuantumError.EXIT_CODE 20, "a repeatable
+# algorithmic failure that will not be addressed by retries"; InvalidQuantumError.EXIT_CODE 21, a
+# configuration or logic error). pipetask exits with the code itself in one process (mp_graph_executor.py
+# sys.exit(exc.EXIT_CODE)); with -j N its log names the quantum's ("Task <...> failed, exit code=21").
+NOT_RETRYABLE = {20: "a repeatable algorithmic failure (pipe_base RepeatableQuantumError)",
+                 21: "a configuration or logic error (pipe_base InvalidQuantumError)"}  # fmt: skip
+QUANTUM_EXIT = re.compile(r"failed, exit code=(\d+)")
 
 
 def identity(command: PipetaskCommand, needs: Sequence[str]) -> dict:
@@ -97,7 +105,40 @@ def run_job(request: JobRequest, command: PipetaskCommand) -> int:
     ident = identity(command, request.needs)
     if not forced(request.sentinel) and already_certified(request, ident):
         return 0
+    if not forced(request.sentinel) and (standing := standing_verdict(request, ident)):
+        return standing
     return run_pipetask(command, request.state, ident, output=request.sentinel) or certify(request)
+
+
+def judgement(request: JobRequest) -> str:
+    """What a verdict on the same product depends on besides the product: the limits (their content) and
+    the config's acceptance."""
+    limits = load_limits(request.limits)
+    return hashlib.sha256(json.dumps([limits, request.accept], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def standing_verdict(request: JobRequest, ident: dict) -> int:
+    """A retry or rerun of a job whose same build was held under the same limits and acceptance, or failed
+    in a way retries cannot fix, is not run again: a hold is a verdict, not a crash (the profiles' retries
+    are for crashes, out-of-memory and time-outs). Returns the exit status to end with (0: run the job)."""
+    state = read_json(request.state) or {}
+    if state.get("identity") != ident:
+        return 0
+    if state.get("status") == "held" and state.get("judged") == judgement(request):
+        log.error(
+            "held at %s as this same build (%s): a verdict, not retried; accept it (the held record's accept: "
+            "entry), change the limits, or force a rebuild",
+            state.get("held_at"), "; ".join(state.get("failing", [])),
+        )  # fmt: skip
+        return 1
+    if state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE:
+        log.error(
+            "not retried: pipetask failed at %s with exit status %d, %s (%s): retries cannot fix it; fix the "
+            "input or the configuration, or force the job",
+            state.get("failed_at"), state["exit"], NOT_RETRYABLE[state["exit"]], state.get("cause", ""),
+        )  # fmt: skip
+        return state["exit"]
+    return 0
 
 
 def with_profiles_run(command: PipetaskCommand, record_path: str) -> PipetaskCommand:
@@ -159,7 +200,7 @@ def run_pipetask(
             log.info("forced by this run (-F, -R, --forcerun or -f): a fresh RUN, not %s", state["run"])
     elif state.get("identity") not in (None, ident) and state.get("run"):
         log.info("a fresh RUN, not %s: %s", state["run"], why_new(state["identity"], ident))
-    elif state.get("identity") == ident and state.get("status") in ("started", "pipetask-done"):
+    elif state.get("identity") == ident and state.get("status") in ("started", "pipetask-done", "held"):
         butler = butlerops.open_butler(command.repo, writeable=True)
         repaired = butlerops.repair_output_chain(butler, command.output, state["run"], list(command.inputs))
         if repaired:
@@ -183,11 +224,15 @@ def run_pipetask(
         command = dataclasses.replace(command, output_run=state["run"], rebase=True)
     argv = command.argv()
     log.info("%s", " ".join(argv))
-    rc, empty, cause = _pipetask_subprocess(argv, state_path)
+    rc, empty, cause, quantum_exit = _pipetask_subprocess(argv, state_path)
     if rc != 0 and not (resume and empty):
         if resume and RESUME_REFUSED.search(cause or ""):  # no state is kept that can only fail
             write_json(state_path, {**state, "status": "resume-refused"})
             log.info("pipetask refused to extend %s: the next attempt starts a fresh RUN", state["run"])
+        elif (code := rc if rc in NOT_RETRYABLE else quantum_exit) in NOT_RETRYABLE:
+            now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            write_json(state_path, {**state, "status": "failed", "exit": code, "cause": cause, "failed_at": now})
+            log.error("pipetask failed with %s: a retry of this build will not run it again", NOT_RETRYABLE[code])
         log.error("pipetask failed (exit status %d): %s", rc, cause or "see the pipetask output above")
         return rc
     if rc != 0:
@@ -199,11 +244,12 @@ def run_pipetask(
     return 0
 
 
-def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, str]:
+def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, str, int | None]:
     """`pipetask run ...` as the job's child, in a process group of its own with its -j workers: a SIGINT,
     SIGTERM or SIGHUP to the job goes to that whole group, the job waits for it and then exits with
     128 + the signal (the job leaves no process behind); a job killed outright (SIGKILL) takes pipetask
-    with it (PR_SET_PDEATHSIG). (exit status, empty graph, the first error line)"""
+    with it (PR_SET_PDEATHSIG). (exit status, empty graph, the first error line,
+    a failed quantum's exit code)"""
     proc = subprocess.Popen(
         pipetask_argv(argv, state_path),
         stdin=subprocess.DEVNULL,
@@ -213,7 +259,7 @@ def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, s
         process_group=0,  # its own group, in the run's session (a whole-session kill still finds it)
         preexec_fn=_die_with_parent(),
     )
-    empty, cause = False, ""
+    empty, cause, quantum_exit = False, "", None
     assert proc.stdout is not None
     with _forward_signals(proc) as received:
         for line in proc.stdout:
@@ -221,13 +267,15 @@ def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, s
             empty = empty or EMPTY_GRAPH in line
             if ERROR_LINE.search(line) and not cause:  # the first error: later ones wrap it
                 cause = line.strip()
+            if (m := QUANTUM_EXIT.search(line)) and quantum_exit is None:
+                quantum_exit = int(m.group(1))
             pipetask_progress(line, state_path, before=lambda: _kill_group(proc, signal.SIGKILL))
         rc = proc.wait()
     if received:
         sys.stdout.flush()
         log.error("pipetask stopped on %s (exit status %d)", signal.Signals(received[0]).name, rc)
         raise SystemExit(128 + received[0])
-    return rc, empty, cause
+    return rc, empty, cause, quantum_exit
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -311,6 +359,9 @@ def certify(request: JobRequest) -> int:
     quality = assess(butler, request, refs[0], state["run"], timespan)
     if quality["verdict"] == "held":
         hold(request, refs[0], quality)
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        verdict = {"status": "held", "judged": judgement(request), "held_at": now, "failing": quality["failing"]}
+        write_json(request.state, {**state, **verdict})  # a retry of the same build ends at once (standing_verdict)
         return 1
     with butler.transaction():
         if request.copy_as:  # certifyDetectorMaps.py behaviour: copy candidate -> detectorMap_calib
