@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pfscalib.job import trend
 from pfscalib.plan import paths
 from pfscalib.plan.limits import VERDICTS, verdict_word
 from pfscalib.plan.preflight import load
@@ -103,6 +104,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
     from pfscalib.job import butler as butlerops
 
     butler = butlerops.open_butler(wf.datastore)
+    sentinels = [json.loads(p.read_text()) for p in sorted((workdir / "results/certified").rglob("*.json"))]
     rows = []
     for step in STEP_NAMES:
         s = STEPS[step]
@@ -164,6 +166,12 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                         why = "; ".join(r["rule"] for r in quality.get("rules", []) if r.get("level") == "yellow")
                     elif word == "accepted":
                         state, why = "accepted", f"{quality['accepted']['reason']} (by {quality['accepted']['by']})"
+                    # against the camera's earlier builds (pfscalib.job.trend): a drift inside the fixed limits
+                    drifts = [
+                        b for b in trend.judge(sentinel, sentinels, wf.epochs, wf.config.get("trend")) if b.outside
+                    ]
+                    if drifts and state in ("ok", "range", "warn"):
+                        state, why = "warn", "; ".join(filter(None, [why, *(f"trend: {b.words()}" for b in drifts)]))
                 held = workdir / paths.held(step, epoch, unit)
                 if held.exists():  # the quality gate held the last build (an incumbent stays certified)
                     state, why = "held", "; ".join(json.loads(held.read_text())["failing"])
