@@ -30,9 +30,11 @@ def test_a_level_drifting_15_percent_in_the_third_epoch_is_flagged_inside_the_fi
     assert trend.verdict(trend.judge(steady, [*builds[:2], steady], EPOCHS)) == "pass"
 
 
-def test_the_first_build_has_no_trend_and_other_cameras_and_later_epochs_do_not_count():
+def test_the_first_builds_have_no_trend_and_other_cameras_and_later_epochs_do_not_count():
     builds = [sentinel("run0", 2.0, camera="r1"), sentinel("run2", 9.0), sentinel("run1", 2.0)]
     assert trend.verdict(trend.judge(builds[2], builds, EPOCHS)) == "none"  # run2 is later, r1 another camera
+    second = [sentinel("run0", 2.0), sentinel("run1", 9.0)]  # one earlier build: the gate's incumbent, no trend
+    assert trend.verdict(trend.judge(second[1], second, EPOCHS)) == "none"
     assert trend.epoch_order(EPOCHS) == ["run0", "run1", "run2", "run3"]
 
 

@@ -4,9 +4,10 @@ fixed limits (pfscalib.job.gate).
 
 The band around an epoch's value is built from the builds of the same step and camera whose epochs begin
 earlier (the last `window` of them): centre the median, half-width the wider of `relative` × |centre| and
-`sigma` robust standard deviations (1.4826 × MAD, once there are at least three builds). A value outside the
+`sigma` robust standard deviations (1.4826 × MAD, once there are at least three builds), from `min_builds`
+(2) earlier builds on. A value outside the
 band is a warning even inside the fixed limits: a drift is a question for the calibration scientist, not a
-broken product. The first build of a camera has no trend and says so (`none`).
+broken product. The first builds of a camera have no trend and say so (`none`).
 
 Pure: reads only the sentinels' gate metrics (`quality.metrics`); status, summary and the drift panels call it.
 """
@@ -18,7 +19,7 @@ import math
 import statistics
 from collections.abc import Iterable
 
-DEFAULTS = {"window": 5, "relative": 0.10, "sigma": 3.0}
+DEFAULTS = {"window": 5, "relative": 0.10, "sigma": 3.0, "min_builds": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +46,10 @@ class Band:
 
 
 def band(values: list[float], settings: dict) -> tuple[float, float, float] | None:
-    """(centre, low, high) of the earlier values (oldest first; the last `window` count); None without any."""
+    """(centre, low, high) of the earlier values (oldest first; the last `window` count); None with fewer than
+    `min_builds` (one earlier build is a comparison with the incumbent, which the gate already makes)."""
     finite = [v for v in values if math.isfinite(v)][-int(settings["window"]) :]
-    if not finite:
+    if not finite or len(finite) < int(settings.get("min_builds", 1)):
         return None
     centre = statistics.median(finite)
     half = float(settings["relative"]) * abs(centre)
