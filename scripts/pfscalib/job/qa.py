@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pfscalib.job import metrics
+from pfscalib.job import metrics, trend
 from pfscalib.plan.limits import verdict_word
 from pfscalib.plan.steps import STEPS
 
@@ -140,7 +140,8 @@ def _unit(sentinel: dict) -> str:
 
 
 def drift(sentinels: list[dict], epochs: list[str], outdir: Path) -> None:
-    """One picture per camera: the drift metrics across epochs (from the sentinels' gate metrics)."""
+    """One picture per camera: the drift metrics across epochs (from the sentinels' gate metrics), each epoch
+    with its trend band (grey) from the epochs before it and a red square where it falls outside."""
     outdir.mkdir(parents=True, exist_ok=True)
     values: dict[tuple[str, str, str], float] = {}
     for sentinel in sentinels:
@@ -153,6 +154,13 @@ def drift(sentinels: list[dict], epochs: list[str], outdir: Path) -> None:
             unit = camera[0] if name.startswith("fiberNorms.") else camera
             ys = [values.get((unit, name, e), np.nan) for e in epochs]
             ax.plot(range(len(epochs)), ys, "o-")
+            # each epoch's trend band from the epochs before it (pfscalib.job.trend; none for the first ones)
+            for i, y in enumerate(ys):
+                if (found := trend.band(ys[:i], trend.DEFAULTS)) is not None:
+                    _, low, high = found
+                    ax.fill_between([i - 0.3, i + 0.3], low, high, color="0.85", zorder=0)
+                    if not low <= y <= high:
+                        ax.plot([i], [y], "rs", ms=7)
             ax.set_xticks(range(len(epochs)), epochs)
             ax.set_title(label, fontsize=8)
         fig.suptitle(f"{camera}: drift across epochs")
