@@ -47,4 +47,5 @@ class FitsImageFormatter(FormatterV2):
             header = fits.Header([(f"HIERARCH MP_{name}", bit) for name, bit in mask.getMaskPlaneDict().items()])
             hdus.append(fits.ImageHDU(mask.array, header=header, name="MASK"))
         fits.HDUList(hdus).writeto(uri.ospath, overwrite=True)
-        twin.pad(uri.ospath, self.dataset_ref)  # the timing twin: real size x scale (off by default)
+        # the timing twin: real size x scale (off by default; no formatter instance: a plain file write)
+        twin.pad(uri.ospath, getattr(self, "dataset_ref", None))
