@@ -46,14 +46,6 @@ def slurm_env():
         yield env, state
 
 
-def jobcomp(state: Path) -> dict[int, dict[str, str]]:
-    out = {}
-    for line in (state / "log/jobcomp.txt").read_text().splitlines():
-        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        out[int(fields["JobId"])] = fields
-    return out
-
-
 def slurm_jobs(workdir: Path) -> list[tuple[str, str, int]]:
     """(rule, wildcards, job id) of every job the plugin submitted, from its log tree."""
     jobs = []
@@ -95,7 +87,7 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
     assert proc.returncode == 0, output[-5000:]
     assert cancelled is not None, "no dark job was seen running"
 
-    comp = jobcomp(state)
+    comp = slurm_jobcomp(state)
     jobs = slurm_jobs(workdir)
     step_rules = {"bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}
     # every step job ran as a SLURM job; the repository and check jobs stayed on the submit host
