@@ -104,7 +104,9 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
     from pfscalib.job import butler as butlerops
 
     butler = butlerops.open_butler(wf.datastore)
-    sentinels = [json.loads(p.read_text()) for p in sorted((workdir / "results/certified").rglob("*.json"))]
+    # every sentinel read once: this row's own, and the camera's earlier builds for the trend
+    by_path = {p: json.loads(p.read_text()) for p in sorted((workdir / "results/certified").rglob("*.json"))}
+    sentinels = list(by_path.values())
     rows = []
     for step in STEP_NAMES:
         s = STEPS[step]
@@ -126,8 +128,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                     if all(c["ref"].dataId[k] == v for k, v in data_id.items())
                     and Timespan(c["begin"], c["end"]).overlaps(span)
                 ]
-                path = workdir / paths.sentinel(step, epoch, unit)
-                sentinel = json.loads(path.read_text()) if path.exists() else None
+                sentinel = by_path.get(workdir / paths.sentinel(step, epoch, unit))
                 row = {
                     "epoch": epoch,
                     "step": step,
