@@ -91,47 +91,68 @@ class Override:
 RESUME_FLAGS = ("--extend-run", "--skip-existing", "--clobber-outputs")
 
 
+def pipetask_option(*flags: str, kind: str = "value", head: bool = False, **field: Any) -> Any:
+    """A field that is one of pipetask's options, with its flags (the first is written) and its kind:
+    value (FLAG VALUE), switch (FLAG when true), joined (FLAG A,B), each (FLAG per value), rest (as
+    written), resume (RESUME_FLAGS when true). head: part of `pipetask run`'s own arguments, not of the
+    tail a job appends to a stand-in."""
+    return dataclasses.field(metadata={"flags": flags, "kind": kind, "head": head}, **field)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PipetaskCommand:
     """The guide's `pipetask run`: what the job needs of it (repository, inputs, output chain, pipeline and
-    config files, query) as fields; argv() is the command line, in the guide's order."""
+    config files, query) as fields, in the guide's order. The fields are its only definition: argv() writes
+    them and parse() reads them with the parser they make."""
 
     executable: str = "pipetask"
-    repo: str
-    instrument: str | None = None
-    inputs: tuple[str, ...] = ()
-    output: str | None = None  # the output chain (none: the offset scan of one process writes nothing)
-    pipeline: str
-    where: str | None = None
-    overrides: tuple[Override, ...] = ()
-    config_files: tuple[str, ...] = ()  # -C LABEL:FILE
-    extra: tuple[str, ...] = ()  # a step's extra_args, as the config gives them
-    register_dataset_types: bool = True
-    fail_fast: bool = True
-    jobs: int | None = None  # -j: the rule appends it; not part of the job's identity
-    output_run: str | None = None
-    resume: bool = False  # --extend-run --skip-existing --clobber-outputs
-    rebase: bool = False
+    register_dataset_types: bool = pipetask_option("--register-dataset-types", kind="switch", head=True, default=True)
+    repo: str = pipetask_option("-b", "--butler-config", head=True)
+    instrument: str | None = pipetask_option("--instrument", head=True, default=None)
+    inputs: tuple[str, ...] = pipetask_option("-i", "--input", kind="joined", head=True, default=())
+    # the output chain (none: the offset scan of one process writes nothing)
+    output: str | None = pipetask_option("-o", "--output", head=True, default=None)
+    pipeline: str = pipetask_option("-p", "--pipeline", head=True)
+    where: str | None = pipetask_option("-d", "--data-query", head=True, default=None)
+    fail_fast: bool = pipetask_option("--fail-fast", kind="switch", head=True, default=True)
+    overrides: tuple[Override, ...] = pipetask_option("-c", "--config", kind="each", default=())
+    config_files: tuple[str, ...] = pipetask_option("-C", "--config-file", kind="each", default=())  # LABEL:FILE
+    extra: tuple[str, ...] = pipetask_option(kind="rest", default=())  # a step's extra_args, as the config gives them
+    # -j: the rule appends it; not part of the job's identity
+    jobs: int | None = pipetask_option("-j", "--processes", default=None)
+    output_run: str | None = pipetask_option("--output-run", default=None)
+    resume: bool = pipetask_option(*RESUME_FLAGS, kind="resume", default=False)
+    rebase: bool = pipetask_option("--rebase", kind="switch", default=False)
     # A command that is not `pipetask run` (the tests' stand-ins for pipetask): its arguments as written,
     # run so, followed by what the job adds (overrides, -j, --output-run ...); its values read as pipetask's.
     written: tuple[str, ...] | None = None
 
+    @staticmethod
+    def _fields(head: bool) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(PipetaskCommand) if "kind" in f.metadata and f.metadata["head"] == head]
+
+    def _write(self, head: bool) -> list[str]:
+        out: list[str] = []
+        for f in self._fields(head):
+            value, flag, kind = getattr(self, f.name), (f.metadata["flags"] or ("",))[0], f.metadata["kind"]
+            if kind == "switch":
+                out += [flag] * value
+            elif kind == "resume":
+                out += list(RESUME_FLAGS) * value
+            elif kind == "joined":
+                out += [flag, ",".join(value)] if value else []
+            elif kind == "each":
+                out += [a for v in value for a in (flag, _text(v))]
+            elif kind == "rest":
+                out += list(value)
+            elif value is not None:
+                out += [flag, str(value)]
+        return out
+
     def argv(self) -> list[str]:
         if self.written is not None:
-            return [self.executable, *self.written, *self._tail()]
-        argv = [self.executable, "run"] + ["--register-dataset-types"] * self.register_dataset_types
-        argv += ["-b", self.repo] + (["--instrument", self.instrument] if self.instrument else [])
-        argv += (["-i", ",".join(self.inputs)] if self.inputs else []) + (["-o", self.output] if self.output else [])
-        argv += ["-p", self.pipeline] + (["-d", self.where] if self.where is not None else [])
-        argv += ["--fail-fast"] * self.fail_fast
-        return argv + self._tail()
-
-    def _tail(self) -> list[str]:
-        argv = [a for o in self.overrides for a in ("-c", o.text())]
-        argv += [a for c in self.config_files for a in ("-C", c)]
-        argv += list(self.extra) + (["-j", str(self.jobs)] if self.jobs is not None else [])
-        argv += ["--output-run", self.output_run] if self.output_run else []
-        return argv + list(RESUME_FLAGS) * self.resume + ["--rebase"] * self.rebase
+            return [self.executable, *self.written, *self._write(head=False)]
+        return [self.executable, "run", *self._write(head=True), *self._write(head=False)]
 
     def identity(self) -> list[str]:
         """The command without -j (changing cores must not restart a run)."""
@@ -146,57 +167,43 @@ class PipetaskCommand:
         return dataclasses.replace(self, overrides=(*self.overrides, override))
 
     @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        """pipetask run's options as the fields define them (what argv() writes, read back by the job)."""
+        p = argparse.ArgumentParser(prog="pipetask run", add_help=False, allow_abbrev=False)
+        for f in cls._fields(True) + cls._fields(False):
+            flags, kind = f.metadata["flags"], f.metadata["kind"]
+            if kind in ("switch", "resume"):
+                p.add_argument(*flags, dest=f.name, action="store_true")
+            elif kind in ("joined", "each"):
+                p.add_argument(*flags, dest=f.name, action="append", default=[])
+            elif kind == "value":
+                p.add_argument(*flags, dest=f.name, type=int if f.name == "jobs" else str)
+        return p
+
+    @classmethod
     def parse(cls, argv: list[str]) -> PipetaskCommand:
-        """The inverse of argv(): the command after `--` of a job's shell line, whole (what argv() does not
+        """The command after `--` of a job's shell line, read by the fields' own parser (what they do not
         name stays in extra, in order)."""
-        if argv[1:2] != ["run"]:  # not pipetask run: run as written, its values read for the job
-            args = _PIPETASK.parse_known_args(argv[1:])[0]
-            inputs = tuple(i for a in args.i for i in a.split(",") if i)
-            return cls(
-                executable=argv[0], written=tuple(argv[1:]), repo=args.b or "", instrument=args.instrument,
-                inputs=inputs, output=args.o, pipeline=args.p or "", where=args.d,
-                register_dataset_types=False, fail_fast=False,
-            )  # fmt: skip
-        args, extra = _PIPETASK.parse_known_args(argv[2:])
-        return cls(
-            executable=argv[0],
-            repo=args.b,
-            instrument=args.instrument,
-            inputs=tuple(i for a in args.i for i in a.split(",") if i),
-            output=args.o,
-            pipeline=args.p,
-            where=args.d,
-            overrides=tuple(Override.parse(o) for o in args.c),
-            config_files=tuple(args.C),
-            extra=tuple(extra),
-            register_dataset_types=args.register_dataset_types,
-            fail_fast=args.fail_fast,
-            jobs=args.j,
-            output_run=args.output_run,
-            resume=args.extend_run,
-            rebase=args.rebase,
-        )
+        written = argv[1:2] != ["run"]  # not pipetask run: run as written, its values read for the job
+        args, extra = _PIPETASK.parse_known_args(argv[1:] if written else argv[2:])
+        values = vars(args)
+        values["inputs"] = tuple(i for a in values["inputs"] for i in a.split(",") if i)
+        values["overrides"] = tuple(Override.parse(o) for o in values["overrides"])
+        values["config_files"] = tuple(values["config_files"])
+        if written:
+            head = {f.name for f in cls._fields(True)} | {"repo", "pipeline"}
+            values = {k: v for k, v in values.items() if k in head}
+            values |= {"repo": values["repo"] or "", "pipeline": values["pipeline"] or ""}
+            values |= {"register_dataset_types": False, "fail_fast": False, "written": tuple(argv[1:])}
+        return cls(executable=argv[0], extra=() if written else tuple(extra), **values)
 
 
-def _pipetask_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pipetask run", add_help=False, allow_abbrev=False)
-    for flag in ("-b", "--instrument", "-o", "-p", "-d", "--output-run"):
-        p.add_argument(flag)
-    p.add_argument("-i", action="append", default=[])
-    p.add_argument("-c", "--config", dest="c", action="append", default=[])
-    p.add_argument("-C", "--config-file", dest="C", action="append", default=[])
-    p.add_argument("-j", type=int)
-    for flag in ("--register-dataset-types", "--fail-fast", "--rebase", *RESUME_FLAGS):
-        p.add_argument(flag, action="store_true")
-    return p
-
-
-_PIPETASK = _pipetask_parser()
+_PIPETASK = PipetaskCommand.parser()
 
 
 def overrides_in(args: Iterable[str]) -> list[Override]:
     """The -c (--config) overrides among pipetask arguments as a config gives them (a step's extra_args)."""
-    return [Override.parse(o) for o in _PIPETASK.parse_known_args(list(args))[0].c]
+    return [Override.parse(o) for o in _PIPETASK.parse_known_args(list(args))[0].overrides]
 
 
 # ---------------------------------------------------------------------------------------- `pfscalib job`
