@@ -15,6 +15,12 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+
+
+# One tree per datastore and rerun (config workdir; the demo's is here): a site's run never mixes with it.
+workdir: WF.workdir
+
+
 include: "rules/demo.smk"
 include: "rules/checks.smk"
 include: "rules/fiber_profiles_inputs.smk"

@@ -29,6 +29,10 @@ try:
 except ConfigError as error:
     # One line naming file, row/key and problem, before any job is scheduled (sys.exit: no traceback).
     sys.exit(f"pfscalib: {error}")
+# The run's tree (results/, logs/, .snakemake/) is the config's workdir: a config read from here names
+# itself by an absolute path in the commands that run there.
+if os.path.abspath(WF.workdir) != os.getcwd():
+    CONFIG_SOURCE = os.path.abspath(CONFIG_SOURCE)
 # The demo's timing twin (config demo.twin.scale): every job, local or on SLURM, reads it from the environment.
 if twin_scale(WF.config):
     os.environ[TWIN_ENV] = str(twin_scale(WF.config))

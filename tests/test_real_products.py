@@ -407,3 +407,38 @@ def test_the_gate_knows_the_clipped_mean_noise():
         stack = rng.normal(0.0, 1.0, (count, 256, 256))
         efficiency = clipped_mean(stack, 3.0, 3).std() * math.sqrt(count)
         assert efficiency == pytest.approx(metrics.CLIPPED_MEAN_EFFICIENCY, rel=0.03), count
+
+
+# ------------------------------------------------------------------ drp_qa's flagged-line rate (issue #31)
+def flagging(lines: products.ArcLineSet, fraction: float) -> products.ArcLineSet:
+    """The arc lines with the first `fraction` of each fibre's flagged (the trace rows untouched)."""
+    table = products.ArcLineSet({k: np.array(v) for k, v in lines.items()})
+    table["flag"] = np.asarray(table["flag"], dtype=bool).copy()
+    arc = np.flatnonzero(table["description"] != "Trace")
+    table["flag"][arc[: int(round(fraction * len(arc)))]] = True
+    return table
+
+
+@pytest.mark.parametrize(
+    ("arm", "fraction", "level"),
+    [("b", 0.37, "green"), ("b", 0.42, "yellow"), ("b", 0.5, "red"), ("r", 0.17, "yellow"), ("r", 0.25, "red")],
+)
+def test_the_flagged_line_rate_is_judged_with_drp_qa_s_thresholds_per_arm(b2_fit, arm, fraction, level):
+    """drp_qa f59e4d2 imageQualityQa.py:301-324: b warns at 40 % flagged and fails at 45 %, r n m at 15/20 %;
+    b's typical ~37 % passes. The rate counts the arc rows only, not the trace centroids."""
+    dm, lines = b2_fit
+    table = flagging(lines, fraction)
+    values = metrics.detector_map_metrics(dm, table)
+    assert values["detectorMap.flagged_pct"] == pytest.approx(100 * fraction, abs=0.5)
+    rules = [r for r in gate.judge(values, SHIPPED, "detectorMap", arm) if r["rule"].startswith("detectorMap.flagged")]
+    assert [r["level"] for r in rules] == [level]
+
+
+def test_too_few_good_lines_give_no_flag_rate_and_hold_nothing(b2_fit):
+    """drp_qa's sparse case (minGoodLines 10, imageQualityQa.py:207, 699-701): no rate, a pass (optional)."""
+    dm, lines = b2_fit
+    table = flagging(lines, 1.0)
+    values = metrics.detector_map_metrics(dm, table)
+    assert np.isnan(values["detectorMap.flagged_pct"])
+    rules = [r for r in gate.judge(values, SHIPPED, "detectorMap", "b") if r["rule"].startswith("detectorMap.flagged")]
+    assert all(r["level"] != "red" for r in rules)

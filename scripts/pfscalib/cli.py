@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,10 +75,11 @@ def cmd_propose_offset(args: argparse.Namespace) -> int:
 def cmd_propose_offsets(args: argparse.Namespace) -> int:
     from pfscalib.job import scan
     from pfscalib.plan.config import ConfigError
-    from pfscalib.plan.preflight import load
+    from pfscalib.plan.preflight import enter_workdir, load
 
     try:
         wf = load([args.config])
+        output = args.output if args.output == "-" else os.path.abspath(args.output)
         epoch = args.epoch or next(iter(wf.epochs))
         cameras = _split(args.cameras) or wf.auto_cameras or wf.cameras
         unknown = [c for c in cameras if c not in wf.cameras] + ([epoch] if epoch not in wf.epochs else [])
@@ -86,7 +88,8 @@ def cmd_propose_offsets(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("propose-offsets: %s", exc)
         return 2
-    return scan.propose_offsets(wf, epoch, cameras, args.output)
+    enter_workdir(wf)  # its offset scans and proposals
+    return scan.propose_offsets(wf, epoch, cameras, output)
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -175,7 +178,7 @@ def _split(text: str) -> list[str]:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from pfscalib.plan.config import ConfigError
-    from pfscalib.plan.preflight import load
+    from pfscalib.plan.preflight import enter_workdir, load
     from pfscalib.tools.promote import PromotionBusy, PromotionError, check_name_part, promote
 
     try:
@@ -184,6 +187,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         if args.chain is not None:
             check_name_part("--chain", args.chain, slashes=True)
         wf = load([args.config])  # as the Snakefile reads it
+        enter_workdir(wf)  # its sentinels
         chain = args.chain or f"{wf.instrument_name}/calib"
         steps, cameras, epochs = _split(args.steps), _split(args.cameras), _split(args.epochs)
         promote(

@@ -25,6 +25,7 @@ from pfscalib.plan.steps import Measure
 DETECTORMAP_USED = 0x20
 DETECTORMAP_RESERVED = 0x40
 MIN_LINE_SNR = 10.0  # pfs_pipe2d weekly test_weekly.py: lines with S/N > 10 count
+MIN_GOOD_LINES = 10  # drp_qa f59e4d2 imageQualityQa.py:207 minGoodLines: fewer good lines, no flag rate
 # drp_stella centroidTraces.py:205-223: trace centroids enter every visit's lines with this description, and
 # fitDetectorMap.py:843-870 rewrites their wavelength from the fitted map (their residual is ~0 by construction)
 TRACE = "Trace"
@@ -211,6 +212,20 @@ def line_residuals(detector_map: Any, lines: Any) -> dict[str, np.ndarray]:
             "group": group}  # fmt: skip
 
 
+def flagged_pct(lines: Any) -> float:
+    """drp_qa's pctFlagged (f59e4d2 imageQualityQa.py:699-703): the percentage of the measured arc lines
+    flagged, NaN where fewer than minGoodLines are good (unflagged, reference status GOOD: its sparse case).
+    Over the arc rows of detectorMapLines (Trace rows are trace centroids, not arc lines), whose status also
+    carries the fit's USED/RESERVED bits, which are no fault of the line."""
+    arc = np.asarray(lines.description, dtype=str) != TRACE
+    flag = np.asarray(lines.flag, dtype=bool)[arc]
+    reference = np.asarray(lines.status, dtype=int)[arc] & ~(DETECTORMAP_USED | DETECTORMAP_RESERVED)
+    good = ~flag & (reference == 0)
+    if int(good.sum()) < MIN_GOOD_LINES:
+        return math.nan
+    return 100.0 * float(flag.sum()) / len(flag)
+
+
 def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, float]:
     """PFS's weekly acceptance (pfs_pipe2d test_weekly.py:126-132): per fibre that has arc lines (a map's
     fibres come from the model, and only GOOD fibres are measured), lines with S/N > 10 (USED and RESERVED by
@@ -231,6 +246,7 @@ def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, floa
     counts = [int(np.sum(fiber == f)) for f in with_lines]
     medians = [abs(float(np.median(residual[fiber == f]))) for f in with_lines if np.any(fiber == f)]
     rms = [robust_sigma(residual[fiber == f]) for f in with_lines if np.sum(fiber == f) > 1]
+    out["detectorMap.flagged_pct"] = flagged_pct(lines)
     out.update(
         {
             "detectorMap.min_lines": float(min(counts)) if counts else 0.0,

@@ -159,6 +159,11 @@ class Settings:
         return self.config["datastore"]
 
     @property
+    def workdir(self) -> str:
+        """Where the run's results/, logs/, benchmarks/ go (pfscalib.plan.preflight.set_workdir)."""
+        return self.config.get("workdir", ".")
+
+    @property
     def instrument_name(self) -> str:
         return self.config["instrument_name"]
 

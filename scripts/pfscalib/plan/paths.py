@@ -5,7 +5,22 @@ Arguments may be values ("run1") or Snakemake wildcard patterns ("{epoch}").
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import PurePosixPath
+
+RUNS = "runs"
+
+
+def default_workdir(datastore: str, rerun: str) -> str:
+    """Where a config's results/, logs/, benchmarks/ and .snakemake/ go unless it sets `workdir`:
+    runs/<datastore's name>-<hash of its location>/<rerun>, one tree per datastore and rerun, so a site's
+    run never mixes with the demo's (whose config sets `workdir: .`) nor with another rerun's."""
+    location = datastore if "://" in datastore else os.path.abspath(datastore)
+    where = PurePosixPath(location.rstrip("/"))
+    name = where.parent.name if where.suffix in (".yaml", ".yml") else where.name  # a butler.yaml
+    return f"{RUNS}/{name or 'repo'}-{hashlib.sha1(location.encode()).hexdigest()[:8]}/{rerun}"
+
 
 REGISTRY = "results/registry/dataset_types.json"  # every pipeline's dataset types are registered
 CERTIFICATIONS = "results/qa/certifications.tsv"

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -97,8 +98,42 @@ def load(files: Sequence[str], config: dict | None = None, *, tables: bool = Tru
     check_config_files(files)
     if config is None:
         config = yaml.safe_load(Path(files[0]).read_text())
+    set_workdir(config)
     source = str(files[0]) if files else "config"
     return Workflow(config, source=source) if tables else Settings(config, source=source)
+
+
+def set_workdir(config: dict) -> None:
+    """The config's `workdir` (default pfscalib.plan.paths.default_workdir), in place. A work directory
+    elsewhere than here gets the config's relative file paths made absolute, here: its jobs run there
+    (Snakemake's workdir directive), every command reading the config from here."""
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("datastore", "rerun")):
+        return  # the schema says what is wrong
+    workdir = config.setdefault("workdir", paths.default_workdir(config["datastore"], config["rerun"]))
+    if not isinstance(workdir, str) or Path(workdir).resolve() == Path.cwd().resolve():
+        return
+
+    def here(path: Any) -> Any:
+        relative = isinstance(path, str) and not (os.path.isabs(path) or path.startswith("$") or is_url(path))
+        return os.path.abspath(path) if relative else path
+
+    config["workdir"] = here(workdir)
+    config["datastore"] = here(config["datastore"])
+    if "limits" in config:
+        config["limits"] = here(config["limits"])
+    if "pipelines_dir" in config:
+        config["pipelines_dir"] = here(config["pipelines_dir"])
+    if isinstance(config.get("visits"), dict):
+        config["visits"] = {step: here(table) for step, table in config["visits"].items()}
+    if isinstance(config.get("executables"), dict):  # a program named by a path, not looked up on PATH
+        config["executables"] = {k: here(v) if "/" in str(v) else v for k, v in config["executables"].items()}
+
+
+def enter_workdir(wf: Settings) -> Path:
+    """Into the config's work directory (a command reading its results: status, promote); the path."""
+    if Path(wf.workdir).is_dir():
+        os.chdir(wf.workdir)
+    return Path(wf.workdir)
 
 
 # ---------------------------------------------------------------- before the first job

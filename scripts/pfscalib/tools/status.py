@@ -15,7 +15,7 @@ import pandas as pd
 from pfscalib.job import trend
 from pfscalib.plan import paths
 from pfscalib.plan.limits import VERDICTS, verdict_word
-from pfscalib.plan.preflight import load
+from pfscalib.plan.preflight import enter_workdir, load
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.workflow import Workflow
 
@@ -306,6 +306,7 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
 
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
     wf = load([config_path])
+    enter_workdir(wf)  # its results
     df = status_table(wf)
     text = render(df, fmt, wf, wide)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -314,6 +315,7 @@ def main(config_path: str, fmt: str, wide: bool = False) -> int:
 
 def main_summary(config_path: str) -> int:
     wf = load([config_path])
+    enter_workdir(wf)  # its results
     df = status_table(wf)
     print(summary(df, wf), end="")
     return 0 if all_ok(df) else 1
