@@ -307,20 +307,29 @@ def render_compact(df: pd.DataFrame, wf: Workflow) -> str:
     return text + "\n\n" + roll + "\n\n" + "\n".join(notes) + "\n"
 
 
+def _words(column: pd.Series) -> list[str]:
+    """A column's non-empty strings (a frame made by hand may leave it NaN)."""
+    return [v for v in column if isinstance(v, str) and v]
+
+
 def stale_notes(df: pd.DataFrame, wf: Workflow) -> list[str]:
-    """Per epoch with stale products: which upstream products were rebuilt since, and the one command that
-    rebuilds every stale product of the epoch (all of them, and nothing else: the stale products built
-    directly from a replaced input, forced, and everything downstream of them)."""
+    """Per epoch with stale products: which upstream products were rebuilt since, and (a line of its own) the
+    one command that rebuilds every stale product of the epoch and nothing else: the stale products built
+    directly from a replaced input, forced, and everything downstream of them."""
     out = []
     for epoch in wf.epochs:
         mine = df[(df["epoch"] == epoch) & (df["state"] == "stale")]
         if mine.empty:
             continue
-        replaced = dict.fromkeys(n for names in mine["staleInputs"] for n in names.split(", "))
+        names, commands = (_words(mine[column]) for column in ("staleInputs", "rebuild"))
+        replaced = dict.fromkeys(n for words in names for n in words.split(", "))
         # each row's command forces its roots (the words after -R): all of them with the target `all`
-        roots = dict.fromkeys(r for command in mine["rebuild"] for r in shlex.split(command.split(" -R ", 1)[1]))
-        command = rebuild_command("all", list(roots), df.attrs.get("config_path", DEFAULT_CONFIG))
-        out.append(f"{epoch}: {len(mine)} stale, built before {', '.join(replaced)} was rebuilt; rebuild: {command}")
+        roots = dict.fromkeys(r for command in commands for r in shlex.split(command.split(" -R ", 1)[1]))
+        out.append(
+            f"{epoch}: {len(mine)} stale, built before {', '.join(replaced) or 'an input'} was rebuilt; to rebuild:"
+        )
+        if roots:
+            out.append(f"  {rebuild_command('all', list(roots), df.attrs.get('config_path', DEFAULT_CONFIG))}")
     return out
 
 
