@@ -390,7 +390,14 @@ def certify(request: JobRequest) -> int:
         cleaned = butlerops.clean_runs(butler, f"{request.chain}/*", request.clean, [data_id], log=progress)
     if request.clean_collections:
         cleaned += butlerops.remove_collections(butler, request.clean_collections, log=lambda m: log.info("%s", m))
-    payload = {**sentinel(request, refs[0], state, cleaned, written), "calibInputs": used, "quality": quality}
+    payload = {
+        **sentinel(request, refs[0], state, cleaned, written),
+        "calibInputs": used,  # what the ISR read (bias, dark, fiberFlat: not the detectorMap or profiles)
+        # every upstream product the job read, as {sentinel: datasetId} when it started: status calls the
+        # product STALE once one of them has been rebuilt (pfscalib.tools.status.staleness)
+        "inputs": (state.get("identity") or {}).get("inputs", {}),
+        "quality": quality,
+    }
     # the state first: a kill before the sentinel is written is then recognised as certified
     write_json(request.state, {**state, "status": "certified", "sentinel": payload, "sentinelPath": request.sentinel})
     write_json(request.sentinel, payload)

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from pfscalib.job import trend
 from pfscalib.plan import paths
+from pfscalib.plan.commands import shell_join
 from pfscalib.plan.limits import VERDICTS, verdict_word
 from pfscalib.plan.preflight import enter_workdir, load
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.workflow import Workflow
 
 COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state",
-           "verdict"]  # fmt: skip
+           "verdict", "staleInputs", "rebuild"]  # fmt: skip
+DEFAULT_CONFIG = "config/config.yaml"  # what snakemake reads without --configfile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,8 @@ STATES = {
     "differs": State("DIFFERS", "differs from sentinel"),
     "overlap": State("OVERLAP", "{n} certifications overlap the epoch"),
     "held": State("held", "held: {why}"),
+    # certified as built, but an upstream product it was built from has been rebuilt since (or is itself stale)
+    "stale": State("STALE", "stale: {why}"),
     # a camera x step the workflow does not build (pfscalib.plan.steps.ARMS, config camera_steps): shown as such
     "n/a": State("n/a", "n/a: its ISR does not read it (n: bias, dark), or camera_steps skips it", ok=True),
     "borrowed": State("from r", "n/a: from r of the spectrograph (the ISR's r<->m fallback)", ok=True),
@@ -98,7 +103,57 @@ def render_rollup(roll: pd.DataFrame) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
+@dataclasses.dataclass(frozen=True)
+class Stale:
+    """Why a product is stale: `replaced` the upstream products rebuilt since it was built (the root causes,
+    by name: "bias b1"), `roots` the sentinels of the stale products built directly from a replaced one (what
+    to force: everything downstream of them is stale too)."""
+
+    replaced: tuple[str, ...]
+    roots: tuple[str, ...]
+
+
+def product_name(sentinel_path: str) -> str:
+    """results/certified/run1/bias/b1.json -> "bias b1" (paths.sentinel)."""
+    p = Path(sentinel_path)
+    return f"{p.parent.name} {p.stem}"
+
+
+def staleness(by_path: dict[Path, dict], workdir: Path) -> dict[str, Stale]:
+    """The stale sentinels (paths as the jobs record them, relative to the work directory): a product is stale
+    when the datasetId it recorded for an input (`inputs`: the upstream sentinels it read) differs from that
+    sentinel's now, or when an input is stale itself; what Snakemake's dry run would rerun. A sentinel without
+    `inputs` (written before they were recorded) or an input without a sentinel now is not judged."""
+    current = {str(p.relative_to(workdir)): s for p, s in by_path.items()}
+    out: dict[str, Stale | None] = {}
+
+    def judge(path: str) -> Stale | None:
+        if path not in out:
+            out[path] = None  # a cycle cannot happen (the steps' needs are a chain); guards the recursion
+            replaced, roots = [], []
+            for need, recorded in (current[path].get("inputs") or {}).items():
+                if need not in current:
+                    continue
+                if current[need].get("datasetId") != recorded:
+                    replaced.append(product_name(need))
+                    roots.append(path)
+                if upstream := judge(need):
+                    replaced += upstream.replaced
+                    roots += upstream.roots
+            out[path] = Stale(tuple(dict.fromkeys(replaced)), tuple(dict.fromkeys(roots))) if replaced else None
+        return out[path]
+
+    return {path: stale for path in current if (stale := judge(path))}
+
+
+def rebuild_command(target: str, roots: list[str] | tuple[str, ...], config_path: str = DEFAULT_CONFIG) -> str:
+    """The snakemake command that rebuilds a stale product and exactly the stale products it is built from: the
+    target, then -R the stale products built directly from a replaced input (docs/recovery.md)."""
+    configfile = [] if Path(config_path).resolve() == Path(DEFAULT_CONFIG).resolve() else ["--configfile", config_path]
+    return shell_join(["snakemake", "--cores", "2", *configfile, target, "-R", *roots])
+
+
+def status_table(wf: Workflow, workdir: Path = Path("."), config_path: str = DEFAULT_CONFIG) -> pd.DataFrame:
     from lsst.daf.butler import Timespan
 
     from pfscalib.job import butler as butlerops
@@ -107,6 +162,7 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
     # every sentinel read once: this row's own, and the camera's earlier builds for the trend
     by_path = {p: json.loads(p.read_text()) for p in sorted((workdir / "results/certified").rglob("*.json"))}
     sentinels = list(by_path.values())
+    stale = staleness(by_path, workdir)
     rows = []
     for step in STEP_NAMES:
         s = STEPS[step]
@@ -139,6 +195,8 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                     "run": "",
                     "datasetId": "",
                     "visits": len(sentinel["visits"]) if sentinel else "",
+                    "staleInputs": "",
+                    "rebuild": "",
                 }
                 if not mine:
                     state = "lost" if sentinel else "missing"
@@ -176,9 +234,19 @@ def status_table(wf: Workflow, workdir: Path = Path(".")) -> pd.DataFrame:
                 held = workdir / paths.held(step, epoch, unit)
                 if held.exists():  # the quality gate held the last build (an incumbent stays certified)
                     state, why = "held", "; ".join(json.loads(held.read_text())["failing"])
+                target = paths.sentinel(step, epoch, unit)
+                if state in ("ok", "range", "warn", "accepted") and (why_stale := stale.get(target)):
+                    command = rebuild_command(target, why_stale.roots, config_path)
+                    via = [product_name(r) for r in why_stale.roots if r != target]
+                    state = "stale"
+                    why = f"{', '.join(why_stale.replaced)} rebuilt since" + (f" (via {', '.join(via)})" if via else "")
+                    why += f"; rebuild: {command}"
+                    row.update(staleInputs=", ".join(why_stale.replaced), rebuild=command)
                 status = STATES[state].text.format(n=len(mine), why=why)
                 rows.append({**row, "state": state, "status": status, "verdict": ROW_VERDICT.get(state, "")})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs["config_path"] = config_path  # for the stale products' one command (stale_notes)
+    return df
 
 
 def borrowed(epoch: str, camera: str, dataset_type: str, lender: str, workdir: Path) -> tuple[str, str]:
@@ -230,11 +298,39 @@ def render_compact(df: pd.DataFrame, wf: Workflow) -> str:
         notes.append(f"{', '.join(per_arm)}: one per arm, shown on each camera of the arm")
     seen = dict.fromkeys(grid.to_numpy().ravel())
     why = {"held": "held by the quality gate (results/held, results/qa/holds.tsv)", "warn": "certified with a warning",
-           "accepted": "held, certified by an accept: entry"}  # fmt: skip
+           "accepted": "held, certified by an accept: entry",
+           "stale": "built from an upstream product rebuilt since (--wide, tsv, json: which, per product)"}  # fmt: skip
     notes += [f"{STATES[s].short}: {STATES[s].text.format(n='several', why=why.get(s, ''))}" for s in seen if s != "ok"]
+    notes += stale_notes(df, wf)
     notes.append("--wide: validity ranges per cell; --format tsv|json: runs and dataset ids")
     roll = render_rollup(rollup(df, wf.cameras))
     return text + "\n\n" + roll + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _words(column: pd.Series) -> list[str]:
+    """A column's non-empty strings (a frame made by hand may leave it NaN)."""
+    return [v for v in column if isinstance(v, str) and v]
+
+
+def stale_notes(df: pd.DataFrame, wf: Workflow) -> list[str]:
+    """Per epoch with stale products: which upstream products were rebuilt since, and (a line of its own) the
+    one command that rebuilds every stale product of the epoch and nothing else: the stale products built
+    directly from a replaced input, forced, and everything downstream of them."""
+    out = []
+    for epoch in wf.epochs:
+        mine = df[(df["epoch"] == epoch) & (df["state"] == "stale")]
+        if mine.empty:
+            continue
+        names, commands = (_words(mine[column]) for column in ("staleInputs", "rebuild"))
+        replaced = dict.fromkeys(n for words in names for n in words.split(", "))
+        # each row's command forces its roots (the words after -R): all of them with the target `all`
+        roots = dict.fromkeys(r for command in commands for r in shlex.split(command.split(" -R ", 1)[1]))
+        out.append(
+            f"{epoch}: {len(mine)} stale, built before {', '.join(replaced) or 'an input'} was rebuilt; to rebuild:"
+        )
+        if roots:
+            out.append(f"  {rebuild_command('all', list(roots), df.attrs.get('config_path', DEFAULT_CONFIG))}")
+    return out
 
 
 def render(df: pd.DataFrame, fmt: str, wf: Workflow, wide: bool = False) -> str:
@@ -280,8 +376,10 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
         done, parts = [], []
         for camera in wf.cameras:
             states = grid.loc[(epoch, camera)].items()
+            # a stale product's words and command follow the epochs' lines (stale_notes)
+            short = {"stale": STATES["stale"].short}
             bad = [
-                f"{step} {STATES[state].text.format(n='several', why='(pfscalib status --wide)')}"
+                f"{step} {short.get(state) or STATES[state].text.format(n='several', why='(pfscalib status --wide)')}"
                 for step, state in states
                 if not STATES[state].ok
             ]
@@ -295,6 +393,7 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
             parts.insert(0, f"{' '.join(done)}: all {len(STEP_NAMES)} calibrations certified")
         lines.append(f"{head} {'; '.join(parts)}")
     lines.append(f"  ({', '.join(STEPS[s].certified_as for s in STEP_NAMES)})")
+    lines += [f"  {note}" for note in stale_notes(df, wf)]  # what was rebuilt since, and the one command
     for epoch in wf.epochs:  # what the site lacked, so the products lack (n: linearity, IRP bad pixels)
         checked = json.loads(Path(paths.check(epoch)).read_text()) if Path(paths.check(epoch)).exists() else {}
         for camera, what in sorted(checked.get("lacking", {}).items()):
@@ -306,8 +405,8 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
 
 def main(config_path: str, fmt: str, wide: bool = False) -> int:
     wf = load([config_path])
-    enter_workdir(wf)  # its results
-    df = status_table(wf)
+    enter_workdir(wf)  # its results (the printed commands name the config as given)
+    df = status_table(wf, config_path=config_path)
     text = render(df, fmt, wf, wide)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0 if all_ok(df) else 1
@@ -315,7 +414,7 @@ def main(config_path: str, fmt: str, wide: bool = False) -> int:
 
 def main_summary(config_path: str) -> int:
     wf = load([config_path])
-    enter_workdir(wf)  # its results
-    df = status_table(wf)
+    enter_workdir(wf)  # its results (the printed commands name the config as given)
+    df = status_table(wf, config_path=config_path)
     print(summary(df, wf), end="")
     return 0 if all_ok(df) else 1
