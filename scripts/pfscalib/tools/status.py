@@ -398,7 +398,9 @@ def summary(df: pd.DataFrame, wf: Workflow) -> str:
         checked = json.loads(Path(paths.check(epoch)).read_text()) if Path(paths.check(epoch)).exists() else {}
         for camera, what in sorted(checked.get("lacking", {}).items()):
             lines.append(f"  {epoch} {camera}: built without site calibrations: {'; '.join(what)}")
-    lines.append(f"QA pictures: {', '.join(paths.qa_dir(e) for e in wf.epochs)}; table: {paths.CERTIFICATIONS}")
+    tree = "" if wf.workdir == "." else f"{wf.workdir}/"  # a site's tree (config workdir)
+    qa = ", ".join(f"{tree}{paths.qa_dir(e)}" for e in wf.epochs)
+    lines.append(f"QA pictures: {qa}; table: {tree}{paths.CERTIFICATIONS}")
     lines.append("Report: snakemake --report report.html    Status: pfscalib status")
     return "\n".join(lines) + "\n"
 
