@@ -77,6 +77,19 @@ def workdir_config(tmp: Path, cameras=CAMERAS, epochs=("run1", "run2"), **change
     return tmp
 
 
+def external_workdir(tmp: Path, repo: Path, cameras=("b1",), epochs=("run1",)) -> Path:
+    """tmp/work: a config on a private copy of the demo repository (demo disabled: -F must not rebuild the
+    repository)."""
+    return workdir_config(
+        tmp / "work",
+        cameras=list(cameras),
+        epochs=epochs,
+        datastore=str(repo),
+        demo={"enabled": False},
+        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
+    )
+
+
 def set_config(workdir: Path, **changes) -> None:
     """Update top-level keys of a work directory's config."""
     path = workdir / "config/config.yaml"

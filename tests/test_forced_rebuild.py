@@ -18,23 +18,11 @@ from pfscalib.job import butler as butlerops
 from pfscalib.plan import paths
 
 from conftest import PROJECT, private_copy
-from helpers import calib_collection, set_config, snakemake, workdir_config
+from helpers import calib_collection, external_workdir, set_config, snakemake
 
 BIAS = paths.sentinel("bias", "run1", "b1")
 DARK = paths.sentinel("dark", "run1", "b1")
 HELD_DARK = paths.held("dark", "run1", "b1")
-
-
-def external(tmp: Path, repo: Path) -> Path:
-    """b1, run1, on a private copy of the demo repository (demo disabled: -F must not rebuild the repo)."""
-    return workdir_config(
-        tmp / "work",
-        cameras=["b1"],
-        epochs=("run1",),
-        datastore=str(repo),
-        demo={"enabled": False},
-        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
-    )
 
 
 def read(workdir: Path, path: str) -> dict:
@@ -57,7 +45,7 @@ def held_run(tmp_path_factory, demo_template):
     """b1's bias certified, its dark held: the run fails (keep-going), every job's state kept."""
     tmp = tmp_path_factory.mktemp("forced")
     repo = private_copy(tmp, demo_template)
-    workdir = external(tmp, repo)
+    workdir = external_workdir(tmp, repo)
     hold_darks(workdir, True)
     proc = snakemake(workdir, "--keep-going", DARK, check=False)
     assert proc.returncode != 0 and (workdir / BIAS).exists() and (workdir / HELD_DARK).exists(), proc.stderr[-3000:]
@@ -98,7 +86,7 @@ def test_forcerun_of_a_held_camera_builds_a_new_product_and_an_unforced_rerun_re
 
 
 def test_a_resume_after_a_changed_pipeline_file_starts_a_fresh_run(tmp_path, demo_repo):
-    workdir = external(tmp_path, demo_repo)
+    workdir = external_workdir(tmp_path, demo_repo)
     pipelines = shutil.copytree(PROJECT / "scripts/pfscalib/demo/pipelines", workdir / "pipelines")
     set_config(workdir, pipelines_dir=str(pipelines))
     env = {**os.environ, "PFSCALIB_FAULT": "after-pipetask@/bias/", "PFSCALIB_FAULT_DIR": str(tmp_path / "faults")}

@@ -16,7 +16,7 @@ from pfscalib.plan import paths
 from pfscalib.plan.steps import STEP_NAMES
 
 from conftest import private_copy, run
-from helpers import snakemake, workdir_config
+from helpers import external_workdir, snakemake
 
 BIAS = paths.sentinel("bias", "run1", "b1")
 DARK = paths.sentinel("dark", "run1", "b1")
@@ -45,14 +45,7 @@ def rebuilt_bias(tmp_path_factory, demo_template):
     """b1 run1 built whole, then b1's bias alone rebuilt (forced, its target only): (workdir, old bias)."""
     tmp = tmp_path_factory.mktemp("stale")
     repo = private_copy(tmp, demo_template)
-    workdir = workdir_config(
-        tmp / "work",
-        cameras=["b1"],
-        epochs=("run1",),
-        datastore=str(repo),
-        demo={"enabled": False},
-        executables={"defineFiberProfilesInputs": f"{repo}/bin/defineFiberProfilesInputs.py"},
-    )
+    workdir = external_workdir(tmp, repo)
     snakemake(workdir)
     code, rows = products(workdir)
     assert code == 0 and {r["state"] for r in rows} <= {"ok", "n/a"}, rows  # nothing stale after a whole run
