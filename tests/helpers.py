@@ -90,6 +90,15 @@ def external_workdir(tmp: Path, repo: Path, cameras=("b1",), epochs=("run1",)) -
     )
 
 
+def use_limits(workdir: Path, name: str, metric: str, bounds: dict) -> None:
+    """A limits file of its own name (the job's command changes: it is judged again) with the demo's limits
+    and one metric's max bound replaced."""
+    demo = yaml.safe_load((PROJECT / "config/limits-demo.yaml").read_text())
+    demo["metrics"][metric] = {"max": bounds, "source": "test"}
+    (workdir / name).write_text(yaml.safe_dump(demo))
+    set_config(workdir, limits=str(workdir / name))
+
+
 def set_config(workdir: Path, **changes) -> None:
     """Update top-level keys of a work directory's config."""
     path = workdir / "config/config.yaml"

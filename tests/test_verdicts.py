@@ -19,7 +19,7 @@ from pfscalib.job import gate, metrics
 from pfscalib.plan.limits import limits_note, load_limits, shipped_limits
 
 from conftest import PROJECT, run
-from helpers import snakemake, workdir_config
+from helpers import snakemake, use_limits, workdir_config
 
 BIAS = "results/certified/run1/bias/b1.json"
 HELD = "results/held/run1/bias/b1.json"
@@ -81,17 +81,6 @@ def workdir(tmp_path_factory) -> Path:
     return workdir
 
 
-def use_limits(workdir: Path, name: str, noise_ratio: dict) -> None:
-    """A limits file of its own name (the job's command changes: it is judged again) with the demo's limits
-    and bias.noise_ratio's bound replaced."""
-    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
-    demo = yaml.safe_load((PROJECT / "config/limits-demo.yaml").read_text())
-    demo["metrics"]["bias.noise_ratio"] = {"max": noise_ratio, "source": "test"}
-    (workdir / name).write_text(yaml.safe_dump(demo))
-    config["limits"] = str(workdir / name)
-    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-
-
 def status(workdir: Path, fmt: str = "json") -> str:
     return run(["pfscalib", "status", "--config", "config/config.yaml", "--format", fmt], cwd=workdir,
                check=False).stdout  # fmt: skip
@@ -111,7 +100,7 @@ def promote(workdir: Path, *args: str):
 
 
 def test_a_warning_shows_as_warn_in_status_and_promote_asks_the_flag(workdir):
-    use_limits(workdir, "limits-warn.yaml", {"yellow": 0.01, "red": 100})
+    use_limits(workdir, "limits-warn.yaml", "bias.noise_ratio", {"yellow": 0.01, "red": 100})
     snakemake(workdir, BIAS)
     quality = json.loads((workdir / BIAS).read_text())["quality"]
     assert quality["verdict"] == "warn" and quality["level"] == "yellow"
@@ -132,7 +121,7 @@ def test_a_warning_shows_as_warn_in_status_and_promote_asks_the_flag(workdir):
 
 
 def test_a_held_product_prints_its_accept_entry_and_is_listed_in_holds_tsv(workdir):
-    use_limits(workdir, "limits-red.yaml", {"yellow": 0.005, "red": 0.01})
+    use_limits(workdir, "limits-red.yaml", "bias.noise_ratio", {"yellow": 0.005, "red": 0.01})
     # with the profiles' retries: a hold is a verdict, judged once; the retries end at once (failure classes)
     proc = snakemake(workdir, BIAS, "--retries", "2", "--show-failed-logs", check=False)
     assert proc.returncode != 0
