@@ -128,7 +128,13 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     from pfscalib.tools.select_visits import Request, select, settings
 
     request = Request(
-        args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
+        args.epoch,
+        args.where,
+        args.kind,
+        tuple(_split(args.cameras)),
+        args.target_name,
+        args.observation_type,
+        args.fiber_profiles,
     )
     try:
         config = settings(args.config)
@@ -313,6 +319,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--where", default="", help='registry query, e.g. "visit.day_obs = 20250310"')
     p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
+    p.add_argument(
+        "--fiber-profiles",
+        action="store_true",
+        help="only the fibre-profile frames (by default they are left out: other steps take every fibre lit)",
+    )
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
     p = internal("register-dataset-types", "register the dataset types of pipelines")

@@ -25,6 +25,13 @@ def visit_kind(record: Any) -> str:
     return {"comparison": "arc", "arc": "arc"}.get(observation_type, observation_type)
 
 
+def is_fiber_profile_frame(record: Any, profile_designs: set[int]) -> bool:
+    """A fibre-profile quartz (the dots frames of fitFiberProfiles): a quartz whose exposure record has the
+    pfs_design_id of a fibre-profile frame (butler.profile_designs). Not a quartz with every fibre lit, as
+    fiberNorms (and flat, bootstrap, detectorMap) take."""
+    return visit_kind(record) == "flat" and record.pfs_design_id in profile_designs
+
+
 def described(record: Any) -> str:
     return f"observation_type {record.observation_type!r}, lamps {getattr(record, 'lamps', None)!r}"
 
