@@ -151,3 +151,27 @@ def test_guide_commands_of_an_arm_an_open_range_and_an_awkward_value():
     )
     line = guide_line(GuideCommand(["butler", "x", "a\nb; rm -rf /"], "it holds"), "then")
     assert "\n" not in line and line.startswith("# then, if it holds: butler x ")
+
+
+def test_guide_commands_of_a_detector_map_and_of_the_offset_scan_collections():
+    """A detectorMap is certified as the guide does (certifyDetectorMaps.py, its copy decertified as
+    detectorMap_calib); a bootstrap with spectralOffset auto removes its scan collections afterwards."""
+    base = {"repo": "R", "begin_date": "B", "end_date": "E", "arm": "r", "spectrograph": 2, "epoch": "e"}
+    base |= {"state": "s", "sentinel": "t"}
+    dmap = JobRequest(
+        chain="u/x/e/detectorMap/r2", dataset_type="detectorMap_candidate", calib="u/x/calib/detectorMap_calib",
+        copy_as="detectorMap_calib", step="detectorMap", **base,
+    )  # fmt: skip
+    decertify, certify = dmap.guide()[:2]
+    assert decertify.argv[:4] == ["butlerDecertify.py", "R", "u/x/calib/detectorMap_calib", "detectorMap_calib"]
+    assert certify.argv == [
+        "certifyDetectorMaps.py", "R", "u/x/e/detectorMap/r2", "u/x/calib/detectorMap_calib", "--instrument", "PFS",
+        "--begin-date", "B", "--end-date", "E",
+    ]  # fmt: skip
+    scans = ("u/x/e/bootstrapIsr/r2*", "u/x/e/bootstrapScan/r2/*")
+    boot = JobRequest(
+        chain="u/x/e/bootstrap/r2", dataset_type="detectorMap_bootstrap", calib="u/x/bootstrap", step="bootstrap",
+        clean_collections=scans, **base,
+    )  # fmt: skip
+    removals = [c.argv[1:4] for c in boot.guide()[2:]]
+    assert removals == [[verb, "R", glob] for glob in scans for verb in ("remove-collections", "remove-runs")]
