@@ -119,6 +119,18 @@ def step_command(step):
     return rerun_trigger(lambda wildcards: WF.commands.job(step.name, wildcards.epoch, unit_of(wildcards)))
 
 
+def step_guide(step):
+    """What the job does after pipetask (certify, clean) as the guide's commands, comment lines before its
+    command (-n -p prints them, bash skips them). Takes output: not a rerun trigger (the command is, and
+    carries the same request)."""
+
+    @declared
+    def guide(wildcards, output):
+        return WF.commands.guide_comments(step.name, wildcards.epoch, unit_of(wildcards))
+
+    return guide
+
+
 def step_threads(step):
     @declared
     def threads(wildcards):

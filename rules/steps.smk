@@ -25,5 +25,7 @@ for step in STEPS.values():
             disk_mb=step_disk_mb(step),
         params:
             cmd=step_command(step),
+            guide=step_guide(step),
         shell:
-            "({params.cmd} -j {threads}) > {log} 2>&1"
+            # the guide's certify and clean commands as comment lines, then the job
+            "{params.guide}({params.cmd} -j {threads}) > {log} 2>&1"

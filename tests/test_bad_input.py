@@ -230,6 +230,13 @@ ISSUE29_CASES = [
      ("config/config.yaml: steps.dark.runtime", "is greater than the maximum of 43200")),
     ("camera typo in cameras", "dag", lambda c: c.update(cameras=["b1", "r2"]), {},
      ("config/config.yaml: cameras: r2 has no spectralOffset", "spectralOffset names r1", "r2 for r1")),
+    # issue #32: every camera has an offset (the site's map names more cameras): still named against cameras
+    ("camera typo in cameras, every camera with an offset", "dag",
+     lambda c: (c.update(cameras=["b1", "r2"]), c["spectralOffset"].update(b2=0, r2=3)), {},
+     ("config/config.yaml: cameras: b1, r2 are not the same arms on every spectrograph",
+      "spectralOffset names b2, r1, which cameras lacks", "r2 for r1?")),
+    ("a camera typo that repeats another", "dag", lambda c: c.update(cameras=["b1", "b1"]), {},
+     ("config/config.yaml: cameras: 'b1' listed more than once",)),
     ("open-ended epoch before another", "dag",
      lambda c: c["epochs"].update(run1={"begin": "2025-03-01T00:00:00", "end": None},
                                   run2={"begin": "2025-04-01T00:00:00", "end": "2025-05-01T00:00:00"}), {},

@@ -101,6 +101,30 @@ def test_select_visits_takes_the_epoch_s_range_from_the_config(monkeypatch, demo
     assert rows(select(settings, str(demo_template), Request("run2", kind="arc", cameras=("r2",)))) == []
 
 
+def test_select_visits_for_fiber_norms_leaves_out_the_fibre_profile_frames(monkeypatch, demo_repo):
+    """The README's fiberNorms selection (undithered quartz) does not pick the fibre-profile frames, which are
+    quartz at dither 0 too: they are told by their exposure record's pfs_design_id, that of a frame some
+    profiles_run of the registry holds (here run1's, as the observatory or define-profiles defines it), which
+    also tells run2's frames, taken with the same designs. --fiber-profiles selects only them."""
+    from pfscalib.demo.bin import define_fiber_profiles_inputs
+
+    settings = demo_settings(monkeypatch)
+    where = "visit.target_name = 'flat' AND visit.dither = 0"
+    quartz = rows(select(settings, str(demo_repo), Request("run1", where=where)))
+    assert [r[1] for r in quartz] == ["108..109^116..127"]  # nothing tells them before a profiles_run
+    pairs = [("116..117", "118"), ("119..120", "121"), ("122..123", "124"), ("125..126", "127")]
+    groups = [a for bright, dark in pairs for a in ("--bright", bright, "--dark", dark)]
+    assert define_fiber_profiles_inputs([str(demo_repo), "PFS", "run1_brn", *groups]) == 0
+    for epoch, first in (("run1", 100), ("run2", 200)):
+        norms = rows(select(settings, str(demo_repo), Request(epoch, where=where)))
+        assert [r[1] for r in norms] == [f"{first + 8}..{first + 9}"], norms
+        profiles = rows(select(settings, str(demo_repo), Request(epoch, where=where, fiber_profiles=True)))
+        assert [v for r in profiles for v in parse_visit_list(r[1])] == list(range(first + 16, first + 28))
+    # any other selection leaves them out too: the quartz of the flat step, dithered or not
+    flats = rows(select(settings, str(demo_repo), Request("run2", kind="flat")))
+    assert [v for r in flats for v in parse_visit_list(r[1])] == list(range(208, 214))
+
+
 def test_a_where_typo_is_one_line(demo_template):
     where = "visit.target_name = 'BIAS"
     proc = run(["pfscalib", "select-visits", "--repo", str(demo_template), "--epoch", "run1", "--where", where])

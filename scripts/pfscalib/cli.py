@@ -7,6 +7,7 @@
     pfscalib promote --ticket T --tag G [--chain PFS/calib] ...  copy a build into a shared chain
     pfscalib rollback --repo R RECORD                    undo a promotion
     pfscalib plan [--config C] [--budget-mb N] [--cores N] [--nodes N]  disk per step, peak, budget; the season
+    pfscalib plan --guide [--config C] [--cores N]      the run as the guide's commands (pipetask, certify, clean)
     pfscalib measure-sizes [--certified DIR]             the disk config measured from finished jobs
 
 The workflow's jobs (pfscalib.plan.commands builds their command lines, pfscalib.plan.contract their options):
@@ -130,7 +131,13 @@ def cmd_select_visits(args: argparse.Namespace) -> int:
     from pfscalib.tools.select_visits import Request, select, settings
 
     request = Request(
-        args.epoch, args.where, args.kind, tuple(_split(args.cameras)), args.target_name, args.observation_type
+        args.epoch,
+        args.where,
+        args.kind,
+        tuple(_split(args.cameras)),
+        args.target_name,
+        args.observation_type,
+        args.fiber_profiles,
     )
     try:
         config = settings(args.config)
@@ -225,6 +232,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     try:
         wf = load([args.config])  # as the Snakefile reads it
+        if args.guide:  # the run as the guide's commands, for a scientist to compare with what they type
+            print("\n".join(wf.guide(args.cores)))
+            return 0
         predicted = plan(wf.disk, args.budget_mb, args.cores * args.nodes)
         print(format_plan(predicted, wf.disk.unlisted()))
         measured = {k: v for k in ("startup_s", "dispatch_s") if (v := getattr(args, k)) is not None}
@@ -313,6 +323,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--where", default="", help='registry query, e.g. "visit.day_obs = 20250310"')
     p.add_argument("--target-name", default=None, help="visit.target_name (passed as a bound value)")
     p.add_argument("--observation-type", default=None, help="visit.observation_type (bound value)")
+    p.add_argument(
+        "--fiber-profiles",
+        action="store_true",
+        help="only the fibre-profile frames (by default they are left out: other steps take every fibre lit)",
+    )
     p.add_argument("--output", default="-")
     p.set_defaults(func=cmd_select_visits)
     p = internal("register-dataset-types", "register the dataset types of pipelines")
@@ -375,6 +390,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=1, help="nodes of the cluster, each with --cores")
     p.add_argument("--startup-s", type=float, default=None, help="start-up seconds per job (default: measured)")
     p.add_argument("--dispatch-s", type=float, default=None, help="seconds from inputs made to job submitted")
+    p.add_argument(
+        "--guide",
+        action="store_true",
+        help="print the run as the guide's commands in run order (pipetask, certify ...)",
+    )
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("measure-sizes", help="MB per dataset type measured from the sentinels of finished jobs")
     p.add_argument("--certified", default="results/certified", help="the sentinels' directory")

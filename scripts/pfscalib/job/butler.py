@@ -213,6 +213,16 @@ def visit_records(butler: Butler, instrument: str, visits: list[int]) -> dict[in
     return {r.id: r for r in records}
 
 
+def profile_designs(butler: Butler, instrument: str) -> set[int]:
+    """The pfs_design_ids of the fibre-profile frames: the designs of every visit a profiles_run of the
+    registry holds (the observatory's shared ones, run18_brn, and the workflow's own). Their bright frames
+    hide some fibres behind the dots and their dark frames all of them, each with a design of its own."""
+    bind = {"i": instrument}
+    records = butler.query_dimension_records("profiles_visits", where="instrument = i", bind=bind, explain=False)
+    visits = sorted({r.visit for r in records})
+    return {r.pfs_design_id for r in visit_records(butler, instrument, visits).values()} if visits else set()
+
+
 def raw_cameras(butler: Butler, instrument: str, visits: list[int], collections: list[str]) -> set[tuple[int, str]]:
     """(visit, camera) of every raw of these visits in the collections."""
     refs = butler.query_datasets(

@@ -8,7 +8,7 @@ import functools
 from typing import Any
 
 from pfscalib.job import butler as butlerops
-from pfscalib.plan.steps import KIND_WORDS, STEPS, UNLIT_KINDS, irp_variant
+from pfscalib.plan.steps import KIND_WORDS, QUARTZ, STEPS, UNLIT_KINDS, irp_variant
 from pfscalib.plan.visits import parse_visit_list
 
 
@@ -23,6 +23,13 @@ def visit_kind(record: Any) -> str:
     if lamps:
         return "flat" if lamps == "Quartz" else "arc"
     return {"comparison": "arc", "arc": "arc"}.get(observation_type, observation_type)
+
+
+def is_fiber_profile_frame(record: Any, profile_designs: set[int]) -> bool:
+    """A fibre-profile quartz (the dots frames of fitFiberProfiles): a quartz whose exposure record has the
+    pfs_design_id of a fibre-profile frame (butler.profile_designs). Not a quartz with every fibre lit, as
+    fiberNorms (and flat, bootstrap, detectorMap) take."""
+    return visit_kind(record) == QUARTZ and record.pfs_design_id in profile_designs
 
 
 def described(record: Any) -> str:

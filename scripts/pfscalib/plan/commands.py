@@ -10,7 +10,7 @@ import shlex
 
 from pfscalib.plan import paths
 from pfscalib.plan.config import AUTO, Settings
-from pfscalib.plan.contract import JobRequest, Override, OwnCollections, PipetaskCommand, ScanRequest
+from pfscalib.plan.contract import GuideCommand, JobRequest, Override, OwnCollections, PipetaskCommand, ScanRequest
 from pfscalib.plan.steps import OFFSET_STEP, STEP_NAMES, STEPS
 from pfscalib.plan.tables import Selections
 
@@ -25,6 +25,16 @@ def shell_quote(arg: str) -> str:
 
 def shell_join(argv: list[str]) -> str:
     return " ".join(shell_quote(a) for a in argv)
+
+
+def guide_line(command: GuideCommand, prefix: str = "") -> str:
+    """A guide command as a person would type it; a conditional one (or one with a prefix) as a comment
+    line naming its condition. One line whatever the arguments hold (a comment ends at a newline)."""
+    text = shell_join(command.argv).replace("\n", "\\n")
+    if not prefix and not command.when:
+        return text
+    head = ", ".join(filter(None, [prefix, f"if {command.when}" if command.when else ""]))
+    return f"# {head}: {text}"
 
 
 def check_digest(argv: list[str]) -> str:
@@ -116,6 +126,23 @@ class Commands:
         job = ["pfscalib", "job", *self.request(step, epoch, unit).argv(), "--"]
         return shell_join(job + self.pipetask_argv(step, epoch, unit))
 
+    def guide_comments(self, step: str, epoch: str, unit: str) -> str:
+        """What the job does after pipetask (certify, clean) as the guide's commands, from the same
+        request its command carries: comment lines before its shell command, which `snakemake -n -p`
+        prints and bash skips."""
+        return "".join(guide_line(c, "then") + "\n" for c in self.request(step, epoch, unit).guide())
+
+    def guide_job(self, step: str, epoch: str, unit: str, threads: int) -> list[str]:
+        """One job as the guide's commands: its pipetask run with -j, then its certification and cleaning
+        (a value the job sets at run time, as a comment)."""
+        request = self.request(step, epoch, unit)
+        lines = [shell_join([*self.pipetask_argv(step, epoch, unit), "-j", str(threads)])]
+        if request.offset_field is not None:
+            lines.append(
+                f"#   with -c {shell_quote(request.offset_field.text())}=<the proposal in {request.offset_from}>"
+            )
+        return lines + [guide_line(c) for c in request.guide()]
+
     # ------------------------------------------------------------------ spectralOffset: auto
     def offset_chain(self, epoch: str, camera: str, offset: int | None = None) -> str:
         """Output chain of the ISR of the camera's bootstrap pair (offset None) or of one scan run."""
@@ -198,13 +225,19 @@ class Commands:
         argv += ["--output", paths.offset_proposal(epoch, camera), "--plot", paths.offset_plot(epoch, camera)]
         return shell_join(argv + self.scan_results(epoch, camera))
 
+    def define_profiles_argv(self, epoch: str, mode: str) -> list[str]:
+        """The guide's defineFiberProfilesInputs.py of the epoch and mode (brn, m)."""
+        s, name = self.settings, self.selections.profiles_run(epoch, mode)
+        argv = [s.executables["defineFiberProfilesInputs"], s.datastore, s.instrument_name, name]
+        for bright, dark in self.selections.profile_groups(epoch, mode):
+            argv += ["--bright", bright] + (["--dark", dark] if dark else [])
+        return argv
+
     def define_profiles(self, epoch: str, mode: str) -> str:
         """One defineFiberProfilesInputs.py per epoch and mode (brn, m): the mode's groups as its profiles_run."""
         s, name = self.settings, self.selections.profiles_run(epoch, mode)
         groups = self.selections.profile_groups(epoch, mode)
-        argv = [s.executables["defineFiberProfilesInputs"], s.datastore, s.instrument_name, name]
-        for bright, dark in groups:
-            argv += ["--bright", bright] + (["--dark", dark] if dark else [])
+        argv = self.define_profiles_argv(epoch, mode)
         wrapper = ["pfscalib", "define-profiles", "--repo", s.datastore, "--instrument", s.instrument_name]
         wrapper += ["--name", name, "--fallback", self.selections.profiles_run_fallback(epoch, mode)]
         wrapper += ["--groups", json.dumps([list(g) for g in groups])]

@@ -127,6 +127,27 @@ class Validity(NamedTuple):
     end: str | None
 
 
+def whole_spectrographs(cameras: list[str]) -> bool:
+    """The same arms on every spectrograph (b1 r1 b2 r2, not b1 r2)."""
+    arms, spectrographs = {c[0] for c in cameras}, {c[1:] for c in cameras}
+    return set(cameras) == {a + s for a in arms for s in spectrographs}
+
+
+def mistyped_cameras(cameras: list[str], others: list[str]) -> list[tuple[str, str]]:
+    """(typed, meant): a camera of the list whose replacement by one of the others (cameras the config names
+    elsewhere) makes the list the same arms on every spectrograph, where it is not, with the same arms."""
+    if whole_spectrographs(cameras):
+        return []
+    arms = {c[0] for c in cameras}
+    return [
+        (typed, meant)
+        for typed in cameras
+        for meant in others
+        if whole_spectrographs(meant_list := [meant if c == typed else c for c in cameras])
+        and {c[0] for c in meant_list} == arms
+    ]
+
+
 class Settings:
     """The validated configuration, and each step's setting with the step's default."""
 
@@ -433,6 +454,15 @@ class Settings:
                 f"{self.source}: cameras",
                 f"{', '.join(lacking)} has no spectralOffset, while spectralOffset names {', '.join(unknown)}, which "
                 f"is not in cameras: a typo in cameras ({lacking[0]} for {unknown[0]}?)",
+            )
+        if unknown and not lacking and (swaps := mistyped_cameras(self.cameras, unknown)):
+            # cameras: [b1, r2] with offsets for b1, r1, b2, r2: every camera has one, but the list is not the
+            # same arms on every spectrograph, and would be with a camera spectralOffset names instead of one
+            raise ConfigError(
+                f"{self.source}: cameras",
+                f"{', '.join(self.cameras)} are not the same arms on every spectrograph, while spectralOffset "
+                f"names {', '.join(sorted(unknown))}, which cameras lacks: a typo in cameras "
+                f"({', or '.join(f'{typed} for {meant}' for typed, meant in swaps)}?)",
             )
         if lacking:
             raise ConfigError(f"{self.source}: spectralOffset", f"no bootstrap spectralOffset for camera {lacking[0]}")

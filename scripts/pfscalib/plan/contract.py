@@ -249,6 +249,45 @@ class JobRequest(Options):
             data_id["spectrograph"] = self.spectrograph
         return data_id
 
+    def guide(self) -> list[GuideCommand]:
+        """What the job does after its pipetask run (pfscalib.job.run.certify), as the guide's commands a
+        scientist would type: the replaced certification of the camera (or arm) over the range, the
+        certification (certifyDetectorMaps.py where the product is certified as a copy, as the guide does
+        for detectorMaps), then the cleaning of its RUNs and of the spectralOffset scan collections."""
+        dates = ["--begin-date", self.begin_date, *(["--end-date", self.end_date] if self.end_date else [])]
+        ids = ["--id", *(f"{k}={v}" for k, v in self.data_id.items())]
+        certified = self.copy_as or self.dataset_type
+        out = [
+            GuideCommand(
+                ["butlerDecertify.py", self.repo, self.calib, certified, *dates, *ids],
+                "the quality gate passes and an earlier build is certified over the range",
+            )
+        ]
+        if self.copy_as:
+            certify = ["certifyDetectorMaps.py", self.repo, self.chain, self.calib, "--instrument", self.instrument]
+            if self.dataset_type != "detectorMap_candidate":  # the script's default input type
+                certify += ["--datasetType", self.dataset_type]
+            out.append(GuideCommand([*certify, *dates]))
+        else:
+            out.append(
+                GuideCommand(["butler", "certify-calibrations", self.repo, self.chain, self.calib, certified, *dates])
+            )
+        if self.clean:
+            out.append(GuideCommand(["butlerCleanRun.py", self.repo, f"{self.chain}/*", *self.clean, *ids]))
+        for pattern in self.clean_collections:  # chains first (a RUN in a chain cannot go), then RUNs
+            out.append(GuideCommand(["butler", "remove-collections", self.repo, pattern, "--no-confirm"]))
+            out.append(GuideCommand(["butler", "remove-runs", self.repo, pattern, "--no-confirm"]))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GuideCommand:
+    """One command of the guide a job's work equals, and the condition it runs under (none: always, once
+    the ones before it ran; a held product is neither certified nor cleaned)."""
+
+    argv: list[str]
+    when: str = ""
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OwnCollections(Options):

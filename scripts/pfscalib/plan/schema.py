@@ -27,6 +27,9 @@ def schema_error_line(instance: Any, schema_file: str) -> str:
         known = list(error.schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in known]
         return f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
+    if error.validator == "uniqueItems" and isinstance(error.instance, list):  # not the whole list back
+        twice = sorted({repr(x) for x in error.instance if error.instance.count(x) > 1})
+        return f"{path}: {', '.join(twice)} listed more than once (its items must be unique)"
     return f"{path}: {error.message}"
 
 

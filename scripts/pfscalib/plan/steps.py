@@ -18,6 +18,7 @@ Measure = Literal["bias_frame", "dark_frame", "flat_field", "bootstrap_lines", "
 VisitKind = Literal["bias", "dark", "flat", "arc"]
 KIND_WORDS = {"bias": "a bias", "dark": "a dark", "flat": "a quartz", "arc": "an arc"}
 UNLIT_KINDS = ("bias", "dark")  # told by observation_type alone (no lamps)
+QUARTZ: VisitKind = "flat"  # the kind of every quartz, the fibre-profile frames' included
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

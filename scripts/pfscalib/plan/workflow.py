@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pfscalib.plan import paths
-from pfscalib.plan.commands import Commands
+from pfscalib.plan.commands import Commands, shell_join
 from pfscalib.plan.config import ConfigError, Settings
 from pfscalib.plan.disk import Disk, DiskModelError
-from pfscalib.plan.steps import STEP_NAMES
+from pfscalib.plan.steps import STEP_NAMES, STEPS
 from pfscalib.plan.tables import Selections
 
 __all__ = ["ConfigError", "Workflow"]
@@ -50,6 +50,22 @@ class Workflow(Settings):
         widest stage can use (one quantum per visit and camera), e.g. 2 for a bootstrap, not 16."""
         width = len(self.selections[(step, epoch, unit)].visits) * len(self.cameras_of(unit))
         return max(1, min(int(self.setting(step, "threads", 1)), width))
+
+    def guide(self, cores: int) -> list[str]:
+        """The whole run as the guide's command sequence in run order (epoch by epoch, step by step, as
+        the guide builds): defineFiberProfilesInputs.py before the steps that select by profiles_run, each
+        job's pipetask run (-j its threads, at most the run's cores, as Snakemake caps them), certification
+        and cleaning (`pfscalib plan --guide`)."""
+        lines: list[str] = []
+        for epoch in self.epochs:
+            lines.append(f"# ---- epoch {epoch}")
+            for step in STEP_NAMES:
+                if STEPS[step].profile_groups:
+                    lines += [shell_join(self.commands.define_profiles_argv(epoch, m)) for m in self.modes()]
+                for unit in self.units(step):
+                    lines.append(f"# {step} {unit}")
+                    lines += self.commands.guide_job(step, epoch, unit, min(cores, self.job_threads(step, epoch, unit)))
+        return lines
 
     def disk_mb(self, step: str, epoch: str, unit: str) -> int:
         """Snakemake's disk_mb of a job: the MB it writes into the datastore (pfscalib.plan.disk). 0 where the

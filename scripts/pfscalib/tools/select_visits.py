@@ -2,7 +2,9 @@
 
 The epoch selects by its validity range (a visit belongs to the epoch its exposure starts in); consecutive
 visits of the same kind, target and lamps on the same night make one row in compact PFS list syntax
-(`100..104`, `108..114:2`).
+(`100..104`, `108..114:2`). Fibre-profile frames (quartz with the design of a frame some profiles_run of the
+registry holds: pfscalib.job.checks.is_fiber_profile_frame) are left out, as every step but fiberProfiles
+needs quartz with every fibre lit (fiberNorms: `--where "... dither = 0"`); `--fiber-profiles` selects only them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Request:
     cameras: tuple[str, ...] = ()
     target_name: str | None = None
     observation_type: str | None = None
+    fiber_profiles: bool = False  # only the fibre-profile frames (else: none of them)
 
 
 def check_request(settings: Settings, request: Request) -> None:
@@ -69,7 +72,7 @@ def settings(config_path: str) -> Settings:
 def select(settings: Settings, repo: str, request: Request) -> str:
     """The visits of the request that start within the epoch's range, as a table."""
     from pfscalib.job import butler as butlerops
-    from pfscalib.job.checks import visit_kind
+    from pfscalib.job.checks import is_fiber_profile_frame, visit_kind
 
     check_request(settings, request)
     span = settings.epochs[request.epoch]
@@ -88,6 +91,8 @@ def select(settings: Settings, repo: str, request: Request) -> str:
     )
     if request.kind is not None:
         records = [r for r in records if visit_kind(r) == request.kind]
+    designs = butlerops.profile_designs(butler, settings.instrument_name) if records else set()
+    records = [r for r in records if is_fiber_profile_frame(r, designs) == request.fiber_profiles]
     if request.cameras and records:
         # only visits with a raw of every requested camera in the site's input collections
         have = butlerops.raw_cameras(
