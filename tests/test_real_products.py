@@ -442,3 +442,20 @@ def test_too_few_good_lines_give_no_flag_rate_and_hold_nothing(b2_fit):
     assert np.isnan(values["detectorMap.flagged_pct"])
     rules = [r for r in gate.judge(values, SHIPPED, "detectorMap", "b") if r["rule"].startswith("detectorMap.flagged")]
     assert all(r["level"] != "red" for r in rules)
+
+
+@pytest.mark.parametrize(("sigma", "level"), [(1.3, "green"), (1.4, "yellow"), (1.6, "red")])
+def test_the_median_fwhm_of_the_arc_lines_is_judged_with_drp_qa_s_thresholds(b2_fit, sigma, level):
+    """drp_qa f59e4d2 imageQualityQa.py:283-297: median FWHM warn 3.2 px, fail 3.5 px; FWHM from the lines'
+    second moments as drp_stella's getFWHM (utils/quality.py:35-58): a round line of sigma s is 2.3548 s."""
+    import types
+
+    dm, lines = b2_fit
+    n = len(lines.fiberId)
+    moments = {"xx": np.full(n, sigma**2), "yy": np.full(n, sigma**2), "xy": np.zeros(n)}
+    with_moments = types.SimpleNamespace(**{k: np.asarray(v) for k, v in lines.items()}, **moments)
+    values = metrics.detector_map_metrics(dm, with_moments)
+    assert values["detectorMap.median_fwhm"] == pytest.approx(2.35482 * sigma, rel=1e-4)
+    rules = [r for r in gate.judge(values, SHIPPED, "detectorMap", "b") if r["rule"].startswith("detectorMap.median")]
+    assert [r["level"] for r in rules] == [level]
+    assert np.isnan(metrics.detector_map_metrics(dm, lines)["detectorMap.median_fwhm"])  # no moments: not measured

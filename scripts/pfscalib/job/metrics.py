@@ -226,6 +226,23 @@ def flagged_pct(lines: Any) -> float:
     return 100.0 * float(flag.sum()) / len(flag)
 
 
+def median_fwhm(lines: Any) -> float:
+    """drp_qa's medFWHM (f59e4d2 imageQualityQa.py:680-684) of the unflagged arc lines: FWHM from each line's
+    second moments as drp_stella 3a705d9 utils/quality.py:35-58 (getFWHM: 2 sqrt(2 ln 2) sqrt(ab)), finite
+    and below 8 px (quality.py:237-239). NaN where the lines carry no moments (the demo's have none)."""
+    try:
+        xx, xy, yy = (np.asarray(getattr(lines, c), dtype=float) for c in ("xx", "xy", "yy"))
+    except AttributeError:
+        return math.nan
+    tmp = np.sqrt((xx - yy) ** 2 + 4 * xy**2)
+    with np.errstate(invalid="ignore"):
+        r = np.sqrt(np.sqrt(0.5 * (xx + yy + tmp)) * np.sqrt(0.5 * (xx + yy - tmp)))
+    fwhm = 2 * np.sqrt(2 * np.log(2)) * r
+    keep = ~np.asarray(lines.flag, dtype=bool) & (np.asarray(lines.description, dtype=str) != TRACE)
+    keep &= np.isfinite(fwhm) & (fwhm < 8)
+    return float(np.median(fwhm[keep])) if np.any(keep) else math.nan
+
+
 def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, float]:
     """PFS's weekly acceptance (pfs_pipe2d test_weekly.py:126-132): per fibre that has arc lines (a map's
     fibres come from the model, and only GOOD fibres are measured), lines with S/N > 10 (USED and RESERVED by
@@ -247,6 +264,7 @@ def detector_map_metrics(detector_map: Any, lines: Any | None) -> dict[str, floa
     medians = [abs(float(np.median(residual[fiber == f]))) for f in with_lines if np.any(fiber == f)]
     rms = [robust_sigma(residual[fiber == f]) for f in with_lines if np.sum(fiber == f) > 1]
     out["detectorMap.flagged_pct"] = flagged_pct(lines)
+    out["detectorMap.median_fwhm"] = median_fwhm(lines)
     out.update(
         {
             "detectorMap.min_lines": float(min(counts)) if counts else 0.0,
