@@ -40,6 +40,12 @@ def check_figure(fig) -> None:
     edge = fig.bbox.padded(2)
     bars = {im.colorbar.ax: im.colorbar for ax in fig.axes for im in ax.images if im.colorbar is not None}
     assert fig.axes, "a picture without a panel"
+    texts = [t for t in fig.texts if t.get_text()] + [ax.title for ax in fig.axes if ax.get_title()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i, box in enumerate(boxes):
+        assert edge.x0 <= box.x0 and box.x1 <= edge.x1, f"{texts[i].get_text()!r} is cut by the picture's edge"
+        for j in range(i):
+            assert not box.overlaps(boxes[j]), f"{texts[i].get_text()!r} overlaps {texts[j].get_text()!r}"
     for ax in fig.axes:
         if ax in bars:
             label = bars[ax].ax.get_ylabel()
@@ -73,9 +79,11 @@ def verdict_text(fig) -> tuple[str, float]:
 
 def sentinel(step: str, arm: str = "b", verdict: str = "pass") -> dict:
     data_id = {"arm": arm} if STEPS[step].per_arm else {"arm": arm, "spectrograph": 1}
-    rule = {"rule": "x.metric 1.0 within limits", "level": "green", "limit": "max 2/3", "metric": "x.metric"}
+    # five rules as long as the real ones (bootstrap's): the header must hold them without overlapping
+    rules = [{"rule": f"{step}.fit_fraction_{k} 0.6319 within limits", "level": "green", "limit": "min 0.4/0.25",
+              "metric": f"{step}.fit_fraction_{k}"} for k in range(5)]  # fmt: skip
     return {"dataId": data_id, "datasetType": STEPS[step].certified_as, "epoch": "run1", "step": step,
-            "quality": {"verdict": verdict, "rules": [rule], "metrics": {"x.metric": 1.0}}}  # fmt: skip
+            "quality": {"verdict": verdict, "rules": rules, "metrics": {"x.metric": 1.0}}}  # fmt: skip
 
 
 def detector_map() -> products.DetectorMap:
@@ -129,11 +137,15 @@ PRODUCTS = {
 @pytest.mark.parametrize("step", STEP_NAMES)
 def test_every_picture_has_units_readable_ticks_data_and_a_large_verdict(step):
     product, lines = PRODUCTS[step]()
-    fig = qa.figure(sentinel(step, verdict="warn"), product, lines, LIMITS)
+    narrow = STEPS[step].qa_plot == "image"  # the longest word and an acceptance's line on the narrowest picture
+    record = sentinel(step, verdict="warn")
+    if narrow:
+        record["quality"]["accepted"] = {"reason": "known column defect, tracked in PIPE2D-0", "by": "someone"}
+    fig = qa.figure(record, product, lines, LIMITS)
     try:
         check_figure(fig)
         text, size = verdict_text(fig)
-        assert text == "WARN" and size >= 20
+        assert text == ("ACCEPTED" if narrow else "WARN") and size >= 20
         if STEPS[step].qa_plot == "image":  # the demo's ISR writes ADU (its limits file says so)
             bar = next(im.colorbar for ax in fig.axes for im in ax.images)
             unit = {"bias": "(ADU)", "dark": "(ADU/s)", "flat": "(dimensionless)"}[step]

@@ -44,8 +44,11 @@ CELL = {
 KIND = {"pass": "pass", "accepted": "accepted", "warn": "warn", "held": "held", "not built": "none"}
 STYLE = """
 <style>
-.prose.max-w-lg { max-width: none; }
+/* the report centres its content view: a page taller or wider than the window would be cut at the top and left */
+.justify-center.overflow-auto:has(.pfs-overview) { align-items: flex-start; justify-content: flex-start; }
+.prose.max-w-lg:has(.pfs-overview) { max-width: none; }
 .pfs-overview { font-size: 0.9rem; }
+.pfs-overview code::before, .pfs-overview code::after { content: none; }
 .pfs-overview table { border-collapse: collapse; margin: 0.4em 0 1em 0; }
 .pfs-overview th, .pfs-overview td { border: 1px solid #d0d7de; padding: 0.15em 0.5em; text-align: left; }
 .pfs-overview td.v, .pfs-overview td.r { text-align: center; font-weight: 600; }

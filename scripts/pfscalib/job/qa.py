@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Fixed margins (room for the labels, the colour bar and the verdict header): tight_layout measured every text of
 # every picture first, a third of the QA job's time.
 MARGINS = {
-    "image": {"left": 0.13, "right": 0.80, "bottom": 0.09, "top": 0.86},
+    "image": {"left": 0.13, "right": 0.80, "bottom": 0.08, "top": 0.78},
     "wide": {"left": 0.07, "right": 0.98, "bottom": 0.11, "top": 0.85, "wspace": 0.22},
 }
 # The verdict's colour: one vocabulary (pfscalib.plan.limits.VERDICTS) everywhere
@@ -132,17 +132,29 @@ def _per_fiber(ax, fiber_ids, values, ylabel: str, title: str) -> None:
 
 
 def _header(fig, sentinel: dict) -> None:
-    """The gate's verdict in large type, and its numbers: each rule with its value and limit."""
+    """The gate's verdict in large type, and its numbers beside it: each rule with its value and limit, in
+    two columns where the picture is wide enough, else the first four in one."""
     quality = sentinel.get("quality") or {}
     verdict = verdict_word(quality)
-    fig.text(0.015, 0.985, verdict.upper(), fontsize=24, weight="bold", va="top",
-             color=COLOURS.get(verdict, "0.3"))  # fmt: skip
+    renderer = fig.canvas.get_renderer()
+    big = fig.text(0.015, 0.985, verdict.upper(), fontsize=24, weight="bold", va="top",
+                   color=COLOURS.get(verdict, "0.3"))  # fmt: skip
     accepted = quality.get("accepted")
     lines = [f"accepted: {accepted['reason']} (by {accepted['by']})"] if accepted else []
-    for rule in quality.get("rules", [])[:4]:
+    for rule in quality.get("rules", []):
         limit = rule.get("limit")
-        lines.append(rule["rule"] + (f"   [{limit}]" if limit else ""))
-    fig.text(0.25, 0.985, "\n".join(lines) or "no quality record", fontsize=8.5, va="top", family="monospace")
+        lines.append(rule["rule"] + (f" [{limit}]" if limit else ""))
+    lines = lines or ["no quality record"]
+    x = big.get_window_extent(renderer).x1 / fig.bbox.width + 0.02
+    first = fig.text(x, 0.985, "\n".join(lines[:3]), fontsize=8, va="top", family="monospace")
+    second_x = first.get_window_extent(renderer).x1 / fig.bbox.width + 0.02
+    second = fig.text(second_x, 0.985, "\n".join(lines[3:6]), fontsize=8, va="top", family="monospace")
+    if len(lines) > 3 and second.get_window_extent(renderer).x1 > fig.bbox.width * 0.99:
+        second.remove()  # no room beside: the first four, one column
+        first.set_text("\n".join(lines[:4]))
+    if first.get_window_extent(renderer).x1 > fig.bbox.width * 0.99:  # nor for one: under the verdict
+        below = big.get_window_extent(renderer).y0 / fig.bbox.height - 0.01
+        first.set_position((0.015, below))
 
 
 def figure(sentinel: dict, product, lines=None, limits: dict | None = None):
@@ -151,7 +163,7 @@ def figure(sentinel: dict, product, lines=None, limits: dict | None = None):
     unit = sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
     title = f"{sentinel['datasetType']} {unit} {sentinel['epoch']}"
     kind = STEPS[sentinel["step"]].qa_plot
-    fig = plt.figure(figsize=(6.5, 6.2) if kind == "image" else (11, 5.6))
+    fig = plt.figure(figsize=(6.5, 6.8) if kind == "image" else (11, 5.6))
     if kind == "image":
         what, metric = IMAGES[sentinel["step"]]
         label = f"{what} ({unit_of(limits, metric)})"
