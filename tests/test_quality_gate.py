@@ -49,7 +49,8 @@ MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xti
               "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "subplots_adjust",
               "savefig", "fill_between", "axes", "canvas", "colorbar", "draw", "get_text", "get_ticklabels",
               "set_label", "set_major_formatter", "set_xlim", "set_ylim", "xaxis", "yaxis", "bbox", "get_renderer",
-              "get_window_extent", "height", "width", "x1", "y0", "remove", "set_position", "set_text"}  # fmt: skip
+              "get_window_extent", "height", "width", "x1", "y0", "remove", "set_position", "set_text", "texts",
+              "get_figheight"}  # fmt: skip
 # pfscalib.job.trend's own names (the drift panels' bands: numbers from the sentinels, not a product)
 TREND = {"band", "DEFAULTS"}
 # the limits file's keys QA reads (the units, the drift panels' fixed bounds) and the trend settings'

@@ -163,7 +163,7 @@ def figure(sentinel: dict, product, lines=None, limits: dict | None = None):
     unit = sentinel["dataId"]["arm"] + str(sentinel["dataId"].get("spectrograph", ""))
     title = f"{sentinel['datasetType']} {unit} {sentinel['epoch']}"
     kind = STEPS[sentinel["step"]].qa_plot
-    fig = plt.figure(figsize=(6.5, 6.8) if kind == "image" else (11, 5.6))
+    fig = plt.figure(figsize=(6.5, 6.2) if kind == "image" else (11, 5.6))
     if kind == "image":
         what, metric = IMAGES[sentinel["step"]]
         label = f"{what} ({unit_of(limits, metric)})"
@@ -181,6 +181,10 @@ def figure(sentinel: dict, product, lines=None, limits: dict | None = None):
         ax.axhline(1.0, color="0.5", lw=0.5)
     fig.subplots_adjust(**MARGINS["image" if kind == "image" else "wide"])
     _header(fig, sentinel)
+    # the panels start under the header, with room for their titles (0.35 inch)
+    renderer = fig.canvas.get_renderer()
+    lowest = min(t.get_window_extent(renderer).y0 for t in fig.texts) / fig.bbox.height
+    fig.subplots_adjust(top=lowest - 0.35 / fig.get_figheight())
     readable_ticks(fig)
     return fig
 
