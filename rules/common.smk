@@ -207,7 +207,12 @@ def epoch_sentinels(wildcards):
 
 
 def report_targets():
-    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [paths.DRIFT_DIR, paths.QUALITY, paths.CERTIFICATIONS]
+    return [paths.qa_dir(epoch) for epoch in WF.epochs] + [
+        paths.DRIFT_DIR,
+        paths.QUALITY,
+        paths.CERTIFICATIONS,
+        paths.OVERVIEW,
+    ]
 
 
 def forget_finished_jobs():

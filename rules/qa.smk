@@ -94,3 +94,25 @@ rule certifications:
         cmd=WF.commands.status(CONFIG_SOURCE),
     shell:
         "{params.cmd} > {output} 2> {log}"
+
+
+rule overview:
+    input:
+        certifications=paths.CERTIFICATIONS,
+        quality=paths.QUALITY,
+        pictures=[paths.qa_dir(epoch) for epoch in WF.epochs],
+    output:
+        report(paths.OVERVIEW, caption="../report/overview.rst", category="Overview"),
+    log:
+        paths.log("overview"),
+    benchmark:
+        paths.benchmark("overview")
+    localrule: True
+    conda:
+        "../envs/pfscalib.yaml"
+    resources:
+        disk_mb=0,  # files outside the datastore: not Snakemake's 1000 MB default
+    params:
+        cmd=WF.commands.overview(paths.CERTIFICATIONS, paths.QUALITY, paths.OVERVIEW),
+    shell:
+        "{params.cmd} > {log} 2>&1"

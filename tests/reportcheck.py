@@ -56,6 +56,12 @@ def report_results(html: str) -> dict[str, dict]:
     return json.JSONDecoder().raw_decode(html, start)[0]
 
 
+def first_page(html: str) -> str:
+    """The workflow description the report opens on (`var workflow_desc = "..."`), as HTML."""
+    start = re.search(r"var workflow_desc = ", html).end()
+    return json.JSONDecoder().raw_decode(html, start)[0]
+
+
 def check_pictures_render(report: Path, tmp_path: Path) -> list[bytes]:
     """Every PNG of the report decodes and is a real picture, all load in headless Chromium, and a
     screenshot of the report is not blank. Returns the PNGs (one per data URI, in the report's order)."""

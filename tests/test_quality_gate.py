@@ -39,17 +39,22 @@ REAL_API = {
 MIDDLEWARE = {"get", "get_dataset", "query_datasets", "run", "id", "message", "datasetType", "name", "dataId"}
 PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "append", "split", "read_text", "sum",
           "update", "splitlines", "__name__", "warning", "mkdir", "parse_args", "add_argument", "UUID", "rule", "level",
-          "to_csv", "search"}  # fmt: skip
+          "to_csv", "search", "fromkeys", "upper"}  # fmt: skip
 # metrics.BootstrapLog's own fields (the parsed bootstrap log, not a product)
 BOOTSTRAP_LOG = {"lines", "traces", "matched", "medians", "fits", "fitted", "fit_total"}
 BOOTSTRAP_LOG |= {"worst_rms", "combined_rms", "median_dy"}
 # argparse's namespace; steps.Step's
-NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot"}
+NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot", "limits"}
 MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",
               "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "subplots_adjust",
-              "savefig", "fill_between"}  # fmt: skip
+              "savefig", "fill_between", "axes", "canvas", "colorbar", "draw", "get_text", "get_ticklabels",
+              "set_label", "set_major_formatter", "set_xlim", "set_ylim", "xaxis", "yaxis", "bbox", "get_renderer",
+              "get_window_extent", "height", "width", "x1", "y0", "remove", "set_position", "set_text", "texts",
+              "get_figheight"}  # fmt: skip
 # pfscalib.job.trend's own names (the drift panels' bands: numbers from the sentinels, not a product)
 TREND = {"band", "DEFAULTS"}
+# the limits file's keys QA reads (the units, the drift panels' fixed bounds) and the trend settings'
+LIMITS_KEYS = {"metrics", "unit", "arms", "relative"}
 
 
 def attribute_names(path: Path) -> set[str]:
@@ -71,7 +76,7 @@ def attribute_names(path: Path) -> set[str]:
 # ("<product>.<metric>", the dict metrics returns), and, on `table` only, the columns of metrics.line_residuals'
 # own table of the ArcLineSet. A product is never a dict: dm["trace"] is not the real API.
 SENTINEL_JSON = {"dataId", "arm", "spectrograph", "datasetId", "datasetType", "epoch", "step", "quality", "verdict",
-                 "accepted", "reason", "by", "rules", "rule", "level", "metrics"}  # fmt: skip
+                 "accepted", "reason", "by", "rules", "rule", "level", "metrics", "limit"}  # fmt: skip
 HELD_JSON = {"epoch", "step", "unit", "failing"}
 LINE_TABLE = {"fiberId", "x", "y", "wavelength", "residual", "snr", "group"}
 METRIC_NAME = re.compile(r"[a-z][A-Za-z]*\.[a-z_]+")
@@ -129,7 +134,7 @@ def test_metrics_and_qa_use_only_the_real_api(module):
     allowed = REAL_API | MIDDLEWARE | PYTHON | own
     assert used - allowed == set()
     keys = {k for k in string_keys(PACKAGE / module) if not METRIC_NAME.fullmatch(k)}
-    assert keys - SENTINEL_JSON - HELD_JSON - {f"table[{c}]" for c in LINE_TABLE} == set()
+    assert keys - SENTINEL_JSON - HELD_JSON - LIMITS_KEYS - {f"table[{c}]" for c in LINE_TABLE} == set()
 
 
 def test_the_key_walk_sees_a_product_read_as_a_dict(tmp_path):

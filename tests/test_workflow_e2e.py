@@ -22,7 +22,7 @@ from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, outside_dump, run
 from helpers import CAMERAS, certifications, snakemake, workdir_config
-from reportcheck import check_pictures_render
+from reportcheck import check_pictures_render, first_page, report_results
 
 
 @pytest.fixture(scope="module")
@@ -391,6 +391,24 @@ def test_report_shows_a_picture_per_calibration_and_camera(demo_run, readme_run,
     # camera x calibration: a category per camera, with a drift panel across the epochs
     for camera in CAMERAS:
         assert f'"{camera}"' in html and "drift across epochs" in html
+    # the first page: the camera x calibration grid of each epoch, one verdict per cell (all pass on the demo),
+    # each a link that opens a picture the report holds; the run's verdict; the tables inline; the collections
+    # the run certified into (not the site's)
+    front = first_page(html)
+    cells = re.findall(r'<td class="v (\w+)" data-epoch="(\w+)" data-camera="(\w+)" data-step="(\w+)" '
+                       r'data-verdict="([\w ]+)"[^>]*><a href="([^"]+)"', front)  # fmt: skip
+    assert len(cells) == 2 * len(CAMERAS) * len(STEP_NAMES)
+    assert {(e, c, s) for _, e, c, s, _, _ in cells} == {
+        (e, c, s) for e in ("run1", "run2") for c in CAMERAS for s in STEP_NAMES
+    }
+    assert {(kind, verdict) for kind, *_, verdict, _ in cells} == {("pass", "pass")}
+    results = report_results(html)
+    for *_, link in cells:
+        shown = re.search(r"results\[&#x27;([^&]+)&#x27;\]", link) or re.search(r"results\['([^']+)'\]", link)
+        assert shown and results[shown.group(1)]["mime_type"] == "image/png", link
+    assert re.findall(r'data-run="(run\d)">([A-Z]+)<', front) == [("run1", "PASS"), ("run2", "PASS")]
+    assert "<th>why</th>" in front and "<th>datasetId</th>" in front  # the quality and certification tables
+    assert "u/demo/calib/bias" in front and "u/demo/bootstrap" in front and "PFS/calib" not in front
 
 
 def test_disk_prediction_is_within_10_percent_of_what_each_job_wrote(demo_run, monkeypatch):

@@ -299,7 +299,7 @@ class Commands:
 
     def qa(self, sentinels: list[str], outdir: str) -> str:
         s = self.settings
-        argv = ["pfscalib", "qa", "--", "--repo", s.datastore, "--outdir", outdir]
+        argv = ["pfscalib", "qa", "--", "--repo", s.datastore, "--outdir", outdir, *self._limits()]
         for step in STEP_NAMES:
             for unit in s.all_units(step):
                 if s.role(step, unit) != "build":
@@ -308,7 +308,23 @@ class Commands:
 
     def drift(self, sentinels: list[str], outdir: str) -> str:
         epochs = [a for e in self.settings.epochs for a in ("--drift", e)]
-        return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *epochs, *sentinels])
+        return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *self._limits(), *epochs, *sentinels])
+
+    def _limits(self) -> list[str]:
+        """The config's limits file (QA's units and the drift panels' bounds), if it names one."""
+        limits = self.settings.config.get("limits")
+        return ["--limits", str(limits)] if limits else []
+
+    def overview(self, certifications: str, quality: str, output: str) -> str:
+        """The report's first page (pfscalib.job.overview) from the status and quality tables."""
+        s = self.settings
+        argv = ["pfscalib", "qa", "--", "--overview", output, "--certifications", certifications, "--quality", quality]
+        argv += ["--cameras", ",".join(s.cameras), "--calib-chain", s.collections["calib"]]
+        argv += [a for step in STEP_NAMES for a in ("--collection", f"{step}={s.calib_collection(step)}")]
+        for epoch in s.epochs:
+            begin, end = s.epochs[epoch].get("begin", ""), s.epochs[epoch].get("end") or ""
+            argv += ["--epoch", f"{epoch}={begin}={end}"]
+        return shell_join(argv)
 
     @staticmethod
     def quality_table(sentinels: list[str], output: str) -> str:

@@ -27,6 +27,7 @@ CERTIFICATIONS = "results/qa/certifications.tsv"
 QUALITY = "results/qa/quality.tsv"  # the gate's verdict of every product
 HOLDS = "results/qa/holds.tsv"  # every hold: its rule, value, limit and what to do (written at the run's end)
 DRIFT_DIR = "results/qa/drift"  # one drift panel per camera
+OVERVIEW = "results/qa/overview.html"  # the report's first page (pfscalib.job.overview)
 
 
 def sentinel(step: str, epoch: str, unit: str) -> str:
