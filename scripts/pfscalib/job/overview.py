@@ -36,6 +36,7 @@ CELL = {
     "unrecorded": "foreign",
     "differs": "differs",
     "overlap": "overlap",
+    "stale": "stale",  # built from an upstream product rebuilt since (status: which, and the command)
     "n/a": "not built",
     "borrowed": "not built",
     "own": "not built",
