@@ -250,18 +250,21 @@ def _pipetask_subprocess(argv: list[str], state_path: str) -> tuple[int, bool, s
     128 + the signal (the job leaves no process behind); a job killed outright (SIGKILL) takes pipetask
     with it (PR_SET_PDEATHSIG). (exit status, empty graph, the first error line,
     a failed quantum's exit code)"""
-    proc = subprocess.Popen(
-        pipetask_argv(argv, state_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        process_group=0,  # its own group, in the run's session (a whole-session kill still finds it)
-        preexec_fn=_die_with_parent(),
-    )
     empty, cause, quantum_exit = False, "", None
-    assert proc.stdout is not None
-    with _forward_signals(proc) as received:
+    # the handlers first: a signal that arrives while pipetask starts is forwarded once it exists
+    with _forward_signals() as (received, started):
+        proc = started(
+            subprocess.Popen(
+                pipetask_argv(argv, state_path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                process_group=0,  # its own group, in the run's session (a whole-session kill still finds it)
+                preexec_fn=_die_with_parent(),
+            )
+        )
+        assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
             empty = empty or EMPTY_GRAPH in line
@@ -307,34 +310,46 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 @contextlib.contextmanager
-def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
+def _forward_signals() -> Iterator[tuple[list[int], Callable[[subprocess.Popen], subprocess.Popen]]]:
     """While pipetask runs: SIGINT, SIGTERM and SIGHUP to the job (unless ignored) go to pipetask's process
     group (each time one arrives), and the job goes on reading pipetask's output until it exits; STOP_GRACE
-    after the first, the group gets SIGKILL. Yields the signals received, in order."""
+    after the first, the group gets SIGKILL. Installed before pipetask starts (`started(proc)` names it): a
+    signal in between is forwarded as soon as it exists. Yields the signals received, in order."""
     received: list[int] = []
     timer: threading.Timer | None = None
+    child: list[subprocess.Popen] = []
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int) -> None:
         nonlocal timer
-        received.append(signum)
-        _kill_group(proc, signum)
+        _kill_group(child[0], signum)
         if timer is None:
-            timer = threading.Timer(STOP_GRACE, _kill_group, (proc, signal.SIGKILL))
+            timer = threading.Timer(STOP_GRACE, _kill_group, (child[0], signal.SIGKILL))
             timer.daemon = True
             timer.start()
 
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if child:
+            forward(signum)
+
+    def started(proc: subprocess.Popen) -> subprocess.Popen:
+        child.append(proc)
+        if received:  # arrived while it started
+            forward(received[-1])
+        return proc
+
     # an ignored signal (nohup's SIGHUP) stays ignored: pipetask inherited that through exec
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN}
+    previous = {sig: signal.signal(sig, handler) for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN}
     try:
-        yield received
+        yield received, started
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
         if timer is not None:
             timer.cancel()
-        if proc.poll() is None:  # the job is leaving early (an exception, an injected fault): no orphans
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
+        if child and child[0].poll() is None:  # the job is leaving early (an exception, a fault): no orphans
+            _kill_group(child[0], signal.SIGKILL)
+            child[0].wait()
 
 
 def certify(request: JobRequest) -> int:
