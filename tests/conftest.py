@@ -153,7 +153,8 @@ def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
 # module-scoped fixtures (a whole demo run, a fault run) are built once. The longest modules go first, so
 # that the two workers finish together. (The daemon scripts serialise their apt installs with a lock.)
 LONGEST_FIRST = ["test_slurm", "test_reliability", "test_workflow_e2e", "test_random_kill", "test_seed_sequence",
-                 "test_databases", "test_quality_gate", "test_offsets", "test_cameras", "test_bad_input"]  # fmt: skip
+                 "test_databases", "test_quality_gate", "test_stale", "test_offsets", "test_cameras",
+                 "test_bad_input", "test_signals"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
