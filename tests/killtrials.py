@@ -122,7 +122,7 @@ def default_signals() -> None:
     """In the child, before exec: SIGINT/SIGTERM back to their default action. A harness started in the
     background by a shell has SIGINT ignored, and an ignored signal stays ignored through exec: the
     SIGINT trials would then kill nothing, unlike an operator's Ctrl-C."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
 
 

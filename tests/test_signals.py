@@ -144,6 +144,7 @@ def job_around(tmp_path: Path) -> tuple[subprocess.Popen, psutil.Process]:
         ["pfscalib", "pipetask", "--state", str(tmp_path / "state.json"), "--", *command],
         cwd=tmp_path,
         env=child_env(),
+        preexec_fn=default_signals,  # as from a terminal: a harness started in the background ignores SIGINT
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
