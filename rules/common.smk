@@ -22,7 +22,7 @@ from pfscalib.plan.realsite import TWIN_ENV
 
 declare_resource_evaluation()
 
-CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [paths.DEFAULT_CONFIG]
 CONFIG_SOURCE = CONFIG_FILES[0]
 try:
     WF = preflight.load(CONFIG_FILES, config)

@@ -36,6 +36,7 @@ import os
 import sys
 from pathlib import Path
 
+from pfscalib.plan import paths
 from pfscalib.plan.contract import JobRequest, OwnCollections, PipetaskCommand, ScanRequest
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_define_profiles)
     p = sub.add_parser("select-visits", help="write a visit-selection table from a registry query")
-    p.add_argument("--config", default="config/config.yaml", help="its epochs, cameras, datastore, instrument")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG, help="its epochs, cameras, datastore, instrument")
     p.add_argument("--epoch", required=True, help="visits that start within this epoch's validity range")
     p.add_argument("--kind", default=None, help="bias, dark, flat (quartz) or arc, as the checks tell them")
     p.add_argument("--cameras", default="", help="comma-separated: only visits with raws of these cameras")
@@ -338,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
     OwnCollections.add_arguments(p)
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("promote", help="certify a build's products into a shared chain (deliberate, recorded)")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG)
     p.add_argument("--ticket", required=True, help="e.g. PIPE2D-1234 (DMTN-222 collection name part)")
     p.add_argument("--tag", required=True, help="e.g. run18")
     p.add_argument("--chain", default=None, help="shared CHAINED collection (default <instrument>/calib)")
@@ -378,13 +379,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("scans", nargs="+", help="scan result files")
     p.set_defaults(func=cmd_propose_offset)
     p = sub.add_parser("propose-offsets", help="scan and propose spectralOffsets, write a config snippet")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG)
     p.add_argument("--epoch", default="", help="the epoch whose bootstrap visits are scanned (default: the first)")
     p.add_argument("--cameras", default="", help="comma-separated (default: the auto cameras, else all)")
     p.add_argument("--output", default="-", help="the config snippet (default: stdout)")
     p.set_defaults(func=cmd_propose_offsets)
     p = sub.add_parser("plan", help="predicted disk use per step, the run's peak, whether a budget holds")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG)
     p.add_argument("--budget-mb", type=int, default=None, help="the --resources disk_mb the run will get")
     p.add_argument("--cores", type=int, default=2, help="the run's --cores (or jobs:); per node with --nodes")
     p.add_argument("--nodes", type=int, default=1, help="nodes of the cluster, each with --cores")
@@ -400,12 +401,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--certified", default="results/certified", help="the sentinels' directory")
     p.set_defaults(func=cmd_measure_sizes)
     p = sub.add_parser("status", help="camera x calibration table of certifications vs sentinels")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG)
     p.add_argument("--format", choices=["table", "tsv", "json"], default="table")
     p.add_argument("--wide", action="store_true", help="table: each cell's status in words and validity range")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("summary", help="what was certified per epoch and camera, and where to look (a few lines)")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", default=paths.DEFAULT_CONFIG)
     p.set_defaults(func=cmd_summary)
     return top
 

@@ -9,6 +9,7 @@ import hashlib
 import os
 from pathlib import PurePosixPath
 
+DEFAULT_CONFIG = "config/config.yaml"  # what snakemake reads without --configfile (the demo's)
 RUNS = "runs"
 
 

@@ -23,7 +23,7 @@ from pfscalib.plan.workflow import Workflow
 
 COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state",
            "verdict", "staleInputs", "rebuild"]  # fmt: skip
-DEFAULT_CONFIG = "config/config.yaml"  # what snakemake reads without --configfile
+DEFAULT_CONFIG = paths.DEFAULT_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
