@@ -88,15 +88,22 @@ class TrialPlan:
         return first, self.second.at * max(duration - first, MIN_WINDOW)
 
 
-def plan_trial(seed: int, index: int, first: signal.Signals | None = None, double: bool | None = None) -> TrialPlan:
-    """Trial `index` of a seeded sweep; `first`/`double` pin the signal or the double fault (the moments
-    stay random). Its own Random per (seed, index): a trial replays alone, whatever the sweep's length."""
+def plan_trial(
+    seed: int,
+    index: int,
+    first: signal.Signals | None = None,
+    double: bool | None = None,
+    second: signal.Signals | None = None,
+) -> TrialPlan:
+    """Trial `index` of a seeded sweep; `first`/`double`/`second` pin the signals or the double fault (the
+    moments stay random). Its own Random per (seed, index): a trial replays alone, whatever the sweep's length."""
     rng = random.Random(f"pfscalib-kill:{seed}:{index}")
     # always draw every value, so pinning one choice never shifts the others
     drawn = (rng.random(), rng.choice(SIGNALS), rng.random() < DOUBLE_FAULT_RATE, rng.random(), rng.choice(SIGNALS))
     at, sig, is_double, at2, sig2 = drawn
     sig = first if first is not None else sig
     is_double = double if double is not None else is_double
+    sig2 = second if second is not None else sig2
     return TrialPlan(seed, index, Kill(at, sig), Kill(at2, sig2) if is_double else None)
 
 

@@ -17,11 +17,12 @@ import pytest
 from killtrials import Kill, Reference, clean_reference, group_members, plan_trial, run_group, run_trial
 
 SEED = 20261126
-# (trial index, first signal, double fault): every signal once, one double fault; the moments are the seed's.
+# (trial index, first signal, second signal or None): every signal once, SIGINT then SIGTERM as the double
+# fault (an operator's Ctrl-C, then SLURM ending the job); the moments are the seed's. test_signals sends each
+# signal to a job and to Snakemake at a chosen moment.
 CASES = [
-    (0, signal.SIGKILL, False),
-    (1, signal.SIGINT, True),
-    (2, signal.SIGTERM, False),
+    (0, signal.SIGKILL, None),
+    (1, signal.SIGINT, signal.SIGTERM),
 ]
 
 
@@ -33,15 +34,15 @@ def clean_run(tmp_path_factory) -> Reference:
 
 @pytest.mark.killtrials
 @pytest.mark.parametrize(
-    "index,first,double",
+    "index,first,second",
     CASES,
-    ids=[f"{first.name}{'-double' if double else ''}" for _, first, double in CASES],
+    ids=[f"{first.name}{f'-{second.name}' if second else ''}" for _, first, second in CASES],
 )
-def test_killed_run_recovers_to_the_clean_state(clean_run, tmp_path, index, first, double):
-    plan = plan_trial(SEED, index, first=first, double=double)
+def test_killed_run_recovers_to_the_clean_state(clean_run, tmp_path, index, first, second):
+    plan = plan_trial(SEED, index, first=first, double=second is not None, second=second)
     result = run_trial(plan, tmp_path, clean_run)
     killed = [a for a in result.attempts if a.kill is not None]
-    assert [a.kill.signal for a in killed][:1] == [first] and (len(killed) == 2) == double  # the plan was run
+    assert [a.kill.signal for a in killed] == [first, second][: 1 + (second is not None)]  # the plan was run
     # a kill that came after the run had finished tested nothing (the machine ran faster than the clean run)
     assert killed[0].landed, result.report()
     assert result.ok, result.report()

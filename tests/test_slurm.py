@@ -71,7 +71,9 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
         "--seconds-between-status-checks",
         "2",
     ]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Snakemake's output into a file: a pipe read only at the end fills (64 KB) and blocks its logging
+    log = (tmp_path / "snakemake.out").open("w")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     cancelled = None
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
@@ -83,7 +85,9 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
                 cancelled = int(running[0][0])
                 run(["scancel", str(cancelled)], env=env, check=True)
         time.sleep(1)
-    output = proc.communicate(timeout=60)[0]
+    proc.wait(timeout=60)
+    log.close()
+    output = (tmp_path / "snakemake.out").read_text()
     assert proc.returncode == 0, output[-5000:]
     assert cancelled is not None, "no dark job was seen running"
 
