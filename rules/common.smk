@@ -13,12 +13,14 @@ from pfscalib.internals.snakemake import (
     incomplete,
     rerun_trigger,
     user_forced,
+    verdicts_not_retried,
 )
 from pfscalib.plan.steps import OFFSET_STEP, STEPS, priority as step_priority
 from pfscalib.plan import preflight
 from pfscalib.plan.config import ConfigError
 from pfscalib.plan.disk import twin_scale
 from pfscalib.plan.realsite import TWIN_ENV
+from pfscalib.plan.records import ends_retries
 
 declare_resource_evaluation()
 
@@ -75,6 +77,17 @@ wildcard_constraints:
 def unit_of(wildcards):
     """Camera (b1) or, for per-arm steps, arm (b)."""
     return wildcards.arm + wildcards.get("spectrograph", "")
+
+
+def step_job_state(job):
+    """A step job's state file (None for other jobs): the profiles' retries skip a job it says ended on a
+    verdict (held) or on a failure retries cannot fix (docs/failures.md)."""
+    if job.rule.name not in STEPS:
+        return None
+    return paths.state(job.rule.name, job.wildcards.epoch, unit_of(job.wildcards))
+
+
+verdicts_not_retried(step_job_state, ends_retries)
 
 
 def repo_marker():

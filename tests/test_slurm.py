@@ -31,6 +31,7 @@ from helpers import (
     slurm_jobcomp,
     snakemake,
     twin_workdir,
+    use_limits,
     workdir_config,
 )
 
@@ -110,6 +111,20 @@ def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
     assert len(list((workdir / "results/certified/run1").rglob("*.json"))) == 14
     certs = certifications(workdir / "results/demo/repo")
     assert len(certs) == 14
+
+    # A held product on SLURM (issue #31's failure classes): judged once, and the profile's `retries: 2`
+    # submit no second SLURM job for it (pfscalib.internals.snakemake.verdicts_not_retried).
+    use_limits(workdir, "limits-red.yaml", "fiberNorms.max", {"yellow": 0.01, "red": 0.02})
+    norms = paths.sentinel("fiberNorms", "run1", "b")
+    before = {j for _, _, j in jobs}
+    held = run([*cmd, norms, "--rerun-triggers", "mtime", "--show-failed-logs", "-R", norms], cwd=workdir, env=env)
+    out = held.stdout + held.stderr
+    assert held.returncode != 0, out[-3000:]
+    attempts = [j for r, _, j in slurm_jobs(workdir) if r == "fiberNorms" and j not in before]
+    assert len(attempts) == 1 and "Trying to restart job" not in out, out[-3000:]
+    assert slurm_jobcomp(state)[attempts[0]]["JobState"] == "FAILED"
+    assert len(re.findall(r"held fiberNorms b: fiberNorms\.max", out)) == 1, out[-4000:]  # one judgement
+    assert (workdir / paths.held("fiberNorms", "run1", "b")).exists()
 
 
 def test_dry_run_with_slurm_profile_needs_no_cluster(tmp_path):

@@ -164,3 +164,48 @@ def test_onstart_knows_the_epochs_of_the_run_s_jobs(tmp_path):
     (tmp_path / "run1.txt").touch()
     proc = run(["snakemake", "--cores", "1", "run1.txt", "run2.txt", "plain"], cwd=tmp_path, check=True)
     assert "epochs ['run2']" in proc.stdout + proc.stderr
+
+
+VERDICT_SNAKEFILE = """
+import json, sys
+sys.path.insert(0, SCRIPTS)
+from pfscalib.internals.snakemake import verdicts_not_retried
+from pfscalib.plan.records import ends_retries
+
+verdicts_not_retried(lambda job: f"state/{job.wildcards.name}.json", ends_retries)
+
+rule all:
+    input: expand("{name}.out", name=["held", "crash", "exit21", "old"])
+
+rule job:
+    output: "{name}.out"
+    run:
+        with open("attempts", "a") as file:
+            print(wildcards.name, file=file)
+        state = {"held": {"status": "held"}, "exit21": {"status": "failed", "exit": 21}}.get(wildcards.name)
+        if state:
+            with open(f"state/{wildcards.name}.json", "w") as file:
+                json.dump(state, file)
+        raise RuntimeError("the job failed")
+"""
+
+
+def test_a_job_ending_on_a_verdict_is_not_restarted_by_snakemake_s_retries(tmp_path):
+    """Item 7: Snakemake 9's JobScheduler._handle_error restarts a failed job while job.restart_times exceeds
+    its attempts; with verdicts_not_retried a job whose state (written in this run) says held or exit 21 is
+    not started again, a crash is, and a state left by an earlier run ("old") is not trusted."""
+    import inspect
+    import subprocess
+    import sys
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    assert "job.restart_times > job.attempt - 1" in inspect.getsource(JobScheduler._handle_error)
+    (tmp_path / "Snakefile").write_text(VERDICT_SNAKEFILE.replace("SCRIPTS", repr(str(PROJECT / "scripts"))))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/old.json").write_text('{"status": "held"}')  # before this Snakemake started
+    snakemake = [str(Path(sys.executable).parent / "snakemake"), "--cores", "1", "--keep-going", "--retries", "2"]
+    proc = subprocess.run(snakemake, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    attempts = (tmp_path / "attempts").read_text().split()
+    assert {name: attempts.count(name) for name in set(attempts)} == {"held": 1, "exit21": 1, "crash": 3, "old": 3}

@@ -122,14 +122,18 @@ def test_a_warning_shows_as_warn_in_status_and_promote_asks_the_flag(workdir):
 
 def test_a_held_product_prints_its_accept_entry_and_is_listed_in_holds_tsv(workdir):
     use_limits(workdir, "limits-red.yaml", "bias.noise_ratio", {"yellow": 0.005, "red": 0.01})
-    # with the profiles' retries: a hold is a verdict, judged once; the retries end at once (failure classes)
+    # with the profiles' retries: a hold is a verdict, judged once and not started again (failure classes)
     proc = snakemake(workdir, BIAS, "--retries", "2", "--show-failed-logs", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     attempts = out.count("Error in rule bias:")
     judged = len(re.findall(r"held bias b1: bias\.noise_ratio", out))
-    standing = out.count("a verdict, not retried")
-    assert (attempts, judged, standing) == (3, 1, 2), out[-4000:]
+    restarts = out.count("Trying to restart job")
+    assert (attempts, judged, restarts) == (1, 1, 0), out[-4000:]
+    # the same command again: the standing verdict ends the job at once, also not retried
+    again = snakemake(workdir, BIAS, "--retries", "2", "--show-failed-logs", check=False)
+    again = again.stdout + again.stderr
+    assert again.count("a verdict, not retried") == 1 and "Trying to restart job" not in again, again[-3000:]
     record = json.loads((workdir / HELD).read_text())
     assert record["verdict"] == "held"
     entry = f'- {{epoch: run1, step: bias, camera: b1, datasetId: "{record["datasetId"]}", '

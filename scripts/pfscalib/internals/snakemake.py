@@ -24,11 +24,19 @@ tests/test_snakemake_internals.py fails loudly when the pinned Snakemake changes
 5. The run's jobs: `workflow.dag.needrun_jobs()` (the jobs this run will execute, read in onstart) and
    their wildcards tell which epochs the run builds, whose edited tables the onstart checks again
    (pfscalib.plan.preflight.recheck_edited_epochs).
+7. Verdicts are not retried: Snakemake's retries (the profiles' `retries:`) restart every failed job; the
+   only place that decides is JobScheduler._handle_error, which compares `job.restart_times` (a property
+   returning the rule's `retries`) with the attempt. `verdicts_not_retried` makes that property 0 for a
+   job whose state file, written during this run, says it ended on a verdict (held by the quality gate)
+   or on a failure retries cannot fix: the job is not submitted again, locally or on SLURM.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -106,3 +114,28 @@ def incomplete(workflow: Any, outputs: list[str]) -> set[str]:
 def epochs_to_run(workflow: Any) -> set[str]:
     """The epochs (wildcard `epoch`) of the jobs this run will execute, as known in onstart."""
     return {job.wildcards.get("epoch") for job in workflow.dag.needrun_jobs()} - {None}
+
+
+def verdicts_not_retried(state_of: Callable[[Any], str | None], final: Callable[[dict], bool]) -> None:
+    """Snakemake restarts a failed job while `job.restart_times` exceeds its attempts (item 7): 0 restarts
+    for a job whose state file (`state_of(job)`, None for jobs without one) was written since this Snakemake
+    started and is `final` (a verdict, or a failure retries cannot fix). A state from an earlier run is not
+    trusted: that run's verdict may not be this attempt's reason to fail."""
+    from snakemake.jobs import Job
+
+    since = time.time()
+    rule_retries = Job.restart_times.fget
+
+    def restart_times(job: Any) -> int:
+        path = state_of(job)
+        if path:
+            try:
+                if os.stat(path).st_mtime >= since:
+                    with open(path) as file:
+                        if final(json.load(file)):
+                            return 0
+            except (OSError, ValueError):
+                pass  # no state, or one being written: the rule's retries
+        return rule_retries(job)
+
+    Job.restart_times = property(restart_times)

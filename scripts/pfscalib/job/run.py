@@ -35,7 +35,7 @@ from pfscalib.job import software
 from pfscalib.plan import paths
 from pfscalib.plan.contract import JobRequest, PipetaskCommand
 from pfscalib.plan.limits import LEVEL_WORDS, accept_entry, load_limits
-from pfscalib.plan.records import forced, read_json, write_json
+from pfscalib.plan.records import NOT_RETRYABLE, forced, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ RESUME_REFUSED = re.compile(r"Package versions mismatch|Config does not match ex
 # algorithmic failure that will not be addressed by retries"; InvalidQuantumError.EXIT_CODE 21, a
 # configuration or logic error). pipetask exits with the code itself in one process (mp_graph_executor.py
 # sys.exit(exc.EXIT_CODE)); with -j N its log names the quantum's ("Task <...> failed, exit code=21").
-NOT_RETRYABLE = {20: "a repeatable algorithmic failure (pipe_base RepeatableQuantumError)",
-                 21: "a configuration or logic error (pipe_base InvalidQuantumError)"}  # fmt: skip
 QUANTUM_EXIT = re.compile(r"failed, exit code=(\d+)")
 
 
@@ -110,6 +108,11 @@ def run_job(request: JobRequest, command: PipetaskCommand) -> int:
     return run_pipetask(command, request.state, ident, output=request.sentinel) or certify(request)
 
 
+def utc_now() -> str:
+    """The time stamps of states and records (UTC, seconds)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 def judgement(request: JobRequest) -> str:
     """What a verdict on the same product depends on besides the product: the limits (their content) and
     the config's acceptance."""
@@ -124,6 +127,11 @@ def standing_verdict(request: JobRequest, ident: dict) -> int:
     state = read_json(request.state) or {}
     if state.get("identity") != ident:
         return 0
+    standing = (state.get("status") == "held" and state.get("judged") == judgement(request)) or (
+        state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE
+    )
+    if standing:  # the state written again in this run: Snakemake does not retry it (verdicts_not_retried)
+        write_json(request.state, {**state, "standing_at": utc_now()})
     if state.get("status") == "held" and state.get("judged") == judgement(request):
         log.error(
             "held at %s as this same build (%s): a verdict, not retried; accept it (the held record's accept: "
@@ -230,7 +238,7 @@ def run_pipetask(
             write_json(state_path, {**state, "status": "resume-refused"})
             log.info("pipetask refused to extend %s: the next attempt starts a fresh RUN", state["run"])
         elif (code := rc if rc in NOT_RETRYABLE else quantum_exit) in NOT_RETRYABLE:
-            now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            now = utc_now()
             write_json(state_path, {**state, "status": "failed", "exit": code, "cause": cause, "failed_at": now})
             log.error("pipetask failed with %s: a retry of this build will not run it again", NOT_RETRYABLE[code])
         log.error("pipetask failed (exit status %d): %s", rc, cause or "see the pipetask output above")
@@ -374,7 +382,7 @@ def certify(request: JobRequest) -> int:
     quality = assess(butler, request, refs[0], state["run"], timespan)
     if quality["verdict"] == "held":
         hold(request, refs[0], quality)
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        now = utc_now()
         verdict = {"status": "held", "judged": judgement(request), "held_at": now, "failing": quality["failing"]}
         write_json(request.state, {**state, **verdict})  # a retry of the same build ends at once (standing_verdict)
         return 1
@@ -485,7 +493,7 @@ def hold(request: JobRequest, ref, quality: dict) -> None:
         "datasetId": str(ref.id),
         "run": ref.run,
         **quality,
-        "held_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "held_at": utc_now(),
     }
     entry = accept_entry(request.epoch, request.step, unit, str(ref.id))
     record["accept"] = entry  # the exact accept: entry to paste (this product only; a rebuild is judged again)
@@ -519,7 +527,7 @@ def sentinel(request: JobRequest, ref, state: dict, cleaned: int, written: dict[
         "cleaned": {"datasetTypes": request.clean, "count": cleaned},
         "written": written,
         "versions": {name: version(name) for name in ("lsst-daf-butler", "lsst-pipe-base", "pfscalib")},
-        "certified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "certified_at": utc_now(),
         **({"spectralOffsetProposal": _proposal_summary(request.offset_from, proposal)} if proposal else {}),
         **({"lacking": lacking} if lacking else {}),
     }

@@ -13,6 +13,18 @@ from typing import Any
 from pfscalib.plan import paths
 
 
+# pipe_base's exit codes for a failure retries cannot fix (lsst.pipe.base RepeatableQuantumError.EXIT_CODE,
+# InvalidQuantumError.EXIT_CODE: test_verdicts checks them against the pinned package)
+NOT_RETRYABLE = {20: "a repeatable algorithmic failure (pipe_base RepeatableQuantumError)",
+                 21: "a configuration or logic error (pipe_base InvalidQuantumError)"}  # fmt: skip
+
+
+def ends_retries(state: dict) -> bool:
+    """A job state no retry can change: held by the quality gate, or failed with a status retries cannot
+    fix (a retry of the same build would end at once on it: pfscalib.job.run.standing_verdict)."""
+    return state.get("status") == "held" or (state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE)
+
+
 def write_json(path: str, payload: dict) -> None:
     """Atomic write: a crash never leaves a half-written sentinel or state."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
