@@ -12,7 +12,6 @@ from typing import Any
 
 from pfscalib.plan import paths
 
-
 # pipe_base's exit codes for a failure retries cannot fix (lsst.pipe.base RepeatableQuantumError.EXIT_CODE,
 # InvalidQuantumError.EXIT_CODE: test_verdicts checks them against the pinned package)
 NOT_RETRYABLE = {20: "a repeatable algorithmic failure (pipe_base RepeatableQuantumError)",
