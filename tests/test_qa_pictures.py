@@ -9,13 +9,16 @@ picture, with the roll-up. The whole report on a real run: tests/test_workflow_e
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from html.parser import HTMLParser
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -180,6 +183,28 @@ def test_the_check_fails_on_the_old_defects():
         plt.close(fig)
 
 
+def test_drift_panels_draw_the_trend_band_status_judges_with():
+    """The config's `trend` settings reach the drift panels (the command passes them): a band of +-50 %, and
+    the epochs in time order whatever the config's order."""
+    from pfscalib.plan.workflow import Workflow
+
+    values = {("b1", "bias.mean", e): v for e, v in (("run1", 1.0), ("run2", 1.0), ("run3", 1.4))}
+    fig = qa.drift_figure("b1", values, ["run1", "run2", "run3"], LIMITS, {"relative": 0.5})
+    try:
+        (bias,) = fig.axes
+        band = bias.collections[0].get_paths()[0].vertices[:, 1]
+        assert (band.min(), band.max()) == pytest.approx((0.5, 1.5))
+        assert not any(line.get_marker() == "s" for line in bias.lines)  # 1.4 is inside +-50 %: no red square
+    finally:
+        plt.close(fig)
+    config = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    config["trend"] = {"relative": 0.5}
+    config["epochs"] = dict(reversed(list(config["epochs"].items())))  # run2 listed first
+    argv = shlex.split(Workflow(config).commands.drift(["s.json"], "out"))
+    assert json.loads(argv[argv.index("--trend") + 1])["relative"] == 0.5
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--drift"] == ["run1", "run2"]
+
+
 def test_drift_panels_show_the_limit_band_not_the_noise():
     """A 0.01 ADU change of the bias level: the scale spans the fixed limits' band (the demo's +-10 ADU
     yellow), so the change is a flat line, not full height; every panel has units and data."""
@@ -197,6 +222,8 @@ def test_drift_panels_show_the_limit_band_not_the_noise():
         low, high = dark.get_ylim()
         assert high - low >= 2 * 0.1 * 0.015  # at least the trend band's relative width
         assert bias.collections  # run3's trend band from run1 and run2
+        band = bias.collections[0].get_paths()[0].vertices[:, 1]
+        assert (band.min(), band.max()) == pytest.approx((1.0050 - 0.1005, 1.0050 + 0.1005))  # +-10 % of 1.005
     finally:
         plt.close(fig)
 

@@ -235,23 +235,26 @@ def fixed_limits(limits: dict | None, metric: str, arm: str) -> list[tuple[str, 
     return [(level, float(band[level])) for band in bounds.values() for level in ("yellow", "red") if level in band]
 
 
-def drift_panel(ax, ys: list[float], epochs: list[str], label: str, bounds: list[tuple[str, float]]) -> None:
+def drift_panel(
+    ax, ys: list[float], epochs: list[str], label: str, bounds: list[tuple[str, float]], settings: dict | None = None
+) -> None:
     """One metric across the epochs, each epoch with its trend band (grey) from the epochs before it and a red
     square where it falls outside; the fixed limits (dashed: yellow, red). The scale shows the band, never only
     the noise: the yellow limits, and at least the trend's relative half-width (pfscalib.job.trend) around the
-    values' median."""
+    values' median. settings: the config's `trend` (status judges with the same)."""
+    settings = {**trend.DEFAULTS, **(settings or {})}
     xs = range(len(epochs))
     ax.plot(xs, ys, "o-", label="value")
     edges = [y for y in ys if np.isfinite(y)]
     for i, y in enumerate(ys):
-        if (found := trend.band(ys[:i], trend.DEFAULTS)) is not None:
+        if (found := trend.band(ys[:i], settings)) is not None:
             _, low, high = found
             ax.fill_between([i - 0.3, i + 0.3], low, high, color="0.85", zorder=0)
             edges += [low, high]
             if not low <= y <= high:
                 ax.plot([i], [y], "rs", ms=7)
     centre = float(np.median(edges)) if edges else 0.0
-    half = max(float(trend.DEFAULTS["relative"]) * abs(centre), 1e-9)
+    half = max(float(settings["relative"]) * abs(centre), 1e-9)
     edges += [centre - half, centre + half]
     near = [v for level, v in bounds if level == "yellow"]  # the band the gate passes; red where it lies beyond
     for level, value in bounds:
@@ -265,8 +268,11 @@ def drift_panel(ax, ys: list[float], epochs: list[str], label: str, bounds: list
     ax.set_ylabel(label, fontsize=8)
 
 
-def drift(sentinels: list[dict], epochs: list[str], outdir: Path, limits: dict | None = None) -> None:
-    """One picture per camera: the drift metrics it has across the epochs (from the sentinels' gate metrics)."""
+def drift(
+    sentinels: list[dict], epochs: list[str], outdir: Path, limits: dict | None = None, settings: dict | None = None
+) -> None:
+    """One picture per camera: the drift metrics it has across the epochs (from the sentinels' gate metrics),
+    each epoch against the trend band `settings` (the config's `trend`) make of the epochs before it."""
     outdir.mkdir(parents=True, exist_ok=True)
     values: dict[tuple[str, str, str], float] = {}
     for sentinel in sentinels:
@@ -274,12 +280,18 @@ def drift(sentinels: list[dict], epochs: list[str], outdir: Path, limits: dict |
             values[(_unit(sentinel), name, sentinel["epoch"])] = value
     cameras = sorted({_unit(s) for s in sentinels if len(_unit(s)) > 1})
     for camera in cameras:
-        fig = drift_figure(camera, values, epochs, limits)
+        fig = drift_figure(camera, values, epochs, limits, settings)
         fig.savefig(outdir / f"{camera}.png", dpi=70)
         plt.close(fig)
 
 
-def drift_figure(camera: str, values: dict[tuple[str, str, str], float], epochs: list[str], limits: dict | None):
+def drift_figure(
+    camera: str,
+    values: dict[tuple[str, str, str], float],
+    epochs: list[str],
+    limits: dict | None,
+    settings: dict | None = None,
+):
     """The drift panels of one camera: only the metrics it has (an n camera has no bias)."""
     panels = []
     for name, what, default in DRIFT:
@@ -293,7 +305,7 @@ def drift_figure(camera: str, values: dict[tuple[str, str, str], float], epochs:
         return fig
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, (name, label, ys) in zip(axes[0], panels):
-        drift_panel(ax, ys, epochs, label, fixed_limits(limits, name, camera[0]))
+        drift_panel(ax, ys, epochs, label, fixed_limits(limits, name, camera[0]), settings)
         ax.set_title(name, fontsize=8)
     fig.suptitle(f"{camera}: drift across epochs (grey: trend band; dashed: fixed limits)", fontsize=10)
     fig.tight_layout()
@@ -347,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-root", default=None, help="held products' records (with --table)")
     parser.add_argument("--not-built", action="append", default=[], help="STEP:UNIT:WORDS, a picture saying so")
     parser.add_argument("--limits", default=None, help="the config's limits file (the units; drift: the bounds)")
+    parser.add_argument("--trend", type=json.loads, default=None, help="drift: the config's trend settings (JSON)")
     parser.add_argument("sentinels", nargs="+")
     args = parser.parse_args(argv)
     if args.table:
@@ -359,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = load_limits(args.limits)
     if args.drift:
-        drift(_sentinels(args.sentinels), args.drift, Path(args.outdir), limits)
+        drift(_sentinels(args.sentinels), args.drift, Path(args.outdir), limits, args.trend)
         return 0
     from pfscalib.job.butler import open_butler
 

@@ -307,8 +307,12 @@ class Commands:
         return shell_join(argv + sentinels)
 
     def drift(self, sentinels: list[str], outdir: str) -> str:
-        epochs = [a for e in self.settings.epochs for a in ("--drift", e)]
-        return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *self._limits(), *epochs, *sentinels])
+        spans = self.settings.epochs  # in time order, as status's trend reads them (pfscalib.job.trend)
+        in_time = sorted(spans, key=lambda name: (str(spans[name].get("begin", "")), name))
+        epochs = [a for e in in_time for a in ("--drift", e)]
+        trend = self.settings.config.get("trend")  # the bands status judges with (pfscalib.job.trend)
+        bands = ["--trend", json.dumps(trend, sort_keys=True)] if trend else []
+        return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *self._limits(), *bands, *epochs, *sentinels])
 
     def _limits(self) -> list[str]:
         """The config's limits file (QA's units and the drift panels' bounds), if it names one."""
