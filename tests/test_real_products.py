@@ -9,6 +9,7 @@ simulator renders, so no repository is built: these tests take seconds.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from pfscalib.demo.tasks.calib import (
     PfsIsrConfig,
     PfsIsrTask,
     clipped_mean,
+    nan_quantiles,
 )
 from pfscalib.demo.tasks.detectorMap import (
     BootstrapConfig,
@@ -397,6 +399,19 @@ def test_combined_bias_is_a_clipped_mean_with_the_noise_the_gate_expects():
     # ~5 % above 1: the ISR's per-row overscan median (16 columns) adds its noise to every row
     assert 0.95 < values["bias.noise_ratio"] < 1.15, values
     assert gate.verdict(gate.judge(values, DEMO_LIMITS, "bias", "b")) == "green"  # the demo's ADU
+
+
+def test_the_clipped_mean_starts_from_numpy_s_own_quartiles():
+    """nan_quantiles (one sort for the stack) gives np.nanpercentile's linear quartiles, NaN pixels included."""
+    rng = np.random.default_rng(7)
+    for count in (1, 2, 3, 5, 12):
+        stack = rng.normal(size=(count, 32, 32))
+        stack[rng.random(stack.shape) < 0.2] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+            expected = np.nanpercentile(stack, (25.0, 75.0), axis=0)
+        for got, want in zip(nan_quantiles(stack, (0.25, 0.75)), expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 def test_the_gate_knows_the_clipped_mean_noise():

@@ -434,6 +434,22 @@ class PfsCalibCombineTask(pipeBase.PipelineTask):
         return combined.astype(np.float32)
 
 
+def nan_quantiles(stack: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
+    """np.nanpercentile(stack, 100 * q, axis=0) (linear interpolation) for each q, from one sort: numpy's
+    own takes ~1 s per quartile of a 256 x 256 stack with a NaN in it (one 1-d call per pixel)."""
+    ordered = np.sort(stack, axis=0)  # NaN last
+    last = np.maximum(np.isfinite(stack).sum(axis=0) - 1, 0)
+    out = []
+    for q in quantiles:
+        position = q * last
+        below = np.floor(position).astype(np.intp)
+        above = np.minimum(below + 1, last)
+        low = np.take_along_axis(ordered, below[None], axis=0)[0]
+        high = np.take_along_axis(ordered, above[None], axis=0)[0]
+        out.append(low + (high - low) * (position - below))  # NaN where every value is NaN
+    return out
+
+
 def clipped_mean(stack: np.ndarray, clip: float, iterations: int) -> np.ndarray:
     """Per pixel (axis 0), afw's MEANCLIP (lsst.afw.math Statistics): start from the median and the
     interquartile sigma (0.741 IQR), then `iterations` times the mean and standard deviation of the values
@@ -444,7 +460,7 @@ def clipped_mean(stack: np.ndarray, clip: float, iterations: int) -> np.ndarray:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         median = np.nanmedian(stack, axis=0)
-        lower, upper = np.nanpercentile(stack, (25.0, 75.0), axis=0)
+        lower, upper = nan_quantiles(stack, (0.25, 0.75))
         centre, sigma = median, 0.741 * (upper - lower)
         for _ in range(iterations):
             keep = finite & (np.abs(stack - centre) <= clip * sigma)
