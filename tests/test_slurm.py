@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from astropy.io import fits
 
 from pfscalib.demo.twin import PAD_EXTNAME
 from pfscalib.plan import paths
 from pfscalib.plan.realsite import duration
 from pfscalib.plan.season import quanta
+from pfscalib.plan.steps import STEP_NAMES
 
 from conftest import PROJECT, run
 from helpers import (
@@ -56,75 +58,39 @@ def slurm_jobs(workdir: Path) -> list[tuple[str, str, int]]:
     return jobs
 
 
-def test_workflow_on_slurm_with_a_cancelled_job(slurm_env, tmp_path):
-    env, state = slurm_env
-    workdir = workdir_config(tmp_path, cameras=["b1", "r1"], epochs=("run1",))
-    config = (workdir / "config/config.yaml").read_text().replace("bias:\n    threads: 1", "bias:\n    threads: 2")
-    (workdir / "config/config.yaml").write_text(config)
-    cmd = [
-        "snakemake",
-        "-s",
-        str(PROJECT / "Snakefile"),
-        "--profile",
-        str(PROJECT / "profiles/slurm"),
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-        "--seconds-between-status-checks",
-        "2",
-    ]
-    # Snakemake's output into a file: a pipe read only at the end fills (64 KB) and blocks its logging
-    log = (tmp_path / "snakemake.out").open("w")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    cancelled = None
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:
-        if cancelled is None:
-            queue = run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=env).stdout
-            running = [line.split() for line in queue.splitlines() if "rule_dark" in line]
-            if running:
-                time.sleep(3)  # mid-job: pipetask is running
-                cancelled = int(running[0][0])
-                run(["scancel", str(cancelled)], env=env, check=True)
-        time.sleep(1)
-    proc.wait(timeout=60)
-    log.close()
-    output = (tmp_path / "snakemake.out").read_text()
-    assert proc.returncode == 0, output[-5000:]
-    assert cancelled is not None, "no dark job was seen running"
+SLURM_CMD = [
+    "snakemake",
+    "-s",
+    str(PROJECT / "Snakefile"),
+    "--profile",
+    str(PROJECT / "profiles/slurm"),
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--seconds-between-status-checks",
+    "2",
+]
 
-    comp = slurm_jobcomp(state)
-    jobs = slurm_jobs(workdir)
-    step_rules = {"bias", "dark", "flat", "bootstrap", "detectorMap", "fiberProfiles", "fiberNorms"}
-    # every step job ran as a SLURM job; the repository and check jobs stayed on the submit host
-    assert {r for r, _, _ in jobs} == step_rules
-    done = {(r, w) for r, w, j in jobs if comp.get(j, {}).get("JobState") == "COMPLETED"}
-    assert len(done) == 6 * 2 + 2
-    # threads -> --cpus-per-task (ProcCnt), as configured per step
-    for rule, _, job_id in jobs:
-        if comp.get(job_id, {}).get("JobState") == "COMPLETED":
-            assert int(comp[job_id]["ProcCnt"]) == (2 if rule == "bias" else 1), (rule, comp[job_id])
-    # the cancelled job was retried under a new job id and the run completed
-    assert comp[cancelled]["JobState"] == "CANCELLED"
-    retried = next((r, w) for r, w, j in jobs if j == cancelled)
-    assert retried in done
-    # sentinels and certifications: everything once, nothing twice
-    assert len(list((workdir / "results/certified/run1").rglob("*.json"))) == 14
-    certs = certifications(workdir / "results/demo/repo")
-    assert len(certs) == 14
 
-    # A held product on SLURM (issue #31's failure classes): judged once, and the profile's `retries: 2`
-    # submit no second SLURM job for it (pfscalib.internals.snakemake.verdicts_not_retried).
-    use_limits(workdir, "limits-red.yaml", "fiberNorms.max", {"yellow": 0.01, "red": 0.02})
-    norms = paths.sentinel("fiberNorms", "run1", "b")
-    before = {j for _, _, j in jobs}
-    held = run([*cmd, norms, "--rerun-triggers", "mtime", "--show-failed-logs", "-R", norms], cwd=workdir, env=env)
-    out = held.stdout + held.stderr
-    assert held.returncode != 0, out[-3000:]
-    attempts = [j for r, _, j in slurm_jobs(workdir) if r == "fiberNorms" and j not in before]
-    assert len(attempts) == 1 and "Trying to restart job" not in out, out[-3000:]
-    assert slurm_jobcomp(state)[attempts[0]]["JobState"] == "FAILED"
-    assert len(re.findall(r"held fiberNorms b: fiberNorms\.max", out)) == 1, out[-4000:]  # one judgement
-    assert (workdir / paths.held("fiberNorms", "run1", "b")).exists()
+def run_cancelling(cmd: list[str], workdir: Path, env: dict, rule: str, timeout: float = 900) -> tuple[int, str, int]:
+    """Run Snakemake and scancel the first SLURM job of `rule` a few seconds into its run (as an operator or
+    a node failure would): (exit status, output, the cancelled job's id)."""
+    out = workdir / "snakemake.log"
+    with out.open("w") as log:  # a file: a pipe read only at the end fills (64 KB) and blocks Snakemake's logging
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        cancelled = None
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            if cancelled is None:
+                queue = run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=env).stdout
+                running = [line.split() for line in queue.splitlines() if f"rule_{rule}" in line]
+                if running:
+                    time.sleep(3)  # mid-job: pipetask is running
+                    cancelled = int(running[0][0])
+                    run(["scancel", str(cancelled)], env=env, check=True)
+            time.sleep(1)
+        proc.wait(timeout=60)
+    assert cancelled is not None, f"no {rule} job was seen running"
+    return proc.returncode, out.read_text(), cancelled
 
 
 def test_dry_run_with_slurm_profile_needs_no_cluster(tmp_path):
@@ -146,37 +112,53 @@ def test_bare_profile_name_is_found_from_the_project_root():
     assert re.search(r"profile.*slurm", proc.stdout + proc.stderr, re.I)
 
 
-def test_twin_on_slurm_under_a_binding_disk_budget(slurm_env, tmp_path, monkeypatch):
+def test_twin_on_slurm_under_a_binding_disk_budget_with_a_cancelled_job(slurm_env, tmp_path, monkeypatch):
     """Issue #33: the timing twin under a disk budget below the unconstrained peak: the run finishes, what
-    running jobs hold never exceeds the budget, and `pfscalib plan`'s predictions stand against the run."""
+    running jobs hold never exceeds the budget, and `pfscalib plan`'s predictions stand against the run.
+    Issue #4 in the same run: every step job is a SLURM job with its threads as CPUs, and a dark job
+    cancelled mid-run is retried and certified once. Then a held product is not retried (#31)."""
     env, state = slurm_env
-    if True:
-        workdir = twin_workdir(tmp_path)
-        repo = workdir / "results/demo/repo"
-        snakemake(workdir, paths.demo_marker("results/demo/repo"), cores=1)  # the demo repository, locally
-        baseline = datastore_bytes(repo)
+    workdir = twin_workdir(tmp_path)
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["steps"]["bias"]["threads"] = 2  # -> --cpus-per-task 2 (the plan schedules it so)
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    repo = workdir / "results/demo/repo"
+    snakemake(workdir, paths.demo_marker("results/demo/repo"), cores=1)  # the demo repository, locally
+    baseline = datastore_bytes(repo)
 
-        wf, free = predicted(workdir, monkeypatch, None)
-        largest = max(j.disk_mb for j in wf.disk.jobs())
-        budget = largest + 1  # one fiberProfiles job at a time: below what running jobs hold unconstrained
-        assert free.peak_held_mb > budget, (free.peak_held_mb, budget)
-        _, bound = predicted(workdir, monkeypatch, budget)
-        assert bound.peak_held_mb <= budget and not bound.stuck
+    wf, free = predicted(workdir, monkeypatch, None)
+    largest = max(j.disk_mb for j in wf.disk.jobs())
+    budget = largest + 1  # one fiberProfiles job at a time: below what running jobs hold unconstrained
+    assert free.peak_held_mb > budget, (free.peak_held_mb, budget)
+    _, bound = predicted(workdir, monkeypatch, budget)
+    assert bound.peak_held_mb <= budget and not bound.stuck
 
-        sampler = DatastoreSampler(repo)
-        sampler.start()
-        started = time.time()
-        cmd = ["snakemake", "-s", str(PROJECT / "Snakefile"), "--profile", str(PROJECT / "profiles/slurm")]
-        cmd += ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"]
-        cmd += ["--resources", f"disk_mb={budget}"]
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-        wall = time.time() - started
-        sampler.stop.set()
-        sampler.join()
-        (workdir / "snakemake.log").write_text(proc.stdout + proc.stderr)
-        errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "rror" in ln]
-        assert proc.returncode == 0, "\n".join(errors[:40]) + (proc.stdout + proc.stderr)[-3000:]
-        comp = slurm_jobcomp(state)
+    sampler = DatastoreSampler(repo)
+    sampler.start()
+    started = time.time()
+    returncode, output, cancelled = run_cancelling(
+        [*SLURM_CMD, "--resources", f"disk_mb={budget}"], workdir, env, "dark"
+    )
+    wall = time.time() - started
+    sampler.stop.set()
+    sampler.join()
+    errors = [ln for ln in output.splitlines() if "rror" in ln]
+    assert returncode == 0, "\n".join(errors[:40]) + output[-3000:]
+    comp = slurm_jobcomp(state)
+
+    jobs = slurm_jobs(workdir)
+    # every step job ran as a SLURM job; the repository and check jobs stayed on the submit host
+    assert {r for r, _, _ in jobs} == set(STEP_NAMES)
+    completed = {(r, w) for r, w, j in jobs if comp.get(j, {}).get("JobState") == "COMPLETED"}
+    assert len(completed) == 6 * 2 + 2
+    # threads -> --cpus-per-task (ProcCnt), as configured per step (bias: 2)
+    for rule, _, job_id in jobs:
+        if comp.get(job_id, {}).get("JobState") == "COMPLETED":
+            assert int(comp[job_id]["ProcCnt"]) == (2 if rule == "bias" else 1), (rule, comp[job_id])
+    # the cancelled dark job was retried under a new job id (the profile's retries) and the run completed
+    assert comp[cancelled]["JobState"] == "CANCELLED"
+    assert next((r, w) for r, w, j in jobs if j == cancelled) in completed
+    assert len(certifications(repo)) == 14  # everything once, nothing twice
 
     # every job certified; images carry the twin's padding
     assert len(list((workdir / "results/certified/run1").rglob("*.json"))) == len(wf.disk.jobs()) == 14
@@ -212,3 +194,19 @@ def test_twin_on_slurm_under_a_binding_disk_budget(slurm_env, tmp_path, monkeypa
     assert held <= budget * MB, (held, budget)
     assert abs(peak - bound.peak_bytes) <= PEAK_TOLERANCE * peak, (peak, bound.peak_bytes)
     assert makespan >= sum(work[f"{j.disk.name}"] for j in bound.critical_path)  # the chain's sleeps at least
+
+    # A held product on SLURM (issue #31's failure classes): judged once, and the profile's `retries: 2`
+    # submit no second SLURM job for it (pfscalib.internals.snakemake.verdicts_not_retried).
+    use_limits(workdir, "limits-red.yaml", "fiberNorms.max", {"yellow": 0.01, "red": 0.02})
+    norms = paths.sentinel("fiberNorms", "run1", "b")
+    before = {j for _, _, j in jobs}
+    held = run(
+        [*SLURM_CMD, norms, "--rerun-triggers", "mtime", "--show-failed-logs", "-R", norms], cwd=workdir, env=env
+    )
+    out = held.stdout + held.stderr
+    assert held.returncode != 0, out[-3000:]
+    attempts = [j for r, _, j in slurm_jobs(workdir) if r == "fiberNorms" and j not in before]
+    assert len(attempts) == 1 and "Trying to restart job" not in out, out[-3000:]
+    assert slurm_jobcomp(state)[attempts[0]]["JobState"] == "FAILED"
+    assert len(re.findall(r"held fiberNorms b: fiberNorms\.max", out)) == 1, out[-4000:]  # one judgement
+    assert (workdir / paths.held("fiberNorms", "run1", "b")).exists()
