@@ -43,7 +43,7 @@ fmt: venv
 	snakefmt $(SNAKEMAKE_FILES)
 
 test: lint
-	pytest -ra --durations=25 -n 2 --dist loadscope
+	pytest -ra --durations=25 -n 3 --dist loadscope --no-loadscope-reorder
 
 # Untracked pictures (.gitignore); docs/rulegraph.svg is a copy of rulegraph.svg made by hand.
 dag: venv

@@ -149,12 +149,17 @@ def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
     return out
 
 
-# `make test` runs two pytest-xdist workers with --dist loadscope: a module's tests stay on one worker, so its
-# module-scoped fixtures (a whole demo run, a fault run) are built once. The longest modules go first, so
-# that the two workers finish together. (The daemon scripts serialise their apt installs with a lock.)
-LONGEST_FIRST = ["test_slurm", "test_reliability", "test_workflow_e2e", "test_random_kill", "test_seed_sequence",
-                 "test_databases", "test_quality_gate", "test_stale", "test_offsets", "test_cameras",
-                 "test_bad_input", "test_signals"]  # fmt: skip
+# `make test` runs three pytest-xdist workers on the two cores with --dist loadscope: a module's tests stay on
+# one worker, so its module-scoped fixtures (a whole demo run, a fault run) are built once; the third worker
+# fills the time the others wait (SLURM dispatch and status checks, the twin's sleeps, signal waits). The
+# longest modules go first (by the module times of a clean-clone run, 2026-12-07), so that the workers finish
+# together; --no-loadscope-reorder keeps this order (xdist would otherwise start with the modules that have
+# the most tests, leaving the few long ones to the end). (The daemon scripts serialise their apt installs.)
+LONGEST_FIRST = ["test_slurm", "test_reliability", "test_workflow_e2e", "test_random_kill", "test_cameras",
+                 "test_stale", "test_bad_input", "test_offsets", "test_databases", "test_signals",
+                 "test_seed_sequence", "test_quality_gate", "test_promote_safety", "test_verdicts",
+                 "test_site_collections", "test_forced_rebuild", "test_recovery", "test_profiles_run",
+                 "test_corpus", "test_snakemake_internals", "test_demo_layout", "test_site_checks"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

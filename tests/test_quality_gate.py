@@ -44,7 +44,7 @@ PYTHON = {"items", "group", "finditer", "startswith", "removesuffix", "join", "a
 BOOTSTRAP_LOG = {"lines", "traces", "matched", "medians", "fits", "fitted", "fit_total"}
 BOOTSTRAP_LOG |= {"worst_rms", "combined_rms", "median_dy"}
 # argparse's namespace; steps.Step's
-NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot", "limits"}
+NAMESPACES = {"repo", "outdir", "sentinels", "drift", "table", "held_root", "not_built", "qa_plot", "limits", "trend"}
 MATPLOTLIB = {"use", "imshow", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "plot", "legend", "add_subplot",
               "axhline", "transAxes", "suptitle", "clf", "text", "tight_layout", "subplots_adjust",
               "savefig", "fill_between", "axes", "canvas", "colorbar", "draw", "get_text", "get_ticklabels",
