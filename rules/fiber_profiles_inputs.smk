@@ -7,9 +7,12 @@
 
 rule fiberProfilesInputs:
     input:
-        # Only its epoch's check, not the registration: defineFiberProfilesInputs registers its own
-        # dataset type, so it runs beside the registration (one core is otherwise idle there).
         checked(),
+        # After the registration, never beside it: on PostgreSQL, registering a dataset type creates its
+        # tags table with a foreign key to profiles_run, whose rows this job inserts, and the two
+        # transactions' locks deadlock (bench/README: one season run lost fiberProfiles' tags table so).
+        # ancient: an order, not a reason to rerun.
+        ancient(paths.REGISTRY),
     output:
         paths.profiles("{epoch}", "{mode}"),
     log:
