@@ -513,7 +513,7 @@ def test_product_conventions_the_workflow_reads_are_the_real_ones():
     and in the workflow's readers."""
     import numpy as np
 
-    from pfscalib.demo.tasks import measure
+    from pfscalib.demo.tasks import calib, measure
     from pfscalib.demo.tasks.calib import FlatCombineTask, PfsCalibCombineConfig, header_provenance
     from pfscalib.job import butler as butlerops
     from pfscalib.job import metrics
@@ -525,6 +525,14 @@ def test_product_conventions_the_workflow_reads_are_the_real_ones():
     # drp_stella pipelines/calibCombine.py:29-31 keeps cp_pipe's CalibCombineConfig default (lsst/cp_pipe 0045619
     # python/lsst/cp/pipe/cpCombine.py: combine="MEANCLIP")
     assert PfsCalibCombineConfig().combine == "MEANCLIP"
+    # afw's MEANCLIP, which cp_pipe's combine calls (lsst/afw 714e0ed include/lsst/afw/math/Statistics.h:215-219,
+    # src/math/Statistics.cc:51 and 936-939): the first clip at median +- numSigmaClip * IQ_TO_STDEV * IQR,
+    # IQ_TO_STDEV = 0.741301109252802; the later ones at mean +- numSigmaClip * stdev
+    assert calib.IQ_TO_STDEV == 0.741301109252802
+    for outlier, kept in ((5.2795, True), (5.2805, False)):  # median 2.5, IQR 2.5: the first clip at 5.27988
+        stack = np.array([0.0, 1.0, 2.0, 3.0, 4.0, outlier])[:, None, None]
+        expected = np.mean(stack[:, 0, 0] if kept else stack[:5, 0, 0])
+        assert calib.clipped_mean(stack, 1.5, 1)[0, 0] == pytest.approx(expected), outlier
     # obs_pfs fe94433 isrTask.py:1287-1298: f"LSST CALIB RUN {inputName.upper()}", f"LSST CALIB UUID {...}"
     ref = dataclasses.make_dataclass("Ref", ["run", "id"])("u/x/biasGen", "0f0e")
     refs = dataclasses.make_dataclass("Refs", ["bias"])(ref)

@@ -434,6 +434,10 @@ class PfsCalibCombineTask(pipeBase.PipelineTask):
         return combined.astype(np.float32)
 
 
+# afw's sigma per interquartile range of a Gaussian (lsst/afw 714e0ed src/math/Statistics.cc:51)
+IQ_TO_STDEV = 0.741301109252802
+
+
 def nan_quantiles(stack: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
     """np.nanpercentile(stack, 100 * q, axis=0) (linear interpolation) for each q, from one sort: numpy's
     own takes ~1 s per quartile of a 256 x 256 stack with a NaN in it (one 1-d call per pixel)."""
@@ -452,7 +456,7 @@ def nan_quantiles(stack: np.ndarray, quantiles: tuple[float, ...]) -> list[np.nd
 
 def clipped_mean(stack: np.ndarray, clip: float, iterations: int) -> np.ndarray:
     """Per pixel (axis 0), afw's MEANCLIP (lsst.afw.math Statistics): start from the median and the
-    interquartile sigma (0.741 IQR), then `iterations` times the mean and standard deviation of the values
+    interquartile sigma (IQ_TO_STDEV x IQR), then `iterations` times the mean and standard deviation of the values
     within clip sigma of the current centre. NaN inputs (masked pixels) are ignored; a pixel whose values
     are all clipped keeps its median."""
     stack = np.asarray(stack, dtype=np.float64)
@@ -461,7 +465,7 @@ def clipped_mean(stack: np.ndarray, clip: float, iterations: int) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         median = np.nanmedian(stack, axis=0)
         lower, upper = nan_quantiles(stack, (0.25, 0.75))
-        centre, sigma = median, 0.741 * (upper - lower)
+        centre, sigma = median, IQ_TO_STDEV * (upper - lower)
         for _ in range(iterations):
             keep = finite & (np.abs(stack - centre) <= clip * sigma)
             count = keep.sum(axis=0)
