@@ -81,7 +81,7 @@ def unit_of(wildcards):
 
 def step_job_state(job):
     """A step job's state file (None for other jobs): the profiles' retries skip a job it says ended on a
-    verdict (held) or on a failure retries cannot fix (docs/failures.md)."""
+    verdict (held) or on a failure retries cannot fix (docs/recovery.md)."""
     if job.rule.name not in STEPS:
         return None
     return paths.state(job.rule.name, job.wildcards.epoch, unit_of(job.wildcards))

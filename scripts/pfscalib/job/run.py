@@ -127,26 +127,24 @@ def standing_verdict(request: JobRequest, ident: dict) -> int:
     state = read_json(request.state) or {}
     if state.get("identity") != ident:
         return 0
-    standing = (state.get("status") == "held" and state.get("judged") == judgement(request)) or (
-        state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE
-    )
-    if standing:  # the state written again in this run: Snakemake does not retry it (verdicts_not_retried)
-        write_json(request.state, {**state, "standing_at": utc_now()})
-    if state.get("status") == "held" and state.get("judged") == judgement(request):
+    held = state.get("status") == "held" and state.get("judged") == judgement(request)
+    if not held and not (state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE):
+        return 0
+    # the state written again in this run: Snakemake does not retry the job (verdicts_not_retried)
+    write_json(request.state, {**state, "standing_at": utc_now()})
+    if held:
         log.error(
             "held at %s as this same build (%s): a verdict, not retried; accept it (the held record's accept: "
             "entry), change the limits, or force a rebuild",
             state.get("held_at"), "; ".join(state.get("failing", [])),
         )  # fmt: skip
         return 1
-    if state.get("status") == "failed" and state.get("exit") in NOT_RETRYABLE:
-        log.error(
-            "not retried: pipetask failed at %s with exit status %d, %s (%s): retries cannot fix it; fix the "
-            "input or the configuration, or force the job",
-            state.get("failed_at"), state["exit"], NOT_RETRYABLE[state["exit"]], state.get("cause", ""),
-        )  # fmt: skip
-        return state["exit"]
-    return 0
+    log.error(
+        "not retried: pipetask failed at %s with exit status %d, %s (%s): retries cannot fix it; fix the "
+        "input or the configuration, or force the job",
+        state.get("failed_at"), state["exit"], NOT_RETRYABLE[state["exit"]], state.get("cause", ""),
+    )  # fmt: skip
+    return state["exit"]
 
 
 def with_profiles_run(command: PipetaskCommand, record_path: str) -> PipetaskCommand:

@@ -19,6 +19,8 @@ import math
 import statistics
 from collections.abc import Iterable
 
+from pfscalib.plan.config import epoch_order
+
 DEFAULTS = {"window": 5, "relative": 0.10, "sigma": 3.0, "min_builds": 2}
 
 
@@ -57,11 +59,6 @@ def band(values: list[float], settings: dict) -> tuple[float, float, float] | No
         mad = statistics.median(abs(v - centre) for v in finite)
         half = max(half, float(settings["sigma"]) * 1.4826 * mad)
     return centre, centre - half, centre + half
-
-
-def epoch_order(epochs: dict[str, dict]) -> list[str]:
-    """Epoch names by the start of their validity range (ISO-8601 TAI strings sort in time order)."""
-    return sorted(epochs, key=lambda name: (str(epochs[name].get("begin", "")), name))
 
 
 def judge(

@@ -9,7 +9,7 @@ import json
 import shlex
 
 from pfscalib.plan import paths
-from pfscalib.plan.config import AUTO, Settings
+from pfscalib.plan.config import AUTO, Settings, epoch_order
 from pfscalib.plan.contract import GuideCommand, JobRequest, Override, OwnCollections, PipetaskCommand, ScanRequest
 from pfscalib.plan.steps import OFFSET_STEP, STEP_NAMES, STEPS
 from pfscalib.plan.tables import Selections
@@ -307,9 +307,7 @@ class Commands:
         return shell_join(argv + sentinels)
 
     def drift(self, sentinels: list[str], outdir: str) -> str:
-        spans = self.settings.epochs  # in time order, as status's trend reads them (pfscalib.job.trend)
-        in_time = sorted(spans, key=lambda name: (str(spans[name].get("begin", "")), name))
-        epochs = [a for e in in_time for a in ("--drift", e)]
+        epochs = [a for e in epoch_order(self.settings.epochs) for a in ("--drift", e)]  # as the trend reads them
         trend = self.settings.config.get("trend")  # the bands status judges with (pfscalib.job.trend)
         bands = ["--trend", json.dumps(trend, sort_keys=True)] if trend else []
         return shell_join(["pfscalib", "qa", "--", "--outdir", outdir, *self._limits(), *bands, *epochs, *sentinels])

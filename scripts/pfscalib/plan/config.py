@@ -148,6 +148,12 @@ def mistyped_cameras(cameras: list[str], others: list[str]) -> list[tuple[str, s
     ]
 
 
+def epoch_order(epochs: dict[str, dict]) -> list[str]:
+    """Epoch names by the start of their validity range (ISO-8601 TAI strings sort in time order): the order
+    of a camera's trend (pfscalib.job.trend) and of its drift panels."""
+    return sorted(epochs, key=lambda name: (str(epochs[name].get("begin", "")), name))
+
+
 class Settings:
     """The validated configuration, and each step's setting with the step's default."""
 

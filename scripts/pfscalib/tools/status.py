@@ -23,7 +23,6 @@ from pfscalib.plan.workflow import Workflow
 
 COLUMNS = ["epoch", "step", "camera", "datasetType", "status", "begin", "end", "run", "datasetId", "visits", "state",
            "verdict", "staleInputs", "rebuild"]  # fmt: skip
-DEFAULT_CONFIG = paths.DEFAULT_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +145,16 @@ def staleness(by_path: dict[Path, dict], workdir: Path) -> dict[str, Stale]:
     return {path: stale for path in current if (stale := judge(path))}
 
 
-def rebuild_command(target: str, roots: list[str] | tuple[str, ...], config_path: str = DEFAULT_CONFIG) -> str:
+def rebuild_command(target: str, roots: list[str] | tuple[str, ...], config_path: str = paths.DEFAULT_CONFIG) -> str:
     """The snakemake command that rebuilds a stale product and exactly the stale products it is built from: the
     target, then -R the stale products built directly from a replaced input (docs/recovery.md)."""
-    configfile = [] if Path(config_path).resolve() == Path(DEFAULT_CONFIG).resolve() else ["--configfile", config_path]
+    configfile = (
+        [] if Path(config_path).resolve() == Path(paths.DEFAULT_CONFIG).resolve() else ["--configfile", config_path]
+    )
     return shell_join(["snakemake", "--cores", "2", *configfile, target, "-R", *roots])
 
 
-def status_table(wf: Workflow, workdir: Path = Path("."), config_path: str = DEFAULT_CONFIG) -> pd.DataFrame:
+def status_table(wf: Workflow, workdir: Path = Path("."), config_path: str = paths.DEFAULT_CONFIG) -> pd.DataFrame:
     from lsst.daf.butler import Timespan
 
     from pfscalib.job import butler as butlerops
@@ -329,7 +330,7 @@ def stale_notes(df: pd.DataFrame, wf: Workflow) -> list[str]:
             f"{epoch}: {len(mine)} stale, built before {', '.join(replaced) or 'an input'} was rebuilt; to rebuild:"
         )
         if roots:
-            out.append(f"  {rebuild_command('all', list(roots), df.attrs.get('config_path', DEFAULT_CONFIG))}")
+            out.append(f"  {rebuild_command('all', list(roots), df.attrs.get('config_path', paths.DEFAULT_CONFIG))}")
     return out
 
 
