@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -155,11 +156,34 @@ def outside_dump(repo: Path, rerun: str = "u/demo") -> dict:
 # longest modules go first (by the module times of a clean-clone run, 2026-12-07), so that the workers finish
 # together; --no-loadscope-reorder keeps this order (xdist would otherwise start with the modules that have
 # the most tests, leaving the few long ones to the end). (The daemon scripts serialise their apt installs.)
-LONGEST_FIRST = ["test_slurm", "test_reliability", "test_workflow_e2e", "test_random_kill", "test_cameras",
-                 "test_stale", "test_bad_input", "test_offsets", "test_databases", "test_signals",
+LONGEST_FIRST = ["test_workflow_e2e", "test_slurm", "test_reliability", "test_random_kill", "test_cameras",
+                 "test_bad_input", "test_offsets", "test_databases", "test_signals",
                  "test_seed_sequence", "test_quality_gate", "test_promote_safety", "test_verdicts",
                  "test_site_collections", "test_forced_rebuild", "test_recovery", "test_profiles_run",
                  "test_corpus", "test_snakemake_internals", "test_demo_layout", "test_site_checks"]  # fmt: skip
+
+
+CPU_AT = pytest.StashKey[float]()
+
+
+def cpu_seconds() -> float:
+    """CPU of this worker and of every process it has waited for (snakemake, its jobs, their pipetask)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[CPU_AT] = cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each test's CPU seconds (module fixtures in the test that first needs them) as a JUnit property
+    `cpu_s`: on two cores the suite's wall follows its CPU, which is what to trim when it grows."""
+    outcome = yield
+    if call.when == "teardown" and CPU_AT in item.stash:
+        outcome.get_result().user_properties.append(("cpu_s", f"{cpu_seconds() - item.stash[CPU_AT]:.1f}"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -298,3 +298,28 @@ def test_first_page_has_one_verdict_per_camera_calibration_and_epoch():
     assert roll[("run1", "spectrograph", "sp2")] == "r pass"
     assert "held" in text and "u/demo/calib/bias" in text and "u/demo/bootstrap" in text
     assert "PFS/calib" not in text
+
+
+def test_a_season_s_first_page_survives_the_report_s_restructuredtext():
+    """The report embeds the page in report/workflow.rst (`.. raw:: html`), which docutils parses first: a
+    line over its line_length_limit (10,000 characters, docutils 0.22.4 parsers/rst/__init__.py:179-181)
+    becomes an error message instead of the page. The demo's 4 cameras x 2 epochs broke it when a grid was one
+    line; a season of 16 cameras x 3 epochs must not."""
+    from docutils.core import publish_parts
+
+    cameras = [f"{arm}{sp}" for sp in range(1, 5) for arm in "brnm"]
+    epochs = ["run1", "run2", "run3"]
+    text = overview.page(
+        status_rows(cameras, epochs, {}),
+        pd.DataFrame(columns=["epoch", "calibration", "camera", "verdict", "why"]),
+        cameras,
+        {e: (f"2025-0{i + 3}-01T00:00:00", f"2025-0{i + 4}-01T00:00:00") for i, e in enumerate(epochs)},
+        "u/demo/calib",
+        {"bias": "u/demo/calib/bias", "bootstrap": "u/demo/bootstrap"},
+    )
+    rst = (PROJECT / "report/workflow.rst").read_text()
+    embedded = ".. raw:: html\n\n" + "".join(f"   {line}\n" for line in text.splitlines())
+    assert "{{ res.path.read_text() | indent(3) }}" in rst  # the template embeds the page so
+    body = publish_parts(embedded, writer="html", settings_overrides={"warning_stream": False})["body"]
+    assert "system-message" not in body and "line-length-limit" not in body
+    assert len(parse_cells(body).cells) == len(cameras) * len(STEP_NAMES) * len(epochs)

@@ -1,7 +1,9 @@
 """Issue #3: the workflow on the demo, driven by the real snakemake CLI.
 
-One module-scoped run (demo: enabled, so the workflow builds its own repo as `make demo` does) on two
-cameras and both epochs; the tests after it inspect, rerun and rebuild it in order.
+One module-scoped run (demo: enabled, so the workflow builds its own repo as `make demo` does) on the demo's
+four cameras and both epochs; the tests after it inspect, rerun and rebuild it in order. Issue #32 (1), status
+knows what is stale, is checked on it too: b1's bias rebuilt alone, then what status and `snakemake -n` say,
+then the command status prints.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +21,19 @@ import pytest
 import yaml
 from lsst.daf.butler import Butler
 
+from pfscalib.plan import paths
 from pfscalib.plan.steps import STEP_NAMES, STEPS
 
 from conftest import PROJECT, outside_dump, run
-from helpers import CAMERAS, certifications, snakemake, workdir_config
+from helpers import certifications, snakemake, workdir_config
 from reportcheck import check_pictures_render, first_page, report_results
+
+CAMERAS = yaml.safe_load((PROJECT / "config/config.yaml").read_text())["cameras"]  # make demo's: b1 r1 b2 r2
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    workdir = workdir_config(tmp_path_factory.mktemp("workflow"))
+    workdir = workdir_config(tmp_path_factory.mktemp("workflow"), cameras=CAMERAS)
     snakemake(workdir, "results/demo/repo/demo.json")  # the site as built, before the workflow runs
     (workdir / "site-before.json").write_text(json.dumps(outside_dump(workdir / "results/demo/repo")))
     snakemake(workdir)
@@ -65,8 +71,8 @@ def clean_environment() -> dict[str, str]:
 
 def check_summary(workdir: Path, out: str) -> None:
     assert [ln for ln in out.splitlines() if "all 7 calibrations certified" in ln] == [
-        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
-        "  run2 [2025-04-01, 2025-05-01): pass (sp1 pass); b1 r1: all 7 calibrations certified",
+        "  run1 [2025-03-01, 2025-04-01): pass (sp1 pass, sp2 pass); b1 r1 b2 r2: all 7 calibrations certified",
+        "  run2 [2025-04-01, 2025-05-01): pass (sp1 pass, sp2 pass); b1 r1 b2 r2: all 7 calibrations certified",
     ]
     assert "Report: snakemake --report report.html" in out
 
@@ -75,7 +81,9 @@ def check_status(workdir: Path, out: str) -> None:
     lines = out.splitlines()
     lines = lines[lines.index(next(ln for ln in lines if ln.startswith("epoch "))) :]  # after make's echo
     assert lines[0].split() == ["epoch", "camera", *STEP_NAMES] and max(map(len, lines)) <= 100
-    assert [ln.split() for ln in lines[1:5]] == [[e, c, *["pass"] * 7] for e in ("run1", "run2") for c in CAMERAS]
+    assert [ln.split() for ln in lines[1 : 1 + 2 * len(CAMERAS)]] == [
+        [e, c, *["pass"] * 7] for e in ("run1", "run2") for c in CAMERAS
+    ]
 
 
 def check_nothing_to_do(workdir: Path, out: str) -> None:
@@ -315,18 +323,104 @@ def test_editing_the_config_reruns_exactly_its_jobs(demo_run, edit, camera, reru
     assert {j for j in jobs if j[0] in STEP_NAMES} == expected
 
 
-def test_rebuild_one_camera_leaves_others_identical(demo_run):
+# ------------------------------------------------------------------ a rebuilt bias: what is stale (issue #32)
+BIAS = paths.sentinel("bias", "run1", "b1")
+DARK = paths.sentinel("dark", "run1", "b1")
+# b1's chain in run1 and the b arm's fiberNorms (it reads b1's and b2's profiles); run2 reads nothing of run1
+DOWNSTREAM = {(step, "b" if STEPS[step].per_arm else "b1") for step in STEP_NAMES if step != "bias"}
+
+
+def read(workdir: Path, path: str) -> dict:
+    return json.loads((workdir / path).read_text())
+
+
+def products(workdir: Path) -> tuple[int, list[dict]]:
+    """`pfscalib status --format json`: its exit status and the product rows (not the roll-up's)."""
+    proc = run(["pfscalib", "status", "--format", "json"], cwd=workdir)
+    return proc.returncode, [r for r in json.loads(proc.stdout) if r["scope"] == "product"]
+
+
+def dry_run_step_jobs(workdir: Path) -> set[str]:
+    """The outputs (sentinels) of the step jobs `snakemake -n` lists as needing to run."""
+    proc = snakemake(workdir, "-n", rerun_incomplete=False)
+    blocks = re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)*)", proc.stdout, re.M)
+    return {re.search(r"output: (\S+)", body)[1] for rule, body in blocks if rule in STEP_NAMES}
+
+
+@pytest.fixture(scope="module")
+def rebuilt_bias(demo_run):
+    """The whole demo built, then b1's bias of run1 alone rebuilt (forced, its target only): (certifications
+    before, the old bias's sentinel)."""
+    code, rows = products(demo_run)
+    assert code == 0 and {r["state"] for r in rows} <= {"ok", "n/a"}, rows  # nothing stale after a whole run
+    assert read(demo_run, DARK)["inputs"] == {BIAS: read(demo_run, BIAS)["datasetId"]}  # what the dark read
+    before, old = certifications(demo_run / "results/demo/repo"), read(demo_run, BIAS)
+    snakemake(demo_run, BIAS, "--forcerun", BIAS)
+    assert read(demo_run, BIAS)["datasetId"] != old["datasetId"]
+    return before, old
+
+
+def test_every_product_downstream_of_a_rebuilt_bias_is_stale_naming_it(demo_run, rebuilt_bias):
+    code, rows = products(demo_run)
+    assert code == 1  # stale is not ok
+    stale = {(r["step"], r["camera"]): r for r in rows if r["state"] == "stale"}
+    assert set(stale) == DOWNSTREAM
+    assert next(r for r in rows if (r["step"], r["camera"]) == ("bias", "b1"))["status"] == "pass"
+    for (step, unit), row in stale.items():
+        target = paths.sentinel(step, "run1", unit)
+        assert row["staleInputs"] == "bias b1", row
+        assert row["status"].startswith("stale: bias b1 rebuilt since"), row
+        assert row["rebuild"] == f"snakemake --cores 2 {target} -R {DARK}", row  # the dark: built from the bias
+        assert row["rebuild"] in row["status"]
+    assert "(via dark b1)" in stale[("flat", "b1")]["status"]
+    assert stale[("dark", "b1")]["verdict"] == "" and "via" not in stale[("dark", "b1")]["status"]
+
+
+def test_stale_products_are_exactly_the_jobs_a_dry_run_would_rerun(demo_run, rebuilt_bias):
+    _, rows = products(demo_run)
+    stale = {paths.sentinel(r["step"], r["epoch"], r["camera"]) for r in rows if r["state"] == "stale"}
+    assert stale == dry_run_step_jobs(demo_run) and len(stale) == len(DOWNSTREAM)
+
+
+def test_table_and_summary_say_stale_and_how_to_rebuild(demo_run, rebuilt_bias):
+    table = run(["pfscalib", "status"], cwd=demo_run)
+    assert table.returncode == 1
+    lines = table.stdout.splitlines()
+    assert lines[1].split() == ["run1", "b1", "pass", *["STALE"] * (len(STEP_NAMES) - 1)]
+    assert lines[2].split() == ["run1", "r1", *["pass"] * len(STEP_NAMES)]
+    command = f"snakemake --cores 2 all -R {DARK}"
+    note = f"run1: {len(DOWNSTREAM)} stale, built before bias b1 was rebuilt; to rebuild:"
+    assert lines[lines.index(note) + 1] == f"  {command}"
+    summary = run(["pfscalib", "summary"], cwd=demo_run)
+    assert summary.returncode == 1
+    assert "b1 dark STALE, flat STALE, bootstrap STALE, detectorMap STALE, fiberProfiles STALE, fiberNorms STALE" in (
+        summary.stdout
+    )
+    assert f"  {note}\n    {command}\n" in summary.stdout
+
+
+def test_the_printed_command_rebuilds_exactly_the_stale_products_and_leaves_others_identical(demo_run, rebuilt_bias):
+    """The command status prints rebuilds b1's chain and the b arm's fiberNorms from the new bias, clears STALE,
+    and leaves every other camera's and epoch's certification as it was (replaced, never duplicated)."""
+    before, old_bias = rebuilt_bias
     repo = demo_run / "results/demo/repo"
-    before = certifications(repo)
-    old = json.loads((demo_run / "results/certified/run1/bootstrap/b1.json").read_text())
-    proc = snakemake(demo_run, "--forcerun", "results/certified/run1/bootstrap/b1.json")
-    rebuilt = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)", proc.stdout, re.M)
-    assert {w for _, w in rebuilt} <= {"epoch=run1, arm=b, spectrograph=1", "epoch=run1, arm=b"}
+    ids = {(step, unit): read(demo_run, paths.sentinel(step, "run1", unit))["datasetId"] for step, unit in DOWNSTREAM}
+    summary = run(["pfscalib", "summary"], cwd=demo_run).stdout
+    command = shlex.split(re.search(r"^ +(snakemake .*)$", summary, re.M)[1])
+    assert command[:3] == ["snakemake", "--cores", "2"]
+    proc = snakemake(demo_run, *command[3:])
+    rebuilt = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)", proc.stdout + proc.stderr, re.M)
+    assert {w for r, w in rebuilt if r in STEP_NAMES} == {"epoch=run1, arm=b, spectrograph=1", "epoch=run1, arm=b"}
+    for step, unit in DOWNSTREAM:  # each rebuilt from the new bias
+        assert read(demo_run, paths.sentinel(step, "run1", unit))["datasetId"] != ids[(step, unit)]
+    assert read(demo_run, DARK)["inputs"] == {BIAS: read(demo_run, BIAS)["datasetId"]} != {BIAS: old_bias["datasetId"]}
+    code, rows = products(demo_run)
+    assert code == 0 and not [r for r in rows if r["state"] == "stale"], rows
+    assert dry_run_step_jobs(demo_run) == set()
     after = certifications(repo)
-    new = json.loads((demo_run / "results/certified/run1/bootstrap/b1.json").read_text())
-    assert new["datasetId"] != old["datasetId"] and new["run"] != old["run"]
     changed = {k for k in before if before[k] != after.get(k)}
-    assert changed and all(dict(k[1]).get("arm") == "b" and dict(k[1]).get("spectrograph", 1) == 1 for k in changed)
+    assert len(changed) == len(STEP_NAMES)  # the bias and its DOWNSTREAM, nothing else
+    assert all(dict(k[1]).get("arm") == "b" and dict(k[1]).get("spectrograph", 1) == 1 for k in changed)
     assert all(k[2].startswith("2025-03-01") for k in changed)  # run2 untouched
     assert set(after) == set(before)  # replaced, never duplicated
 
@@ -343,7 +437,7 @@ def test_status_table_reports_a_decertified_camera(demo_run, tmp_path):
     shutil.copytree(demo_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
     ok = run(["pfscalib", "status", "--format", "json"], cwd=workdir, check=True)
     rows = [r for r in json.loads(ok.stdout) if r["scope"] == "product"]  # then the roll-up rows
-    assert len(rows) == 2 * (6 * 2 + 2) and {r["status"] for r in rows} == {"pass"}
+    assert len(rows) == 2 * (6 * len(CAMERAS) + 2) and {r["status"] for r in rows} == {"pass"}
     run(
         [
             "results/demo/repo/bin/butlerDecertify.py",  # the demo's stand-in, beside its repository

@@ -88,6 +88,12 @@ def _table(df: pd.DataFrame, css: str = "small") -> str:
     return df.to_html(index=False, escape=True, classes=css, border=0, na_rep="")
 
 
+def lines(*parts: str) -> str:
+    """One element per line: the report embeds the page in reStructuredText, whose parser (docutils) refuses
+    a line longer than its line_length_limit (10,000 characters) and shows an error instead of the page."""
+    return "\n".join(parts)
+
+
 def grid(products: pd.DataFrame, cameras: list[str], epoch: str) -> str:
     """Cameras down, calibrations across, the camera's roll-up last; each cell its word, linked to its picture."""
     states = status.camera_states(products, cameras)
@@ -109,8 +115,8 @@ def grid(products: pd.DataFrame, cameras: list[str], epoch: str) -> str:
             )
         verdict = per_camera[camera]
         cells.append(f'<td class="r {word_of(verdict)}" data-rollup="camera" data-name="{camera}">{verdict}</td>')
-        rows.append(f"<tr><th>{camera}</th>{''.join(cells)}</tr>")
-    return f'<table class="grid" data-epoch="{epoch}">{"".join(rows)}</table>'
+        rows.append(lines(f"<tr><th>{camera}</th>", *cells, "</tr>"))
+    return lines(f'<table class="grid" data-epoch="{epoch}">', *rows, "</table>")
 
 
 def rollup_table(products: pd.DataFrame, cameras: list[str]) -> str:
@@ -127,8 +133,8 @@ def rollup_table(products: pd.DataFrame, cameras: list[str]) -> str:
                 f'<td class="r {word_of(verdict)}" data-rollup="{scope}" data-name="{name}" '
                 f'data-epoch="{epoch}">{verdict}</td>'
             )
-        rows.append(f"<tr><td>{scope}</td><td>{name}</td>{''.join(cells)}</tr>")
-    return f'<table class="rollup">{"".join(rows)}</table>'
+        rows.append(lines(f"<tr><td>{scope}</td><td>{name}</td>", *cells, "</tr>"))
+    return lines('<table class="rollup">', *rows, "</table>")
 
 
 def page(
