@@ -15,7 +15,6 @@ bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -23,50 +22,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-NOT_DATASTORE = ("gen3.sqlite3", "bin")  # the registry and the demo's stand-in scripts
+sys.path.insert(0, str(PROJECT / "tests"))  # the tests' datastore sampler (as bench/season.py)
 
-
-def datastore_bytes(repo: Path) -> int:
-    total = 0
-    for root, dirs, files in os.walk(repo):
-        if Path(root) == repo:
-            dirs[:] = [d for d in dirs if d not in NOT_DATASTORE]
-            files = [f for f in files if not f.startswith(NOT_DATASTORE)]
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):  # purged while we looked
-                total += os.stat(os.path.join(root, name)).st_size
-    return total
-
-
-class Sampler(threading.Thread):
-    def __init__(self, repo: Path, interval: float = 0.2):
-        super().__init__(daemon=True)
-        self.repo, self.interval, self.stop = repo, interval, threading.Event()
-        self.samples: list[tuple[float, int]] = []  # (time, datastore bytes)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.samples.append((time.time(), datastore_bytes(self.repo)))
-            time.sleep(self.interval)
-
-
-def held_by_running(wd: Path, samples: list[tuple[float, int]], baseline: int) -> int:
-    """The peak of what running jobs held: the datastore's growth minus what finished jobs left (each
-    sentinel's recorded writes of the types its job did not clean, from the moment it was written; a job
-    that has cleaned but not yet written its sentinel still counts as running)."""
-    finished = []
-    for path in (wd / "results/certified").rglob("*.json"):
-        s = json.loads(path.read_text())
-        cleaned = set(s["cleaned"]["datasetTypes"])
-        finished.append((path.stat().st_mtime, sum(b for t, (_, b) in s["written"].items() if t not in cleaned)))
-    return max(size - baseline - sum(b for when, b in finished if when <= t) for t, size in samples)
+from helpers import DatastoreSampler, datastore_bytes, held_by_running  # noqa: E402
 
 
 def workdir(root: Path) -> Path:
@@ -93,7 +57,7 @@ def one_run(template: Path, base: Path, name: str, cores: int, budget: int | Non
     shutil.copytree(template, wd / "results/demo/repo")
     repo = wd / "results/demo/repo"
     baseline = datastore_bytes(repo)
-    sampler = Sampler(repo)
+    sampler = DatastoreSampler(repo, interval=0.2)
     sampler.start()
     args = ["--cores", str(cores)] + (["--resources", f"disk_mb={budget}"] if budget else [])
     wall = snakemake(wd, *args)
