@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import time
@@ -104,7 +105,7 @@ def test_dry_run_with_slurm_profile_needs_no_cluster(tmp_path):
     bin_dir, calls = tmp_path / "bin", tmp_path / "slurm-calls"
     bin_dir.mkdir()
     for name in SLURM_COMMANDS:
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit 1\n')
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(calls))}\nexit 1\n')
         (bin_dir / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
